@@ -1,0 +1,67 @@
+// The `ser` command line (Node edge). Each command lives in its own module and registers here.
+import { createNodeRuntime } from './dawn.js';
+
+interface Command {
+  summary: string;
+  usage: string;
+  run: (argv: string[]) => Promise<number | void>;
+}
+
+export const commands: Record<string, Command> = {
+  info: {
+    summary: 'show the WebGPU adapter, its limits and features',
+    usage: 'ser info [--json]',
+    async run(argv) {
+      const rt = await createNodeRuntime();
+      const l = rt.limits;
+      const info = {
+        adapter: rt.adapter,
+        features: [...rt.features].sort(),
+        limits: {
+          maxStorageBufferBindingSize: l.maxStorageBufferBindingSize,
+          maxBufferSize: l.maxBufferSize,
+          maxComputeWorkgroupStorageSize: l.maxComputeWorkgroupStorageSize,
+          maxComputeInvocationsPerWorkgroup: l.maxComputeInvocationsPerWorkgroup,
+        },
+      };
+      if (argv.includes('--json')) console.log(JSON.stringify(info));
+      else console.log(JSON.stringify(info, null, 2));
+      rt.destroy();
+    },
+  },
+};
+
+function help(): void {
+  console.log('usage: ser <command> [options]\n\ncommands:');
+  for (const [name, c] of Object.entries(commands)) console.log(`  ${name.padEnd(18)} ${c.summary}`);
+  console.log('\nser <command> --help for the options of one command');
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  if (!name || name === '--help' || name === '-h' || name === 'help') {
+    help();
+    return 0;
+  }
+  const cmd = commands[name];
+  if (!cmd) {
+    console.error(`ser: unknown command '${name}'`);
+    help();
+    return 2;
+  }
+  if (rest.includes('--help') || rest.includes('-h')) {
+    console.log(cmd.usage);
+    return 0;
+  }
+  const code = await cmd.run(rest);
+  return typeof code === 'number' ? code : 0;
+}
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (e) => {
+    console.error(`ser: ${e instanceof Error ? e.message : String(e)}`);
+    if (process.env.SER_DEBUG) console.error(e);
+    process.exit(1);
+  },
+);

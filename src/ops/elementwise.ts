@@ -1,0 +1,83 @@
+// Elementwise ops: each forward dispatch sits next to its backward.
+import source from '../../kernels/elementwise.wgsl';
+import { defineKernel } from '../runtime/kernel.js';
+import { Tensor } from '../tensor.js';
+import { record, registerGradHelpers } from '../autograd.js';
+import { grid1d } from './grid.js';
+
+export const elementwiseKernel = defineKernel('elementwise', source);
+const WG = 256;
+
+function run(entry: string, bindings: Record<string, Tensor>, n: number, dtype: string, params: Partial<{ alpha: number; beta: number; value: number }> = {}): void {
+  const rt = Object.values(bindings)[0].rt;
+  rt.dispatch(elementwiseKernel, entry, { ...bindings, p: { n, alpha: params.alpha ?? 1, beta: params.beta ?? 0, value: params.value ?? 0 } }, grid1d(n, WG), {
+    defines: { T: dtype },
+  });
+}
+
+function sameShape(op: string, a: Tensor, b: Tensor): void {
+  if (a.shape.join() !== b.shape.join() || a.dtype !== b.dtype) {
+    throw new Error(`${op}: shapes/dtypes differ: ${a.label} [${a.shape}] ${a.dtype} vs ${b.label} [${b.shape}] ${b.dtype}`);
+  }
+}
+
+export function full(like: { rt: Tensor['rt'] }, shape: readonly number[], value: number, dtype: Tensor['dtype'] = 'f32', label = 'full'): Tensor {
+  const y = Tensor.empty(like.rt, shape, dtype, label);
+  if (dtype === 'i32') {
+    y.write(new Int32Array(y.size).fill(value));
+    return y;
+  }
+  run('fill', { y }, y.size, dtype, { value });
+  return y;
+}
+
+export function zerosLike(t: Tensor): Tensor {
+  return full(t, t.shape, 0, t.dtype, `${t.label}.zeros`);
+}
+
+export function onesLike(t: Tensor): Tensor {
+  return full(t, t.shape, 1, t.dtype, `${t.label}.ones`);
+}
+
+/** y = a + alpha * b */
+export function add(a: Tensor, b: Tensor, alpha = 1): Tensor {
+  sameShape('add', a, b);
+  const y = Tensor.empty(a.rt, a.shape, a.dtype, 'add');
+  run('add', { y, a, b }, y.size, a.dtype, { alpha });
+  return record('add', y, [a, b], [], (gy, needs) => [
+    needs[0] ? scale(gy, 1) : null,
+    needs[1] ? scale(gy, alpha) : null,
+  ]);
+}
+
+export function sub(a: Tensor, b: Tensor): Tensor {
+  return add(a, b, -1);
+}
+
+/** a += b in place (no autograd: for gradient accumulation and optimizers). */
+export function accumulate(acc: Tensor, b: Tensor): void {
+  sameShape('accumulate', acc, b);
+  run('accumulate', { acc, b }, acc.size, acc.dtype);
+}
+
+export function mul(a: Tensor, b: Tensor): Tensor {
+  sameShape('mul', a, b);
+  const y = Tensor.empty(a.rt, a.shape, a.dtype, 'mul');
+  run('mul', { y, a, b }, y.size, a.dtype);
+  return record('mul', y, [a, b], [a, b], (gy, needs) => {
+    const ga = needs[0] ? Tensor.empty(a.rt, a.shape, a.dtype, 'mul.grad_a') : null;
+    if (ga) run('mul', { y: ga, a: gy, b }, ga.size, a.dtype);
+    const gb = needs[1] ? Tensor.empty(a.rt, a.shape, a.dtype, 'mul.grad_b') : null;
+    if (gb) run('mul', { y: gb, a: gy, b: a }, gb.size, a.dtype);
+    return [ga, gb];
+  });
+}
+
+/** y = alpha * a + beta */
+export function scale(a: Tensor, alpha: number, beta = 0): Tensor {
+  const y = Tensor.empty(a.rt, a.shape, a.dtype, 'scale');
+  run('scale', { y, a }, y.size, a.dtype, { alpha, beta });
+  return record('scale', y, [a], [], (gy) => [scale(gy, alpha)]);
+}
+
+registerGradHelpers(accumulate, onesLike);

@@ -1,0 +1,13 @@
+// Dispatch-size helpers shared by the op wrappers.
+
+/** Workgroups for n threads of a 1-D kernel laid out as x + y * width (see kernels' flat()). */
+export function grid1d(n: number, wg: number, maxPerDim = 65535): [number, number] {
+  const groups = Math.ceil(n / wg);
+  if (groups <= maxPerDim) return [groups, 1];
+  const y = Math.ceil(groups / maxPerDim);
+  return [Math.ceil(groups / y), y];
+}
+
+export function ceilDiv(a: number, b: number): number {
+  return Math.ceil(a / b);
+}

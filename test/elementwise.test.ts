@@ -1,0 +1,75 @@
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { getRuntime, randn, upload, close, finiteDifference, probeIndices } from './helpers.js';
+import { add, mul, scale, full } from '../src/ops/elementwise.js';
+import { backward, tidy } from '../src/autograd.js';
+import { Tensor } from '../src/tensor.js';
+
+const N = 1237; // not a multiple of the 256-thread workgroup
+
+test('add / mul / scale forward match f64 and gradients flow', async () => {
+  const rt = await getRuntime();
+  const a = randn(N, 1);
+  const b = randn(N, 2);
+  const w = randn(N, 3);
+  const ta = upload(rt, a, [N], { requiresGrad: true });
+  const tb = upload(rt, b, [N], { requiresGrad: true });
+  // y = (a + 0.5 b) * b * 3 - 1  ; dy/da = 3b ; dy/db = 3(a + 0.5b) + 1.5 b = 3a + 3b
+  const y = scale(mul(add(ta, tb, 0.5), tb), 3, -1);
+  const yref = a.map((x, i) => (x + 0.5 * b[i]) * b[i] * 3 - 1);
+  close(await y.read(), yref, 1e-6, 'forward');
+  backward(y, upload(rt, w, [N]));
+  close(await ta.grad!.read(), a.map((_, i) => 3 * b[i] * w[i]), 1e-6, 'grad a');
+  close(await tb.grad!.read(), a.map((x, i) => (3 * x + 3 * b[i]) * w[i]), 1e-6, 'grad b');
+  await finiteDifference({
+    what: 'grad a',
+    x: a,
+    w,
+    analytic: await ta.grad!.read(),
+    indices: probeIndices(N),
+    forward: async (x) => tidy(() => scale(mul(add(upload(rt, x, [N]), tb, 0.5), tb), 3, -1)).read(),
+  });
+});
+
+test('f16 storage where the adapter has shader-f16', async () => {
+  const rt = await getRuntime();
+  if (!rt.hasF16) return;
+  const a = randn(N, 4);
+  const b = randn(N, 5);
+  const y = add(upload(rt, a, [N], { dtype: 'f16' }), upload(rt, b, [N], { dtype: 'f16' }), 2);
+  assert.is(y.dtype, 'f16');
+  close(await y.read(), a.map((x, i) => x + 2 * b[i]), 1e-2, 'f16 add');
+});
+
+test('tidy frees intermediates; pool reuses buffers; backward frees saved tensors', async () => {
+  const rt = await getRuntime();
+  const before = rt.pool.inUseBytes;
+  const x = upload(rt, randn(N, 6), [N], { requiresGrad: true });
+  const loss = tidy(() => mul(scale(x, 2), x));
+  const mid = rt.pool.inUseBytes;
+  assert.ok(mid > before, 'saved tensors are alive until backward');
+  const seed = full(x, [N], 1);
+  backward(loss, seed);
+  seed.dispose();
+  loss.dispose();
+  const g = await x.grad!.read();
+  close(g, randn(N, 6).map((v) => 4 * v), 1e-6, 'd(2x*x)/dx');
+  x.grad!.dispose();
+  x.dispose();
+  assert.is(rt.pool.inUseBytes, before, 'everything released');
+});
+
+test('binding errors name the kernel and binding', async () => {
+  const rt = await getRuntime();
+  const { elementwiseKernel } = await import('../src/ops/elementwise.js');
+  const t = Tensor.empty(rt, [4]);
+  assert.throws(() => rt.dispatch(elementwiseKernel, 'add', { y: t, a: t, p: { n: 4, alpha: 1, beta: 0, value: 0 } }, [1]), /elementwise\.add: binding 'b' is missing/);
+  assert.throws(() => rt.dispatch(elementwiseKernel, 'fill', { y: t, a: t, p: { n: 4, alpha: 1, beta: 0, value: 0 } }, [1]), /elementwise\.fill: unexpected binding\(s\) a/);
+  const i = Tensor.empty(rt, [4], 'i32');
+  assert.throws(() => rt.dispatch(elementwiseKernel, 'fill', { y: i, p: { n: 4, alpha: 1, beta: 0, value: 0 } }, [1]), /expects f32 elements, got a i32/);
+  assert.throws(() => rt.dispatch(elementwiseKernel, 'fill', { y: t, p: { n: 4, alpha: 1, beta: 0 } }, [1]), /uniform 'p.value' is missing/);
+  assert.throws(() => rt.dispatch(elementwiseKernel, 'nope', {}, [1]), /no entry point 'nope'/);
+  await rt.sync();
+});
+
+test.run();

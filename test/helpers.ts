@@ -1,0 +1,129 @@
+// Shared test utilities: one runtime per test process (allocations poisoned with NaN), deterministic random data,
+// float64 reference helpers, relative L2 error, and a finite-difference gradient probe.
+import * as assert from 'uvu/assert';
+import { createNodeRuntime } from '../src/node/dawn.js';
+import type { Runtime } from '../src/runtime/runtime.js';
+import { Tensor, type DType } from '../src/tensor.js';
+
+let rtPromise: Promise<Runtime> | null = null;
+
+export function getRuntime(): Promise<Runtime> {
+  if (!rtPromise) {
+    rtPromise = createNodeRuntime().then((rt) => {
+      rt.poison = true;
+      return rt;
+    });
+  }
+  return rtPromise;
+}
+
+/** Deterministic generator (mulberry32) so failures reproduce. */
+export function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** Standard normal values (Box-Muller), rounded to f32 so the f64 reference sees exactly what the GPU sees. */
+export function randn(n: number, seed: number, scale = 1): Float64Array {
+  const r = rng(seed);
+  const out = new Float64Array(n);
+  for (let i = 0; i < n; i++) {
+    const u = Math.max(r(), 1e-12);
+    const v = r();
+    out[i] = Math.fround(scale * Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * v));
+  }
+  return out;
+}
+
+export function uniform(n: number, seed: number, lo = -1, hi = 1): Float64Array {
+  const r = rng(seed);
+  const out = new Float64Array(n);
+  for (let i = 0; i < n; i++) out[i] = Math.fround(lo + (hi - lo) * r());
+  return out;
+}
+
+export function upload(rt: Runtime, data: ArrayLike<number>, shape: number[], opts: { dtype?: DType; requiresGrad?: boolean; label?: string } = {}): Tensor {
+  const t = Tensor.fromData(rt, Float32Array.from(data as ArrayLike<number>), shape, opts.dtype ?? 'f32', opts.label ?? 'input');
+  t.requiresGrad = opts.requiresGrad ?? false;
+  return t;
+}
+
+export function relL2(got: ArrayLike<number>, ref: ArrayLike<number>): number {
+  assert.is(got.length, ref.length, `length ${got.length} vs reference ${ref.length}`);
+  let num = 0;
+  let den = 0;
+  for (let i = 0; i < ref.length; i++) {
+    const d = got[i] - ref[i];
+    num += d * d;
+    den += ref[i] * ref[i];
+  }
+  if (!Number.isFinite(num)) return Infinity; // NaN (a poisoned, unwritten element) fails every tolerance
+  return Math.sqrt(num) / Math.max(Math.sqrt(den), 1e-30);
+}
+
+export function maxAbs(got: ArrayLike<number>, ref: ArrayLike<number>): number {
+  let m = 0;
+  for (let i = 0; i < ref.length; i++) {
+    const d = Math.abs(got[i] - ref[i]);
+    if (!(d <= m)) m = Number.isNaN(d) ? Infinity : d;
+  }
+  return m;
+}
+
+/** Assert relative L2 error at most tol, with a message naming what was compared. */
+export function close(got: ArrayLike<number>, ref: ArrayLike<number>, tol: number, what: string): void {
+  const e = relL2(got, ref);
+  assert.ok(e <= tol, `${what}: relative L2 error ${e.toExponential(3)} > ${tol} (first values got ${Array.from(got).slice(0, 4).map((x) => x.toPrecision(5))} ref ${Array.from(ref).slice(0, 4).map((x) => x.toPrecision(5))})`);
+}
+
+/**
+ * Finite-difference probe of a few gradient entries, independent of any reference implementation.
+ * loss(x) = sum(forward(x) * w) evaluated in f64 from the GPU's f32 outputs; central differences with step h.
+ * `forward` must return the op output for the given input values; `analytic` is the gradient the kernel produced
+ * for the same loss (i.e. backward with gradOut = w).
+ */
+export async function finiteDifference(opts: {
+  x: Float64Array;
+  w: ArrayLike<number>;
+  forward: (x: Float64Array) => Promise<ArrayLike<number>>;
+  analytic: ArrayLike<number>;
+  indices: number[];
+  h?: number;
+  tol?: number;
+  what: string;
+}): Promise<void> {
+  const h = opts.h ?? 1e-2;
+  const tol = opts.tol ?? 2e-2;
+  for (const i of opts.indices) {
+    const xp = Float64Array.from(opts.x);
+    const xm = Float64Array.from(opts.x);
+    xp[i] += h;
+    xm[i] -= h;
+    const yp = await opts.forward(xp);
+    const ym = await opts.forward(xm);
+    let lp = 0;
+    let lm = 0;
+    for (let k = 0; k < yp.length; k++) {
+      lp += yp[k] * opts.w[k];
+      lm += ym[k] * opts.w[k];
+    }
+    const num = (lp - lm) / (2 * h);
+    const ana = opts.analytic[i];
+    const err = Math.abs(num - ana) / Math.max(Math.abs(num), Math.abs(ana), 1e-3);
+    assert.ok(err <= tol, `${opts.what}: finite difference at ${i}: numeric ${num.toPrecision(6)} vs analytic ${ana.toPrecision(6)} (rel err ${err.toExponential(2)})`);
+  }
+}
+
+/** A few spread-out indices into an array of length n. */
+export function probeIndices(n: number, count = 4, seed = 7): number[] {
+  const r = rng(seed);
+  const out = new Set<number>();
+  while (out.size < Math.min(count, n)) out.add(Math.floor(r() * n));
+  return [...out];
+}

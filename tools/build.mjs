@@ -1,0 +1,43 @@
+#!/usr/bin/env node
+// Bundles with esbuild: WGSL files become strings (loader 'text'), so no kernel is read from disk at run time.
+//   build/cli.mjs            the `ser` CLI (Node)
+//   build/test/*.test.mjs    tests (one bundle per file, run by tools/run-tests.mjs with uvu)
+//   build/bench/*.mjs        benchmarks
+//   dist/ser.browser.js      the browser ESM bundle (no Node built-ins), when src/browser.ts exists
+import * as esbuild from 'esbuild';
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const list = (dir, re) => (fs.existsSync(path.join(root, dir)) ? fs.readdirSync(path.join(root, dir)).filter((f) => re.test(f)).map((f) => path.join(dir, f)) : []);
+
+const common = {
+  absWorkingDir: root,
+  bundle: true,
+  format: 'esm',
+  loader: { '.wgsl': 'text' },
+  sourcemap: 'linked',
+  logLevel: 'warning',
+  target: 'es2022',
+};
+const node = {
+  ...common,
+  platform: 'node',
+  packages: 'external',
+  // bundles share no state with each other; createRequire lets CommonJS deps load from ESM output
+  banner: { js: "import { createRequire as __ser_createRequire } from 'node:module'; const require = __ser_createRequire(import.meta.url);" },
+};
+
+const t0 = Date.now();
+const jobs = [];
+const tests = list('test', /\.test\.ts$/);
+if (tests.length) jobs.push(esbuild.build({ ...node, entryPoints: tests, outdir: 'build/test', outExtension: { '.js': '.mjs' } }));
+const benches = list('bench', /\.ts$/);
+if (benches.length) jobs.push(esbuild.build({ ...node, entryPoints: benches, outdir: 'build/bench', outExtension: { '.js': '.mjs' } }));
+if (fs.existsSync(path.join(root, 'src/node/cli.ts'))) jobs.push(esbuild.build({ ...node, entryPoints: ['src/node/cli.ts'], outfile: 'build/cli.mjs' }));
+if (fs.existsSync(path.join(root, 'src/browser.ts'))) {
+  jobs.push(esbuild.build({ ...common, platform: 'browser', entryPoints: ['src/browser.ts'], outfile: 'dist/ser.browser.js', treeShaking: true }));
+}
+await Promise.all(jobs);
+console.log(`[build] ${tests.length} test bundle(s), ${benches.length} bench bundle(s) in ${Date.now() - t0} ms`);
