@@ -30,14 +30,20 @@ const node = {
 };
 
 const t0 = Date.now();
+// one esbuild call per entry: a file that fails to compile breaks only its own bundle, and is reported
 const jobs = [];
+const add = (what, opts) => jobs.push(esbuild.build(opts).then(() => null, (e) => `${what}: ${e.message}`));
 const tests = list('test', /\.test\.ts$/);
-if (tests.length) jobs.push(esbuild.build({ ...node, entryPoints: tests, outdir: 'build/test', outExtension: { '.js': '.mjs' } }));
+for (const t of tests) add(t, { ...node, entryPoints: [t], outfile: `build/test/${path.basename(t, '.ts')}.mjs` });
 const benches = list('bench', /\.ts$/);
-if (benches.length) jobs.push(esbuild.build({ ...node, entryPoints: benches, outdir: 'build/bench', outExtension: { '.js': '.mjs' } }));
-if (fs.existsSync(path.join(root, 'src/node/cli.ts'))) jobs.push(esbuild.build({ ...node, entryPoints: ['src/node/cli.ts'], outfile: 'build/cli.mjs' }));
+for (const b of benches) add(b, { ...node, entryPoints: [b], outfile: `build/bench/${path.basename(b, '.ts')}.mjs` });
+if (fs.existsSync(path.join(root, 'src/node/cli.ts'))) add('src/node/cli.ts', { ...node, entryPoints: ['src/node/cli.ts'], outfile: 'build/cli.mjs' });
 if (fs.existsSync(path.join(root, 'src/browser.ts'))) {
-  jobs.push(esbuild.build({ ...common, platform: 'browser', entryPoints: ['src/browser.ts'], outfile: 'dist/ser.browser.js', treeShaking: true }));
+  add('src/browser.ts', { ...common, platform: 'browser', entryPoints: ['src/browser.ts'], outfile: 'dist/ser.browser.js', treeShaking: true });
 }
-await Promise.all(jobs);
+const errors = (await Promise.all(jobs)).filter(Boolean);
 console.log(`[build] ${tests.length} test bundle(s), ${benches.length} bench bundle(s) in ${Date.now() - t0} ms`);
+if (errors.length) {
+  console.error(`[build] ${errors.length} bundle(s) failed:\n${errors.join('\n')}`);
+  process.exit(1);
+}
