@@ -1,0 +1,108 @@
+// Activations, elementwise over n values of any contiguous shape. One thread per element on a 2-D grid
+// (i = x + y * width) so more than 65535 workgroups' worth of elements fit one dispatch.
+//   geluForward:   y = 0.5 x (1 + erf(x / sqrt2)) = x Phi(x)                 (exact erf form, PyTorch default)
+//   geluBackward:  gx = gy (Phi(x) + x phi(x)),  phi = exp(-x^2/2) / sqrt(2 pi)
+//   tanhForward:   y = tanh x, from exp(-2|x|) (never overflows) and a series near 0 (no cancellation)
+//   tanhBackward:  gx = gy (1 - y^2)                                          (y is the saved output)
+//   dropoutApply:  y = keep(i) ? x / (1 - p) : 0, keep(i) = hash(seed, offset + i) >= p * 2^32.
+//                  The mask is a pure function of (seed, offset + i), so the same entry applied to gy is the backward,
+//                  and a checkpoint replaying the random stream regenerates it bit for bit.
+// WGSL has no erf: Phi is computed from erfc on the non-negative side only (Numerical Recipes' Chebyshev fit,
+// relative error < 1.2e-7 everywhere), so gelu keeps full relative accuracy in the far negative tail too.
+// T is the storage type (f32, or f16 with shader-f16); arithmetic is f32.
+alias T = f32;
+const WG: u32 = 256u;
+
+struct Sizes { n: u32 }
+struct DropoutParams { n: u32, seed: u32, offset: u32, threshold: u32, scale: f32 }
+
+@group(0) @binding(0) var<uniform> sizes: Sizes;
+@group(0) @binding(1) var<uniform> dp: DropoutParams;
+@group(0) @binding(2) var<storage, read> x: array<T>;
+@group(0) @binding(3) var<storage, read_write> y: array<T>;
+@group(0) @binding(4) var<storage, read> gy: array<T>;
+@group(0) @binding(5) var<storage, read_write> gx: array<T>;
+@group(0) @binding(6) var<storage, read> yIn: array<T>;
+
+const FRAC_1_SQRT2: f32 = 0.70710678118654752;
+const FRAC_1_SQRT_2PI: f32 = 0.39894228040143268;
+
+fn flat(gid: vec3u, nwg: vec3u) -> u32 { return gid.x + gid.y * nwg.x * WG; }
+
+// erfc(z) for z >= 0, relative error < 1.2e-7 (Numerical Recipes erfcc)
+fn erfcNonNeg(z: f32) -> f32 {
+  let t = 1.0 / (1.0 + 0.5 * z);
+  let poly = -1.26551223 + t * (1.00002368 + t * (0.37409196 + t * (0.09678418 + t * (-0.18628806 + t * (0.27886807 +
+    t * (-1.13520398 + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277))))))));
+  return t * exp(poly - z * z);
+}
+
+// Phi(x) = P(N(0,1) <= x) = 0.5 erfc(-x / sqrt2); the small tail is computed directly, the large side as 1 - tail
+fn normalCdf(v: f32) -> f32 {
+  let tail = 0.5 * erfcNonNeg(abs(v) * FRAC_1_SQRT2);
+  return select(1.0 - tail, tail, v < 0.0);
+}
+
+fn stableTanh(v: f32) -> f32 {
+  let a = abs(v);
+  if (a < 0.25) {
+    // Taylor series to x^9: next term < 1e-8 relative here, where (1 - e)/(1 + e) would cancel
+    let s = v * v;
+    return v * (1.0 + s * (-1.0 / 3.0 + s * (2.0 / 15.0 + s * (-17.0 / 315.0 + s * (62.0 / 2835.0)))));
+  }
+  let e = exp(-2.0 * a);
+  return sign(v) * (1.0 - e) / (1.0 + e);
+}
+
+@compute @workgroup_size(WG)
+fn geluForward(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let i = flat(gid, nwg);
+  if (i >= sizes.n) { return; }
+  let v = f32(x[i]);
+  y[i] = T(v * normalCdf(v));
+}
+
+@compute @workgroup_size(WG)
+fn geluBackward(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let i = flat(gid, nwg);
+  if (i >= sizes.n) { return; }
+  let v = f32(x[i]);
+  let d = normalCdf(v) + v * FRAC_1_SQRT_2PI * exp(-0.5 * v * v);
+  gx[i] = T(f32(gy[i]) * d);
+}
+
+@compute @workgroup_size(WG)
+fn tanhForward(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let i = flat(gid, nwg);
+  if (i >= sizes.n) { return; }
+  y[i] = T(stableTanh(f32(x[i])));
+}
+
+@compute @workgroup_size(WG)
+fn tanhBackward(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let i = flat(gid, nwg);
+  if (i >= sizes.n) { return; }
+  let t = f32(yIn[i]);
+  gx[i] = T(f32(gy[i]) * (1.0 - t * t));
+}
+
+// PCG output permutation of one LCG step: a good 32-bit integer hash (Jarzynski & Olano 2020)
+fn pcgHash(v: u32) -> u32 {
+  let state = v * 747796405u + 2891336453u;
+  let word = ((state >> ((state >> 28u) + 4u)) ^ state) * 277803737u;
+  return (word >> 22u) ^ word;
+}
+
+// Counter-based: bits depend only on (seed, counter). Both hashes are bijections, so distinct counters of one seed
+// never collide and each seed gives a different permutation.
+fn randomBits(seed: u32, counter: u32) -> u32 {
+  return pcgHash(pcgHash(counter) ^ pcgHash(seed ^ 0x9e3779b9u));
+}
+
+@compute @workgroup_size(WG)
+fn dropoutApply(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let i = flat(gid, nwg);
+  if (i >= dp.n) { return; }
+  let keep = randomBits(dp.seed, dp.offset + i) >= dp.threshold;
+  y[i] = T(select(0.0, f32(x[i]) * dp.scale, keep));
+}
