@@ -1,0 +1,249 @@
+// Multi-head self-attention with a key-padding mask, flash style (online softmax; the T x T matrix never exists).
+// Layout: q, k, v, out, grad_out [B, T, H*D] straight from nn.Linear: element [b, t, h, d] at ((b*T + t)*H + h)*D + d.
+// key_mask i32 [B, T] (0 = padded key: zero weight; ignored when p.masked == 0). lse, row_dot [B, H, T].
+//   forward:   s_ij = scale * q_i . k_j (masked keys excluded), P = softmax_j(s), out_i = sum_j P_ij v_j,
+//              lse_i = logsumexp_j s_ij (a row whose keys are all masked gets out = 0 and lse = +BIG, so P = 0 later)
+//   backward (FlashAttention-2, no float atomics): row_dot_i = dout_i . out_i, then with P_ij = exp(s_ij - lse_i),
+//              dP_ij = dout_i . v_j, dS_ij = P_ij (dP_ij - row_dot_i):
+//              dv_j = sum_i P_ij dout_i, dk_j = scale sum_i dS_ij q_i   (one workgroup per key block, queries streamed)
+//              dq_i = scale sum_j dS_ij k_j                            (one workgroup per query block, keys streamed)
+// Each invocation owns one row (a query, or a key in attention_backward_kv) and keeps it in private memory; the
+// other side is streamed through workgroup memory in blocks, and the inner loops read it at addresses that are the
+// same for every invocation (lavapipe turns those into one scalar load + broadcast instead of a per-lane gather).
+// Template parameters: HEAD_DIM (D), BLOCK_ROWS (rows owned per workgroup = invocations), BLOCK_STREAM (streamed
+// rows per block).
+const HEAD_DIM: u32 = 64u;
+const BLOCK_ROWS: u32 = 64u;
+const BLOCK_STREAM: u32 = 32u;
+
+const TILE: u32 = BLOCK_STREAM * HEAD_DIM;
+const TILE_LOADS: u32 = (TILE + BLOCK_ROWS - 1u) / BLOCK_ROWS;
+// "minus infinity" for masked scores and "plus infinity" for the lse of a row with no real key; finite so that
+// differences of two of them stay finite (exp(NEG_BIG - NEG_BIG) = 1 is harmless: those weights are masked to 0).
+const NEG_BIG: f32 = -3.0e38;
+const POS_BIG: f32 = 3.0e38;
+
+struct Params { batch: u32, seq: u32, heads: u32, masked: u32, scale: f32 }
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> q: array<f32>;
+@group(0) @binding(2) var<storage, read> k: array<f32>;
+@group(0) @binding(3) var<storage, read> v: array<f32>;
+@group(0) @binding(4) var<storage, read> key_mask: array<i32>;
+@group(0) @binding(5) var<storage, read_write> out: array<f32>;
+@group(0) @binding(6) var<storage, read_write> lse: array<f32>;
+@group(0) @binding(7) var<storage, read> out_saved: array<f32>;
+@group(0) @binding(8) var<storage, read> grad_out: array<f32>;
+@group(0) @binding(9) var<storage, read_write> row_dot: array<f32>;
+@group(0) @binding(10) var<storage, read> lse_saved: array<f32>;
+@group(0) @binding(11) var<storage, read> row_dot_saved: array<f32>;
+@group(0) @binding(12) var<storage, read_write> grad_q: array<f32>;
+@group(0) @binding(13) var<storage, read_write> grad_k: array<f32>;
+@group(0) @binding(14) var<storage, read_write> grad_v: array<f32>;
+
+// streamed blocks: two [BLOCK_STREAM, HEAD_DIM] tiles and two per-row scalars
+var<workgroup> tile_a: array<f32, TILE>;
+var<workgroup> tile_b: array<f32, TILE>;
+var<workgroup> row_a: array<f32, BLOCK_STREAM>;
+var<workgroup> row_b: array<f32, BLOCK_STREAM>;
+
+// offset of element [b, t, h, 0]
+fn row_offset(b: u32, t: u32, h: u32) -> u32 {
+  return ((b * p.seq + t) * p.heads + h) * HEAD_DIM;
+}
+
+fn key_is_real(b: u32, t: u32) -> bool {
+  if (t >= p.seq) { return false; }
+  if (p.masked == 0u) { return true; }
+  return key_mask[b * p.seq + t] != 0;
+}
+
+// Copy rows start..start+BLOCK_STREAM of head (b, h) of src_a/src_b into tile_a/tile_b (rows past T clamp to T-1:
+// finite values whose weight the callers zero).
+fn load_key_tiles(b: u32, h: u32, start: u32, lane: u32) {
+  for (var r = 0u; r < TILE_LOADS; r++) {
+    let i = r * BLOCK_ROWS + lane;
+    if (i < TILE) {
+      let t = min(start + i / HEAD_DIM, p.seq - 1u);
+      let idx = row_offset(b, t, h) + i % HEAD_DIM;
+      tile_a[i] = k[idx];
+      tile_b[i] = v[idx];
+    }
+  }
+  if (lane < BLOCK_STREAM) {
+    row_a[lane] = select(0.0, 1.0, key_is_real(b, start + lane));
+  }
+}
+
+@compute @workgroup_size(BLOCK_ROWS)
+fn attention_forward(@builtin(local_invocation_index) lane: u32, @builtin(workgroup_id) wg: vec3u) {
+  let b = wg.y / p.heads;
+  let h = wg.y % p.heads;
+  let t = wg.x * BLOCK_ROWS + lane;
+  let base = row_offset(b, min(t, p.seq - 1u), h);
+  var qr: array<f32, HEAD_DIM>;
+  var acc: array<f32, HEAD_DIM>;
+  for (var d = 0u; d < HEAD_DIM; d++) {
+    qr[d] = q[base + d] * p.scale;
+    acc[d] = 0.0;
+  }
+  var m = NEG_BIG;
+  var l = 0.0;
+  for (var start = 0u; start < p.seq; start += BLOCK_STREAM) {
+    workgroupBarrier();
+    load_key_tiles(b, h, start, lane);
+    workgroupBarrier();
+    var s: array<f32, BLOCK_STREAM>;
+    var m_new = m;
+    for (var j = 0u; j < BLOCK_STREAM; j++) {
+      var dot = 0.0;
+      for (var d = 0u; d < HEAD_DIM; d++) {
+        dot += qr[d] * tile_a[j * HEAD_DIM + d];
+      }
+      s[j] = select(NEG_BIG, dot, row_a[j] != 0.0);
+      m_new = max(m_new, s[j]);
+    }
+    let alpha = exp(m - m_new);
+    l *= alpha;
+    for (var j = 0u; j < BLOCK_STREAM; j++) {
+      s[j] = select(0.0, exp(s[j] - m_new), row_a[j] != 0.0);
+      l += s[j];
+    }
+    for (var d = 0u; d < HEAD_DIM; d++) {
+      var sum = acc[d] * alpha;
+      for (var j = 0u; j < BLOCK_STREAM; j++) {
+        sum += s[j] * tile_b[j * HEAD_DIM + d];
+      }
+      acc[d] = sum;
+    }
+    m = m_new;
+  }
+  if (t < p.seq) {
+    let inv = select(0.0, 1.0 / l, l > 0.0);
+    for (var d = 0u; d < HEAD_DIM; d++) {
+      out[base + d] = acc[d] * inv;
+    }
+    lse[(b * p.heads + h) * p.seq + t] = select(POS_BIG, m + log(l), l > 0.0);
+  }
+}
+
+// row_dot[b, h, t] = grad_out[b, t, h, :] . out[b, t, h, :]; one invocation per (b, t, h) row, x + y * width grid.
+@compute @workgroup_size(BLOCK_ROWS)
+fn attention_backward_row_dot(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let r = gid.x + gid.y * nwg.x * BLOCK_ROWS;
+  if (r >= p.batch * p.seq * p.heads) { return; }
+  let h = r % p.heads;
+  let bt = r / p.heads;
+  let b = bt / p.seq;
+  let t = bt % p.seq;
+  var sum = 0.0;
+  for (var d = 0u; d < HEAD_DIM; d++) {
+    sum += grad_out[r * HEAD_DIM + d] * out_saved[r * HEAD_DIM + d];
+  }
+  row_dot[(b * p.heads + h) * p.seq + t] = sum;
+}
+
+// dq for a block of BLOCK_ROWS queries of one (b, h); keys and values streamed.
+@compute @workgroup_size(BLOCK_ROWS)
+fn attention_backward_q(@builtin(local_invocation_index) lane: u32, @builtin(workgroup_id) wg: vec3u) {
+  let b = wg.y / p.heads;
+  let h = wg.y % p.heads;
+  let t = wg.x * BLOCK_ROWS + lane;
+  let tc = min(t, p.seq - 1u);
+  let base = row_offset(b, tc, h);
+  var qr: array<f32, HEAD_DIM>;
+  var gor: array<f32, HEAD_DIM>;
+  var dq: array<f32, HEAD_DIM>;
+  for (var d = 0u; d < HEAD_DIM; d++) {
+    qr[d] = q[base + d] * p.scale;
+    gor[d] = grad_out[base + d];
+    dq[d] = 0.0;
+  }
+  let stat = (b * p.heads + h) * p.seq + tc;
+  let row_lse = lse_saved[stat];
+  let row_d = row_dot_saved[stat];
+  for (var start = 0u; start < p.seq; start += BLOCK_STREAM) {
+    workgroupBarrier();
+    load_key_tiles(b, h, start, lane);
+    workgroupBarrier();
+    for (var j = 0u; j < BLOCK_STREAM; j++) {
+      var s = 0.0;
+      var dp = 0.0;
+      for (var d = 0u; d < HEAD_DIM; d++) {
+        s += qr[d] * tile_a[j * HEAD_DIM + d];
+        dp += gor[d] * tile_b[j * HEAD_DIM + d];
+      }
+      let prob = select(0.0, exp(s - row_lse), row_a[j] != 0.0);
+      let ds = prob * (dp - row_d);
+      for (var d = 0u; d < HEAD_DIM; d++) {
+        dq[d] += ds * tile_a[j * HEAD_DIM + d];
+      }
+    }
+  }
+  if (t < p.seq) {
+    for (var d = 0u; d < HEAD_DIM; d++) {
+      grad_q[base + d] = dq[d] * p.scale;
+    }
+  }
+}
+
+// dk, dv for a block of BLOCK_ROWS keys of one (b, h); queries, grad_out, lse and row_dot streamed. A padded key's
+// lane keeps prob = 0, so it gets dk = dv = 0.
+@compute @workgroup_size(BLOCK_ROWS)
+fn attention_backward_kv(@builtin(local_invocation_index) lane: u32, @builtin(workgroup_id) wg: vec3u) {
+  let b = wg.y / p.heads;
+  let h = wg.y % p.heads;
+  let t = wg.x * BLOCK_ROWS + lane;
+  let base = row_offset(b, min(t, p.seq - 1u), h);
+  let real = key_is_real(b, t);
+  var kr: array<f32, HEAD_DIM>;
+  var vr: array<f32, HEAD_DIM>;
+  var dk: array<f32, HEAD_DIM>;
+  var dv: array<f32, HEAD_DIM>;
+  for (var d = 0u; d < HEAD_DIM; d++) {
+    kr[d] = k[base + d] * p.scale;
+    vr[d] = v[base + d];
+    dk[d] = 0.0;
+    dv[d] = 0.0;
+  }
+  for (var start = 0u; start < p.seq; start += BLOCK_STREAM) {
+    workgroupBarrier();
+    for (var r = 0u; r < TILE_LOADS; r++) {
+      let i = r * BLOCK_ROWS + lane;
+      if (i < TILE) {
+        let tq = min(start + i / HEAD_DIM, p.seq - 1u);
+        let idx = row_offset(b, tq, h) + i % HEAD_DIM;
+        tile_a[i] = q[idx];
+        tile_b[i] = grad_out[idx];
+      }
+    }
+    if (lane < BLOCK_STREAM) {
+      let tq = start + lane;
+      let stat = (b * p.heads + h) * p.seq + min(tq, p.seq - 1u);
+      // queries past T get lse = +BIG: zero probability
+      row_a[lane] = select(POS_BIG, lse_saved[stat], tq < p.seq);
+      row_b[lane] = row_dot_saved[stat];
+    }
+    workgroupBarrier();
+    for (var i = 0u; i < BLOCK_STREAM; i++) {
+      var s = 0.0;
+      var dp = 0.0;
+      for (var d = 0u; d < HEAD_DIM; d++) {
+        s += kr[d] * tile_a[i * HEAD_DIM + d];
+        dp += vr[d] * tile_b[i * HEAD_DIM + d];
+      }
+      let prob = select(0.0, exp(s - row_a[i]), real);
+      let ds = prob * (dp - row_b[i]);
+      for (var d = 0u; d < HEAD_DIM; d++) {
+        dv[d] += prob * tile_b[i * HEAD_DIM + d];
+        dk[d] += ds * tile_a[i * HEAD_DIM + d];
+      }
+    }
+  }
+  if (t < p.seq) {
+    for (var d = 0u; d < HEAD_DIM; d++) {
+      grad_k[base + d] = dk[d] * p.scale;
+      grad_v[base + d] = dv[d];
+    }
+  }
+}
