@@ -1,0 +1,177 @@
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { getRuntime, randn, upload, close, finiteDifference, probeIndices, rng } from './helpers.js';
+import { transposeLast2, sliceLast, maskRows, replaceRows, maskColumns } from '../src/ops/shape.js';
+import { backward, tidy } from '../src/autograd.js';
+import { Tensor } from '../src/tensor.js';
+
+// odd sizes: none is a multiple of the 16x16 transpose tile, the 64-channel tile or the 256-thread workgroup
+const [B, T, C] = [3, 37, 29];
+
+function randomMask(n: number, seed: number, pOne: number): Int32Array {
+  const r = rng(seed);
+  return Int32Array.from({ length: n }, () => (r() < pOne ? 1 : 0));
+}
+
+test('transposeLast2 forward/backward match f64 on [2, 3, 37, 53], finite differences agree', async () => {
+  const rt = await getRuntime();
+  const shape = [2, 3, 37, 53];
+  const [b0, b1, A, Bc] = shape;
+  const n = b0 * b1 * A * Bc;
+  const x = randn(n, 1);
+  const w = randn(n, 2);
+  const tx = upload(rt, x, shape, { requiresGrad: true });
+  const y = transposeLast2(tx);
+  assert.equal(y.shape, [2, 3, 53, 37]);
+  const ref = new Float64Array(n);
+  const gref = new Float64Array(n);
+  for (let b = 0; b < b0 * b1; b++) {
+    for (let i = 0; i < A; i++) {
+      for (let j = 0; j < Bc; j++) {
+        ref[b * A * Bc + j * A + i] = x[b * A * Bc + i * Bc + j];
+        gref[b * A * Bc + i * Bc + j] = w[b * A * Bc + j * A + i];
+      }
+    }
+  }
+  close(await y.read(), ref, 1e-6, 'transpose forward');
+  backward(y, upload(rt, w, [2, 3, 53, 37]));
+  close(await tx.grad!.read(), gref, 1e-6, 'transpose grad');
+  await finiteDifference({
+    what: 'transpose grad',
+    x,
+    w,
+    analytic: await tx.grad!.read(),
+    indices: probeIndices(n),
+    forward: async (xs) => tidy(() => transposeLast2(upload(rt, xs, shape))).read(),
+  });
+});
+
+test('transposeLast2 on a 2-D tensor and in f16', async () => {
+  const rt = await getRuntime();
+  const [A, Bc] = [17, 19];
+  const x = randn(A * Bc, 3);
+  const ref = new Float64Array(A * Bc);
+  for (let i = 0; i < A; i++) for (let j = 0; j < Bc; j++) ref[j * A + i] = x[i * Bc + j];
+  close(await transposeLast2(upload(rt, x, [A, Bc])).read(), ref, 0, '2-D transpose');
+  if (rt.hasF16) close(await transposeLast2(upload(rt, x, [A, Bc], { dtype: 'f16' })).read(), ref, 1e-3, 'f16 transpose');
+});
+
+test('sliceLast forward/backward match f64, finite differences agree', async () => {
+  const rt = await getRuntime();
+  const W = 41;
+  const [start, len] = [5, 23];
+  const n = B * T * W;
+  const x = randn(n, 4);
+  const m = B * T * len;
+  const w = randn(m, 5);
+  const tx = upload(rt, x, [B, T, W], { requiresGrad: true });
+  const y = sliceLast(tx, start, len);
+  assert.equal(y.shape, [B, T, len]);
+  const ref = new Float64Array(m);
+  const gref = new Float64Array(n);
+  for (let r = 0; r < B * T; r++) {
+    for (let j = 0; j < len; j++) {
+      ref[r * len + j] = x[r * W + start + j];
+      gref[r * W + start + j] = w[r * len + j];
+    }
+  }
+  close(await y.read(), ref, 0, 'slice forward');
+  backward(y, upload(rt, w, [B, T, len]));
+  close(await tx.grad!.read(), gref, 0, 'slice grad (zeros outside the window are written, not left poisoned)');
+  await finiteDifference({
+    what: 'slice grad',
+    x,
+    w,
+    analytic: await tx.grad!.read(),
+    indices: [...probeIndices(n), start, start + len, start - 1],
+    forward: async (xs) => tidy(() => sliceLast(upload(rt, xs, [B, T, W]), start, len)).read(),
+  });
+  assert.throws(() => sliceLast(tx, 30, 12), /outside the last axis/);
+});
+
+test('maskRows forward/backward match f64, finite differences agree', async () => {
+  const rt = await getRuntime();
+  const n = B * T * C;
+  const x = randn(n, 6);
+  const w = randn(n, 7);
+  const mask = randomMask(B * T, 8, 0.7);
+  const tm = Tensor.fromData(rt, mask, [B, T], 'i32', 'mask');
+  const tx = upload(rt, x, [B, T, C], { requiresGrad: true });
+  const y = maskRows(tx, tm);
+  const keep = (i: number) => mask[Math.floor(i / C)] !== 0;
+  close(await y.read(), Array.from(x, (v, i) => (keep(i) ? v : 0)), 0, 'maskRows forward');
+  backward(y, upload(rt, w, [B, T, C]));
+  close(await tx.grad!.read(), Array.from(w, (v, i) => (keep(i) ? v : 0)), 0, 'maskRows grad');
+  await finiteDifference({
+    what: 'maskRows grad',
+    x,
+    w,
+    analytic: await tx.grad!.read(),
+    indices: probeIndices(n, 6),
+    forward: async (xs) => tidy(() => maskRows(upload(rt, xs, [B, T, C]), tm)).read(),
+  });
+  assert.throws(() => maskRows(tx, Tensor.fromData(rt, new Int32Array(B * C), [B, C], 'i32')), /mask must be i32/);
+});
+
+test('replaceRows forward/backward (x and the embedding row) match f64, finite differences agree', async () => {
+  const rt = await getRuntime();
+  // enough rows that the row-gradient's blocked lane sums run several blocks
+  const [b, t, c] = [3, 301, 67];
+  const n = b * t * c;
+  const x = randn(n, 9);
+  const row = randn(c, 10);
+  const w = randn(n, 11);
+  const mask = randomMask(b * t, 12, 0.4);
+  const tm = Tensor.fromData(rt, mask, [b, t], 'i32', 'mask');
+  const tx = upload(rt, x, [b, t, c], { requiresGrad: true });
+  const trow = upload(rt, row, [c], { requiresGrad: true });
+  const y = replaceRows(tx, tm, trow);
+  const replaced = (i: number) => mask[Math.floor(i / c)] !== 0;
+  close(await y.read(), Array.from(x, (v, i) => (replaced(i) ? row[i % c] : v)), 0, 'replaceRows forward');
+  backward(y, upload(rt, w, [b, t, c]));
+  close(await tx.grad!.read(), Array.from(w, (v, i) => (replaced(i) ? 0 : v)), 0, 'replaceRows grad x');
+  const growRef = new Float64Array(c);
+  for (let r = 0; r < b * t; r++) if (mask[r]) for (let k = 0; k < c; k++) growRef[k] += w[r * c + k];
+  close(await trow.grad!.read(), growRef, 1e-5, 'replaceRows grad row');
+  await finiteDifference({
+    what: 'replaceRows grad row',
+    x: row,
+    w,
+    analytic: await trow.grad!.read(),
+    indices: probeIndices(c),
+    forward: async (rs) => tidy(() => replaceRows(tx.detach(), tm, upload(rt, rs, [c]))).read(),
+  });
+  await finiteDifference({
+    what: 'replaceRows grad x',
+    x,
+    w,
+    analytic: await tx.grad!.read(),
+    indices: probeIndices(n),
+    forward: async (xs) => tidy(() => replaceRows(upload(rt, xs, [b, t, c]), tm, trow.detach())).read(),
+  });
+});
+
+test('maskColumns forward/backward match f64, finite differences agree', async () => {
+  const rt = await getRuntime();
+  const n = B * T * C;
+  const x = randn(n, 13);
+  const w = randn(n, 14);
+  const mask = randomMask(B * C, 15, 0.3);
+  const tm = Tensor.fromData(rt, mask, [B, C], 'i32', 'mask');
+  const tx = upload(rt, x, [B, T, C], { requiresGrad: true });
+  const y = maskColumns(tx, tm);
+  const zeroed = (i: number) => mask[Math.floor(i / (T * C)) * C + (i % C)] !== 0;
+  close(await y.read(), Array.from(x, (v, i) => (zeroed(i) ? 0 : v)), 0, 'maskColumns forward');
+  backward(y, upload(rt, w, [B, T, C]));
+  close(await tx.grad!.read(), Array.from(w, (v, i) => (zeroed(i) ? 0 : v)), 0, 'maskColumns grad');
+  await finiteDifference({
+    what: 'maskColumns grad',
+    x,
+    w,
+    analytic: await tx.grad!.read(),
+    indices: probeIndices(n, 6),
+    forward: async (xs) => tidy(() => maskColumns(upload(rt, xs, [B, T, C]), tm)).read(),
+  });
+});
+
+test.run();
