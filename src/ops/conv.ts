@@ -1,0 +1,168 @@
+// conv1d (PyTorch Conv1d: cross-correlation, zero padding, groups) with its backward next to it: grad input as a
+// transposed convolution, grad weight as per-chunk partial sums over (batch, time) added by a second pass (no float
+// atomics), grad bias as a per-channel reduction. Tile sizes are template parameters of kernels/conv1d.wgsl.
+import source from '../../kernels/conv1d.wgsl';
+import { defineKernel } from '../runtime/kernel.js';
+import type { Runtime } from '../runtime/runtime.js';
+import { Tensor } from '../tensor.js';
+import { record } from '../autograd.js';
+import { ceilDiv, grid1d } from './grid.js';
+
+export const conv1dKernel = defineKernel('conv1d', source);
+
+const WG = 64;
+/** channels per thread (upper bound) and output positions / taps per thread */
+const TM_MAX = 8;
+const TN = 4;
+/** aim for at least this many workgroups in the weight gradient before splitting time into chunks */
+const WEIGHT_GRAD_TARGET_GROUPS = 512;
+const MIN_CHUNK = 64;
+const MAX_PARTIAL_BYTES = 64 << 20;
+
+export interface Conv1dOptions {
+  stride?: number;
+  padding?: number;
+  groups?: number;
+}
+
+interface Geometry {
+  batch: number;
+  cin: number;
+  cout: number;
+  tin: number;
+  tout: number;
+  ksize: number;
+  stride: number;
+  padding: number;
+  cinG: number;
+  coutG: number;
+  groups: number;
+}
+
+/**
+ * Channels per thread: a tile must not straddle two groups (its weights and inputs come from one group), so with
+ * groups > 1 it is the largest power of two <= 8 dividing the channels per group; with one group the last tile is
+ * clipped instead, and small channel counts get a small tile.
+ */
+function channelTile(perGroup: number, groups: number): number {
+  if (groups === 1) {
+    let t = 1;
+    while (t < TM_MAX && t < perGroup) t *= 2;
+    return t;
+  }
+  let t = TM_MAX;
+  while (perGroup % t !== 0) t /= 2;
+  return t;
+}
+
+function uniforms(g: Geometry, extra: Partial<{ hasBias: number; chunk: number; tapBlocks: number; n: number; count: number }> = {}) {
+  return {
+    batch: g.batch,
+    cin: g.cin,
+    cout: g.cout,
+    tin: g.tin,
+    tout: g.tout,
+    ksize: g.ksize,
+    stride: g.stride,
+    padding: g.padding,
+    cinG: g.cinG,
+    coutG: g.coutG,
+    hasBias: extra.hasBias ?? 0,
+    chunk: extra.chunk ?? 0,
+    tapBlocks: extra.tapBlocks ?? 0,
+    n: extra.n ?? 0,
+    count: extra.count ?? 0,
+  };
+}
+
+function checkDtype(op: string, ...ts: Tensor[]): void {
+  for (const t of ts) {
+    if (t.dtype !== ts[0].dtype || (t.dtype !== 'f32' && t.dtype !== 'f16')) {
+      throw new Error(`${op}: tensors must all be f32 or all f16; ${t.label} is ${t.dtype}, ${ts[0].label} is ${ts[0].dtype}`);
+    }
+  }
+}
+
+/** x [B, Cin, T], w [Cout, Cin/groups, K], bias [Cout] or null -> [B, Cout, floor((T + 2*padding - K)/stride) + 1] */
+export function conv1d(x: Tensor, w: Tensor, bias: Tensor | null, opts: Conv1dOptions = {}): Tensor {
+  const stride = opts.stride ?? 1;
+  const padding = opts.padding ?? 0;
+  const groups = opts.groups ?? 1;
+  if (x.shape.length !== 3 || w.shape.length !== 3) {
+    throw new Error(`conv1d: x must be [B, Cin, T] and w [Cout, Cin/groups, K]; got x [${x.shape}] w [${w.shape}]`);
+  }
+  const [batch, cin, tin] = x.shape;
+  const [cout, cinG, ksize] = w.shape;
+  if (!(Number.isInteger(stride) && stride >= 1 && Number.isInteger(padding) && padding >= 0 && Number.isInteger(groups) && groups >= 1)) {
+    throw new Error(`conv1d: bad options stride ${stride}, padding ${padding}, groups ${groups}`);
+  }
+  if (cin % groups !== 0 || cout % groups !== 0 || cinG !== cin / groups) {
+    throw new Error(`conv1d: Cin ${cin} and Cout ${cout} must be divisible by groups ${groups}, and w [${w.shape}] must have Cin/groups = ${cin / groups} input channels`);
+  }
+  if (bias && (bias.shape.length !== 1 || bias.shape[0] !== cout)) throw new Error(`conv1d: bias [${bias.shape}] must be [${cout}]`);
+  const tout = Math.floor((tin + 2 * padding - ksize) / stride) + 1;
+  if (ksize < 1 || tout < 1) throw new Error(`conv1d: kernel ${ksize} does not fit input length ${tin} with padding ${padding}`);
+  checkDtype('conv1d', x, w, ...(bias ? [bias] : []));
+  const g: Geometry = { batch, cin, cout, tin, tout, ksize, stride, padding, cinG, coutG: cout / groups, groups };
+  const rt = x.rt;
+
+  const y = Tensor.empty(rt, [batch, cout, tout], x.dtype, 'conv1d');
+  const tm = channelTile(g.coutG, groups);
+  rt.dispatch(conv1dKernel, 'conv1dForward', { p: uniforms(g, { hasBias: bias ? 1 : 0 }), x, w, bias: bias ?? w, y }, [ceilDiv(tout, WG * TN), ceilDiv(cout, tm), batch], {
+    defines: { T: x.dtype, WG, TM: tm, TN },
+  });
+
+  const inputs = bias ? [x, w, bias] : [x, w];
+  // keep only what the requested gradients need: x for grad w, w for grad x
+  const saved = [...(w.requiresGrad ? [x] : []), ...(x.requiresGrad ? [w] : [])];
+  return record('conv1d', y, inputs, saved, (gy, needs) => [
+    needs[0] ? conv1dBackwardInput(rt, g, gy, w) : null,
+    needs[1] ? conv1dBackwardWeight(rt, g, gy, x) : null,
+    ...(bias ? [needs[2] ? conv1dBackwardBias(rt, g, gy) : null] : []),
+  ]);
+}
+
+function conv1dBackwardInput(rt: Runtime, g: Geometry, gy: Tensor, w: Tensor): Tensor {
+  const dx = Tensor.empty(rt, [g.batch, g.cin, g.tin], gy.dtype, 'conv1d.grad_x');
+  const tm = channelTile(g.cinG, g.groups);
+  const qPerPhase = ceilDiv(g.tin, g.stride);
+  rt.dispatch(conv1dKernel, 'conv1dBackwardInput', { p: uniforms(g), w, dy: gy, dx }, [ceilDiv(qPerPhase, WG * TN), ceilDiv(g.cin, tm), g.batch * g.stride], {
+    defines: { T: gy.dtype, WG, TM: tm, TN },
+  });
+  return dx;
+}
+
+function conv1dBackwardWeight(rt: Runtime, g: Geometry, gy: Tensor, x: Tensor): Tensor {
+  const dw = Tensor.empty(rt, [g.cout, g.cinG, g.ksize], gy.dtype, 'conv1d.grad_w');
+  const tm = channelTile(g.coutG, g.groups);
+  // taps per thread: k = r + S*j for j in a block of tn; a short kernel (K <= 2S) needs fewer than TN
+  const tapsPerPhase = ceilDiv(g.ksize, g.stride);
+  let tn = 1;
+  while (tn < TN && tn < tapsPerPhase) tn *= 2;
+  const tapBlocks = ceilDiv(tapsPerPhase, tn);
+  const lanes = g.cinG * g.stride * tapBlocks;
+  const baseGroups = ceilDiv(lanes, WG) * ceilDiv(g.cout, tm);
+  const elements = g.cout * g.cinG * g.ksize;
+  let chunks = Math.min(ceilDiv(WEIGHT_GRAD_TARGET_GROUPS, baseGroups), ceilDiv(g.tout, MIN_CHUNK), Math.max(1, Math.floor(MAX_PARTIAL_BYTES / (4 * elements))));
+  chunks = Math.max(1, chunks);
+  const chunk = ceilDiv(g.tout, chunks);
+  chunks = ceilDiv(g.tout, chunk);
+  const direct = chunks === 1 && gy.dtype === 'f32';
+  const partial = direct ? dw : Tensor.empty(rt, [chunks, elements], 'f32', 'conv1d.grad_w.partial');
+  rt.dispatch(conv1dKernel, 'conv1dBackwardWeight', { p: uniforms(g, { chunk, tapBlocks }), x, dy: gy, partial }, [ceilDiv(lanes, WG), ceilDiv(g.cout, tm), chunks], {
+    defines: { T: gy.dtype, WG, TM: tm, TN: tn },
+  });
+  if (!direct) {
+    rt.dispatch(conv1dKernel, 'sumPartials', { p: uniforms(g, { n: elements, count: chunks }), parts: partial, sum: dw }, grid1d(elements, WG), {
+      defines: { T: gy.dtype, WG },
+    });
+    partial.dispose();
+  }
+  return dw;
+}
+
+function conv1dBackwardBias(rt: Runtime, g: Geometry, gy: Tensor): Tensor {
+  const db = Tensor.empty(rt, [g.cout], gy.dtype, 'conv1d.grad_bias');
+  rt.dispatch(conv1dKernel, 'conv1dBackwardBias', { p: uniforms(g), dy: gy, sum: db }, [g.cout], { defines: { T: gy.dtype, WG } });
+  return db;
+}
