@@ -1,0 +1,47 @@
+// Classification loss (mean cross-entropy over the batch) and softmax over the last axis, with the forward dispatch
+// next to its backward.
+import source from '../../kernels/loss.wgsl';
+import { defineKernel } from '../runtime/kernel.js';
+import { Tensor } from '../tensor.js';
+import { record } from '../autograd.js';
+import { grid1d } from './grid.js';
+import { reduceToScalar } from './reduce.js';
+import './elementwise.js'; // registers the gradient helpers backward() needs
+
+export const lossKernel = defineKernel('loss', source);
+const WG = 64;
+
+/**
+ * logits [B, L], labels i32 [B] (class indices in [0, L)) -> [1]: mean over the batch of -log softmax(logits)[label].
+ * A label outside [0, L) makes the loss NaN rather than silently wrong.
+ */
+export function crossEntropy(logits: Tensor, labels: Tensor): Tensor {
+  if (logits.dtype !== 'f32' || logits.shape.length !== 2) throw new Error(`crossEntropy: logits must be f32 [B, L], got ${logits.dtype} [${logits.shape}]`);
+  const [B, L] = logits.shape;
+  if (labels.dtype !== 'i32' || labels.shape.join() !== `${B}`) throw new Error(`crossEntropy: labels must be i32 [${B}], got ${labels.dtype} [${labels.shape}]`);
+  if (L === 0) throw new Error('crossEntropy: no classes');
+  const rt = logits.rt;
+  const rp = { rows: B, len: L, scale: 1 / Math.max(1, B) };
+  const rowLoss = Tensor.empty(rt, [B], 'f32', 'crossEntropy.rows');
+  const lse = Tensor.empty(rt, [B], 'f32', 'crossEntropy.lse');
+  rt.dispatch(lossKernel, 'crossEntropyForward', { rp, x: logits, labels, loss: rowLoss, lse }, grid1d(B, 1));
+  const out = reduceToScalar(rowLoss, { scale: rp.scale });
+  rowLoss.dispose();
+  record('crossEntropy', out, [logits], [logits, labels, lse], (g) => {
+    const gx = Tensor.empty(rt, logits.shape, 'f32', 'crossEntropy.grad');
+    rt.dispatch(lossKernel, 'crossEntropyBackward', { rp, x: logits, labels, lseIn: lse, g, gx }, grid1d(gx.size, WG));
+    return [gx];
+  });
+  lse.dispose(); // kept alive by the node's saved reference when there is one
+  return out;
+}
+
+/** Softmax over the last axis (for predictions: no gradient). */
+export function softmax(x: Tensor): Tensor {
+  if (x.dtype !== 'f32' || x.shape.length < 1) throw new Error(`softmax: expected f32 with at least one axis, got ${x.dtype} [${x.shape}]`);
+  const L = x.shape[x.shape.length - 1];
+  const rows = L === 0 ? 0 : x.size / L;
+  const y = Tensor.empty(x.rt, x.shape, 'f32', 'softmax');
+  x.rt.dispatch(lossKernel, 'softmaxRows', { rp: { rows, len: L, scale: 1 }, x, y }, grid1d(rows, 1));
+  return y;
+}
