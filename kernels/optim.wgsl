@@ -1,0 +1,54 @@
+// Optimizer kernels, in place on the GPU, one thread per element (2-D grid: i = x + y * width).
+//   adamwStep: torch.optim.AdamW (single-tensor path, amsgrad off) for parameter p with gradient g:
+//                p *= decay                                   decay = 1 - lr * weightDecay (decoupled weight decay)
+//                m = m + (1 - beta1) (g - m)                  (PyTorch's lerp)
+//                v = beta2 v + (1 - beta2) g^2
+//                p -= stepSize * m / (sqrt(v) / bc2Sqrt + eps)   stepSize = lr / (1 - beta1^t), bc2Sqrt = sqrt(1 - beta2^t)
+//              The host computes the lr- and step-dependent terms in f64 each step and passes them as uniforms, so
+//              a learning-rate schedule never rebuilds a pipeline. 1 - beta comes from the host too: f32(0.999)
+//              subtracted from 1 on the GPU would be 1.3e-5 off.
+//   clipScale: g *= min(1, maxNorm / (norm[0] + 1e-6)), with the global norm read from the GPU: the host never waits
+//              (torch.nn.utils.clip_grad_norm_ semantics; the global norm comes from reduce.wgsl's partialSums).
+//   zeroFill:  gradInOut = 0 (zeroGrad without freeing the buffers)
+const WG: u32 = 256u;
+
+struct AdamParams { n: u32, decay: f32, oneMinusBeta1: f32, beta2: f32, oneMinusBeta2: f32, eps: f32, stepSize: f32, bc2Sqrt: f32 }
+struct ClipParams { n: u32, maxNorm: f32 }
+
+@group(0) @binding(0) var<uniform> ap: AdamParams;
+@group(0) @binding(1) var<uniform> cp: ClipParams;
+@group(0) @binding(2) var<storage, read_write> param: array<f32>;
+@group(0) @binding(3) var<storage, read> grad: array<f32>;
+@group(0) @binding(4) var<storage, read_write> m: array<f32>;
+@group(0) @binding(5) var<storage, read_write> v: array<f32>;
+@group(0) @binding(6) var<storage, read_write> gradInOut: array<f32>;
+@group(0) @binding(7) var<storage, read> norm: array<f32>;
+
+fn flat(gid: vec3u, nwg: vec3u) -> u32 { return gid.x + gid.y * nwg.x * WG; }
+
+@compute @workgroup_size(WG)
+fn adamwStep(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let i = flat(gid, nwg);
+  if (i >= ap.n) { return; }
+  let g = grad[i];
+  let p = param[i] * ap.decay;
+  let mi = m[i] + ap.oneMinusBeta1 * (g - m[i]);
+  let vi = ap.beta2 * v[i] + ap.oneMinusBeta2 * g * g;
+  m[i] = mi;
+  v[i] = vi;
+  param[i] = p - ap.stepSize * mi / (sqrt(vi) / ap.bc2Sqrt + ap.eps);
+}
+
+@compute @workgroup_size(WG)
+fn clipScale(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let i = flat(gid, nwg);
+  if (i >= cp.n) { return; }
+  let coef = min(1.0, cp.maxNorm / (norm[0] + 1e-6));
+  gradInOut[i] = gradInOut[i] * coef;
+}
+
+@compute @workgroup_size(WG)
+fn zeroFill(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let i = flat(gid, nwg);
+  if (i < cp.n) { gradInOut[i] = 0.0; }
+}

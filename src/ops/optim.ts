@@ -1,0 +1,183 @@
+// AdamW (PyTorch semantics) and global gradient-norm clipping, both in place on the GPU with no host round trip.
+// No autograd: these run between backward() and the next forward.
+import source from '../../kernels/optim.wgsl';
+import { defineKernel } from '../runtime/kernel.js';
+import { Tensor } from '../tensor.js';
+import { keep } from '../autograd.js';
+import { grid1d } from './grid.js';
+import { full } from './elementwise.js';
+import { reducePass, reduceToScalar, REDUCE_CHUNK } from './reduce.js';
+
+export const optimKernel = defineKernel('optim', source);
+const WG = 256;
+
+export interface AdamWOptions {
+  lr: number;
+  betas?: [number, number];
+  eps?: number;
+  /** decoupled weight decay (PyTorch's AdamW default 0.01) */
+  weightDecay?: number;
+}
+
+/** Checkpointable optimizer state. m / v are null for parameters that never had a gradient (state is lazy, as in PyTorch). */
+export interface AdamWState {
+  /** step() calls so far */
+  step: number;
+  /** per-parameter step counts (bias correction): a parameter skipped for lack of a gradient does not advance */
+  paramSteps: number[];
+  m: (Float32Array | null)[];
+  v: (Float32Array | null)[];
+}
+
+function checkF32(op: string, t: Tensor): void {
+  if (t.dtype !== 'f32') throw new Error(`${op}: ${t.label} is ${t.dtype}; only f32 parameters are supported`);
+}
+
+export class AdamW {
+  readonly params: Tensor[];
+  lr: number;
+  readonly betas: [number, number];
+  readonly eps: number;
+  readonly weightDecay: number;
+  stepCount = 0;
+  private paramSteps: number[];
+  private m: (Tensor | null)[];
+  private v: (Tensor | null)[];
+
+  constructor(params: Tensor[], opts: AdamWOptions) {
+    this.params = [...params];
+    this.lr = opts.lr;
+    this.betas = opts.betas ?? [0.9, 0.999];
+    this.eps = opts.eps ?? 1e-8;
+    this.weightDecay = opts.weightDecay ?? 0.01;
+    const [b1, b2] = this.betas;
+    if (!(this.lr >= 0) || !(b1 >= 0 && b1 < 1) || !(b2 >= 0 && b2 < 1) || !(this.eps >= 0) || !(this.weightDecay >= 0)) {
+      throw new Error(`AdamW: invalid options lr=${this.lr} betas=${this.betas} eps=${this.eps} weightDecay=${this.weightDecay}`);
+    }
+    for (const p of this.params) checkF32('AdamW', p);
+    this.paramSteps = this.params.map(() => 0);
+    this.m = this.params.map(() => null);
+    this.v = this.params.map(() => null);
+  }
+
+  /** One update of every parameter that has a gradient; `lr` (optional) replaces the learning rate from now on. */
+  step(lr?: number): void {
+    if (lr !== undefined) {
+      if (!(lr >= 0)) throw new Error(`AdamW.step: invalid lr ${lr}`);
+      this.lr = lr;
+    }
+    this.stepCount++;
+    const [b1, b2] = this.betas;
+    this.params.forEach((p, i) => {
+      const g = p.grad;
+      if (!g) return;
+      if (g.size !== p.size) throw new Error(`AdamW: gradient of ${p.label} has ${g.size} elements, the parameter ${p.size}`);
+      checkF32('AdamW', g);
+      const [m, v] = this.stateOf(i);
+      const t = ++this.paramSteps[i];
+      const ap = {
+        n: p.size,
+        decay: 1 - this.lr * this.weightDecay,
+        oneMinusBeta1: 1 - b1,
+        beta2: b2,
+        oneMinusBeta2: 1 - b2,
+        eps: this.eps,
+        stepSize: this.lr / (1 - b1 ** t),
+        bc2Sqrt: Math.sqrt(1 - b2 ** t),
+      };
+      p.rt.dispatch(optimKernel, 'adamwStep', { ap, param: p, grad: g, m, v }, grid1d(p.size, WG));
+    });
+  }
+
+  /** Drop every gradient (setToNone, PyTorch's default) or fill them with zeros. */
+  zeroGrad(setToNone = true): void {
+    for (const p of this.params) {
+      if (!p.grad) continue;
+      if (setToNone) {
+        p.grad.dispose();
+        p.grad = null;
+      } else {
+        checkF32('AdamW.zeroGrad', p.grad);
+        p.rt.dispatch(optimKernel, 'zeroFill', { cp: { n: p.grad.size, maxNorm: 0 }, gradInOut: p.grad }, grid1d(p.grad.size, WG));
+      }
+    }
+  }
+
+  private stateOf(i: number): [Tensor, Tensor] {
+    const p = this.params[i];
+    // moments outlive any tidy() scope step() runs in
+    if (!this.m[i]) this.m[i] = keep(full(p, [p.size], 0, 'f32', `${p.label}.adam_m`));
+    if (!this.v[i]) this.v[i] = keep(full(p, [p.size], 0, 'f32', `${p.label}.adam_v`));
+    return [this.m[i]!, this.v[i]!];
+  }
+
+  async exportState(): Promise<AdamWState> {
+    const read = async (t: Tensor | null) => (t ? ((await t.read()) as Float32Array) : null);
+    return {
+      step: this.stepCount,
+      paramSteps: [...this.paramSteps],
+      m: await Promise.all(this.m.map(read)),
+      v: await Promise.all(this.v.map(read)),
+    };
+  }
+
+  importState(state: AdamWState): void {
+    const n = this.params.length;
+    if (state.m.length !== n || state.v.length !== n || state.paramSteps.length !== n) {
+      throw new Error(`AdamW.importState: state is for ${state.m.length} parameters, this optimizer has ${n}`);
+    }
+    this.params.forEach((p, i) => {
+      const m = state.m[i];
+      const v = state.v[i];
+      if (!m !== !v) throw new Error(`AdamW.importState: parameter ${i} has only one of m / v`);
+      if (!m || !v) {
+        this.m[i]?.dispose();
+        this.v[i]?.dispose();
+        this.m[i] = this.v[i] = null;
+      } else {
+        if (m.length !== p.size || v.length !== p.size) throw new Error(`AdamW.importState: parameter ${i} (${p.label}) has ${p.size} elements, state ${m.length}/${v.length}`);
+        const [tm, tv] = this.stateOf(i);
+        tm.write(m);
+        tv.write(v);
+      }
+      this.paramSteps[i] = state.paramSteps[i];
+    });
+    this.stepCount = state.step;
+  }
+
+  /** Free the moment buffers. */
+  dispose(): void {
+    for (const t of [...this.m, ...this.v]) t?.dispose();
+    this.m = this.params.map(() => null);
+    this.v = this.params.map(() => null);
+  }
+}
+
+/**
+ * Scale all gradients in place so their global L2 norm is at most maxNorm (torch.nn.utils.clip_grad_norm_:
+ * coefficient min(1, maxNorm / (norm + 1e-6))). Everything happens on the GPU; returns the norm before clipping, [1].
+ * Parameters without a gradient are skipped.
+ */
+export function clipGradNorm(params: Tensor[], maxNorm: number): Tensor {
+  if (!(maxNorm > 0) || !Number.isFinite(maxNorm)) throw new Error(`clipGradNorm: maxNorm must be a positive number, got ${maxNorm}`);
+  if (params.length === 0) throw new Error('clipGradNorm: no parameters');
+  const grads = params.map((p) => p.grad).filter((g): g is Tensor => g !== null);
+  if (grads.length === 0) return full(params[0], [1], 0, 'f32', 'gradNorm');
+  for (const g of grads) checkF32('clipGradNorm', g);
+  const rt = grads[0].rt;
+  // each gradient's sum of squares goes to its own slice of one buffer of partial sums, then one reduction over all
+  const counts = grads.map((g) => Math.max(1, Math.ceil(g.size / REDUCE_CHUNK)));
+  const partials = Tensor.empty(rt, [counts.reduce((a, b) => a + b, 0)], 'f32', 'gradNorm.partials');
+  let offset = 0;
+  grads.forEach((g, i) => {
+    reducePass(g, partials, offset, { term: 'square' });
+    offset += counts[i];
+  });
+  const norm = reduceToScalar(partials, { sqrt: true });
+  partials.dispose();
+  norm.label = 'gradNorm';
+  for (const g of grads) {
+    rt.dispatch(optimKernel, 'clipScale', { cp: { n: g.size, maxNorm }, gradInOut: g, norm }, grid1d(g.size, WG));
+  }
+  return norm;
+}

@@ -1,0 +1,132 @@
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { getRuntime, randn, upload, close } from './helpers.js';
+import { AdamW, clipGradNorm } from '../src/ops/optim.js';
+import type { Tensor } from '../src/tensor.js';
+
+const sizes = [1237, 7 * 13, 1]; // odd sizes, one scalar
+
+/** torch.optim.AdamW (single-tensor, amsgrad off) in f64 */
+class AdamW64 {
+  m: Float64Array[];
+  v: Float64Array[];
+  steps: number[];
+  constructor(
+    public p: Float64Array[],
+    public lr: number,
+    public b1 = 0.9,
+    public b2 = 0.999,
+    public eps = 1e-8,
+    public wd = 0.01,
+  ) {
+    this.m = p.map((x) => new Float64Array(x.length));
+    this.v = p.map((x) => new Float64Array(x.length));
+    this.steps = p.map(() => 0);
+  }
+  step(grads: (Float64Array | null)[]): void {
+    grads.forEach((g, k) => {
+      if (!g) return;
+      const t = ++this.steps[k];
+      const [p, m, v] = [this.p[k], this.m[k], this.v[k]];
+      const stepSize = this.lr / (1 - this.b1 ** t);
+      const bc2Sqrt = Math.sqrt(1 - this.b2 ** t);
+      for (let i = 0; i < p.length; i++) {
+        p[i] *= 1 - this.lr * this.wd;
+        m[i] = this.b1 * m[i] + (1 - this.b1) * g[i];
+        v[i] = this.b2 * v[i] + (1 - this.b2) * g[i] * g[i];
+        p[i] -= (stepSize * m[i]) / (Math.sqrt(v[i]) / bc2Sqrt + this.eps);
+      }
+    });
+  }
+}
+
+function setGrads(rt: Awaited<ReturnType<typeof getRuntime>>, params: Tensor[], grads: (Float64Array | null)[]): void {
+  params.forEach((p, k) => {
+    p.grad?.dispose();
+    p.grad = grads[k] ? upload(rt, grads[k]!, [...p.shape]) : null;
+  });
+}
+
+test('AdamW matches an f64 AdamW over 6 steps (lr change, a skipped parameter, weight decay)', async () => {
+  const rt = await getRuntime();
+  const init = sizes.map((n, k) => randn(n, 1 + k));
+  const params = init.map((x, k) => upload(rt, x, k === 1 ? [7, 13] : [x.length], { requiresGrad: true }));
+  const opt = new AdamW(params, { lr: 1e-2, weightDecay: 0.05 });
+  const ref = new AdamW64(init.map((x) => Float64Array.from(x)), 1e-2, 0.9, 0.999, 1e-8, 0.05);
+  for (let s = 0; s < 6; s++) {
+    // step 2 has no gradient for parameter 0; gradients of very different scales across steps
+    const grads = sizes.map((n, k) => (s === 2 && k === 0 ? null : randn(n, 100 * s + k, 10 ** (s - 3))));
+    setGrads(rt, params, grads);
+    if (s === 4) ref.lr = 3e-3;
+    opt.step(s === 4 ? 3e-3 : undefined);
+    ref.step(grads);
+  }
+  for (let k = 0; k < params.length; k++) {
+    close(await params[k].read(), ref.p[k], 1e-5, `param ${k}`);
+  }
+  const st = await opt.exportState();
+  assert.is(st.step, 6);
+  assert.equal(st.paramSteps, [5, 6, 6]);
+  for (let k = 0; k < params.length; k++) {
+    close(st.m[k]!, ref.m[k], 1e-5, `m ${k}`);
+    close(st.v[k]!, ref.v[k], 1e-5, `v ${k}`);
+  }
+  opt.dispose();
+});
+
+test('AdamW exportState / importState resumes bit-identically; zeroGrad drops or zero-fills grads', async () => {
+  const rt = await getRuntime();
+  const init = sizes.map((n, k) => randn(n, 30 + k));
+  const make = () => init.map((x) => upload(rt, x, [x.length], { requiresGrad: true }));
+  const a = make();
+  const optA = new AdamW(a, { lr: 5e-3 });
+  const grads = (s: number) => sizes.map((n, k) => randn(n, 500 + 10 * s + k));
+  for (let s = 0; s < 3; s++) {
+    setGrads(rt, a, grads(s));
+    optA.step();
+  }
+  const saved = await optA.exportState();
+  const b = await Promise.all(a.map(async (p) => upload(rt, await p.read(), [p.size], { requiresGrad: true })));
+  const optB = new AdamW(b, { lr: 5e-3 });
+  optB.importState(saved);
+  for (let s = 3; s < 5; s++) {
+    setGrads(rt, a, grads(s));
+    setGrads(rt, b, grads(s));
+    optA.step();
+    optB.step();
+  }
+  for (let k = 0; k < a.length; k++) close(await b[k].read(), await a[k].read(), 0, `resumed param ${k}`);
+
+  optA.zeroGrad(false);
+  for (const p of a) assert.ok((await p.grad!.read()).every((v) => v === 0), 'zero-filled');
+  optA.zeroGrad();
+  assert.ok(a.every((p) => p.grad === null), 'set to none');
+  assert.throws(() => optB.importState({ ...saved, m: saved.m.slice(1) }), /state is for 2 parameters/);
+  optA.dispose();
+  optB.dispose();
+});
+
+test('clipGradNorm: global norm on the GPU, PyTorch coefficient, parameters without grad skipped', async () => {
+  const rt = await getRuntime();
+  const n = [5001, 33, 1, 2049];
+  const gs = n.map((k, i) => randn(k, 70 + i, 0.3));
+  const params = n.map((k) => upload(rt, new Float64Array(k), [k], { requiresGrad: true }));
+  setGrads(rt, params, [gs[0], gs[1], null, gs[3]]);
+  let sq = 0;
+  for (const g of [gs[0], gs[1], gs[3]]) for (const v of g) sq += v * v;
+  const ref = Math.sqrt(sq);
+  const maxNorm = ref / 3;
+  const norm = clipGradNorm(params, maxNorm);
+  assert.ok(!(norm instanceof Promise), 'synchronous: nothing is read back to the host');
+  close(await norm.read(), [ref], 1e-6, 'global norm');
+  const coef = Math.min(1, maxNorm / (ref + 1e-6));
+  for (const i of [0, 1, 3]) close(await params[i].grad!.read(), Array.from(gs[i], (v) => v * coef), 1e-6, `clipped grad ${i}`);
+  assert.is(params[2].grad, null);
+  // below the threshold the gradients are left as they are (coefficient clamped to 1)
+  const again = clipGradNorm(params, 1e6);
+  close(await again.read(), [maxNorm], 1e-5, 'norm after clipping is maxNorm');
+  for (const i of [0, 1, 3]) close(await params[i].grad!.read(), Array.from(gs[i], (v) => v * coef), 1e-6, `unchanged grad ${i}`);
+  assert.throws(() => clipGradNorm(params, 0), /maxNorm must be a positive number/);
+});
+
+test.run();
