@@ -1,0 +1,181 @@
+// Node edge for checkpoints: a file-descriptor ByteReader (reads only the requested ranges, so a 1.3 GB checkpoint
+// is never in memory whole), opening a Hugging Face model directory (config.json, preprocessor_config.json and the
+// weights: model.safetensors, a sharded model.safetensors.index.json, pytorch_model.bin or its sharded index), and
+// atomic writes (temp file in the same directory, fsync, rename) for saving a fine-tuned model.
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import path from 'node:path';
+import { type ByteReader, type TensorSource, openSharded, parseShardIndex } from '../io/source.js';
+import { readSafetensors, writeSafetensors, type TensorToSave } from '../io/safetensors.js';
+import { readPytorch } from '../io/pytorch.js';
+import { type PreprocessorConfig, type Wav2Vec2Config, configJsonText, parsePreprocessorConfig, parseWav2Vec2Config } from '../io/config.js';
+
+export class FileByteReader implements ByteReader {
+  private constructor(
+    private readonly handle: fsp.FileHandle,
+    readonly size: number,
+    readonly path: string,
+  ) {}
+
+  static async open(filePath: string): Promise<FileByteReader> {
+    const handle = await fsp.open(filePath, 'r');
+    try {
+      const st = await handle.stat();
+      if (!st.isFile()) throw new Error(`${filePath} is not a regular file`);
+      return new FileByteReader(handle, st.size, filePath);
+    } catch (e) {
+      await handle.close();
+      throw e;
+    }
+  }
+
+  async read(offset: number, length: number): Promise<Uint8Array> {
+    if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0 || offset + length > this.size) {
+      throw new RangeError(`${this.path}: read of ${length} bytes at offset ${offset} is outside the file (${this.size} bytes)`);
+    }
+    const out = new Uint8Array(length);
+    let done = 0;
+    while (done < length) {
+      const { bytesRead } = await this.handle.read(out, done, length - done, offset + done);
+      if (bytesRead === 0) throw new Error(`${this.path}: file ended at ${offset + done} while reading ${length} bytes at ${offset} (changed while open?)`);
+      done += bytesRead;
+    }
+    return out;
+  }
+
+  close(): Promise<void> {
+    return this.handle.close();
+  }
+}
+
+/** A TensorSource whose files stay open until close(). */
+export interface OpenedSource extends TensorSource {
+  close(): Promise<void>;
+}
+
+/** Opens one checkpoint file, recognised by its content: a PyTorch zip/pickle or safetensors. */
+export async function openTensorFile(filePath: string): Promise<OpenedSource> {
+  const reader = await FileByteReader.open(filePath);
+  try {
+    const head = reader.size >= 4 ? await reader.read(0, 4) : new Uint8Array(0);
+    const isPytorch = (head[0] === 0x50 && head[1] === 0x4b) || head[0] === 0x80;
+    const src = isPytorch ? await readPytorch(reader, filePath) : await readSafetensors(reader, filePath);
+    return { ...src, close: () => reader.close() };
+  } catch (e) {
+    await reader.close();
+    throw e;
+  }
+}
+
+/** Opens a sharded checkpoint from its index (model.safetensors.index.json or pytorch_model.bin.index.json). */
+export async function openShardedIndex(indexPath: string): Promise<OpenedSource> {
+  const index = parseShardIndex(await fsp.readFile(indexPath, 'utf8'), indexPath);
+  const dir = path.dirname(indexPath);
+  const opened: OpenedSource[] = [];
+  const closeAll = async () => {
+    await Promise.all(opened.map((o) => o.close()));
+  };
+  try {
+    const src = await openSharded(index, indexPath, async (file) => {
+      const shardPath = path.join(dir, file);
+      if (!fs.existsSync(shardPath)) throw new Error(`${indexPath}: shard ${file} is listed in weight_map but ${shardPath} does not exist`);
+      const o = await openTensorFile(shardPath);
+      opened.push(o);
+      return o;
+    });
+    return { ...src, close: closeAll };
+  } catch (e) {
+    await closeAll();
+    throw e;
+  }
+}
+
+/** weight files in the order transformers prefers them */
+export const WEIGHT_FILES = ['model.safetensors', 'model.safetensors.index.json', 'pytorch_model.bin', 'pytorch_model.bin.index.json'] as const;
+
+export interface ModelDir {
+  dir: string;
+  config: Wav2Vec2Config;
+  preprocessor: PreprocessorConfig;
+  /** false when preprocessor_config.json is absent and defaults are used */
+  preprocessorFound: boolean;
+  /** the weights file (or index) that was opened */
+  weightsFile: string;
+  weights: OpenedSource;
+  close(): Promise<void>;
+}
+
+/** Opens a Hugging Face model directory: configs parsed and checked, weights opened (headers only). */
+export async function openModelDir(dir: string): Promise<ModelDir> {
+  if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) throw new Error(`${dir}: not a directory`);
+  const configPath = path.join(dir, 'config.json');
+  if (!fs.existsSync(configPath)) throw new Error(`${dir}: no config.json (a Hugging Face model directory needs one)`);
+  const config = parseWav2Vec2Config(await fsp.readFile(configPath, 'utf8'), configPath);
+  const ppPath = path.join(dir, 'preprocessor_config.json');
+  const preprocessorFound = fs.existsSync(ppPath);
+  const preprocessor = parsePreprocessorConfig(preprocessorFound ? await fsp.readFile(ppPath, 'utf8') : {}, ppPath);
+  const found = WEIGHT_FILES.find((f) => fs.existsSync(path.join(dir, f)));
+  if (!found) {
+    const present = fs.readdirSync(dir).slice(0, 20).join(', ');
+    throw new Error(`${dir}: no weights found (looked for ${WEIGHT_FILES.join(', ')}; the directory has: ${present || 'nothing'})`);
+  }
+  const weightsFile = path.join(dir, found);
+  const weights = found.endsWith('.index.json') ? await openShardedIndex(weightsFile) : await openTensorFile(weightsFile);
+  return { dir, config, preprocessor, preprocessorFound, weightsFile, weights, close: () => weights.close() };
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// writing
+
+/**
+ * Writes a file atomically: the content goes to a temporary file beside the target, is flushed to disk, then renamed
+ * over the target, so a crash never leaves a half-written checkpoint under the real name.
+ */
+export async function writeFileAtomic(filePath: string, content: string | Uint8Array | AsyncIterable<Uint8Array> | Iterable<Uint8Array>): Promise<number> {
+  const dir = path.dirname(filePath);
+  const tmp = path.join(dir, `.${path.basename(filePath)}.${process.pid}.${Math.random().toString(36).slice(2, 10)}.tmp`);
+  const handle = await fsp.open(tmp, 'wx');
+  let bytes = 0;
+  try {
+    const chunks = typeof content === 'string' ? [new TextEncoder().encode(content)] : content instanceof Uint8Array ? [content] : content;
+    for await (const chunk of chunks) {
+      let off = 0;
+      while (off < chunk.byteLength) {
+        const { bytesWritten } = await handle.write(chunk, off, chunk.byteLength - off);
+        off += bytesWritten;
+      }
+      bytes += chunk.byteLength;
+    }
+    await handle.sync();
+    await handle.close();
+    await fsp.rename(tmp, filePath);
+  } catch (e) {
+    await handle.close().catch(() => {});
+    await fsp.rm(tmp, { force: true });
+    throw e;
+  }
+  return bytes;
+}
+
+/** Streams tensors to a safetensors file (atomic). Lazy tensor data is produced one tensor at a time. */
+export function saveSafetensorsFile(filePath: string, tensors: readonly TensorToSave[], metadata: Record<string, string> = {}): Promise<number> {
+  return writeFileAtomic(filePath, writeSafetensors(tensors, metadata));
+}
+
+export interface SaveModelOptions {
+  /** config.json content (e.g. fineTunedConfigJson(...)) */
+  config: Record<string, unknown>;
+  /** preprocessor_config.json content (preprocessorConfigJson(...)) */
+  preprocessor?: Record<string, unknown>;
+  tensors: readonly TensorToSave[];
+  /** safetensors metadata; {format: 'pt'} is always included since transformers refuses files without it */
+  metadata?: Record<string, string>;
+}
+
+/** Saves a model directory that transformers' from_pretrained can load: model.safetensors, config.json, preprocessor_config.json. */
+export async function saveModelDir(dir: string, opts: SaveModelOptions): Promise<void> {
+  await fsp.mkdir(dir, { recursive: true });
+  await saveSafetensorsFile(path.join(dir, 'model.safetensors'), opts.tensors, { ...opts.metadata, format: 'pt' });
+  await writeFileAtomic(path.join(dir, 'config.json'), configJsonText(opts.config));
+  if (opts.preprocessor) await writeFileAtomic(path.join(dir, 'preprocessor_config.json'), configJsonText(opts.preprocessor));
+}
