@@ -207,7 +207,7 @@ test('safetensors writer: round trip bit-identical (odd sizes, lazy data, 0-d, e
     assert.equal(new Uint8Array(got.buffer, got.byteOffset, got.byteLength), new Uint8Array(want.buffer, want.byteOffset, want.byteLength), t.name);
   }
   // browsers: a Blob of the chunks reads the same
-  const chunks: Uint8Array[] = [];
+  const chunks: Uint8Array<ArrayBuffer>[] = [];
   for await (const c of writeSafetensors(tensors, meta)) chunks.push(c.slice());
   const viaBlob = await readSafetensors(blobReader(new Blob(chunks)), 'blob.safetensors');
   assert.equal([...(await viaBlob.entries.get('layer.0.weight')!.read())], [...values.get('layer.0.weight')!]);

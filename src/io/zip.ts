@@ -36,7 +36,7 @@ export async function readZipDirectory(reader: ByteReader, fileName: string): Pr
   // the end-of-central-directory record is 22 bytes plus a comment of up to 65535 bytes at the end of the file.
   // PyTorch writes no comment, so a short tail usually holds it; otherwise search the longest possible tail.
   if (reader.size < 22) throw new Error(`${fileName}: too short to be a zip archive`);
-  let tail = new Uint8Array(0);
+  let tail: Uint8Array = new Uint8Array(0);
   let tv = view(tail);
   let tailLen = 0;
   let eocd = -1;
