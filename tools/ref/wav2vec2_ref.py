@@ -61,13 +61,14 @@ def read_safetensors(path):
 
 
 def write_safetensors(path, tensors, metadata=None):
-    """Writes tensors (name -> torch tensor) the way the safetensors package does: names sorted, data contiguous in
-    that order, compact JSON header padded with spaces to a multiple of 8 bytes."""
+    """Writes tensors (name -> torch tensor) as the xlsr_tiny files are laid out: ordered by element size (largest
+    first, which keeps every tensor aligned to its element size) then name, data contiguous in that order, compact
+    JSON header padded with spaces to a multiple of 8 bytes."""
     header = OrderedDict()
     if metadata is not None:
         header['__metadata__'] = metadata
     chunks, offset = [], 0
-    for name in sorted(tensors):
+    for name in sorted(tensors, key=lambda n: (-tensors[n].element_size(), n)):
         t = tensors[name].detach().contiguous().cpu()
         raw = t.numpy().astype(t.numpy().dtype.newbyteorder('<'), copy=False).tobytes()
         header[name] = {'dtype': TORCH_TO_ST[t.dtype], 'shape': list(t.shape), 'data_offsets': [offset, offset + len(raw)]}
@@ -185,7 +186,9 @@ def pos_conv_embed(x, weight, P, cfg):
                  groups=cfg['num_conv_pos_embedding_groups'])
     if K % 2 == 0:
         y = y[:, :, :-1]
-    return gelu(y).transpose(1, 2)
+    # GELU on a contiguous [B,T,H]: Debian's torch 1.13 float32 gelu backward returns garbage when the incoming
+    # gradient is non-contiguous (as it is after a transpose); float64 is unaffected, but keep float32 runs sane.
+    return gelu(y.transpose(1, 2).contiguous())
 
 
 def self_attention(x, P, prefix, num_heads, additive_mask):
@@ -412,10 +415,80 @@ def verify_fixture(fixture_dir, rel_tol=1e-10, abs_tol=1e-12, verbose=True):
     return worst, failures
 
 
+def module_cross_check(seed=0):
+    """The pieces the HF fixture does not exercise (the 'group' layout, odd pos-conv kernels), checked against torch's
+    own modules: conv layer 0 as nn.Conv1d(bias=False) + nn.GroupNorm(C, C) + GELU, and the positional conv as
+    nn.utils.weight_norm(nn.Conv1d(..., groups=G), dim=2). Returns the max abs differences (float64)."""
+    gen = torch.Generator().manual_seed(seed)
+    cfg = {'conv_kernel': [10, 3], 'conv_stride': [5, 2], 'feat_extract_norm': 'group', 'conv_dim': [7, 5]}
+    P = {'wav2vec2.feature_extractor.conv_layers.0.conv.weight': torch.randn(7, 1, 10, generator=gen, dtype=torch.float64),
+         'wav2vec2.feature_extractor.conv_layers.0.layer_norm.weight': 1 + 0.1 * torch.randn(7, generator=gen, dtype=torch.float64),
+         'wav2vec2.feature_extractor.conv_layers.0.layer_norm.bias': 0.1 * torch.randn(7, generator=gen, dtype=torch.float64),
+         'wav2vec2.feature_extractor.conv_layers.1.conv.weight': torch.randn(5, 7, 3, generator=gen, dtype=torch.float64)}
+    x = torch.randn(3, 1234, generator=gen, dtype=torch.float64)
+    conv0 = torch.nn.Conv1d(1, 7, 10, stride=5, bias=False).double()
+    norm0 = torch.nn.GroupNorm(7, 7, affine=True).double()
+    conv1 = torch.nn.Conv1d(7, 5, 3, stride=2, bias=False).double()
+    with torch.no_grad():
+        conv0.weight.copy_(P['wav2vec2.feature_extractor.conv_layers.0.conv.weight'])
+        norm0.weight.copy_(P['wav2vec2.feature_extractor.conv_layers.0.layer_norm.weight'])
+        norm0.bias.copy_(P['wav2vec2.feature_extractor.conv_layers.0.layer_norm.bias'])
+        conv1.weight.copy_(P['wav2vec2.feature_extractor.conv_layers.1.conv.weight'])
+        expected = F.gelu(conv1(F.gelu(norm0(conv0(x[:, None, :])))))
+        group_diff = (feature_encoder(x, P, cfg) - expected).abs().max().item()
+    pos_diffs = []
+    for H, G, K in ((12, 3, 7), (12, 4, 8)):
+        conv = torch.nn.Conv1d(H, H, K, padding=K // 2, groups=G).double()
+        conv = torch.nn.utils.weight_norm(conv, name='weight', dim=2)
+        with torch.no_grad():
+            conv.weight_g.copy_(0.5 + torch.rand(conv.weight_g.shape, generator=gen, dtype=torch.float64))
+            h = torch.randn(2, 9, H, generator=gen, dtype=torch.float64)
+            y = conv(h.transpose(1, 2))
+            expected = F.gelu(y[:, :, :-1] if K % 2 == 0 else y).transpose(1, 2)
+            Q = {'wav2vec2.encoder.pos_conv_embed.conv.weight_g': conv.weight_g,
+                 'wav2vec2.encoder.pos_conv_embed.conv.weight_v': conv.weight_v,
+                 'wav2vec2.encoder.pos_conv_embed.conv.bias': conv.bias}
+            got = pos_conv_embed(h, pos_conv_weight(Q), Q, {'num_conv_pos_embeddings': K,
+                                                            'num_conv_pos_embedding_groups': G})
+            pos_diffs.append((got - expected).abs().max().item())
+    return {'group_norm_feature_encoder_vs_nn_GroupNorm': group_diff, 'pos_conv_vs_nn_utils_weight_norm': max(pos_diffs)}
+
+
+def finite_difference_check(weights, cfg, input_values, attention_mask, labels, grads, loss='loss_masked_mean',
+                            per_tensor=2, h=1e-6, seed=0):
+    """Central differences (float64) of `loss` for a few random entries of every trainable tensor, against the
+    autograd grads. Returns (max |fd - grad| / max|grad of that tensor|, number of entries checked)."""
+    gen = torch.Generator().manual_seed(seed)
+    P = OrderedDict((k, v.to(torch.float64)) for k, v in weights.items())
+
+    def loss_at(name, idx, delta):
+        Q = dict(P)
+        t = P[name].clone()
+        t.view(-1)[idx] += delta
+        Q[name] = t
+        with torch.no_grad():
+            return forward(Q, cfg, input_values.to(torch.float64), attention_mask, labels)[loss].item()
+    worst, count = 0.0, 0
+    for name in P:
+        if name.startswith(FROZEN_PREFIX):
+            continue
+        g = grads['grad.' + name]
+        scale = g.abs().max().item()
+        if scale < ZERO_SCALE:
+            continue
+        for idx in torch.randint(0, g.numel(), (per_tensor,), generator=gen).tolist():
+            fd = (loss_at(name, idx, h) - loss_at(name, idx, -h)) / (2 * h)
+            worst = max(worst, abs(fd - g.view(-1)[idx].item()) / scale)
+            count += 1
+    return worst, count
+
+
 def main(argv):
     here = os.path.dirname(os.path.abspath(__file__))
     dirs = argv[1:] or [os.path.normpath(os.path.join(here, '..', '..', '..', 'shared', 'fixtures', 'xlsr_tiny'))]
-    bad = False
+    checks = module_cross_check()
+    print('module cross-check (max abs diff vs torch.nn modules): %s' % ', '.join('%s %.1e' % kv for kv in checks.items()))
+    bad = max(checks.values()) > 1e-12
     for d in dirs:
         _, failures = verify_fixture(d)
         bad = bad or bool(failures)
