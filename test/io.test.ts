@@ -13,7 +13,9 @@ import { readPytorch, restrictedUnpickle } from '../src/io/pytorch.js';
 import { parseWav2Vec2Config } from '../src/io/config.js';
 import { expectedParameterShapes, loadIntoTensors, mapCheckpointKeys, sourceShapes } from '../src/io/statedict.js';
 import { FileByteReader, openModelDir, openShardedIndex, openTensorFile, saveModelDir, saveSafetensorsFile } from '../src/node/modeldir.js';
-import { rng } from './helpers.js';
+import { openModelFiles } from '../src/io/modelfiles.js';
+import { Tensor } from '../src/tensor.js';
+import { getRuntime, rng } from './helpers.js';
 
 const FIX = path.resolve('test/fixtures/io');
 const SHARED = path.resolve('../shared/fixtures');
@@ -357,6 +359,46 @@ sharedTest('model dir: open xlsr_tiny, load into parameters one tensor at a time
   } finally {
     fs.rmSync(tmp, { recursive: true, force: true });
   }
+});
+
+sharedTest('GPU parameters: load xlsr_tiny into Tensors (NaN-poisoned), read back, save: file bytes identical', async () => {
+  const rt = await getRuntime();
+  const md = await openModelDir(TINY);
+  const params = new Map<string, Tensor>();
+  for (const [name, shape] of expectedParameterShapes(md.config, 'speech-classification')) params.set(name, Tensor.empty(rt, shape, 'f32', name));
+  const report = await loadIntoTensors(md.weights, params);
+  assert.is(report.loadedTensors, 73);
+  for (const [name, e] of md.weights.entries) {
+    const back = await params.get(name)!.readFloat();
+    const want = await e.read();
+    assert.equal(new Uint8Array(back.buffer, back.byteOffset, back.byteLength), new Uint8Array(want.buffer), name);
+  }
+  const tensors = [...md.weights.entries.keys()].map((name) => ({ name, shape: params.get(name)!.shape, data: () => params.get(name)!.readFloat() }));
+  const saved = await safetensorsBytes(tensors, { format: 'pt' });
+  assert.equal(saved, new Uint8Array(fs.readFileSync(path.join(TINY, 'model.safetensors'))), 'same bytes as the Hugging Face file');
+  for (const t of params.values()) t.dispose();
+  await md.close();
+});
+
+sharedTest('browser path: a model folder as Blobs (plain and sharded) opens like the Node directory', async () => {
+  const blobs = new Map<string, Blob>();
+  for (const f of ['config.json', 'preprocessor_config.json', 'pytorch_model.bin']) blobs.set(`xlsr_tiny/${f}`, new Blob([fs.readFileSync(path.join(TINY, f))]));
+  const m = await openModelFiles(blobs, 'xlsr_tiny');
+  assert.is(m.weightsFile, 'pytorch_model.bin');
+  assert.is(m.weights.entries.size, 73);
+  assert.is(m.config.num_labels, 5);
+  const node = await openTensorFile(path.join(TINY, 'model.safetensors'));
+  const k = 'wav2vec2.encoder.pos_conv_embed.conv.weight_v';
+  assert.equal(await m.weights.entries.get(k)!.readRaw(), await node.entries.get(k)!.readRaw());
+  await node.close();
+  const sharded = new Map<string, Blob>([['config.json', new Blob(['{}'])]]);
+  for (const f of fs.readdirSync(path.join(FIX, 'sharded_st'))) sharded.set(f, new Blob([fs.readFileSync(path.join(FIX, 'sharded_st', f))]));
+  const s = await openModelFiles(sharded);
+  assert.is(s.weightsFile, 'model.safetensors.index.json');
+  assert.is(s.preprocessorFound, false);
+  await checkAgainstExpected(s.weights, ['0.weight', '0.bias', 'f16', 'bf16']);
+  await throwsWith(() => openModelFiles(new Map([['config.json', new Blob(['{}'])], ['tf_model.h5', new Blob(['x'])]]), 'tf'), 'tf: no weights', 'tf_model.h5', 'convert');
+  await throwsWith(() => openModelFiles(new Map([['model.safetensors', new Blob(['x'])]]), 'nocfg'), 'nocfg', 'config.json');
 });
 
 test('atomic save: a failure midway leaves neither the target nor a temp file; the reader reads exact ranges', async () => {

@@ -236,7 +236,7 @@ export function parseWav2Vec2Config(json: unknown, fileName = 'config.json'): Wa
     id2label[i] = l;
     label2id[l] = i;
   });
-  if (r.has('label2id')) {
+  if (r.has('label2id') && r.has('id2label')) {
     const raw = json.label2id;
     if (!isPlainObject(raw)) r.fail('label2id', 'must be an object of label name -> class index');
     for (const [k, v] of Object.entries(raw as Record<string, unknown>)) {

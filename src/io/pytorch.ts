@@ -565,6 +565,7 @@ function tensorEntry(name: string, t: TensorRef, info: StorageInfo, reader: Byte
   const el = DTYPE_BYTES[dtype];
   const numel = numelOf(t.shape);
   const what = `${fileName}: tensor '${name}'`;
+  if (numel * el > 2 ** 32) throw new Error(`${what}: size ${shapeString(t.shape)} (${numel} elements) is too large for one tensor`);
   // the highest storage element the view touches
   let last = t.offset;
   for (let d = 0; d < t.shape.length; d++) if (t.shape[d] > 0) last += (t.shape[d] - 1) * t.stride[d];

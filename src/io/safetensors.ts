@@ -97,12 +97,12 @@ function parseSafetensorsHeader(headerBytes: Uint8Array, reader: ByteReader, dat
   const dataLen = reader.size - dataStart;
   const sorted = [...raw].sort((a, b) => a.begin - b.begin || a.end - b.end);
   let pos = 0;
-  for (const e of sorted) {
+  for (let i = 0; i < sorted.length; i++) {
+    const e = sorted[i];
     if (e.begin !== pos) {
-      const prev = sorted[sorted.indexOf(e) - 1];
       throw new Error(
         e.begin < pos
-          ? `${fileName}: tensor '${e.name}' data_offsets [${e.begin}, ${e.end}] overlap tensor '${prev.name}' (ends at ${pos})`
+          ? `${fileName}: tensor '${e.name}' data_offsets [${e.begin}, ${e.end}] overlap tensor '${sorted[i - 1].name}' (ends at ${pos})`
           : `${fileName}: tensor '${e.name}' data_offsets [${e.begin}, ${e.end}] leave a gap after byte ${pos}`,
       );
     }

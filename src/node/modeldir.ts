@@ -6,8 +6,8 @@ import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { type ByteReader, type TensorSource, openSharded, parseShardIndex } from '../io/source.js';
-import { readSafetensors, writeSafetensors, type TensorToSave } from '../io/safetensors.js';
-import { readPytorch } from '../io/pytorch.js';
+import { writeSafetensors, type TensorToSave } from '../io/safetensors.js';
+import { WEIGHT_FILES, pickWeightsFile, readTensorFile } from '../io/modelfiles.js';
 import { type PreprocessorConfig, type Wav2Vec2Config, configJsonText, parsePreprocessorConfig, parseWav2Vec2Config } from '../io/config.js';
 
 export class FileByteReader implements ByteReader {
@@ -57,9 +57,7 @@ export interface OpenedSource extends TensorSource {
 export async function openTensorFile(filePath: string): Promise<OpenedSource> {
   const reader = await FileByteReader.open(filePath);
   try {
-    const head = reader.size >= 4 ? await reader.read(0, 4) : new Uint8Array(0);
-    const isPytorch = (head[0] === 0x50 && head[1] === 0x4b) || head[0] === 0x80;
-    const src = isPytorch ? await readPytorch(reader, filePath) : await readSafetensors(reader, filePath);
+    const src = await readTensorFile(reader, filePath);
     return { ...src, close: () => reader.close() };
   } catch (e) {
     await reader.close();
@@ -90,8 +88,7 @@ export async function openShardedIndex(indexPath: string): Promise<OpenedSource>
   }
 }
 
-/** weight files in the order transformers prefers them */
-export const WEIGHT_FILES = ['model.safetensors', 'model.safetensors.index.json', 'pytorch_model.bin', 'pytorch_model.bin.index.json'] as const;
+export { WEIGHT_FILES };
 
 export interface ModelDir {
   dir: string;
@@ -114,11 +111,7 @@ export async function openModelDir(dir: string): Promise<ModelDir> {
   const ppPath = path.join(dir, 'preprocessor_config.json');
   const preprocessorFound = fs.existsSync(ppPath);
   const preprocessor = parsePreprocessorConfig(preprocessorFound ? await fsp.readFile(ppPath, 'utf8') : {}, ppPath);
-  const found = WEIGHT_FILES.find((f) => fs.existsSync(path.join(dir, f)));
-  if (!found) {
-    const present = fs.readdirSync(dir).slice(0, 20).join(', ');
-    throw new Error(`${dir}: no weights found (looked for ${WEIGHT_FILES.join(', ')}; the directory has: ${present || 'nothing'})`);
-  }
+  const found = pickWeightsFile(fs.readdirSync(dir), dir);
   const weightsFile = path.join(dir, found);
   const weights = found.endsWith('.index.json') ? await openShardedIndex(weightsFile) : await openTensorFile(weightsFile);
   return { dir, config, preprocessor, preprocessorFound, weightsFile, weights, close: () => weights.close() };
