@@ -4,6 +4,8 @@
 // Core module: no Node imports (the Node edge supplies a file-descriptor ByteReader in src/node/modeldir.ts;
 // browsers use blobReader below).
 
+import { f16ToF32, f32ToF16 } from '../tensor.js';
+
 /** Element types found in checkpoints (safetensors spelling). */
 export type CheckpointDType = 'F64' | 'F32' | 'F16' | 'BF16' | 'I64' | 'I32' | 'I16' | 'I8' | 'U8' | 'BOOL';
 
@@ -108,14 +110,7 @@ let f16Table: Float32Array | null = null;
 function halfTable(): Float32Array {
   if (f16Table) return f16Table;
   const t = new Float32Array(65536);
-  for (let h = 0; h < 65536; h++) {
-    const sign = h & 0x8000 ? -1 : 1;
-    const exp = (h >>> 10) & 0x1f;
-    const mant = h & 0x3ff;
-    if (exp === 0) t[h] = sign * mant * 2 ** -24;
-    else if (exp === 0x1f) t[h] = mant ? NaN : sign * Infinity;
-    else t[h] = sign * (1 + mant / 1024) * 2 ** (exp - 15);
-  }
+  for (let h = 0; h < 65536; h++) t[h] = f16ToF32(h);
   f16Table = t;
   return t;
 }
@@ -167,34 +162,11 @@ export function toFloat32(bytes: Uint8Array, dtype: CheckpointDType, count: numb
   }
 }
 
+// IEEE half conversions are the engine's own (src/tensor.ts); bfloat16 is only needed here
+export { f32ToF16 as float32ToHalfBits };
+
 const cvtF32 = new Float32Array(1);
 const cvtU32 = new Uint32Array(cvtF32.buffer);
-
-/** f32 -> IEEE half, round to nearest even (overflow -> inf, NaN kept). */
-export function float32ToHalfBits(x: number): number {
-  cvtF32[0] = x;
-  const b = cvtU32[0];
-  const sign = (b >>> 16) & 0x8000;
-  const exp = (b >>> 23) & 0xff;
-  let mant = b & 0x7fffff;
-  if (exp === 0xff) return sign | 0x7c00 | (mant ? 0x200 : 0);
-  const e = exp - 127 + 15;
-  if (e >= 0x1f) return sign | 0x7c00;
-  if (e <= 0) {
-    if (e < -10) return sign;
-    mant |= 0x800000;
-    const shift = 14 - e;
-    let h = mant >>> shift;
-    const rem = mant & ((1 << shift) - 1);
-    const half = 1 << (shift - 1);
-    if (rem > half || (rem === half && h & 1)) h++;
-    return sign | h;
-  }
-  let h = (e << 10) | (mant >>> 13);
-  const rem = mant & 0x1fff;
-  if (rem > 0x1000 || (rem === 0x1000 && h & 1)) h++;
-  return sign | h;
-}
 
 /** f32 -> bfloat16, round to nearest even (any NaN -> the quiet NaN 0x7fc0, as c10::BFloat16 does). */
 export function float32ToBFloat16Bits(x: number): number {
@@ -209,7 +181,7 @@ export function fromFloat32(data: Float32Array, dtype: 'F32' | 'F16' | 'BF16'): 
   if (!littleEndianHost) throw new Error('big-endian hosts are not supported');
   if (dtype === 'F32') return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
   const out = new Uint16Array(data.length);
-  if (dtype === 'F16') for (let i = 0; i < data.length; i++) out[i] = float32ToHalfBits(data[i]);
+  if (dtype === 'F16') for (let i = 0; i < data.length; i++) out[i] = f32ToF16(data[i]);
   else for (let i = 0; i < data.length; i++) out[i] = float32ToBFloat16Bits(data[i]);
   return new Uint8Array(out.buffer);
 }
