@@ -13,6 +13,9 @@ import { applySplits, makeSplits, speakerSplit, splitsFromJson, splitsToJson, st
 import { collate, cropClip, makeBatch, paddingFraction, planBatches } from '../src/data/batch.js';
 import { deriveSeed, mulberry32, shuffleInPlace } from '../src/data/random.js';
 import { ClipStore, loadDataset, loadOrMakeSplits, missingFiles, readSplits } from '../src/node/audio-file.js';
+import { spawnSync } from 'node:child_process';
+import { decodeWav } from '../src/audio/wav.js';
+import { readSentences, defaultSentencesFile, synthesizeDemoCorpus } from '../src/node/demo-corpus.js';
 
 const EMOTIONS = ['anger', 'fear', 'happiness', 'neutral', 'sadness', 'surprise'];
 const LETTER: Record<string, string> = { anger: 'A', fear: 'F', happiness: 'H', neutral: 'N', sadness: 'S', surprise: 'W' };
@@ -278,6 +281,83 @@ test('makeBatch: seeded random crops and augmentation in training only; evaluati
   assert.is(withAug.lengths[0], Math.ceil(9000 / 1.1), 'speed perturbation applied');
   const evalAug = await makeBatch([1], get, null, { train: false, augment: aug }, ids);
   assert.is(evalAug.lengths[0], 9000, 'no augmentation at evaluation');
+});
+
+/** Median F0 (Hz) of the voiced 40 ms frames, by autocorrelation (enough to see the prosody recipes). */
+function medianPitch(x: Float32Array, rate: number): number {
+  const fr = Math.round(0.04 * rate);
+  let peak = 0;
+  for (const v of x) peak = Math.max(peak, Math.abs(v));
+  const f0: number[] = [];
+  for (let s = 0; s + fr <= x.length; s += fr >> 1) {
+    let e = 0;
+    for (let i = 0; i < fr; i++) e += x[s + i] * x[s + i];
+    if (Math.sqrt(e / fr) < 0.05 * peak) continue;
+    let best = 0;
+    let bestLag = 0;
+    for (let lag = Math.floor(rate / 500); lag <= Math.floor(rate / 70); lag++) {
+      let c = 0;
+      for (let i = 0; i + lag < fr; i++) c += x[s + i] * x[s + i + lag];
+      if (c > best) [best, bestLag] = [c, lag];
+    }
+    if (best > 0.3 * e && bestLag > 0) f0.push(rate / bestLag);
+  }
+  f0.sort((a, b) => a - b);
+  return f0.length ? f0[f0.length >> 1] : NaN;
+}
+
+test('demo corpus: espeak-ng + sox, deterministic for a seed, ShEMO-style manifest, emotions differ in prosody', async () => {
+  const have = (cmd: string) => spawnSync(cmd, ['--version'], { stdio: 'ignore' }).status === 0;
+  if (!have('espeak-ng') || !have('sox')) {
+    console.log('  (espeak-ng or sox not installed: demo corpus test skipped; node tools/setup.mjs --demo installs them)');
+    return;
+  }
+  const sentences = readSentences(defaultSentencesFile());
+  assert.ok(sentences.length >= 40, `${sentences.length} demo sentences`);
+  assert.ok(sentences.every((l) => /[\u0600-\u06ff]/.test(l) && l.split(/\s+/).length <= 6), 'short Persian sentences');
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ser-demo-'));
+  try {
+    const opts = { seed: 7, speakers: 4, sentencesPerEmotion: 2 };
+    const t0 = Date.now();
+    const a = await synthesizeDemoCorpus(path.join(dir, 'a'), opts);
+    const secs = (Date.now() - t0) / 1000;
+    assert.is(a.items.length, 4 * 5 * 2);
+    assert.not.ok(a.reused);
+    const b = await synthesizeDemoCorpus(path.join(dir, 'b'), opts);
+    for (let i = 0; i < a.items.length; i++) assert.ok(fs.readFileSync(a.items[i].path).equals(fs.readFileSync(b.items[i].path)), `${a.items[i].id} identical across runs`);
+    const again = await synthesizeDemoCorpus(path.join(dir, 'a'), opts);
+    assert.ok(again.reused, 'same options: reused');
+    const other = await synthesizeDemoCorpus(path.join(dir, 'c'), { ...opts, seed: 8, speakers: 2, sentencesPerEmotion: 1 });
+    assert.not.ok(fs.readFileSync(other.items[0].path).equals(fs.readFileSync(a.items[0].path)), 'another seed, other audio');
+
+    const ds = loadDataset({ source: a.manifest });
+    assert.is(ds.kind, 'shemo');
+    assert.equal(ds.items.map((it) => it.id), a.items.map((it) => it.id));
+    assert.equal([...new Set(ds.items.map((it) => it.speaker))], ['F01', 'M01', 'F02', 'M02']);
+    assert.equal(labelCounts(ds.items), { anger: 8, happiness: 8, neutral: 8, sadness: 8, surprise: 8 });
+    assert.ok(ds.items.every((it) => /^[FM]\d\d[AHNSW]\d\d$/.test(it.id) && it.transcript && it.gender));
+    const split = makeSplits(ds.items, { method: 'speaker', testFraction: 0.25, validFraction: 0, seed: 1 });
+    assert.is(new Set(applySplits(ds.items, split).test.map((it) => it.speaker)).size, 1);
+
+    const stats: Record<string, { dur: number[]; f0: number[] }> = {};
+    for (const it of ds.items) {
+      const w = decodeWav(new Uint8Array(fs.readFileSync(it.path)), it.path);
+      assert.is(w.sampleRate, 16000);
+      assert.is(w.channels.length, 1);
+      const x = w.channels[0];
+      const s = (stats[it.label] ??= { dur: [], f0: [] });
+      s.dur.push(x.length / 16000);
+      s.f0.push(medianPitch(x, 16000));
+    }
+    const mean = (v: number[]) => v.reduce((p, q) => p + q, 0) / v.length;
+    const summary = Object.entries(stats).map(([l, s]) => `${l} ${mean(s.dur).toFixed(2)} s ${mean(s.f0).toFixed(0)} Hz`);
+    console.log(`  demo corpus: ${a.items.length} clips in ${secs.toFixed(1)} s, ${(a.audioSeconds / a.items.length).toFixed(2)} s per clip; ${summary.join(', ')}`);
+    for (const s of Object.values(stats)) assert.ok(s.dur.every((d) => d > 0.5 && d < 4.5), `clip durations ${s.dur}`);
+    assert.ok(mean(stats.sadness.dur) > mean(stats.neutral.dur) && mean(stats.neutral.dur) > mean(stats.anger.dur), 'sadness slow, anger fast');
+    assert.ok(mean(stats.happiness.f0) > mean(stats.neutral.f0) && mean(stats.neutral.f0) > mean(stats.sadness.f0), 'happiness high, sadness low pitch');
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test.run();

@@ -92,8 +92,9 @@ export function decodeWav(bytes: Uint8Array, name = '<wav>'): DecodedAudio {
       else dataSize = size;
       const available = bytes.length - body;
       if (dataSize > available) {
-        // 0xFFFFFFFF (and 0 with bytes after it) is what streaming writers put before they know the length
-        if (size === 0xffffffff || (size === 0 && available > 0)) dataSize = available;
+        // streaming writers (espeak-ng --stdout, pipes) put a placeholder before they know the length: 0, 0xFFFFFFFF
+        // or a value just under 2^31 (0x7FFFF000); a real size that overruns the file means the file was cut short
+        if (size === 0xffffffff || size >= 0x7fff0000 || (size === 0 && available > 0)) dataSize = available;
         else fail(`truncated: data chunk declares ${dataSize} bytes but only ${available} are present`);
       }
       break;
