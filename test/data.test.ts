@@ -12,7 +12,7 @@ import { joinPath, parseCsvManifest, parseShemoManifest, speakerFromName, toCsvM
 import { applySplits, makeSplits, speakerSplit, splitsFromJson, splitsToJson, stratifiedSplit } from '../src/data/split.js';
 import { collate, cropClip, makeBatch, paddingFraction, planBatches } from '../src/data/batch.js';
 import { deriveSeed, mulberry32, shuffleInPlace } from '../src/data/random.js';
-import { ClipStore, loadDataset, loadOrMakeSplits, missingFiles, readSplits } from '../src/node/audio-file.js';
+import { ClipStore, loadDataset, loadOrMakeSplits, missingFiles, prepareDataset, readSplits } from '../src/node/audio-file.js';
 import { spawnSync } from 'node:child_process';
 import { decodeWav } from '../src/audio/wav.js';
 import { readSentences, defaultSentencesFile, synthesizeDemoCorpus } from '../src/node/demo-corpus.js';
@@ -128,6 +128,8 @@ test('Node edge: loadDataset for ShEMO JSON, CSV and folder-per-label; ClipStore
     assert.equal(missingFiles(shemo.items), []);
     const elsewhere = loadDataset({ source: path.join(dir, 'corpus/meta.json'), dataRoot: '/nowhere' });
     assert.is(missingFiles(elsewhere.items).length, 2);
+    assert.throws(() => prepareDataset({ dataset: { source: path.join(dir, 'corpus/meta.json'), dataRoot: '/nowhere' }, labels: ['anger', 'neutral'] }), /2 of 2 audio files are missing, e\.g\. \/nowhere\/shemo\/F01A01\.wav/);
+    assert.throws(() => prepareDataset({ dataset: { source: path.join(dir, 'corpus/meta.json') } }), /no items with label\(s\) happiness, sadness, surprise/);
 
     fs.writeFileSync(path.join(dir, 'corpus/list.tsv'), 'path\tlabel\nshemo/F01A01.wav\tanger\n');
     assert.is(loadDataset({ source: path.join(dir, 'corpus/list.tsv') }).items[0].path, path.join(dir, 'corpus/shemo/F01A01.wav'));
@@ -338,6 +340,11 @@ test('demo corpus: espeak-ng + sox, deterministic for a seed, ShEMO-style manife
     assert.ok(ds.items.every((it) => /^[FM]\d\d[AHNSW]\d\d$/.test(it.id) && it.transcript && it.gender));
     const split = makeSplits(ds.items, { method: 'speaker', testFraction: 0.25, validFraction: 0, seed: 1 });
     assert.is(new Set(applySplits(ds.items, split).test.map((it) => it.speaker)).size, 1);
+    const prep = prepareDataset({ dataset: { source: a.manifest }, split: { method: 'speaker', testFraction: 0.25, validFraction: 0.34, seed: 2 }, splitFile: path.join(dir, 'split.json') });
+    assert.equal(prep.labels.labels, ['anger', 'happiness', 'neutral', 'sadness', 'surprise']);
+    assert.equal([prep.train.length, prep.valid.length, prep.test.length], [20, 10, 10]);
+    assert.ok(prep.createdSplit && fs.existsSync(path.join(dir, 'split.csv')));
+    assert.not.ok(prepareDataset({ dataset: { source: a.manifest }, splitFile: path.join(dir, 'split.json') }).createdSplit);
 
     const stats: Record<string, { dur: number[]; f0: number[] }> = {};
     for (const it of ds.items) {

@@ -5,7 +5,8 @@ import path from 'node:path';
 import { AudioError } from '../audio/errors.js';
 import { prepareAudio, type PrepareOptions, type PreparedAudio } from '../audio/prepare.js';
 import { folderManifest, parseCsvManifest, parseShemoManifest, type CsvManifestOptions, type DataItem } from '../data/manifest.js';
-import { makeSplits, splitsFromJson, splitsToCsv, splitsToJson, type SplitOptions, type Splits } from '../data/split.js';
+import { applySplits, makeSplits, splitsFromJson, splitsToCsv, splitsToJson, type SplitOptions, type Splits } from '../data/split.js';
+import { LabelSet, SHEMO_LABELS, selectLabels } from '../data/labels.js';
 
 const AUDIO_EXTENSIONS = new Set(['.wav', '.flac', '.mp3', '.ogg', '.oga', '.wave']);
 
@@ -135,4 +136,44 @@ export function loadOrMakeSplits(file: string, items: readonly DataItem[], opts:
   const splits = makeSplits(items, opts);
   writeSplits(file.replace(/\.json$/i, ''), splits, items);
   return { splits, created: true };
+}
+
+export interface PreparedDataset {
+  kind: DatasetKind;
+  root: string;
+  labels: LabelSet;
+  /** items with a label in the set */
+  items: DataItem[];
+  /** items left out per label */
+  dropped: Record<string, number>;
+  splits: Splits;
+  /** the split file used (null when none was asked for) and whether it was made now */
+  splitFile: string | null;
+  createdSplit: boolean;
+  train: DataItem[];
+  valid: DataItem[];
+  test: DataItem[];
+}
+
+/**
+ * Everything before training: load the item list, keep the chosen labels (default: ShEMO's five without 'fear' for a
+ * ShEMO manifest, else every label present), check that the audio files exist, and reuse the split file when it
+ * exists or make (and write) one.
+ */
+export function prepareDataset(opts: { dataset: DatasetSpec; labels?: string[]; split?: SplitOptions; splitFile?: string | null }): PreparedDataset {
+  const ds = loadDataset(opts.dataset);
+  const labels = new LabelSet(opts.labels ?? (ds.kind === 'shemo' ? [...SHEMO_LABELS] : ds.items.map((it) => it.label)));
+  const { items, dropped } = selectLabels(ds.items, labels);
+  const missing = missingFiles(items);
+  if (missing.length > 0) {
+    throw new Error(`${missing.length} of ${items.length} audio files are missing, e.g. ${missing.slice(0, 3).map((it) => it.path).join(', ')}${ds.kind !== 'folder' ? ' (paths are relative to the manifest folder unless a data root is given)' : ''}`);
+  }
+  const empty = labels.labels.filter((l) => !items.some((it) => it.label === l));
+  if (empty.length > 0) throw new Error(`no items with label(s) ${empty.join(', ')} in ${opts.dataset.source}`);
+  let splits: Splits;
+  let created = true;
+  if (opts.splitFile) ({ splits, created } = loadOrMakeSplits(opts.splitFile, items, opts.split ?? {}));
+  else splits = makeSplits(items, opts.split ?? {});
+  const sides = applySplits(items, splits);
+  return { kind: ds.kind, root: ds.root, labels, items, dropped, splits, splitFile: opts.splitFile ?? null, createdSplit: created, ...sides };
 }
