@@ -1,10 +1,14 @@
 // Micro-bench of the fused attention kernels: forward and backward at 16 heads x 64, batch 1, T = 200 and 1000.
-//   node build/bench/attention.mjs [T ...]
+//   node build/bench/attention.mjs [T ...] [--forward] [--portable]
+//     --forward   forward only;  --portable  the workgroup-memory kernels even where subgroup ones can run
 // Forward counts 4*B*H*T*T*D flops (QK^T and PV); backward counts 10*B*H*T*T*D (the five matmuls of
 // FlashAttention-2's backward, not counting the recomputation of QK^T in its two passes).
+// Besides wall time it prints the CPU time of the process's non-main threads (where lavapipe runs shaders), read from
+// /proc on Linux: on a machine shared with other jobs, flops per worker-CPU-second is the steadier number.
+import fs from 'node:fs';
 import { createNodeRuntime } from '../src/node/dawn.js';
 import { Tensor } from '../src/tensor.js';
-import { attention } from '../src/ops/attention.js';
+import { attention, setAttentionSubgroups } from '../src/ops/attention.js';
 import { backward, tidy } from '../src/autograd.js';
 import '../src/ops/elementwise.js'; // registers the gradient helpers backward() needs
 
@@ -22,10 +26,49 @@ function randomData(n: number, seed: number): Float32Array {
   return out;
 }
 
+/** CPU seconds used so far by every thread of this process except the main (JS) one; NaN where /proc is missing. */
+function workerCpuSeconds(): number {
+  try {
+    let ticks = 0;
+    for (const tid of fs.readdirSync('/proc/self/task')) {
+      if (Number(tid) === process.pid) continue;
+      const stat = fs.readFileSync(`/proc/self/task/${tid}/stat`, 'utf8');
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      ticks += Number(fields[11]) + Number(fields[12]); // utime, stime
+    }
+    return ticks / 100;
+  } catch {
+    return NaN;
+  }
+}
+
+interface Timing {
+  ms: number;
+  cpuSeconds: number;
+}
+
+async function time(rt: Awaited<ReturnType<typeof createNodeRuntime>>, reps: number, fn: () => void): Promise<Timing> {
+  fn(); // compile and warm up
+  await rt.sync();
+  const cpu0 = workerCpuSeconds();
+  const t0 = performance.now();
+  for (let i = 0; i < reps; i++) fn();
+  await rt.sync();
+  return { ms: (performance.now() - t0) / reps, cpuSeconds: (workerCpuSeconds() - cpu0) / reps };
+}
+
+function report(what: string, flops: number, t: Timing): string {
+  const cpu = Number.isFinite(t.cpuSeconds) && t.cpuSeconds > 0 ? `, ${(flops / t.cpuSeconds / 1e9).toFixed(1)} GFLOP per worker-CPU-second` : '';
+  return `${what} ${t.ms.toFixed(1)} ms ${(flops / t.ms / 1e6).toFixed(1)} GFLOP/s${cpu}`;
+}
+
 async function main(): Promise<void> {
+  const args = process.argv.slice(2);
+  const forwardOnly = args.includes('--forward');
+  if (args.includes('--portable')) setAttentionSubgroups(false);
   const rt = await createNodeRuntime();
   console.log(`adapter: ${rt.adapter.description || rt.adapter.device || rt.adapter.vendor}`);
-  const sizes = process.argv.slice(2).map(Number).filter((x) => x > 0);
+  const sizes = args.map(Number).filter((x) => x > 0);
   for (const T of sizes.length ? sizes : [200, 1000]) {
     const n = B * T * H * D;
     const q = Tensor.fromData(rt, randomData(n, 1), [B, T, H * D]);
@@ -34,37 +77,23 @@ async function main(): Promise<void> {
     const g = Tensor.fromData(rt, randomData(n, 4), [B, T, H * D]);
     const mask = Tensor.fromData(rt, new Int32Array(B * T).fill(1), [B, T], 'i32');
     q.requiresGrad = k.requiresGrad = v.requiresGrad = true;
-    const fwdFlops = 4 * B * H * T * T * D;
-    const bwdFlops = 10 * B * H * T * T * D;
     const reps = T <= 300 ? 10 : 3;
-
-    const forward = () => tidy(() => attention(q, k, v, { heads: H, keyMask: mask }));
-    forward().dispose(); // compile
-    await rt.sync();
-    let t0 = performance.now();
-    for (let i = 0; i < reps; i++) forward().dispose();
-    await rt.sync();
-    const fwd = (performance.now() - t0) / reps;
-
-    const step = () => {
-      const y = attention(q, k, v, { heads: H, keyMask: mask });
-      backward(y, g);
-      y.dispose();
-      for (const x of [q, k, v]) {
-        x.grad?.dispose();
-        x.grad = null;
-      }
-    };
-    step();
-    await rt.sync();
-    t0 = performance.now();
-    for (let i = 0; i < reps; i++) step();
-    await rt.sync();
-    const bwd = (performance.now() - t0) / reps - fwd;
-    console.log(
-      `T=${T} H=${H} D=${D} B=${B}: forward ${fwd.toFixed(1)} ms ${(fwdFlops / fwd / 1e6).toFixed(1)} GFLOP/s; ` +
-        `backward ${bwd.toFixed(1)} ms ${(bwdFlops / bwd / 1e6).toFixed(1)} GFLOP/s`,
-    );
+    const fwd = await time(rt, reps, () => tidy(() => attention(q, k, v, { heads: H, keyMask: mask })).dispose());
+    const lines = [report('forward', 4 * B * H * T * T * D, fwd)];
+    if (!forwardOnly) {
+      const both = await time(rt, reps, () => {
+        const y = attention(q, k, v, { heads: H, keyMask: mask });
+        backward(y, g);
+        y.dispose();
+        for (const x of [q, k, v]) {
+          x.grad?.dispose();
+          x.grad = null;
+        }
+      });
+      const bwd = { ms: both.ms - fwd.ms, cpuSeconds: both.cpuSeconds - fwd.cpuSeconds };
+      lines.push(report('backward', 10 * B * H * T * T * D, bwd));
+    }
+    console.log(`T=${T} H=${H} D=${D} B=${B}: ${lines.join('; ')}`);
     for (const x of [q, k, v, g, mask]) x.dispose();
   }
   rt.destroy();

@@ -247,3 +247,125 @@ fn attention_backward_kv(@builtin(local_invocation_index) lane: u32, @builtin(wo
     }
   }
 }
+
+// ==== subgroup kernels (compiled with `enable subgroups;` only when the adapter has a fixed subgroup size) ====
+// One workgroup = one subgroup of SG lanes. Each lane owns ROWS_PER_LANE rows (row r*SG + lane of the block) and
+// keeps them in private memory as HEAD_VEC vec4 chunks. Streamed rows are loaded cooperatively, lane l holding
+// chunks l, l+SG, ..., and handed to every lane with subgroupShuffle: on lavapipe a load whose address is the same for
+// all lanes costs as much as one that differs per lane, so each streamed element is loaded once per subgroup.
+const SG: u32 = 8u;
+const ROWS_PER_LANE: u32 = 2u;
+const HEAD_VEC: u32 = (HEAD_DIM + 3u) / 4u;
+const CHUNKS_PER_LANE: u32 = (HEAD_VEC + SG - 1u) / SG;
+const VEC_LOADS: bool = HEAD_DIM % 4u == 0u;
+
+@group(0) @binding(15) var<storage, read> q4: array<vec4f>;
+@group(0) @binding(16) var<storage, read> k4: array<vec4f>;
+@group(0) @binding(17) var<storage, read> v4: array<vec4f>;
+
+// chunk c (elements 4c..4c+3, zero past HEAD_DIM) of the row starting at element `base`
+fn chunk_q(base: u32, c: u32) -> vec4f {
+  if (VEC_LOADS) { return q4[base / 4u + c]; }
+  var x = vec4f(0.0);
+  for (var e = 0u; e < 4u; e++) { if (4u * c + e < HEAD_DIM) { x[e] = q[base + 4u * c + e]; } }
+  return x;
+}
+fn chunk_k(base: u32, c: u32) -> vec4f {
+  if (VEC_LOADS) { return k4[base / 4u + c]; }
+  var x = vec4f(0.0);
+  for (var e = 0u; e < 4u; e++) { if (4u * c + e < HEAD_DIM) { x[e] = k[base + 4u * c + e]; } }
+  return x;
+}
+fn chunk_v(base: u32, c: u32) -> vec4f {
+  if (VEC_LOADS) { return v4[base / 4u + c]; }
+  var x = vec4f(0.0);
+  for (var e = 0u; e < 4u; e++) { if (4u * c + e < HEAD_DIM) { x[e] = v[base + 4u * c + e]; } }
+  return x;
+}
+
+fn hsum(x: vec4f) -> f32 { return (x.x + x.y) + (x.z + x.w); }
+
+// Per-lane state of the subgroup kernels (module scope so the hand-unrolled helpers below can reach it; private
+// memory is per invocation). Helpers take literal key indices so every array index is a compile-time constant:
+// lavapipe keeps constant-indexed private arrays in registers, but gathers element by element for a variable index.
+var<private> own_q: array<array<vec4f, HEAD_VEC>, ROWS_PER_LANE>;
+var<private> own_acc: array<array<vec4f, HEAD_VEC>, ROWS_PER_LANE>;
+var<private> key_chunks: array<array<vec4f, CHUNKS_PER_LANE>, SG>;
+var<private> value_chunks: array<array<vec4f, CHUNKS_PER_LANE>, SG>;
+var<private> scores: array<array<f32, SG>, ROWS_PER_LANE>;
+
+// scores[r][j] = q_r . k_j for key j of the block (NEG_BIG when the key is not real)
+fn score_key(j: u32, key_real: f32) {
+  var part: array<vec4f, ROWS_PER_LANE>;
+  for (var r = 0u; r < ROWS_PER_LANE; r++) { part[r] = vec4f(0.0); }
+  for (var c = 0u; c < HEAD_VEC; c++) {
+    let kj = subgroupShuffle(key_chunks[j][c / SG], c % SG);
+    for (var r = 0u; r < ROWS_PER_LANE; r++) { part[r] = fma(own_q[r][c], kj, part[r]); }
+  }
+  let real = subgroupShuffle(key_real, j) != 0.0;
+  for (var r = 0u; r < ROWS_PER_LANE; r++) { scores[r][j] = select(NEG_BIG, hsum(part[r]), real); }
+}
+
+// acc_r += scores[r][j] * v_j
+fn accumulate_value(j: u32) {
+  for (var c = 0u; c < HEAD_VEC; c++) {
+    let vj = subgroupShuffle(value_chunks[j][c / SG], c % SG);
+    for (var r = 0u; r < ROWS_PER_LANE; r++) { own_acc[r][c] = fma(vec4f(scores[r][j]), vj, own_acc[r][c]); }
+  }
+}
+
+@compute @workgroup_size(SG)
+fn attention_forward_sg(@builtin(subgroup_invocation_id) lane: u32, @builtin(workgroup_id) wg: vec3u) {
+  let b = wg.y / p.heads;
+  let h = wg.y % p.heads;
+  var m: array<f32, ROWS_PER_LANE>;
+  var l: array<f32, ROWS_PER_LANE>;
+  for (var r = 0u; r < ROWS_PER_LANE; r++) {
+    let base = row_offset(b, min(wg.x * SG * ROWS_PER_LANE + r * SG + lane, p.seq - 1u), h);
+    for (var c = 0u; c < HEAD_VEC; c++) {
+      own_q[r][c] = chunk_q(base, c) * p.scale;
+      own_acc[r][c] = vec4f(0.0);
+    }
+    m[r] = NEG_BIG;
+    l[r] = 0.0;
+  }
+  for (var start = 0u; start < p.seq; start += SG) {
+    for (var j = 0u; j < SG; j++) {
+      let base = row_offset(b, min(start + j, p.seq - 1u), h);
+      for (var s = 0u; s < CHUNKS_PER_LANE; s++) {
+        let c = min(s * SG + lane, HEAD_VEC - 1u);
+        key_chunks[j][s] = chunk_k(base, c);
+        value_chunks[j][s] = chunk_v(base, c);
+      }
+    }
+    let key_real = select(0.0, 1.0, key_is_real(b, start + lane));
+    score_key(0u, key_real); score_key(1u, key_real); score_key(2u, key_real); score_key(3u, key_real);
+    score_key(4u, key_real); score_key(5u, key_real); score_key(6u, key_real); score_key(7u, key_real);
+    for (var r = 0u; r < ROWS_PER_LANE; r++) {
+      var m_new = m[r];
+      for (var j = 0u; j < SG; j++) { m_new = max(m_new, scores[r][j]); }
+      let alpha = exp(m[r] - m_new);
+      var sum = 0.0;
+      for (var j = 0u; j < SG; j++) {
+        scores[r][j] = select(0.0, exp(scores[r][j] - m_new), scores[r][j] != NEG_BIG);
+        sum += scores[r][j];
+      }
+      l[r] = l[r] * alpha + sum;
+      m[r] = m_new;
+      for (var c = 0u; c < HEAD_VEC; c++) { own_acc[r][c] *= alpha; }
+    }
+    accumulate_value(0u); accumulate_value(1u); accumulate_value(2u); accumulate_value(3u);
+    accumulate_value(4u); accumulate_value(5u); accumulate_value(6u); accumulate_value(7u);
+  }
+  for (var r = 0u; r < ROWS_PER_LANE; r++) {
+    let t = wg.x * SG * ROWS_PER_LANE + r * SG + lane;
+    if (t < p.seq) {
+      let base = row_offset(b, t, h);
+      let inv = select(0.0, 1.0 / l[r], l[r] > 0.0);
+      for (var d = 0u; d < HEAD_DIM; d++) {
+        out[base + d] = own_acc[r][d / 4u][d % 4u] * inv;
+      }
+      lse[(b * p.heads + h) * p.seq + t] = select(POS_BIG, m[r] + log(l[r]), l[r] > 0.0);
+    }
+  }
+}

@@ -105,7 +105,7 @@ async function check(c: Case, seed: number, fdProbes = 0): Promise<void> {
   if (c.lengths) {
     // padded keys take no part: their dk and dv are exactly zero
     for (let b = 0; b < B; b++) {
-      for (let t = c.lengths[b]; t < T; t++) {
+      for (let t: number = c.lengths[b]; t < T; t++) {
         for (let e = 0; e < H * D; e++) {
           const i = (b * T + t) * H * D + e;
           assert.ok(gk[i] === 0 && gv[i] === 0, `${what}: padded key b=${b} t=${t} has dk=${gk[i]} dv=${gv[i]}`);

@@ -6,11 +6,31 @@ import { Tensor } from '../tensor.js';
 import { record } from '../autograd.js';
 import { ceilDiv, grid1d } from './grid.js';
 
-export const attentionKernel = defineKernel('attention', source);
+// The file's tail holds the subgroup kernels; the portable module stops before it so it compiles without the feature.
+const SUBGROUP_SECTION = '// ==== subgroup kernels';
+export const attentionKernel = defineKernel('attention', source.slice(0, source.indexOf(SUBGROUP_SECTION)));
+export const attentionSubgroupKernel = defineKernel('attention_subgroups', `enable subgroups;\n${source}`);
+
+let subgroupsAllowed = true;
+/** Tests: force the portable (workgroup-memory) kernels even where the subgroup ones could run. */
+export function setAttentionSubgroups(allowed: boolean): void {
+  subgroupsAllowed = allowed;
+}
+
+/** The adapter's subgroup size when the subgroup kernels can run (feature present, size fixed), else null. */
+function fixedSubgroupSize(rt: Tensor['rt']): number | null {
+  if (!subgroupsAllowed || !rt.hasSubgroups) return null;
+  const info = (rt.device as unknown as { adapterInfo?: { subgroupMinSize?: number; subgroupMaxSize?: number } }).adapterInfo;
+  const min = info?.subgroupMinSize;
+  if (!min || min !== info?.subgroupMaxSize || min < 4 || min > 128) return null;
+  return min;
+}
 
 /** Rows owned per workgroup (one per invocation) and rows streamed per block through workgroup memory. */
 const BLOCK_ROWS = 64;
 const BLOCK_STREAM = 32;
+/** Subgroup kernels: rows owned per lane. */
+const ROWS_PER_LANE = 2;
 
 export interface AttentionOptions {
   heads: number;
@@ -50,7 +70,11 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOption
   const lse = Tensor.empty(rt, [B, heads, T], 'f32', 'attention.lse');
   const def = defines(D);
   const blocks: [number, number] = [ceilDiv(T, BLOCK_ROWS), B * heads];
-  if (B * T > 0) rt.dispatch(attentionKernel, 'attention_forward', { p: params, q, k, v, key_mask: maskBuf, out, lse }, blocks, { defines: def });
+  const sg = fixedSubgroupSize(rt);
+  if (B * T > 0 && sg) {
+    const rows = sg * ROWS_PER_LANE;
+    rt.dispatch(attentionSubgroupKernel, 'attention_forward_sg', { p: params, q, k, v, q4: q, k4: k, v4: v, key_mask: maskBuf, out, lse }, [ceilDiv(T, rows), B * heads], { defines: { ...def, SG: `${sg}u`, ROWS_PER_LANE: `${ROWS_PER_LANE}u` } });
+  } else if (B * T > 0) rt.dispatch(attentionKernel, 'attention_forward', { p: params, q, k, v, key_mask: maskBuf, out, lse }, blocks, { defines: def });
   const saved = [q, k, v, out, lse, maskBuf];
   const result = record('attention', out, [q, k, v], saved, (gradOut, needs) => {
     const rowDot = Tensor.empty(rt, [B, heads, T], 'f32', 'attention.row_dot');
