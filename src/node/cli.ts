@@ -1,5 +1,6 @@
 // The `ser` command line (Node edge). Each command lives in its own module and registers here.
 import { createNodeRuntime } from './dawn.js';
+import { trainCommand, evalCommand, predictCommand, demoCommand, TRAIN_USAGE, EVAL_USAGE, PREDICT_USAGE, DEMO_USAGE } from './train-cmd.js';
 
 interface Command {
   summary: string;
@@ -29,6 +30,10 @@ export const commands: Record<string, Command> = {
       rt.destroy();
     },
   },
+  train: { summary: 'fine-tune a wav2vec2 speech-emotion classifier', usage: TRAIN_USAGE, run: trainCommand },
+  eval: { summary: 'WA, UA, per-class metrics and confusion matrix on labelled audio', usage: EVAL_USAGE, run: evalCommand },
+  predict: { summary: 'label and class probabilities for audio files', usage: PREDICT_USAGE, run: predictCommand },
+  demo: { summary: 'synthesize a Persian emotional-speech corpus and train a small model on it', usage: DEMO_USAGE, run: demoCommand },
 };
 
 function help(): void {

@@ -1,0 +1,138 @@
+// Kernel-level benchmarks: GEMM, conv1d per feature-encoder layer, attention forward/backward, layer norm, AdamW.
+// Every figure is a median over repetitions with its spread, and a fraction of the FMA peak or copy bandwidth
+// measured in the same run.
+import type { Runtime } from '../../src/runtime/runtime.js';
+import { Tensor } from '../../src/tensor.js';
+import { tidy, noGrad, backward } from '../../src/autograd.js';
+import { matmul } from '../../src/ops/matmul.js';
+import { conv1d } from '../../src/ops/conv.js';
+import { attention } from '../../src/ops/attention.js';
+import { layerNorm } from '../../src/ops/norm.js';
+import { AdamW } from '../../src/ops/optim.js';
+import { timeGPU, type Row } from './harness.js';
+
+function rand(rt: Runtime, shape: number[], label: string, scale = 1): Tensor {
+  const n = shape.reduce((a, b) => a * b, 1);
+  const d = new Float32Array(n);
+  let s = 12345;
+  for (let i = 0; i < n; i++) {
+    s = (s * 1103515245 + 12345) >>> 0;
+    d[i] = ((s >>> 8) / (1 << 24) - 0.5) * scale;
+  }
+  return Tensor.fromData(rt, d, shape, 'f32', label);
+}
+
+export interface Peaks {
+  fma: number; // GFLOP/s
+  copy: number; // GB/s
+}
+
+export async function benchGemm(rt: Runtime, peaks: Peaks, quick: boolean): Promise<Row[]> {
+  const rows: Row[] = [];
+  // [M, K, N, transB]: 1024^3, and the wav2vec2-large linear layers on 4 s of audio at batch 4 (4 x 200 frames)
+  const shapes: [string, number, number, number, boolean][] = [
+    ['gemm 1024x1024x1024', 1024, 1024, 1024, false],
+    ['gemm qkv/out proj 800x1024 . 1024x1024^T', 800, 1024, 1024, true],
+    ['gemm ffn up 800x1024 . 4096x1024^T', 800, 1024, 4096, true],
+    ['gemm ffn down 800x4096 . 1024x4096^T', 800, 4096, 1024, true],
+  ];
+  for (const [name, M, K, N, transB] of quick ? shapes.slice(0, 2) : shapes) {
+    const a = rand(rt, [M, K], 'a');
+    const b = rand(rt, transB ? [N, K] : [K, N], 'b');
+    const t = await timeGPU(rt, () => noGrad(() => tidy(() => { matmul(a, b, { transB }); })), { reps: quick ? 3 : 5 });
+    const gflops = (2 * M * N * K) / t.median / 1e9;
+    rows.push({ name, unit: 'GFLOP/s', ours: gflops, peak_fraction: gflops / peaks.fma, spread: [(2 * M * N * K) / t.max / 1e9, (2 * M * N * K) / t.min / 1e9] });
+    a.dispose();
+    b.dispose();
+  }
+  return rows;
+}
+
+export async function benchConv(rt: Runtime, peaks: Peaks, quick: boolean): Promise<Row[]> {
+  const rows: Row[] = [];
+  // XLSR feature encoder on 4 s of audio (64000 samples), batch 1: (Cin, Cout, K, stride, Tin)
+  const layers: [number, number, number, number, number][] = [
+    [1, 512, 10, 5, 64000],
+    [512, 512, 3, 2, 12799],
+    [512, 512, 3, 2, 6399],
+    [512, 512, 3, 2, 3199],
+    [512, 512, 3, 2, 1599],
+    [512, 512, 2, 2, 799],
+    [512, 512, 2, 2, 399],
+  ];
+  const list = quick ? layers.slice(0, 2) : layers;
+  for (let i = 0; i < list.length; i++) {
+    const [cin, cout, k, stride, tin] = list[i];
+    const x = rand(rt, [1, cin, tin], 'x');
+    const w = rand(rt, [cout, cin, k], 'w', 0.1);
+    const tout = Math.floor((tin - k) / stride) + 1;
+    const flops = 2 * cout * cin * k * tout;
+    const t = await timeGPU(rt, () => noGrad(() => tidy(() => { conv1d(x, w, null, { stride }); })), { reps: quick ? 3 : 5 });
+    const g = flops / t.median / 1e9;
+    rows.push({ name: `conv1d feature-encoder layer ${i} (${cin}->${cout}, k${k} s${stride}, T=${tin})`, unit: 'GFLOP/s', ours: g, peak_fraction: g / peaks.fma, spread: [flops / t.max / 1e9, flops / t.min / 1e9] });
+    x.dispose();
+    w.dispose();
+  }
+  return rows;
+}
+
+export async function benchAttention(rt: Runtime, peaks: Peaks, quick: boolean): Promise<Row[]> {
+  const rows: Row[] = [];
+  const H = 16;
+  const D = 64;
+  for (const T of quick ? [200] : [200, 1000]) {
+    const q = rand(rt, [1, T, H * D], 'q');
+    const k = rand(rt, [1, T, H * D], 'k');
+    const v = rand(rt, [1, T, H * D], 'v');
+    const fwdFlops = 4 * H * T * T * D;
+    const tf = await timeGPU(rt, () => noGrad(() => tidy(() => { attention(q, k, v, { heads: H }); })), { reps: quick ? 3 : 5 });
+    rows.push({ name: `attention forward T=${T} 16x64`, unit: 'GFLOP/s', ours: fwdFlops / tf.median / 1e9, peak_fraction: fwdFlops / tf.median / 1e9 / peaks.fma, spread: [fwdFlops / tf.max / 1e9, fwdFlops / tf.min / 1e9] });
+    q.requiresGrad = true;
+    k.requiresGrad = true;
+    v.requiresGrad = true;
+    const gy = rand(rt, [1, T, H * D], 'gy');
+    // forward + backward; backward ~2.5x the forward's flops (dq, dk, dv and the recomputed scores)
+    const bwdFlops = fwdFlops * 2.5;
+    const tb = await timeGPU(rt, () => tidy(() => {
+      const o = attention(q, k, v, { heads: H });
+      backward(o, gy);
+      for (const t of [q, k, v]) {
+        t.grad?.dispose();
+        t.grad = null;
+      }
+    }), { reps: quick ? 3 : 5 });
+    const tBwd = Math.max(tb.median - tf.median, 1e-9);
+    rows.push({ name: `attention backward T=${T} 16x64`, unit: 'GFLOP/s', ours: bwdFlops / tBwd / 1e9, peak_fraction: bwdFlops / tBwd / 1e9 / peaks.fma, note: 'time of forward+backward minus forward' });
+    for (const t of [q, k, v, gy]) t.dispose();
+  }
+  return rows;
+}
+
+export async function benchLayerNorm(rt: Runtime, peaks: Peaks, quick: boolean): Promise<Row[]> {
+  const rows: Row[] = [];
+  const R = quick ? 800 : 4000;
+  const C = 1024;
+  const x = rand(rt, [R, C], 'x');
+  const w = rand(rt, [C], 'w');
+  const b = rand(rt, [C], 'b');
+  const t = await timeGPU(rt, () => noGrad(() => tidy(() => { layerNorm(x, w, b, 1e-5); })), { reps: quick ? 3 : 5 });
+  const gbs = (2 * R * C * 4) / t.median / 1e9;
+  rows.push({ name: `layer norm ${R}x${C}`, unit: 'GB/s', ours: gbs, peak_fraction: gbs / peaks.copy, spread: [(2 * R * C * 4) / t.max / 1e9, (2 * R * C * 4) / t.min / 1e9] });
+  for (const t of [x, w, b]) t.dispose();
+  return rows;
+}
+
+export async function benchAdamW(rt: Runtime, peaks: Peaks, quick: boolean): Promise<Row[]> {
+  const n = quick ? 1 << 20 : 1 << 23;
+  const p = rand(rt, [n], 'param');
+  p.requiresGrad = true;
+  p.grad = rand(rt, [n], 'grad');
+  const opt = new AdamW([p], { lr: 1e-3, weightDecay: 0.01 });
+  const t = await timeGPU(rt, () => opt.step(), { reps: quick ? 3 : 5 });
+  // reads p, g, m, v; writes p, m, v
+  const bytes = 7 * 4 * n;
+  const gbs = bytes / t.median / 1e9;
+  p.grad.dispose();
+  p.dispose();
+  return [{ name: `AdamW step ${n} params`, unit: 'GB/s', ours: gbs, peak_fraction: gbs / peaks.copy, spread: [bytes / t.max / 1e9, bytes / t.min / 1e9] }];
+}

@@ -1,0 +1,110 @@
+// `npm run bench [-- --quick] [-- --only kernels,model,...]`: measures on whatever adapter Dawn finds, then writes
+// bench/RESULTS.md and bench/results.json. Sections that cannot run (a peer not installed, too little memory) are
+// reported as skipped with the reason, never silently dropped.
+import fs from 'node:fs';
+import path from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { createNodeRuntime } from '../src/node/dawn.js';
+import type { Runtime } from '../src/runtime/runtime.js';
+import { measureCopyBandwidth, measureFmaPeak, fmt, type Row } from './lib/harness.js';
+import { benchGemm, benchConv, benchAttention, benchLayerNorm, benchAdamW, type Peaks } from './lib/kernels.js';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const args = process.argv.slice(2);
+const quick = args.includes('--quick');
+const onlyArg = args.find((a) => a.startsWith('--only='))?.slice(7);
+const only = onlyArg ? new Set(onlyArg.split(',')) : null;
+const outDir = args.find((a) => a.startsWith('--out='))?.slice(6) ?? path.join(root, 'bench');
+
+export type Section = (rt: Runtime, peaks: Peaks, quick: boolean) => Promise<Row[]>;
+
+// sections are registered in order; later issues (model, peers) add theirs in bench/lib and list them here
+const sections: [string, Section][] = [
+  ['gemm', benchGemm],
+  ['conv', benchConv],
+  ['attention', benchAttention],
+  ['layernorm', benchLayerNorm],
+  ['adamw', benchAdamW],
+];
+
+/** The Dawn busy-wait fix, measured: the same GEMM workload in two fresh processes, main thread niced or not. */
+function niceComparison(): Row[] {
+  const script = path.join(root, 'build/bench/nice-probe.mjs');
+  if (!fs.existsSync(script)) return [];
+  const run = (nice: string) => {
+    const r = spawnSync(process.execPath, [script, quick ? '--quick' : ''], { encoding: 'utf8', env: { ...process.env, SER_NICE: nice }, timeout: 600000 });
+    const m = (r.stdout || '').match(/SECONDS=([\d.eE+-]+)/);
+    return m ? Number(m[1]) : NaN;
+  };
+  const plain = run('0');
+  const niced = run('1');
+  if (!Number.isFinite(plain) || !Number.isFinite(niced)) return [{ name: 'main thread niced vs not (GEMM loop)', unit: 'x', ours: NaN, note: 'probe failed' }];
+  return [
+    { name: 'GEMM loop, main thread at normal priority', unit: 's', ours: plain },
+    { name: 'GEMM loop, main thread niced (default on CPU adapters)', unit: 's', ours: niced, peer: 'not-niced', peer_value: plain, speedup: plain / niced, note: 'speedup = normal / niced time' },
+  ];
+}
+
+async function main(): Promise<void> {
+  const rt = await createNodeRuntime();
+  const started = new Date();
+  console.log(`adapter: ${rt.adapter.vendor} ${rt.adapter.architecture} ${rt.adapter.description} (CPU adapter: ${rt.adapter.isCPU})`);
+  const peaks: Peaks = { fma: await measureFmaPeak(rt, quick), copy: await measureCopyBandwidth(rt, quick) };
+  console.log(`peak: FMA ${fmt(peaks.fma)} GFLOP/s, copy ${fmt(peaks.copy)} GB/s`);
+  const rows: Row[] = [
+    { name: 'FMA peak (12 chains/thread)', unit: 'GFLOP/s', ours: peaks.fma, command: 'npm run bench' },
+    { name: 'copy bandwidth', unit: 'GB/s', ours: peaks.copy },
+  ];
+  const skipped: string[] = [];
+  for (const [name, fn] of sections) {
+    if (only && !only.has(name)) continue;
+    const t0 = performance.now();
+    try {
+      const r = await fn(rt, peaks, quick);
+      rows.push(...r);
+      for (const row of r) console.log(`  ${row.name}: ${fmt(row.ours)} ${row.unit}${row.peer ? ` | ${row.peer} ${fmt(row.peer_value)} | speedup ${fmt(row.speedup)}` : ''}${row.peak_fraction !== undefined ? ` | ${(100 * row.peak_fraction).toFixed(1)}% of peak` : ''}`);
+    } catch (e) {
+      skipped.push(`${name}: ${(e as Error).message}`);
+      console.log(`  [${name}] skipped: ${(e as Error).message}`);
+    }
+    console.log(`[${name}] ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+  }
+  rt.destroy();
+  if (!only || only.has('nice')) rows.push(...niceComparison());
+  write(rows, skipped, started, rt);
+}
+
+function write(rows: Row[], skipped: string[], date: Date, rt: Runtime): void {
+  const adapter = { vendor: rt.adapter.vendor, architecture: rt.adapter.architecture, description: rt.adapter.description };
+  const cmd = `npm run bench${quick ? ' -- --quick' : ''}`;
+  const json = { adapter, date: date.toISOString(), quick, command: cmd, rows, skipped };
+  fs.mkdirSync(outDir, { recursive: true });
+  const suffix = quick ? '.quick' : '';
+  fs.writeFileSync(path.join(outDir, `results${suffix}.json`), JSON.stringify(json, null, 2) + '\n');
+  const lines = [
+    `# Benchmark results${quick ? ' (quick)' : ''}`,
+    '',
+    `- adapter: ${adapter.vendor} / ${adapter.architecture} / ${adapter.description}`,
+    `- date: ${date.toISOString()}`,
+    `- command: \`${cmd}\` (figures are medians over repetitions; spread is [slowest, fastest])`,
+    '',
+    '| name | unit | ours | spread | peer | peer value | speedup (peer time / ours) | % of peak |',
+    '|---|---|---|---|---|---|---|---|',
+    ...rows.map((r) => `| ${r.name} | ${r.unit} | ${fmt(r.ours)} | ${r.spread ? `${fmt(r.spread[0])}-${fmt(r.spread[1])}` : ''} | ${r.peer ?? ''} | ${fmt(r.peer_value)} | ${fmt(r.speedup)} | ${r.peak_fraction !== undefined ? (100 * r.peak_fraction).toFixed(1) : ''} |`),
+    '',
+    ...(skipped.length ? ['Skipped:', '', ...skipped.map((s) => `- ${s}`), ''] : []),
+  ];
+  fs.writeFileSync(path.join(outDir, `RESULTS${suffix}.md`), lines.join('\n'));
+  console.log(`wrote ${path.join(outDir, `RESULTS${suffix}.md`)} and results${suffix}.json`);
+  const bad = rows.filter((r) => !Number.isFinite(r.ours));
+  if (bad.length) {
+    console.error(`non-finite figures: ${bad.map((r) => r.name).join(', ')}`);
+    process.exitCode = 1;
+  }
+}
+
+main().catch((e) => {
+  console.error(e);
+  process.exit(1);
+});

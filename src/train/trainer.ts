@@ -1,0 +1,363 @@
+// Fine-tuning loop (core, no Node imports): the original notebook's recipe as defaults — AdamW lr 3e-4, 100 warm-up
+// steps then linear decay, batch 4 x gradient accumulation 2, 2 epochs, gradient clipping at 1.0 (HF Trainer's
+// default max_grad_norm), conv feature encoder frozen, best checkpoint by a validation metric (never the test set).
+//
+// Determinism and resume: the batch order is a function of (seed, epoch); dropout and SpecAugment are reseeded from
+// (seed, optimizer step, micro-batch) before every micro-batch; GPU reductions are deterministic. So the state of a
+// run is just (weights, optimizer state, position, best-so-far), which is what a checkpoint holds, and a run resumed
+// from any checkpoint ends with the same weights as one never interrupted.
+import { Tensor } from '../tensor.js';
+import { backward, manualSeed, noGrad, tidy } from '../autograd.js';
+import { AdamW, clipGradNorm, type AdamWState } from '../ops/optim.js';
+import { softmax } from '../ops/loss.js';
+import { linear } from '../ops/matmul.js';
+import { dropout } from '../ops/activation.js';
+import { crossEntropy } from '../ops/loss.js';
+import { disposeOutput, type Wav2Vec2ForSpeechClassification } from '../model/wav2vec2.js';
+import { makeBatch, planBatches, type Batch } from '../data/batch.js';
+import { deriveSeed } from '../data/random.js';
+import type { AugmentOptions } from '../audio/augment.js';
+import { computeMetrics, type Metrics } from '../metrics.js';
+import { linearWarmupDecay } from './schedule.js';
+
+export interface TrainConfig {
+  epochs: number;
+  lr: number;
+  batchSize: number;
+  gradAccum: number;
+  warmupSteps: number;
+  weightDecay: number;
+  seed: number;
+  /** evaluate (and checkpoint) every N optimizer steps; 0: at the end of each epoch only */
+  evalSteps: number;
+  metric: 'ua' | 'accuracy';
+  /** global gradient-norm clip (HF Trainer default 1.0); 0 disables */
+  maxGradNorm: number;
+  /** random crops of longer clips in training (samples) */
+  maxSamples?: number;
+  /** evaluation clips longer than this are cut from the start (samples); default: no cut */
+  evalMaxSamples?: number;
+  /** whole encoder frozen: pooled features computed once, then only the head trains */
+  headOnly: boolean;
+  /** train only the top K encoder layers (+ final layer norm and head) */
+  unfreezeTop?: number;
+  trainFeatureEncoder: boolean;
+  checkpointing: boolean;
+  augment?: AugmentOptions | null;
+  /** cap on B x T samples of an evaluation batch */
+  evalBatchSize?: number;
+}
+
+export const DEFAULT_TRAIN_CONFIG: TrainConfig = {
+  epochs: 2,
+  lr: 3e-4,
+  batchSize: 4,
+  gradAccum: 2,
+  warmupSteps: 100,
+  weightDecay: 0,
+  seed: 42,
+  evalSteps: 0,
+  metric: 'ua',
+  maxGradNorm: 1.0,
+  headOnly: false,
+  trainFeatureEncoder: false,
+  checkpointing: false,
+  augment: null,
+};
+
+/** A labelled set of clips the trainer can fetch (un-normalized mono 16 kHz). */
+export interface ClipSet {
+  ids: readonly string[];
+  labels: readonly number[];
+  /** samples per clip (for bucketing) */
+  lengths: readonly number[];
+  clip(index: number): Promise<Float32Array>;
+}
+
+export interface TrainPosition {
+  /** optimizer steps taken */
+  step: number;
+  epoch: number;
+  /** micro-batches of `epoch` already consumed */
+  microBatch: number;
+}
+
+export interface TrainerCheckpoint {
+  position: TrainPosition;
+  optimizer: AdamWState;
+  /** every model parameter, by name */
+  weights: Map<string, Float32Array>;
+  best: { metric: number; step: number } | null;
+}
+
+export interface EvalResult {
+  metrics: Metrics;
+  loss: number;
+  /** softmax probabilities [n, L] in ClipSet order */
+  probs: Float32Array;
+}
+
+export interface TrainerIO {
+  log(line: Record<string, unknown>): void;
+  progress?(info: { step: number; totalSteps: number; epoch: number; loss: number; lr: number; stepSeconds: number }): void;
+  /** persist a resumable checkpoint (atomically) */
+  saveCheckpoint(ck: TrainerCheckpoint): Promise<void>;
+  /** called when the validation metric improves: save the model as the best so far */
+  saveBest(step: number, metrics: Metrics): Promise<void>;
+}
+
+export function totalOptimizerSteps(batchesPerEpoch: number, cfg: Pick<TrainConfig, 'epochs' | 'gradAccum'>): number {
+  return cfg.epochs * Math.ceil(batchesPerEpoch / cfg.gradAccum);
+}
+
+/** Which parameters train: the feature encoder only on request, the whole encoder not in head-only mode, the top K layers with unfreezeTop. */
+export function selectTrainable(model: Wav2Vec2ForSpeechClassification, cfg: Pick<TrainConfig, 'headOnly' | 'unfreezeTop' | 'trainFeatureEncoder'>): void {
+  model.freezeFeatureEncoder = !cfg.trainFeatureEncoder;
+  const L = model.config.num_hidden_layers;
+  for (const [name, t] of model.namedParameters()) {
+    if (!name.startsWith('wav2vec2.')) continue; // the head always trains
+    if (cfg.headOnly) {
+      t.requiresGrad = false;
+      continue;
+    }
+    if (cfg.unfreezeTop !== undefined) {
+      const m = name.match(/^wav2vec2\.encoder\.layers\.(\d+)\./);
+      const top = m ? Number(m[1]) >= L - cfg.unfreezeTop : name.startsWith('wav2vec2.encoder.layer_norm.') && model.config.do_stable_layer_norm;
+      if (!top) t.requiresGrad = false;
+    }
+  }
+}
+
+export class Trainer {
+  readonly model: Wav2Vec2ForSpeechClassification;
+  readonly cfg: TrainConfig;
+  readonly train: ClipSet;
+  readonly valid: ClipSet | null;
+  readonly labels: readonly string[];
+  readonly io: TrainerIO;
+  readonly optimizer: AdamW;
+  readonly params: Tensor[];
+  position: TrainPosition = { step: 0, epoch: 0, microBatch: 0 };
+  best: { metric: number; step: number } | null = null;
+  readonly batchesPerEpoch: number;
+  readonly totalSteps: number;
+  /** pooled features cached for head-only training, per ClipSet */
+  private pooledCache = new Map<ClipSet, Float32Array>();
+
+  constructor(model: Wav2Vec2ForSpeechClassification, sets: { train: ClipSet; valid: ClipSet | null }, labels: readonly string[], cfg: TrainConfig, io: TrainerIO) {
+    this.model = model;
+    this.cfg = cfg;
+    this.train = sets.train;
+    this.valid = sets.valid;
+    this.labels = labels;
+    this.io = io;
+    if (cfg.headOnly && model.head !== 'speech-classification') throw new Error('--head-only needs the notebook head (classifier.dense / classifier.out_proj)');
+    if (cfg.headOnly && model.pooling === 'max') throw new Error('--head-only caches pooled features; max pooling is supported, but not with dropout before pooling — use mean or sum');
+    selectTrainable(model, cfg);
+    model.gradientCheckpointing = cfg.checkpointing;
+    this.params = model.trainableParameters();
+    this.optimizer = new AdamW(this.params, { lr: cfg.lr, weightDecay: cfg.weightDecay, betas: [0.9, 0.999], eps: 1e-8 });
+    this.batchesPerEpoch = this.plan(0).length;
+    this.totalSteps = totalOptimizerSteps(this.batchesPerEpoch, cfg);
+  }
+
+  private plan(epoch: number): number[][] {
+    return planBatches(this.train.lengths, { batchSize: this.cfg.batchSize, seed: this.cfg.seed, epoch, shuffle: true, maxSamples: this.cfg.maxSamples });
+  }
+
+  /** Restore a checkpoint taken by this trainer's io.saveCheckpoint. */
+  restore(ck: TrainerCheckpoint): void {
+    for (const [name, t] of this.model.namedParameters()) {
+      const w = ck.weights.get(name);
+      if (!w) throw new Error(`checkpoint has no weights for ${name}`);
+      if (w.length !== t.size) throw new Error(`checkpoint weights for ${name} have ${w.length} values, the model ${t.size}`);
+      t.write(w);
+    }
+    this.optimizer.importState(ck.optimizer);
+    this.position = { ...ck.position };
+    this.best = ck.best ? { ...ck.best } : null;
+  }
+
+  async checkpoint(): Promise<TrainerCheckpoint> {
+    const weights = new Map<string, Float32Array>();
+    for (const [name, t] of this.model.namedParameters()) weights.set(name, (await t.readFloat()).slice());
+    return { position: { ...this.position }, optimizer: await this.optimizer.exportState(), weights, best: this.best ? { ...this.best } : null };
+  }
+
+  private async batchOf(set: ClipSet, indices: number[], train: boolean, epoch: number): Promise<Batch> {
+    return makeBatch(indices, (i) => set.clip(i), (i) => set.labels[i], {
+      train,
+      maxSamples: train ? this.cfg.maxSamples : this.cfg.evalMaxSamples,
+      evalCrop: 'start',
+      augment: train ? this.cfg.augment : null,
+      seed: this.cfg.seed,
+      epoch,
+    }, (i) => set.ids[i]);
+  }
+
+  /** Forward + backward of one micro-batch; returns the (unscaled) loss. */
+  private async microStep(batch: Batch, seed: number): Promise<number> {
+    manualSeed(seed);
+    this.model.seed(seed);
+    const rt = this.model.rt;
+    const lossT = tidy(() => {
+      const input = Tensor.fromData(rt, batch.input, [batch.B, batch.T], 'f32', 'input_values');
+      if (this.cfg.headOnly) return this.headLoss(batch);
+      const out = this.model.forward({ inputValues: input, attentionMask: batch.mask, labels: batch.labels });
+      const loss = out.loss!;
+      out.loss = null;
+      disposeOutput(out);
+      return loss;
+    });
+    // gradient accumulation: each micro-batch contributes loss / gradAccum (as HF's Trainer)
+    const seedGrad = Tensor.fromData(rt, [1 / this.cfg.gradAccum], [1], 'f32', 'loss scale');
+    const value = (await lossT.readFloat())[0];
+    if (lossT.node) backward(lossT, seedGrad);
+    seedGrad.dispose();
+    lossT.dispose();
+    return value;
+  }
+
+  /** Head-only training: dropout -> dense -> tanh -> dropout -> out_proj on cached pooled features. */
+  private headLoss(batch: Batch): Tensor {
+    const cache = this.pooledCache.get(this.train)!;
+    const H = this.model.config.hidden_size;
+    const pooled = new Float32Array(batch.B * H);
+    batch.indices.forEach((idx, r) => pooled.set(cache.subarray(idx * H, (idx + 1) * H), r * H));
+    const p = (n: string) => this.model.params.get(n)!;
+    const x = Tensor.fromData(this.model.rt, pooled, [batch.B, H], 'f32', 'pooled');
+    const pd = this.model.config.final_dropout;
+    let z = dropout(x, pd, true);
+    z = linear(z, p('classifier.dense.weight'), p('classifier.dense.bias'), 'tanh');
+    z = dropout(z, pd, true);
+    const logits = linear(z, p('classifier.out_proj.weight'), p('classifier.out_proj.bias'));
+    return crossEntropy(logits, Tensor.fromData(this.model.rt, batch.labels, [batch.B], 'i32', 'labels'));
+  }
+
+  /** Encoder pooled features for every clip of a set (head-only mode), computed once. */
+  async pooledFeatures(set: ClipSet): Promise<Float32Array> {
+    const hit = this.pooledCache.get(set);
+    if (hit) return hit;
+    const H = this.model.config.hidden_size;
+    const out = new Float32Array(set.ids.length * H);
+    const wasTraining = this.model.training;
+    this.model.eval();
+    const batches = planBatches(set.lengths, { batchSize: this.cfg.evalBatchSize ?? this.cfg.batchSize, shuffle: false, maxSamples: this.cfg.evalMaxSamples });
+    for (const idx of batches) {
+      const batch = await this.batchOf(set, idx, false, 0);
+      const pooled = noGrad(() => tidy(() => {
+        const input = Tensor.fromData(this.model.rt, batch.input, [batch.B, batch.T], 'f32', 'input_values');
+        const o = this.model.forward({ inputValues: input, attentionMask: batch.mask });
+        const pl = o.pooled!;
+        o.pooled = null;
+        disposeOutput(o);
+        return pl;
+      }));
+      const v = await pooled.readFloat();
+      pooled.dispose();
+      idx.forEach((i, r) => out.set(v.subarray(r * H, (r + 1) * H), i * H));
+    }
+    this.model.train(wasTraining);
+    this.pooledCache.set(set, out);
+    return out;
+  }
+
+  /** Evaluate on a labelled set: metrics, mean loss, probabilities. */
+  async evaluate(set: ClipSet): Promise<EvalResult> {
+    const L = this.labels.length;
+    const probs = new Float32Array(set.ids.length * L);
+    let lossSum = 0;
+    const wasTraining = this.model.training;
+    this.model.eval();
+    const batches = planBatches(set.lengths, { batchSize: this.cfg.evalBatchSize ?? this.cfg.batchSize, shuffle: false, maxSamples: this.cfg.evalMaxSamples });
+    for (const idx of batches) {
+      const batch = await this.batchOf(set, idx, false, 0);
+      const [p, loss] = noGrad(() => tidy(() => {
+        const input = Tensor.fromData(this.model.rt, batch.input, [batch.B, batch.T], 'f32', 'input_values');
+        const o = this.model.forward({ inputValues: input, attentionMask: batch.mask, labels: batch.labels });
+        const pr = softmax(o.logits!);
+        const l = o.loss!;
+        o.loss = null;
+        disposeOutput(o);
+        return [pr, l];
+      }));
+      const pv = await p.readFloat();
+      lossSum += (await loss.readFloat())[0] * batch.B;
+      p.dispose();
+      loss.dispose();
+      idx.forEach((i, r) => probs.set(pv.subarray(r * L, (r + 1) * L), i * L));
+    }
+    this.model.train(wasTraining);
+    const pred = new Int32Array(set.ids.length);
+    for (let i = 0; i < pred.length; i++) {
+      let best = 0;
+      for (let k = 1; k < L; k++) if (probs[i * L + k] > probs[i * L + best]) best = k;
+      pred[i] = best;
+    }
+    return { metrics: computeMetrics(set.labels, pred, this.labels), loss: lossSum / Math.max(1, set.ids.length), probs };
+  }
+
+  private metricOf(m: Metrics): number {
+    return this.cfg.metric === 'accuracy' ? m.wa : m.ua;
+  }
+
+  private async evalAndSave(): Promise<void> {
+    const { step, epoch } = this.position;
+    if (this.valid) {
+      const r = await this.evaluate(this.valid);
+      const value = this.metricOf(r.metrics);
+      this.io.log({ type: 'eval', split: 'valid', step, epoch, loss: r.loss, wa: r.metrics.wa, ua: r.metrics.ua });
+      if (!this.best || value > this.best.metric) {
+        this.best = { metric: value, step };
+        await this.io.saveBest(step, r.metrics);
+      }
+    }
+    await this.io.saveCheckpoint(await this.checkpoint());
+  }
+
+  /** Train from the current position to the end. */
+  async run(): Promise<void> {
+    const cfg = this.cfg;
+    if (cfg.headOnly) {
+      await this.pooledFeatures(this.train);
+    }
+    this.model.train(true);
+    while (this.position.epoch < cfg.epochs) {
+      const epoch = this.position.epoch;
+      const batches = this.plan(epoch);
+      let accumulated = 0;
+      let lossSum = 0;
+      let t0 = performance.now();
+      for (let mb = this.position.microBatch; mb < batches.length; mb++) {
+        const batch = await this.batchOf(this.train, batches[mb], true, epoch);
+        const seed = deriveSeed(cfg.seed, 'step', this.position.step, accumulated);
+        lossSum += await this.microStep(batch, seed);
+        accumulated++;
+        const last = mb === batches.length - 1;
+        if (accumulated === cfg.gradAccum || last) {
+          const lr = linearWarmupDecay(this.position.step, cfg.lr, cfg.warmupSteps, this.totalSteps);
+          let gradNorm: number | undefined;
+          if (cfg.maxGradNorm > 0) {
+            const n = clipGradNorm(this.params.filter((p) => p.grad), cfg.maxGradNorm);
+            gradNorm = (await n.readFloat())[0];
+            n.dispose();
+          }
+          this.optimizer.step(lr);
+          this.optimizer.zeroGrad();
+          const loss = lossSum / accumulated;
+          this.position = { step: this.position.step + 1, epoch, microBatch: mb + 1 };
+          const stepSeconds = (performance.now() - t0) / 1000;
+          t0 = performance.now();
+          const ep = epoch + (mb + 1) / batches.length;
+          this.io.log({ type: 'train', step: this.position.step, epoch: ep, loss, lr, grad_norm: gradNorm, step_seconds: stepSeconds });
+          this.io.progress?.({ step: this.position.step, totalSteps: this.totalSteps, epoch: ep, loss, lr, stepSeconds });
+          accumulated = 0;
+          lossSum = 0;
+          if (!last && cfg.evalSteps > 0 && this.position.step % cfg.evalSteps === 0) await this.evalAndSave();
+        }
+      }
+      this.position = { step: this.position.step, epoch: epoch + 1, microBatch: 0 };
+      await this.evalAndSave();
+    }
+  }
+}
