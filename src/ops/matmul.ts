@@ -1,0 +1,264 @@
+// matmul / linear: Y = act(op(A) op(B) + bias), batched, bias and activation fused into the GEMM's epilogue.
+// Forward and backward sit side by side; the backward reuses the same GEMM kernels with transposes:
+//   dZ = dY * act'(.)   (gelu: from the saved pre-activation z; tanh: from the output y, tanh' = 1 - y^2)
+//   dA = dZ op(B)^T, dB = op(A)^T dZ (summed over batches when B is shared), dbias = column sums of dZ.
+// Why save z for gelu instead of recomputing it: recomputing costs a whole extra GEMM in backward; z costs the same
+// memory PyTorch's unfused Linear + GELU keeps (GELU saves its input), and is only written when a gradient is needed.
+//
+// GEMM strategy is a per-adapter choice (matmulConfig.strategy = 'auto'):
+//   'subgroup'  CPU adapters with 8-wide subgroups (lavapipe): loads dominate there, so a subgroup of 8 lanes shares
+//               each loaded row of A through subgroupBroadcast (see kernels/matmul.wgsl). Tile: 8*rowBlocks x 32.
+//   'tiled'     everything else (real GPUs) and the portable fallback: workgroup-memory tiles.
+import source from '../../kernels/matmul.wgsl';
+import { defineKernel, type Defines } from '../runtime/kernel.js';
+import type { Runtime } from '../runtime/runtime.js';
+import { Tensor, numel } from '../tensor.js';
+import { record, isGradEnabled, keep } from '../autograd.js';
+import { grid1d, ceilDiv } from './grid.js';
+// backward() accumulates gradients with the elementwise kernels, which register themselves on import
+import './elementwise.js';
+
+const SUBGROUP_MARKER = '// ==== SUBGROUP KERNEL ====';
+const markerAt = source.indexOf(SUBGROUP_MARKER);
+if (markerAt < 0) throw new Error('kernels/matmul.wgsl: subgroup kernel marker missing');
+/** Portable part only: compiles on every adapter. */
+export const matmulKernel = defineKernel('matmul', source.slice(0, markerAt));
+/** Whole file with `enable subgroups;`: only compiled where the adapter has the feature. */
+export const matmulSubgroupKernel = defineKernel('matmul_subgroup', `enable subgroups;\n${source}`);
+
+export type Activation = 'none' | 'gelu' | 'tanh';
+export type GemmStrategy = 'subgroup' | 'tiled';
+
+export const matmulConfig = {
+  /** 'auto' picks per adapter; tests and benches force one */
+  strategy: 'auto' as 'auto' | GemmStrategy,
+  /** subgroup kernel: 8-row blocks per tile (1..4); 4 measured best on lavapipe */
+  rowBlocks: 4,
+  /** tiled kernel: threads (wgM x wgN), outputs per thread (tptM x tptN), K slice (bk) */
+  tiled: { wgM: 16, wgN: 16, tptM: 4, tptN: 4, bk: 16 },
+};
+
+const ACT_CODE: Record<Activation, string> = { none: '0u', gelu: '1u', tanh: '2u' };
+const WG1 = 256;
+
+/** Whether the subgroup kernel can run here: it is written for subgroups of exactly 8 lanes. */
+export function hasSubgroupGemm(rt: Runtime): boolean {
+  if (!rt.hasSubgroups) return false;
+  const info = (rt.device as unknown as { adapterInfo?: { subgroupMinSize?: number; subgroupMaxSize?: number } }).adapterInfo;
+  return info?.subgroupMinSize === 8 && info?.subgroupMaxSize === 8;
+}
+
+export function gemmStrategy(rt: Runtime): GemmStrategy {
+  const s = matmulConfig.strategy;
+  if (s === 'subgroup') {
+    if (!hasSubgroupGemm(rt)) throw new Error("matmul: strategy 'subgroup' needs the 'subgroups' feature with 8-wide subgroups");
+    return s;
+  }
+  if (s === 'tiled') return s;
+  return rt.adapter.isCPU && hasSubgroupGemm(rt) ? 'subgroup' : 'tiled';
+}
+
+// A 4-byte tensor per runtime to fill the optional write-only binding (pre) when it is not used.
+const dummies = new WeakMap<Runtime, Map<string, Tensor>>();
+function dummy(rt: Runtime, dtype: Tensor['dtype']): Tensor {
+  let m = dummies.get(rt);
+  if (!m) dummies.set(rt, (m = new Map()));
+  let t = m.get(dtype);
+  if (!t || t.disposed) {
+    t = keep(Tensor.empty(rt, [2], dtype, 'matmul.unused'));
+    m.set(dtype, t);
+  }
+  return t;
+}
+
+export interface GemmArgs {
+  a: Tensor;
+  b: Tensor;
+  y: Tensor;
+  M: number;
+  N: number;
+  K: number;
+  batch: number;
+  /** elements between consecutive batches of a / b (0: shared by all batches) */
+  strideA: number;
+  strideB: number;
+  transA: boolean;
+  transB: boolean;
+  bias?: Tensor | null;
+  activation?: Activation;
+  /** receives the pre-activation z */
+  pre?: Tensor | null;
+}
+
+/**
+ * One (batched) GEMM dispatch on raw buffers: y[b] = act(op(a[b]) op(b[b]) + bias). No autograd.
+ * a is [M, K] per batch ([K, M] if transA), b is [K, N] ([N, K] if transB), y is [M, N] per batch.
+ */
+export function gemm(g: GemmArgs): void {
+  const { a, b, y, M, N, K, batch } = g;
+  const rt = a.rt;
+  const dtype = a.dtype;
+  for (const t of [b, y, g.bias, g.pre]) {
+    if (t && t.dtype !== dtype) throw new Error(`matmul: dtype mismatch (${a.label} is ${dtype}, ${t.label} is ${t.dtype})`);
+  }
+  if (dtype === 'i32') throw new Error('matmul: i32 tensors are not supported');
+  if (M * N * batch === 0) return;
+  const act = g.activation ?? 'none';
+  const defines: Defines = {
+    T: dtype,
+    TRANS_A: String(g.transA),
+    TRANS_B: String(g.transB),
+    HAS_BIAS: String(!!g.bias),
+    SAVE_PRE: String(!!g.pre),
+    ACT: ACT_CODE[act],
+  };
+  const bindings = {
+    dims: { M, N, K, strideA: g.strideA, strideB: g.strideB },
+    a,
+    b,
+    // unused bindings still need a buffer: a read-only alias of a, and a spare tensor for pre
+    bias: g.bias ?? a,
+    y,
+    pre: g.pre ?? dummy(rt, dtype),
+  };
+  if (gemmStrategy(rt) === 'subgroup') {
+    const rb = matmulConfig.rowBlocks;
+    if (!(Number.isInteger(rb) && rb >= 1 && rb <= 4)) throw new Error(`matmul: rowBlocks must be 1..4, got ${rb}`);
+    // 16-byte loads when every 4-aligned element index of the operand starts a row-aligned group of 4
+    const vecA = (g.transA ? M : K) % 4 === 0 && g.strideA % 4 === 0;
+    const vecB = (g.transB ? K : N) % 4 === 0 && g.strideB % 4 === 0;
+    Object.assign(defines, {
+      VEC_A: String(vecA),
+      VEC_B: String(vecB),
+      VA: vecA ? `vec4<${dtype}>` : dtype,
+      VB: vecB ? `vec4<${dtype}>` : dtype,
+      RB: `${rb}u`,
+    });
+    rt.dispatch(matmulSubgroupKernel, 'matmul_subgroup', bindings, [ceilDiv(N, 32), ceilDiv(M, 8 * rb), batch], { defines });
+  } else {
+    const t = matmulConfig.tiled;
+    Object.assign(defines, { WG_M: `${t.wgM}u`, WG_N: `${t.wgN}u`, TPT_M: `${t.tptM}u`, TPT_N: `${t.tptN}u`, BK: `${t.bk}u` });
+    rt.dispatch(matmulKernel, 'matmul_tiled', bindings, [ceilDiv(N, t.wgN * t.tptN), ceilDiv(M, t.wgM * t.tptM), batch], { defines });
+  }
+}
+
+// ---- backward helpers ----
+
+function flatDispatch(entry: string, bindings: Record<string, Tensor>, flat: { n: number; cols: number; rows: number }, threads: number, defines: Defines): void {
+  const rt = Object.values(bindings)[0].rt;
+  rt.dispatch(matmulKernel, entry, { ...bindings, flat }, grid1d(threads, WG1), { defines });
+}
+
+/** dZ = dY * act'(saved): saved is z (gelu) or y (tanh) */
+function activationBackward(gy: Tensor, saved: Tensor, act: Activation): Tensor {
+  const gz = Tensor.empty(gy.rt, gy.shape, gy.dtype, `matmul.${act}.grad`);
+  flatDispatch('activation_backward', { gradOut: gy, saved, gradIn: gz }, { n: gy.size, cols: 0, rows: 0 }, gy.size, { T: gy.dtype, ACT: ACT_CODE[act] });
+  return gz;
+}
+
+/** column sums of src viewed as [rows, cols] -> [cols] */
+function columnSums(src: Tensor, rows: number, cols: number, shape: readonly number[], label: string): Tensor {
+  const dst = Tensor.empty(src.rt, shape, src.dtype, label);
+  flatDispatch('bias_grad', { src, dst }, { n: cols, cols, rows }, cols, { T: src.dtype });
+  return dst;
+}
+
+/** sum over the leading `batches` blocks of n elements -> n elements */
+function sumBatches(src: Tensor, batches: number, shape: readonly number[], label: string): Tensor {
+  const n = numel(shape);
+  const dst = Tensor.empty(src.rt, shape, src.dtype, label);
+  flatDispatch('sum_batches', { src, dst }, { n, cols: 0, rows: batches }, n, { T: src.dtype });
+  return dst;
+}
+
+// ---- the recorded op ----
+
+interface Problem {
+  M: number;
+  N: number;
+  K: number;
+  batch: number;
+  /** b is 2-D and used by every batch (only left with batch > 1 when transA: otherwise batches fold into M) */
+  sharedB: boolean;
+  transA: boolean;
+  transB: boolean;
+}
+
+function gemmOp(op: string, a: Tensor, b: Tensor, bias: Tensor | null, act: Activation, p: Problem, outShape: number[]): Tensor {
+  const { M, N, K, batch, sharedB, transA, transB } = p;
+  const rt = a.rt;
+  if (bias && (bias.shape.length !== 1 || bias.shape[0] !== N)) throw new Error(`${op}: bias must be [${N}], got [${bias.shape}]`);
+  const inputs = bias ? [a, b, bias] : [a, b];
+  const wantsGrad = isGradEnabled() && inputs.some((t) => t.requiresGrad);
+  const y = Tensor.empty(rt, outShape, a.dtype, op);
+  const pre = wantsGrad && act === 'gelu' ? Tensor.empty(rt, outShape, a.dtype, `${op}.pre`) : null;
+  const strideA = M * K;
+  const strideB = sharedB ? 0 : K * N;
+  gemm({ a, b, y, M, N, K, batch, strideA, strideB, transA, transB, bias, activation: act, pre });
+  if (!wantsGrad) return y;
+  const saved = [a, b, ...(act === 'gelu' ? [pre!] : act === 'tanh' ? [y] : [])];
+  const out = record(op, y, inputs, saved, (gy, needs) => {
+    const gz = act === 'none' ? gy : activationBackward(gy, act === 'gelu' ? pre! : y, act);
+    const strideZ = M * N;
+    let ga: Tensor | null = null;
+    let gb: Tensor | null = null;
+    if (needs[0]) {
+      // dA (stored like A) = dZ op(B)^T, or its transpose op(B) dZ^T when A is stored transposed
+      ga = Tensor.empty(rt, a.shape, a.dtype, `${op}.grad_a`);
+      if (!transA) gemm({ a: gz, b, y: ga, M, N: K, K: N, batch, strideA: strideZ, strideB, transA: false, transB: !transB });
+      else gemm({ a: b, b: gz, y: ga, M: K, N: M, K: N, batch, strideA: strideB, strideB: strideZ, transA: transB, transB: true });
+    }
+    if (needs[1]) {
+      // dB (stored like B) = op(A)^T dZ, or dZ^T op(A) when B is stored transposed; contraction over M
+      const perBatch = sharedB && batch > 1;
+      const target = perBatch ? Tensor.empty(rt, [batch, ...b.shape], b.dtype, `${op}.grad_b.batches`) : Tensor.empty(rt, b.shape, b.dtype, `${op}.grad_b`);
+      if (!transB) gemm({ a, b: gz, y: target, M: K, N, K: M, batch, strideA, strideB: strideZ, transA: !transA, transB: false });
+      else gemm({ a: gz, b: a, y: target, M: N, N: K, K: M, batch, strideA: strideZ, strideB: strideA, transA: true, transB: transA });
+      if (perBatch) {
+        gb = sumBatches(target, batch, b.shape, `${op}.grad_b`);
+        target.dispose();
+      } else gb = target;
+    }
+    const gbias = bias && needs[2] ? columnSums(gz, batch * M, N, bias.shape, `${op}.grad_bias`) : null;
+    if (gz !== gy) gz.dispose();
+    return bias ? [ga, gb, gbias] : [ga, gb];
+  });
+  return out;
+}
+
+/**
+ * a [..., M, K] (or [..., K, M] if transA), b [..., K, N] (or [..., N, K] if transB), b either 2-D (shared by every
+ * batch) or with a's batch dims. bias [N] is added, then the activation, inside the GEMM.
+ */
+export function matmul(a: Tensor, b: Tensor, opts: { transA?: boolean; transB?: boolean; bias?: Tensor | null; activation?: Activation } = {}): Tensor {
+  const transA = !!opts.transA;
+  const transB = !!opts.transB;
+  if (a.shape.length < 2 || b.shape.length < 2) throw new Error(`matmul: operands must be at least 2-D, got [${a.shape}] and [${b.shape}]`);
+  if (a.dtype !== b.dtype) throw new Error(`matmul: dtypes differ (${a.dtype} vs ${b.dtype})`);
+  const ra = a.shape.length;
+  const rb = b.shape.length;
+  const M = transA ? a.shape[ra - 1] : a.shape[ra - 2];
+  const K = transA ? a.shape[ra - 2] : a.shape[ra - 1];
+  const Kb = transB ? b.shape[rb - 1] : b.shape[rb - 2];
+  const N = transB ? b.shape[rb - 2] : b.shape[rb - 1];
+  if (K !== Kb) throw new Error(`matmul: inner dimensions differ: a [${a.shape}]${transA ? '^T' : ''} x b [${b.shape}]${transB ? '^T' : ''}`);
+  const batchDims = a.shape.slice(0, -2);
+  const sharedB = rb === 2;
+  if (!sharedB && b.shape.slice(0, -2).join() !== batchDims.join()) {
+    throw new Error(`matmul: b [${b.shape}] must be 2-D or have a's batch dims [${batchDims}]`);
+  }
+  const batch = numel(batchDims);
+  const outShape = [...batchDims, M, N];
+  // a shared B with row-major A is one GEMM over all batches' rows
+  const p: Problem = sharedB && !transA ? { M: batch * M, N, K, batch: 1, sharedB: false, transA, transB } : { M, N, K, batch, sharedB, transA, transB };
+  return gemmOp('matmul', a, b, opts.bias ?? null, opts.activation ?? 'none', p, outShape);
+}
+
+/** nn.Linear: x [..., in], weight [out, in], bias [out] -> [..., out], with the activation fused. */
+export function linear(x: Tensor, weight: Tensor, bias?: Tensor | null, activation: Activation = 'none'): Tensor {
+  if (weight.shape.length !== 2) throw new Error(`linear: weight must be [out, in], got [${weight.shape}]`);
+  const [out, inF] = weight.shape;
+  if (x.shape.length < 1 || x.shape[x.shape.length - 1] !== inF) throw new Error(`linear: x [${x.shape}] does not end in ${inF} (weight [${weight.shape}])`);
+  const rows = x.size / inF;
+  return gemmOp('linear', x, weight, bias ?? null, activation, { M: rows, N: out, K: inF, batch: 1, sharedB: false, transA: false, transB: true }, [...x.shape.slice(0, -1), out]);
+}
