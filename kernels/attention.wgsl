@@ -249,10 +249,13 @@ fn attention_backward_kv(@builtin(local_invocation_index) lane: u32, @builtin(wo
 }
 
 // ==== subgroup kernels (compiled with `enable subgroups;` only when the adapter has a fixed subgroup size) ====
-// One workgroup = one subgroup of SG lanes. Each lane owns ROWS_PER_LANE rows (row r*SG + lane of the block) and
-// keeps them in private memory as HEAD_VEC vec4 chunks. Streamed rows are loaded cooperatively, lane l holding
-// chunks l, l+SG, ..., and handed to every lane with subgroupShuffle: on lavapipe a load whose address is the same for
-// all lanes costs as much as one that differs per lane, so each streamed element is loaded once per subgroup.
+// One workgroup = one subgroup of SG lanes. Each lane owns ROWS_PER_LANE rows (row r*SG + lane of the workgroup's
+// block) and keeps them in private memory as HEAD_VEC vec4 chunks. The other side is streamed SG rows at a time:
+// each streamed row is loaded once per subgroup, lane l holding its chunks l, l+SG, ..., and subgroupShuffle hands
+// every chunk to all lanes. This suits lavapipe, where a load at an address shared by all lanes costs as much as a
+// per-lane one (and workgroup memory is no cheaper than storage), while shuffles are single permutes.
+// The per-key helpers take literal key indices and are called once per key by hand: NIR leaves loops of that size
+// rolled, and a rolled loop indexes the private arrays with a variable, which lavapipe turns into per-lane gathers.
 const SG: u32 = 8u;
 const ROWS_PER_LANE: u32 = 2u;
 const HEAD_VEC: u32 = (HEAD_DIM + 3u) / 4u;
@@ -262,8 +265,23 @@ const VEC_LOADS: bool = HEAD_DIM % 4u == 0u;
 @group(0) @binding(15) var<storage, read> q4: array<vec4f>;
 @group(0) @binding(16) var<storage, read> k4: array<vec4f>;
 @group(0) @binding(17) var<storage, read> v4: array<vec4f>;
+@group(0) @binding(18) var<storage, read> grad_out4: array<vec4f>;
 
-// chunk c (elements 4c..4c+3, zero past HEAD_DIM) of the row starting at element `base`
+alias OwnRows = array<array<vec4f, HEAD_VEC>, ROWS_PER_LANE>;
+alias StreamBlock = array<array<vec4f, CHUNKS_PER_LANE>, SG>;
+alias PairBlock = array<array<f32, SG>, ROWS_PER_LANE>;
+
+// per-lane state (private = per invocation; module scope so the helpers below reach it without copies)
+var<private> own_a: OwnRows;     // q (forward, dq) or k (dk/dv), pre-scaled
+var<private> own_b: OwnRows;     // grad_out (dq) or v (dk/dv)
+var<private> acc_a: OwnRows;     // out (forward), dq, or dk
+var<private> acc_b: OwnRows;     // dv
+var<private> stream_a: StreamBlock;  // this lane's chunks of the streamed k (forward, dq) or q (dk/dv)
+var<private> stream_b: StreamBlock;  // ... of v (forward, dq) or grad_out (dk/dv)
+var<private> pair_a: PairBlock;  // per (own row, streamed row): scores, then probabilities or dS
+var<private> pair_b: PairBlock;  // dP, then probabilities (dk/dv)
+
+// chunk c (elements 4c..4c+3, zero past HEAD_DIM) of the row that starts at element `base`
 fn chunk_q(base: u32, c: u32) -> vec4f {
   if (VEC_LOADS) { return q4[base / 4u + c]; }
   var x = vec4f(0.0);
@@ -282,90 +300,234 @@ fn chunk_v(base: u32, c: u32) -> vec4f {
   for (var e = 0u; e < 4u; e++) { if (4u * c + e < HEAD_DIM) { x[e] = v[base + 4u * c + e]; } }
   return x;
 }
+fn chunk_grad_out(base: u32, c: u32) -> vec4f {
+  if (VEC_LOADS) { return grad_out4[base / 4u + c]; }
+  var x = vec4f(0.0);
+  for (var e = 0u; e < 4u; e++) { if (4u * c + e < HEAD_DIM) { x[e] = grad_out[base + 4u * c + e]; } }
+  return x;
+}
 
 fn hsum(x: vec4f) -> f32 { return (x.x + x.y) + (x.z + x.w); }
 
-// Per-lane state of the subgroup kernels (module scope so the hand-unrolled helpers below can reach it; private
-// memory is per invocation). Helpers take literal key indices so every array index is a compile-time constant:
-// lavapipe keeps constant-indexed private arrays in registers, but gathers element by element for a variable index.
-var<private> own_q: array<array<vec4f, HEAD_VEC>, ROWS_PER_LANE>;
-var<private> own_acc: array<array<vec4f, HEAD_VEC>, ROWS_PER_LANE>;
-var<private> key_chunks: array<array<vec4f, CHUNKS_PER_LANE>, SG>;
-var<private> value_chunks: array<array<vec4f, CHUNKS_PER_LANE>, SG>;
-var<private> scores: array<array<f32, SG>, ROWS_PER_LANE>;
+// the sequence position of own row r of this lane
+fn own_row(row_block: u32, r: u32, lane: u32) -> u32 { return row_block * SG * ROWS_PER_LANE + r * SG + lane; }
 
-// scores[r][j] = q_r . k_j for key j of the block (NEG_BIG when the key is not real)
-fn score_key(j: u32, key_real: f32) {
+// this lane's chunks of k and v (into stream_a, stream_b) for keys start..start+SG (past T: clamped, callers mask)
+fn stream_keys(b: u32, h: u32, start: u32, lane: u32) {
+  for (var j = 0u; j < SG; j++) {
+    let base = row_offset(b, min(start + j, p.seq - 1u), h);
+    for (var s = 0u; s < CHUNKS_PER_LANE; s++) {
+      let c = min(s * SG + lane, HEAD_VEC - 1u);
+      stream_a[j][s] = chunk_k(base, c);
+      stream_b[j][s] = chunk_v(base, c);
+    }
+  }
+}
+
+// this lane's chunks of q and grad_out (into stream_a, stream_b) for queries start..start+SG
+fn stream_queries(b: u32, h: u32, start: u32, lane: u32) {
+  for (var i = 0u; i < SG; i++) {
+    let base = row_offset(b, min(start + i, p.seq - 1u), h);
+    for (var s = 0u; s < CHUNKS_PER_LANE; s++) {
+      let c = min(s * SG + lane, HEAD_VEC - 1u);
+      stream_a[i][s] = chunk_q(base, c);
+      stream_b[i][s] = chunk_grad_out(base, c);
+    }
+  }
+}
+
+// (*pairs)[r][j] = own row r . streamed row j (the rows in *own, the streamed chunks in *streamed)
+fn dot_streamed(own: ptr<private, OwnRows>, streamed: ptr<private, StreamBlock>, pairs: ptr<private, PairBlock>, j: u32) {
   var part: array<vec4f, ROWS_PER_LANE>;
   for (var r = 0u; r < ROWS_PER_LANE; r++) { part[r] = vec4f(0.0); }
   for (var c = 0u; c < HEAD_VEC; c++) {
-    let kj = subgroupShuffle(key_chunks[j][c / SG], c % SG);
-    for (var r = 0u; r < ROWS_PER_LANE; r++) { part[r] = fma(own_q[r][c], kj, part[r]); }
+    let x = subgroupShuffle((*streamed)[j][c / SG], c % SG);
+    for (var r = 0u; r < ROWS_PER_LANE; r++) { part[r] = fma((*own)[r][c], x, part[r]); }
   }
-  let real = subgroupShuffle(key_real, j) != 0.0;
-  for (var r = 0u; r < ROWS_PER_LANE; r++) { scores[r][j] = select(NEG_BIG, hsum(part[r]), real); }
+  for (var r = 0u; r < ROWS_PER_LANE; r++) { (*pairs)[r][j] = hsum(part[r]); }
 }
 
-// acc_r += scores[r][j] * v_j
-fn accumulate_value(j: u32) {
+// (*acc)[r] += (*weights)[r][j] * streamed row j
+fn accumulate_streamed(acc: ptr<private, OwnRows>, weights: ptr<private, PairBlock>, streamed: ptr<private, StreamBlock>, j: u32) {
   for (var c = 0u; c < HEAD_VEC; c++) {
-    let vj = subgroupShuffle(value_chunks[j][c / SG], c % SG);
-    for (var r = 0u; r < ROWS_PER_LANE; r++) { own_acc[r][c] = fma(vec4f(scores[r][j]), vj, own_acc[r][c]); }
+    let x = subgroupShuffle((*streamed)[j][c / SG], c % SG);
+    for (var r = 0u; r < ROWS_PER_LANE; r++) { (*acc)[r][c] = fma(vec4f((*weights)[r][j]), x, (*acc)[r][c]); }
   }
 }
 
+// The hand-unrolled loops over the SG streamed rows of a block (SG is 4, 8, 16 or 32; see attention.ts).
+fn dot_block(own: ptr<private, OwnRows>, streamed: ptr<private, StreamBlock>, pairs: ptr<private, PairBlock>) {
+  dot_streamed(own, streamed, pairs, 0u); dot_streamed(own, streamed, pairs, 1u);
+  dot_streamed(own, streamed, pairs, 2u); dot_streamed(own, streamed, pairs, 3u);
+  if (SG > 4u) {
+    dot_streamed(own, streamed, pairs, 4u); dot_streamed(own, streamed, pairs, 5u);
+    dot_streamed(own, streamed, pairs, 6u); dot_streamed(own, streamed, pairs, 7u);
+  }
+  if (SG > 8u) {
+    for (var j = 8u; j < SG; j++) { dot_streamed(own, streamed, pairs, j); }
+  }
+}
+fn accumulate_block(acc: ptr<private, OwnRows>, weights: ptr<private, PairBlock>, streamed: ptr<private, StreamBlock>) {
+  accumulate_streamed(acc, weights, streamed, 0u); accumulate_streamed(acc, weights, streamed, 1u);
+  accumulate_streamed(acc, weights, streamed, 2u); accumulate_streamed(acc, weights, streamed, 3u);
+  if (SG > 4u) {
+    accumulate_streamed(acc, weights, streamed, 4u); accumulate_streamed(acc, weights, streamed, 5u);
+    accumulate_streamed(acc, weights, streamed, 6u); accumulate_streamed(acc, weights, streamed, 7u);
+  }
+  if (SG > 8u) {
+    for (var j = 8u; j < SG; j++) { accumulate_streamed(acc, weights, streamed, j); }
+  }
+}
+
+// offset of own row r of this lane (clamped to the last row: finite data whose results are not stored)
+fn own_base(b: u32, h: u32, row_block: u32, r: u32, lane: u32) -> u32 {
+  return row_offset(b, min(own_row(row_block, r, lane), p.seq - 1u), h);
+}
+
+fn clear_rows(acc: ptr<private, OwnRows>) {
+  for (var r = 0u; r < ROWS_PER_LANE; r++) {
+    for (var c = 0u; c < HEAD_VEC; c++) { (*acc)[r][c] = vec4f(0.0); }
+  }
+}
+
+// one workgroup per (block of SG * ROWS_PER_LANE queries, b * H + h)
 @compute @workgroup_size(SG)
 fn attention_forward_sg(@builtin(subgroup_invocation_id) lane: u32, @builtin(workgroup_id) wg: vec3u) {
   let b = wg.y / p.heads;
   let h = wg.y % p.heads;
+  for (var r = 0u; r < ROWS_PER_LANE; r++) {
+    let base = own_base(b, h, wg.x, r, lane);
+    for (var c = 0u; c < HEAD_VEC; c++) { own_a[r][c] = chunk_q(base, c) * p.scale; }
+  }
+  clear_rows(&acc_a);
   var m: array<f32, ROWS_PER_LANE>;
   var l: array<f32, ROWS_PER_LANE>;
   for (var r = 0u; r < ROWS_PER_LANE; r++) {
-    let base = row_offset(b, min(wg.x * SG * ROWS_PER_LANE + r * SG + lane, p.seq - 1u), h);
-    for (var c = 0u; c < HEAD_VEC; c++) {
-      own_q[r][c] = chunk_q(base, c) * p.scale;
-      own_acc[r][c] = vec4f(0.0);
-    }
     m[r] = NEG_BIG;
     l[r] = 0.0;
   }
   for (var start = 0u; start < p.seq; start += SG) {
-    for (var j = 0u; j < SG; j++) {
-      let base = row_offset(b, min(start + j, p.seq - 1u), h);
-      for (var s = 0u; s < CHUNKS_PER_LANE; s++) {
-        let c = min(s * SG + lane, HEAD_VEC - 1u);
-        key_chunks[j][s] = chunk_k(base, c);
-        value_chunks[j][s] = chunk_v(base, c);
-      }
-    }
-    let key_real = select(0.0, 1.0, key_is_real(b, start + lane));
-    score_key(0u, key_real); score_key(1u, key_real); score_key(2u, key_real); score_key(3u, key_real);
-    score_key(4u, key_real); score_key(5u, key_real); score_key(6u, key_real); score_key(7u, key_real);
+    stream_keys(b, h, start, lane);
+    let lane_key_real = select(0.0, 1.0, key_is_real(b, start + lane));
+    dot_block(&own_a, &stream_a, &pair_a);
     for (var r = 0u; r < ROWS_PER_LANE; r++) {
       var m_new = m[r];
-      for (var j = 0u; j < SG; j++) { m_new = max(m_new, scores[r][j]); }
+      for (var j = 0u; j < SG; j++) {
+        pair_a[r][j] = select(NEG_BIG, pair_a[r][j], subgroupShuffle(lane_key_real, j) != 0.0);
+        m_new = max(m_new, pair_a[r][j]);
+      }
       let alpha = exp(m[r] - m_new);
       var sum = 0.0;
       for (var j = 0u; j < SG; j++) {
-        scores[r][j] = select(0.0, exp(scores[r][j] - m_new), scores[r][j] != NEG_BIG);
-        sum += scores[r][j];
+        let prob = select(0.0, exp(pair_a[r][j] - m_new), pair_a[r][j] != NEG_BIG);
+        pair_a[r][j] = prob;
+        sum += prob;
       }
       l[r] = l[r] * alpha + sum;
       m[r] = m_new;
-      for (var c = 0u; c < HEAD_VEC; c++) { own_acc[r][c] *= alpha; }
+      for (var c = 0u; c < HEAD_VEC; c++) { acc_a[r][c] *= alpha; }
     }
-    accumulate_value(0u); accumulate_value(1u); accumulate_value(2u); accumulate_value(3u);
-    accumulate_value(4u); accumulate_value(5u); accumulate_value(6u); accumulate_value(7u);
+    accumulate_block(&acc_a, &pair_a, &stream_b);
   }
   for (var r = 0u; r < ROWS_PER_LANE; r++) {
-    let t = wg.x * SG * ROWS_PER_LANE + r * SG + lane;
+    let t = own_row(wg.x, r, lane);
     if (t < p.seq) {
       let base = row_offset(b, t, h);
       let inv = select(0.0, 1.0 / l[r], l[r] > 0.0);
-      for (var d = 0u; d < HEAD_DIM; d++) {
-        out[base + d] = own_acc[r][d / 4u][d % 4u] * inv;
-      }
+      for (var d = 0u; d < HEAD_DIM; d++) { out[base + d] = acc_a[r][d / 4u][d % 4u] * inv; }
       lse[(b * p.heads + h) * p.seq + t] = select(POS_BIG, m[r] + log(l[r]), l[r] > 0.0);
+    }
+  }
+}
+
+// dq for SG * ROWS_PER_LANE queries of one (b, h); keys and values streamed.
+@compute @workgroup_size(SG)
+fn attention_backward_q_sg(@builtin(subgroup_invocation_id) lane: u32, @builtin(workgroup_id) wg: vec3u) {
+  let b = wg.y / p.heads;
+  let h = wg.y % p.heads;
+  for (var r = 0u; r < ROWS_PER_LANE; r++) {
+    let base = own_base(b, h, wg.x, r, lane);
+    for (var c = 0u; c < HEAD_VEC; c++) {
+      own_a[r][c] = chunk_q(base, c) * p.scale;
+      own_b[r][c] = chunk_grad_out(base, c);
+    }
+  }
+  clear_rows(&acc_a);
+  var row_lse: array<f32, ROWS_PER_LANE>;
+  var row_d: array<f32, ROWS_PER_LANE>;
+  for (var r = 0u; r < ROWS_PER_LANE; r++) {
+    let stat = (b * p.heads + h) * p.seq + min(own_row(wg.x, r, lane), p.seq - 1u);
+    row_lse[r] = lse_saved[stat];
+    row_d[r] = row_dot_saved[stat];
+  }
+  for (var start = 0u; start < p.seq; start += SG) {
+    stream_keys(b, h, start, lane);
+    let lane_key_real = key_is_real(b, start + lane);
+    dot_block(&own_a, &stream_a, &pair_a);
+    dot_block(&own_b, &stream_b, &pair_b);
+    for (var r = 0u; r < ROWS_PER_LANE; r++) {
+      for (var j = 0u; j < SG; j++) {
+        let real = subgroupShuffle(select(0.0, 1.0, lane_key_real), j) != 0.0 && row_lse[r] != POS_BIG;
+        let prob = select(0.0, exp(pair_a[r][j] - row_lse[r]), real);
+        pair_a[r][j] = prob * (pair_b[r][j] - row_d[r]);
+      }
+    }
+    accumulate_block(&acc_a, &pair_a, &stream_a);
+  }
+  for (var r = 0u; r < ROWS_PER_LANE; r++) {
+    let t = own_row(wg.x, r, lane);
+    if (t < p.seq) {
+      let base = row_offset(b, t, h);
+      for (var d = 0u; d < HEAD_DIM; d++) { grad_q[base + d] = acc_a[r][d / 4u][d % 4u] * p.scale; }
+    }
+  }
+}
+
+// dk, dv for SG * ROWS_PER_LANE keys of one (b, h); queries, grad_out, lse and row_dot streamed. A padded key's
+// probabilities are all 0, so it gets dk = dv = 0.
+@compute @workgroup_size(SG)
+fn attention_backward_kv_sg(@builtin(subgroup_invocation_id) lane: u32, @builtin(workgroup_id) wg: vec3u) {
+  let b = wg.y / p.heads;
+  let h = wg.y % p.heads;
+  for (var r = 0u; r < ROWS_PER_LANE; r++) {
+    let base = own_base(b, h, wg.x, r, lane);
+    for (var c = 0u; c < HEAD_VEC; c++) {
+      own_a[r][c] = chunk_k(base, c) * p.scale;
+      own_b[r][c] = chunk_v(base, c);
+    }
+  }
+  clear_rows(&acc_a);
+  clear_rows(&acc_b);
+  var own_real: array<bool, ROWS_PER_LANE>;
+  for (var r = 0u; r < ROWS_PER_LANE; r++) { own_real[r] = key_is_real(b, own_row(wg.x, r, lane)); }
+  for (var start = 0u; start < p.seq; start += SG) {
+    stream_queries(b, h, start, lane);
+    // query start+lane's lse (+BIG past T or when all its keys are padding: zero probability) and row dot
+    let stat = (b * p.heads + h) * p.seq + min(start + lane, p.seq - 1u);
+    let lane_lse = select(POS_BIG, lse_saved[stat], start + lane < p.seq);
+    let lane_d = row_dot_saved[stat];
+    dot_block(&own_a, &stream_a, &pair_a);
+    dot_block(&own_b, &stream_b, &pair_b);
+    for (var i = 0u; i < SG; i++) {
+      let query_lse = subgroupShuffle(lane_lse, i);
+      let query_d = subgroupShuffle(lane_d, i);
+      for (var r = 0u; r < ROWS_PER_LANE; r++) {
+        let prob = select(0.0, exp(pair_a[r][i] - query_lse), own_real[r] && query_lse != POS_BIG);
+        pair_a[r][i] = prob * (pair_b[r][i] - query_d);
+        pair_b[r][i] = prob;
+      }
+    }
+    accumulate_block(&acc_b, &pair_b, &stream_b);
+    accumulate_block(&acc_a, &pair_a, &stream_a);
+  }
+  for (var r = 0u; r < ROWS_PER_LANE; r++) {
+    let t = own_row(wg.x, r, lane);
+    if (t < p.seq) {
+      let base = row_offset(b, t, h);
+      for (var d = 0u; d < HEAD_DIM; d++) {
+        grad_k[base + d] = acc_a[r][d / 4u][d % 4u] * p.scale;
+        grad_v[base + d] = acc_b[r][d / 4u][d % 4u];
+      }
     }
   }
 }

@@ -71,9 +71,11 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOption
   const def = defines(D);
   const blocks: [number, number] = [ceilDiv(T, BLOCK_ROWS), B * heads];
   const sg = fixedSubgroupSize(rt);
+  const sgDefines = { ...def, SG: `${sg}u`, ROWS_PER_LANE: `${ROWS_PER_LANE}u` };
+  const sgBlocks: [number, number] = [ceilDiv(T, (sg ?? 1) * ROWS_PER_LANE), B * heads];
+  const views = { q, k, v, q4: q, k4: k, v4: v };
   if (B * T > 0 && sg) {
-    const rows = sg * ROWS_PER_LANE;
-    rt.dispatch(attentionSubgroupKernel, 'attention_forward_sg', { p: params, q, k, v, q4: q, k4: k, v4: v, key_mask: maskBuf, out, lse }, [ceilDiv(T, rows), B * heads], { defines: { ...def, SG: `${sg}u`, ROWS_PER_LANE: `${ROWS_PER_LANE}u` } });
+    rt.dispatch(attentionSubgroupKernel, 'attention_forward_sg', { p: params, ...views, key_mask: maskBuf, out, lse }, sgBlocks, { defines: sgDefines });
   } else if (B * T > 0) rt.dispatch(attentionKernel, 'attention_forward', { p: params, q, k, v, key_mask: maskBuf, out, lse }, blocks, { defines: def });
   const saved = [q, k, v, out, lse, maskBuf];
   const result = record('attention', out, [q, k, v], saved, (gradOut, needs) => {
@@ -84,8 +86,14 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOption
     if (B * T > 0) {
       rt.dispatch(attentionKernel, 'attention_backward_row_dot', { p: params, grad_out: gradOut, out_saved: out, row_dot: rowDot }, grid1d(B * T * heads, BLOCK_ROWS), { defines: def });
       const common = { p: params, q, k, v, key_mask: maskBuf, grad_out: gradOut, lse_saved: lse, row_dot_saved: rowDot };
-      if (gk && gv) rt.dispatch(attentionKernel, 'attention_backward_kv', { ...common, grad_k: gk, grad_v: gv }, blocks, { defines: def });
-      if (gq) rt.dispatch(attentionKernel, 'attention_backward_q', { ...common, grad_q: gq }, blocks, { defines: def });
+      if (sg) {
+        const sgCommon = { ...common, ...views, grad_out4: gradOut };
+        if (gk && gv) rt.dispatch(attentionSubgroupKernel, 'attention_backward_kv_sg', { ...sgCommon, grad_k: gk, grad_v: gv }, sgBlocks, { defines: sgDefines });
+        if (gq) rt.dispatch(attentionSubgroupKernel, 'attention_backward_q_sg', { ...sgCommon, grad_q: gq }, sgBlocks, { defines: sgDefines });
+      } else {
+        if (gk && gv) rt.dispatch(attentionKernel, 'attention_backward_kv', { ...common, grad_k: gk, grad_v: gv }, blocks, { defines: def });
+        if (gq) rt.dispatch(attentionKernel, 'attention_backward_q', { ...common, grad_q: gq }, blocks, { defines: def });
+      }
     }
     rowDot.dispose();
     return [gq, needs[1] ? gk : (gk?.dispose(), null), needs[2] ? gv : (gv?.dispose(), null)];
