@@ -1,0 +1,375 @@
+// `ser check-reference <dir>`: runs our wav2vec2 in f32 on a reference fixture (inputs, activations, logits, losses
+// and gradients computed by the real Hugging Face code in float64; format of ../shared/fixtures/xlsr_tiny) and
+// compares tensor by tensor. Fails (exit 1) when a forward tensor's relative L2 error exceeds 1e-4 or a gradient's
+// exceeds 1e-3; a gradient whose reference is analytically zero (e.g. d loss / d attention.k_proj.bias, which softmax
+// shift invariance makes exactly 0) is judged by its max abs error instead (<= 1e-6).
+//
+// Fixture directory: config.json, model.safetensors and/or pytorch_model.bin, reference.safetensors (F64 tensors plus
+// input_values, attention_mask (optional), labels), manifest.json (tensor list; weights.keys; weights.frozen_parameters).
+// Gradients are of loss_masked_mean (the masked-mean head's cross entropy; loss_plain_mean if the reference has
+// grad.pooled_plain_mean instead), in train mode with dropout 0.
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import path from 'node:path';
+import type { Runtime } from '../runtime/runtime.js';
+import { Tensor } from '../tensor.js';
+import { backward, keep, noGrad, record } from '../autograd.js';
+import { scale } from '../ops/elementwise.js';
+import { parseWav2Vec2Config } from '../io/config.js';
+import type { TensorEntry, TensorSource } from '../io/source.js';
+import { weightNorm } from '../ops/norm.js';
+import { linear } from '../ops/matmul.js';
+import { Wav2Vec2ForSpeechClassification, disposeOutput, type HeadOutput } from '../model/wav2vec2.js';
+import { createNodeRuntime } from './dawn.js';
+import { FileByteReader, type OpenedSource } from './modeldir.js';
+import { readSafetensors } from '../io/safetensors.js';
+import { readPytorch } from '../io/pytorch.js';
+
+export const FORWARD_TOLERANCE = 1e-4;
+export const GRAD_TOLERANCE = 1e-3;
+/** max abs error allowed where the reference is analytically zero */
+export const ZERO_REFERENCE_ABS_TOLERANCE = 1e-6;
+/** a reference whose largest magnitude is below this is treated as analytically zero */
+const ZERO_REFERENCE_MAX = 1e-12;
+
+export interface TensorComparison {
+  name: string;
+  shape: number[];
+  rel_l2: number;
+  max_abs: number;
+  kind: 'forward' | 'grad';
+  /** judged by max_abs (analytically zero reference) instead of rel_l2 */
+  zero_reference: boolean;
+  pass: boolean;
+}
+
+export interface ReferenceCheckResult {
+  dir: string;
+  weightsFile: string;
+  head: string;
+  tensors: TensorComparison[];
+  worst_forward: number;
+  worst_forward_name: string | null;
+  worst_grad: number;
+  worst_grad_name: string | null;
+  /** reference tensors not compared (not model outputs we expose, e.g. attention probabilities) */
+  skipped: string[];
+  ok: boolean;
+}
+
+export type WeightsChoice = 'safetensors' | 'bin' | 'auto';
+
+interface ManifestTensor {
+  name: string;
+  dtype?: string;
+  shape?: number[];
+  description?: string;
+}
+
+interface Manifest {
+  tensors?: ManifestTensor[];
+  weights?: { keys?: { name: string; shape: number[] }[]; frozen_parameters?: string[] };
+}
+
+/** Float64 values of a reference tensor (F64 kept exact; other dtypes widened). */
+async function readF64(e: TensorEntry): Promise<Float64Array> {
+  if (e.dtype === 'F64') {
+    const raw = await e.readRaw();
+    const copy = raw.byteOffset % 8 === 0 ? raw : raw.slice();
+    return new Float64Array(copy.buffer, copy.byteOffset, raw.byteLength / 8).slice();
+  }
+  if (e.dtype === 'I64') {
+    const raw = await e.readRaw();
+    const copy = raw.slice();
+    return Float64Array.from(new BigInt64Array(copy.buffer, 0, raw.byteLength / 8), (v) => Number(v));
+  }
+  return Float64Array.from(await e.read());
+}
+
+export function compare(got: ArrayLike<number>, ref: ArrayLike<number>): { rel_l2: number; max_abs: number; ref_max: number } {
+  if (got.length !== ref.length) return { rel_l2: Infinity, max_abs: Infinity, ref_max: 0 };
+  let num = 0;
+  let den = 0;
+  let maxAbs = 0;
+  let refMax = 0;
+  for (let i = 0; i < ref.length; i++) {
+    const d = got[i] - ref[i];
+    num += d * d;
+    den += ref[i] * ref[i];
+    const a = Math.abs(d);
+    if (!(a <= maxAbs)) maxAbs = Number.isNaN(a) ? Infinity : a;
+    refMax = Math.max(refMax, Math.abs(ref[i]));
+  }
+  const rel = Number.isFinite(num) ? Math.sqrt(num) / Math.max(Math.sqrt(den), 1e-300) : Infinity;
+  return { rel_l2: rel, max_abs: maxAbs, ref_max: refMax };
+}
+
+/** Opens a checkpoint by its file name's extension (.safetensors or a PyTorch .bin). */
+async function openByExtension(filePath: string): Promise<OpenedSource> {
+  const reader = await FileByteReader.open(filePath);
+  try {
+    const src = filePath.endsWith('.safetensors') ? await readSafetensors(reader, filePath) : await readPytorch(reader, filePath);
+    return { ...src, close: () => reader.close() };
+  } catch (e) {
+    await reader.close();
+    throw e;
+  }
+}
+
+function pickWeights(dir: string, choice: WeightsChoice): string {
+  const st = path.join(dir, 'model.safetensors');
+  const bin = path.join(dir, 'pytorch_model.bin');
+  if (choice === 'safetensors' || (choice === 'auto' && fs.existsSync(st))) {
+    if (!fs.existsSync(st)) throw new Error(`${dir}: no model.safetensors`);
+    return st;
+  }
+  if (!fs.existsSync(bin)) throw new Error(`${dir}: no ${choice === 'bin' ? 'pytorch_model.bin' : 'model.safetensors or pytorch_model.bin'}`);
+  return bin;
+}
+
+/** Run the model on a fixture directory and compare every reference tensor it can produce. */
+export async function runReferenceCheck(rt: Runtime, dir: string, choice: WeightsChoice = 'auto'): Promise<ReferenceCheckResult> {
+  const manifestPath = path.join(dir, 'manifest.json');
+  const manifest: Manifest = fs.existsSync(manifestPath) ? JSON.parse(await fsp.readFile(manifestPath, 'utf8')) : {};
+  const config = parseWav2Vec2Config(await fsp.readFile(path.join(dir, 'config.json'), 'utf8'), path.join(dir, 'config.json'));
+  const weightsFile = pickWeights(dir, choice);
+  const refPath = path.join(dir, 'reference.safetensors');
+  if (!fs.existsSync(refPath)) throw new Error(`${dir}: no reference.safetensors`);
+  const opened: OpenedSource[] = [];
+  let model: Wav2Vec2ForSpeechClassification | null = null;
+  const live: Tensor[] = [];
+  try {
+    const weights = await openByExtension(weightsFile);
+    opened.push(weights);
+    const ref: TensorSource & { close(): Promise<void> } = await openByExtension(refPath);
+    opened.push(ref);
+    const refEntry = (name: string) => ref.entries.get(name) ?? null;
+    const need = (name: string) => {
+      const e = refEntry(name);
+      if (!e) throw new Error(`${refPath}: no '${name}' tensor`);
+      return e;
+    };
+
+    // the feature encoder is trained only when the reference has gradients for it
+    const freeze = !ref.entries.has('grad.wav2vec2.feature_extractor.conv_layers.0.conv.weight');
+    const built = await Wav2Vec2ForSpeechClassification.fromSource(rt, config, weights, { freezeFeatureEncoder: freeze, checkpoint: weightsFile });
+    model = built.model;
+    if (built.report.newlyInitialized.length) {
+      throw new Error(`${weightsFile}: lacks ${built.report.newlyInitialized.join(', ')}; a reference check needs every weight`);
+    }
+    model.eval(); // dropout is 0 in the fixtures; eval keeps SpecAugment and layerdrop off as in the reference
+
+    const inputEntry = need('input_values');
+    const [B, S] = inputEntry.shape;
+    const input = Tensor.fromData(rt, Float32Array.from(await readF64(inputEntry)), [B, S], 'f32', 'input_values');
+    live.push(input);
+    const maskEntry = refEntry('attention_mask');
+    const attentionMask = maskEntry ? Int32Array.from(await readF64(maskEntry)) : null;
+    const labels = Int32Array.from(await readF64(need('labels')));
+
+    // identities on the named intermediates that capture the gradient flowing through them (grad.<name> references)
+    const tapped = new Map<string, Tensor>();
+    const tapName = (name: string) => (name === 'pos_conv_weight' ? 'derived.wav2vec2.encoder.pos_conv_embed.conv.weight' : name);
+    const tap = (prefix: string) => (name: string, t: Tensor) => (ref.entries.has(`grad.${prefix}${tapName(name)}`) ? gradientTap(t, (g) => tapped.set(`grad.${prefix}${tapName(name)}`, g)) : t);
+    const out = model.forward({ inputValues: input, attentionMask }, { outputHiddenStates: true, encoderOnly: true, hook: tap('') });
+    const ours = new Map<string, Tensor>();
+    const put = (name: string, t: Tensor | null | undefined) => {
+      if (t) ours.set(name, t);
+    };
+    put('extract_features', out.extract_features);
+    put('extract_features_normed', out.extract_features_normed);
+    put('feature_projection_output', out.feature_projection_output);
+    put('pos_conv_embed_output', out.pos_conv_embed_output);
+    out.hidden_states.forEach((t, i) => put(`hidden_states.${i}`, t));
+    put('encoder_last_layer_output', out.encoder_last_layer_output);
+    put('last_hidden_state', out.last_hidden_state);
+    // the gradients are of one pooling's loss (loss_masked_mean in the fixtures so far; grad.pooled_<kind> says
+    // which); the other head runs without a graph
+    const gradKind = ref.entries.has('grad.pooled_plain_mean') ? 'plain_mean' : 'masked_mean';
+    let graded: HeadOutput | null = null;
+    if (model.head !== 'none') {
+      for (const kind of ['plain_mean', 'masked_mean'] as const) {
+        const hook = kind === gradKind ? (name: string, t: Tensor) => tap('')(`${name}_${kind}`, t) : undefined;
+        const run = () => model!.classify(out.last_hidden_state, out.hidden_states, out.frameMask, { pooling: 'mean', poolExcludePadding: kind === 'masked_mean', labels, hook });
+        const h = kind === gradKind ? run() : noGrad(run);
+        if (kind === gradKind) graded = h;
+        put(`pooled_${kind}`, h.pooled);
+        put(`logits_${kind}`, h.logits);
+        put(`loss_${kind}`, h.loss);
+        live.push(...[h.pooled, h.logits, h.loss].filter((t): t is Tensor => !!t));
+        if (model.head === 'speech-classification' && ref.entries.has(`classifier_hidden_${kind}`)) {
+          const p = model.params;
+          put(`classifier_hidden_${kind}`, noGrad(() => linear(h.pooled, p.get('classifier.dense.weight')!, p.get('classifier.dense.bias')!, 'tanh')));
+        }
+      }
+    }
+    const derivedName = 'derived.wav2vec2.encoder.pos_conv_embed.conv.weight';
+    if (ref.entries.has(derivedName)) {
+      const p = model.params;
+      put(derivedName, noGrad(() => weightNorm(p.get('wav2vec2.encoder.pos_conv_embed.conv.weight_g')!, p.get('wav2vec2.encoder.pos_conv_embed.conv.weight_v')!, 2)));
+    }
+
+    const tensors: TensorComparison[] = [];
+    const skipped: string[] = [];
+    const forwardNames = [...ref.entries.keys()].filter((n) => !n.startsWith('grad.'));
+    const inputs = new Set(['input_values', 'attention_mask', 'labels', 'input_lengths', 'frame_lengths', 'frame_mask']);
+    for (const name of forwardNames) {
+      if (inputs.has(name) || name.startsWith('raw_waveform.')) continue;
+      const t = ours.get(name);
+      if (!t) {
+        skipped.push(name);
+        continue;
+      }
+      tensors.push(judge(name, [...need(name).shape], await t.readFloat(), await readF64(need(name)), 'forward'));
+    }
+    for (const t of new Set(ours.values())) if (!live.includes(t)) live.push(t);
+    if (out.frameMask) live.push(out.frameMask);
+
+    // gradients of loss_masked_mean for every weight the reference has one for
+    const gradNames = [...ref.entries.keys()].filter((n) => n.startsWith('grad.'));
+    const weightGrads = gradNames.filter((n) => model!.params.has(n.slice(5)));
+    if (weightGrads.length) {
+      const loss: Tensor | null = (graded as HeadOutput | null)?.loss ?? null;
+      if (!loss) throw new Error(`${refPath}: has gradients but the model has no classification head to take a loss from`);
+      backward(loss);
+      for (const name of weightGrads) {
+        const param = model.params.get(name.slice(5))!;
+        const refShape = [...need(name).shape];
+        if (!param.grad) {
+          tensors.push({ name, shape: refShape, rel_l2: Infinity, max_abs: Infinity, kind: 'grad', zero_reference: false, pass: false });
+          continue;
+        }
+        tensors.push(judge(name, refShape, await param.grad.readFloat(), await readF64(need(name)), 'grad'));
+      }
+    }
+    for (const name of gradNames) {
+      if (weightGrads.includes(name)) continue;
+      const g = tapped.get(name);
+      if (!g) {
+        skipped.push(name);
+        continue;
+      }
+      tensors.push(judge(name, [...need(name).shape], await g.readFloat(), await readF64(need(name)), 'grad'));
+      live.push(g);
+    }
+    disposeOutput(out);
+
+    const fwd = tensors.filter((t) => t.kind === 'forward');
+    const grads = tensors.filter((t) => t.kind === 'grad' && !t.zero_reference);
+    const worst = (list: TensorComparison[]) => list.reduce<TensorComparison | null>((w, t) => (!w || !(t.rel_l2 <= w.rel_l2) ? t : w), null);
+    const wf = worst(fwd);
+    const wg = worst(grads);
+    return {
+      dir,
+      weightsFile,
+      head: model.head,
+      tensors,
+      worst_forward: wf ? wf.rel_l2 : 0,
+      worst_forward_name: wf?.name ?? null,
+      worst_grad: wg ? wg.rel_l2 : 0,
+      worst_grad_name: wg?.name ?? null,
+      skipped,
+      ok: tensors.length > 0 && tensors.every((t) => t.pass),
+    };
+  } finally {
+    for (const t of live) t.dispose();
+    model?.dispose();
+    await Promise.all(opened.map((o) => o.close()));
+  }
+}
+
+/** An identity on t whose backward hands a copy of the incoming gradient to `sink` (recorded even when t needs no
+ * gradient, e.g. the frozen feature encoder's output). */
+function gradientTap(t: Tensor, sink: (g: Tensor) => void): Tensor {
+  const y = t.reshape(t.shape);
+  return record('gradientTap', y, [t], [], (g) => {
+    sink(keep(scale(g, 1)));
+    return [scale(g, 1)];
+  }, true);
+}
+
+function judge(name: string, shape: number[], got: ArrayLike<number>, ref: ArrayLike<number>, kind: 'forward' | 'grad'): TensorComparison {
+  const c = compare(got, ref);
+  const zero = kind === 'grad' && c.ref_max < ZERO_REFERENCE_MAX;
+  const pass = zero ? c.max_abs <= ZERO_REFERENCE_ABS_TOLERANCE : c.rel_l2 <= (kind === 'forward' ? FORWARD_TOLERANCE : GRAD_TOLERANCE);
+  return { name, shape, rel_l2: c.rel_l2, max_abs: c.max_abs, kind, zero_reference: zero, pass };
+}
+
+function fmt(x: number): string {
+  return Number.isFinite(x) ? x.toExponential(2) : String(x);
+}
+
+export function formatTable(r: ReferenceCheckResult): string {
+  const rows = r.tensors.map((t) => [t.name, `[${t.shape.join(', ')}]`, fmt(t.rel_l2), fmt(t.max_abs), t.pass ? (t.zero_reference ? 'ok (zero ref, max abs)' : 'ok') : 'FAIL']);
+  const head = ['tensor', 'shape', 'rel L2', 'max abs', ''];
+  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((row) => row[i].length)));
+  const line = (cells: string[]) => cells.map((c, i) => (i >= 2 && i <= 3 ? c.padStart(widths[i]) : c.padEnd(widths[i]))).join('  ').trimEnd();
+  const out = [line(head), line(widths.map((w) => '-'.repeat(w))), ...rows.map(line)];
+  out.push('');
+  out.push(`weights: ${r.weightsFile} (${r.head} head)`);
+  out.push(`worst forward: ${fmt(r.worst_forward)} (${r.worst_forward_name ?? '-'}), limit ${FORWARD_TOLERANCE}`);
+  out.push(`worst gradient: ${fmt(r.worst_grad)} (${r.worst_grad_name ?? '-'}), limit ${GRAD_TOLERANCE}; analytically zero references: max abs <= ${ZERO_REFERENCE_ABS_TOLERANCE}`);
+  if (r.skipped.length) out.push(`not compared (no counterpart in our outputs): ${r.skipped.join(', ')}`);
+  out.push(r.ok ? 'OK' : `FAILED: ${r.tensors.filter((t) => !t.pass).map((t) => t.name).join(', ')}`);
+  return out.join('\n');
+}
+
+export const CHECK_REFERENCE_USAGE = 'ser check-reference <dir> [--weights safetensors|bin] [--json]';
+
+/** The command: returns the exit code (0 all within tolerance, 1 otherwise, 2 usage). */
+export async function checkReference(argv: string[], runtime?: Runtime): Promise<number> {
+  let dir: string | null = null;
+  let choice: WeightsChoice = 'auto';
+  let json = false;
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (a === '--json') json = true;
+    else if (a === '--weights' || a.startsWith('--weights=')) {
+      const v = a.includes('=') ? a.slice(a.indexOf('=') + 1) : argv[++i];
+      if (v !== 'safetensors' && v !== 'bin') {
+        console.error(`check-reference: --weights must be safetensors or bin, got ${v ?? 'nothing'}\nusage: ${CHECK_REFERENCE_USAGE}`);
+        return 2;
+      }
+      choice = v;
+    } else if (a.startsWith('-')) {
+      console.error(`check-reference: unknown option ${a}\nusage: ${CHECK_REFERENCE_USAGE}`);
+      return 2;
+    } else if (dir === null) dir = a;
+    else {
+      console.error(`check-reference: more than one directory given\nusage: ${CHECK_REFERENCE_USAGE}`);
+      return 2;
+    }
+  }
+  if (!dir) {
+    console.error(`usage: ${CHECK_REFERENCE_USAGE}`);
+    return 2;
+  }
+  const rt = runtime ?? (await createNodeRuntime());
+  try {
+    const r = await runReferenceCheck(rt, dir, choice);
+    if (json) {
+      const tensors = r.tensors.map((t) => ({ name: t.name, shape: t.shape, rel_l2: jsonNumber(t.rel_l2), max_abs: jsonNumber(t.max_abs), kind: t.kind, zero_reference: t.zero_reference, pass: t.pass }));
+      console.log(
+        JSON.stringify({
+          tensors,
+          worst_forward: jsonNumber(r.worst_forward),
+          worst_grad: jsonNumber(r.worst_grad),
+          ok: r.ok,
+          worst_forward_name: r.worst_forward_name,
+          worst_grad_name: r.worst_grad_name,
+          weights: r.weightsFile,
+          head: r.head,
+          skipped: r.skipped,
+        }),
+      );
+    } else console.log(formatTable(r));
+    return r.ok ? 0 : 1;
+  } finally {
+    if (!runtime) rt.destroy();
+  }
+}
+
+/** JSON has no Infinity/NaN: a failed comparison is written as a string so the object stays parseable. */
+function jsonNumber(x: number): number | string {
+  return Number.isFinite(x) ? x : String(x);
+}
