@@ -251,6 +251,7 @@ export class Wav2Vec2ForSpeechClassification {
     this.poolExcludePadding = opts.poolExcludePadding ?? this.head === 'sequence-classification';
     this.random = seededRandom(opts.seed ?? 0);
     this.frozen = opts.freezeFeatureEncoder ?? true;
+    for (const t of this.params.values()) t.requiresGrad = true;
     this.applyRequiresGrad();
   }
 
@@ -316,8 +317,9 @@ export class Wav2Vec2ForSpeechClassification {
     this.applyRequiresGrad();
   }
 
+  /** Freezing touches only the feature encoder's parameters (callers may freeze others themselves). */
   private applyRequiresGrad(): void {
-    for (const s of parameterSpecs(this.config, this.head)) this.params.get(s.name)!.requiresGrad = !(s.featureEncoder && this.frozen);
+    for (const s of parameterSpecs(this.config, this.head)) if (s.featureEncoder) this.params.get(s.name)!.requiresGrad = !this.frozen;
   }
 
   train(on = true): this {
@@ -431,6 +433,12 @@ export class Wav2Vec2ForSpeechClassification {
     });
   }
 
+  private layerTrains(index: number): boolean {
+    const prefix = `${ENC}.layers.${index}.`;
+    for (const [name, t] of this.params) if (t.requiresGrad && name.startsWith(prefix)) return true;
+    return false;
+  }
+
   /** Per-item valid frames from whichever length information the batch carries (null: no mask, HF without one). */
   frameInfo(batch: Wav2Vec2Batch, frames: number): { mask: Int32Array; frameLengths: number[] } | null {
     const B = batch.inputValues.shape[0];
@@ -510,7 +518,9 @@ export class Wav2Vec2ForSpeechClassification {
         if (needLayers) hidden.push(h);
         if (this.training && cfg.layerdrop > 0 && this.random() < cfg.layerdrop) continue;
         const layer = (t: Tensor) => this.encoderLayer(l, t, keyMask);
-        const next = this.gradientCheckpointing ? checkpoint(layer, [h]) : layer(h);
+        // checkpointing pays off only where backward will reach: a layer with nothing to train and no gradient to
+        // pass down (frozen lower layers) records nothing anyway
+        const next = this.gradientCheckpointing && (h.requiresGrad || this.layerTrains(l)) ? checkpoint(layer, [h]) : layer(h);
         if (!needLayers) h.dispose();
         h = next;
       }
