@@ -442,6 +442,8 @@ def module_cross_check(seed=0):
         conv = torch.nn.utils.weight_norm(conv, name='weight', dim=2)
         with torch.no_grad():
             conv.weight_g.copy_(0.5 + torch.rand(conv.weight_g.shape, generator=gen, dtype=torch.float64))
+            conv.weight_v.copy_(torch.randn(conv.weight_v.shape, generator=gen, dtype=torch.float64))
+            conv.bias.copy_(0.1 * torch.randn(conv.bias.shape, generator=gen, dtype=torch.float64))
             h = torch.randn(2, 9, H, generator=gen, dtype=torch.float64)
             y = conv(h.transpose(1, 2))
             expected = F.gelu(y[:, :, :-1] if K % 2 == 0 else y).transpose(1, 2)
