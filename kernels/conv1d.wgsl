@@ -4,16 +4,22 @@
 //   dx[b,ci,t]  = sum_{co in group, k} w[co,ci',k] * dy[b,co,(t+P-k)/S]          (only where S divides t+P-k)
 //   dw[co,ci,k] = sum_{b,to} dy[b,co,to] * x[b, g*CinG+ci, to*S - P + k]
 //   db[co]      = sum_{b,to} dy[b,co,to]
-// Register tiling: every thread owns TM channels x TN positions. The TM weights a step needs are the same for the
-// whole workgroup (uniform loads: one scalar load + broadcast on lavapipe), and the input values are reused through a
-// sliding window. Splitting the taps by phase r = k mod S makes consecutive taps k = r + S*j walk the input with
-// stride S, so the window of output n at tap j+1 is the window of output n+1 at tap j: one new load per tap for TN
+// Register tiling: every thread owns TM channels x TN positions and keeps TM*TN accumulators in registers, so each
+// weight it loads feeds TN FMAs (on lavapipe a storage load costs ~5 FMAs, uniform or not). Input values are reused
+// through a sliding window: splitting the taps by phase r = k mod S makes consecutive taps k = r + S*j walk the input
+// with stride S, so output n's window at tap j+1 is output n+1's window at tap j: one new load per tap for TN
 // outputs, whatever the stride. The weight gradient reduces over (b, to) without float atomics: each thread sums a
-// chunk of time into a partial buffer [chunks, Cout, CinG, K] and sumPartials adds the chunks.
+// chunk of time into a partial buffer [chunks, Cout, CinG, K] and sumPartials adds the chunks (or, with one chunk,
+// the thread writes the gradient itself).
 alias T = f32;
 const WG: u32 = 64u;
 const TM: u32 = 8u;
 const TN: u32 = 4u;
+// kernel size and stride baked in when nonzero (small kernels: the tap loops unroll), else read from p
+const KFIX: u32 = 0u;
+const SFIX: u32 = 0u;
+// weight gradient: input channels per thread
+const CI: u32 = 1u;
 
 struct Conv {
   batch: u32, cin: u32, cout: u32, tin: u32, tout: u32,
@@ -45,15 +51,22 @@ fn loadDy(base: u32, pos: i32) -> f32 {
   return select(0.0, f32(dy[base + u32(clamp(pos, 0, last))]), pos >= 0 && pos <= last);
 }
 
-// grid: x = blocks of WG*TN output times, y = blocks of TM output channels (TM divides CoutG, or G = 1), z = batch
+// One thread per (b, channel tile, time tile), time fastest, on a flat 2-D grid. Lanes are packed densely because on
+// lavapipe an idle lane costs as much as a busy one, and a uniform load costs as much as a divergent one.
+fn threadIndex(gid: vec3u, nwg: vec3u) -> u32 { return gid.x + gid.y * nwg.x * WG; }
+
+// thread: TM output channels (TM divides CoutG, or G = 1) x TN consecutive output times
 @compute @workgroup_size(WG)
-fn conv1dForward(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
-  let b = wid.z;
-  let co0 = wid.y * TM;
-  let t0 = (wid.x * WG + lid) * TN;
-  if (t0 >= p.tout) { return; }
-  let S = p.stride;
-  let K = p.ksize;
+fn conv1dForward(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let id = threadIndex(gid, nwg);
+  let tTiles = (p.tout + TN - 1u) / TN;
+  let cTiles = (p.cout + TM - 1u) / TM;
+  if (id >= tTiles * cTiles * p.batch) { return; }
+  let t0 = (id % tTiles) * TN;
+  let co0 = ((id / tTiles) % cTiles) * TM;
+  let b = id / (tTiles * cTiles);
+  let S = select(p.stride, SFIX, SFIX > 0u);
+  let K = select(p.ksize, KFIX, KFIX > 0u);
   let g = co0 / p.coutG;
   var wrow: array<u32, TM>;
   for (var m = 0u; m < TM; m++) { wrow[m] = min(co0 + m, p.cout - 1u) * p.cinG * K; }
@@ -88,20 +101,24 @@ fn conv1dForward(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_in
   }
 }
 
-// Input gradient as a transposed convolution, one stride phase at a time: t = q*S + r - P receives taps
-// k = r + S*j from dy[q - j]. Thread: TM input channels x TN consecutive q of one phase.
-// grid: x = blocks of WG*TN values of q, y = blocks of TM input channels (TM divides CinG, or G = 1), z = b*S + r
+// Input gradient as a transposed convolution by stride phase: t = q*S + r - P receives taps k = r + S*j from
+// dy[q - j]. Thread: TM input channels x TN consecutive q of one phase r; the dy window slides by one per tap.
+// (Owning all S phases per thread would share the window between phases, but measured no faster on lavapipe.)
+// Thread index: (b, r, input channel tile, q tile), q fastest; TM divides CinG, or G = 1.
 @compute @workgroup_size(WG)
-fn conv1dBackwardInput(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
-  let S = p.stride;
-  let K = p.ksize;
-  let b = wid.z / S;
-  let r = wid.z % S;
-  let qlo = (p.padding + S - 1u - r) / S; // first q with t >= 0
-  let q0 = qlo + (wid.x * WG + lid) * TN;
-  let t0 = i32(q0 * S + r) - i32(p.padding);
-  if (t0 >= i32(p.tin)) { return; }
-  let ci0 = wid.y * TM;
+fn conv1dBackwardInput(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let S = select(p.stride, SFIX, SFIX > 0u);
+  let K = select(p.ksize, KFIX, KFIX > 0u);
+  let id = threadIndex(gid, nwg);
+  let qmin = p.padding / S;                         // smallest q with t >= 0 in some phase
+  let qCount = (p.tin - 1u + p.padding) / S - qmin + 1u;
+  let qTiles = (qCount + TN - 1u) / TN;
+  let cTiles = (p.cin + TM - 1u) / TM;
+  if (id >= qTiles * cTiles * S * p.batch) { return; }
+  let q0 = qmin + (id % qTiles) * TN;
+  let ci0 = ((id / qTiles) % cTiles) * TM;
+  let r = (id / (qTiles * cTiles)) % S;
+  let b = id / (qTiles * cTiles * S);
   let g = ci0 / p.cinG;
   let cig0 = ci0 - g * p.cinG;
   var wcol: array<u32, TM>;
@@ -116,7 +133,7 @@ fn conv1dBackwardInput(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocat
     for (var n = 0u; n + 1u < TN; n++) { v[n] = loadDy(dybase, i32(q0 + n + 1u)); }
     var pos = i32(q0);
     for (var k = r; k < K; k += S) {
-      for (var n = TN - 1u; n > 0u; n--) { v[n] = v[n - 1u]; }
+      for (var i = 1u; i < TN; i++) { v[TN - i] = v[TN - 1u - i]; } // counting up: the loop unrolls
       v[0] = loadDy(dybase, pos);
       pos -= 1;
       for (var m = 0u; m < TM; m++) {
@@ -130,48 +147,58 @@ fn conv1dBackwardInput(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocat
     if (ci >= p.cin) { break; }
     let xbase = (b * p.cin + ci) * p.tin;
     for (var n = 0u; n < TN; n++) {
-      let t = t0 + i32(n * S);
-      if (t < i32(p.tin)) { dx[xbase + u32(t)] = T(acc[m][n]); }
+      let t = i32((q0 + n) * S + r) - i32(p.padding);
+      if (t >= 0 && t < i32(p.tin)) { dx[xbase + u32(t)] = T(acc[m][n]); }
     }
   }
 }
 
-// Weight gradient partial sums. Thread: TM output channels x TN taps k = r + S*(jb*TN + n) of one input channel,
-// summed over every batch and the time steps of chunk z. Consecutive time steps slide the taps' window by one.
-// grid: x = blocks of WG lanes over (ci, r, jb), y = blocks of TM output channels, z = time chunks
+// Weight gradient partial sums. Thread: TM output channels x CI input channels x TN consecutive taps
+// k0..k0+TN-1, summed over every batch and the time steps of one chunk. From one time step to the next the taps'
+// input window moves by S: with S baked in (SFIX) the overlap is shifted in registers and only min(S, TN) values per
+// input channel are loaded; per step a thread loads TM + CI*min(S, TN) values for TM*CI*TN FMAs.
+// Thread index: (time chunk, output channel tile, input channel tile, tap block), tap block fastest;
+// p.tapBlocks = ceil(K / TN), p.count = number of chunks.
 @compute @workgroup_size(WG)
-fn conv1dBackwardWeight(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
-  let S = p.stride;
-  let K = p.ksize;
-  let lane = wid.x * WG + lid;
-  let perCi = S * p.tapBlocks;
-  let ci = lane / perCi;
-  let r = (lane % perCi) / p.tapBlocks;
-  let jb = lane % p.tapBlocks;
-  if (ci >= p.cinG || r >= K) { return; }
-  let co0 = wid.y * TM;
+fn conv1dBackwardWeight(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let S = select(p.stride, SFIX, SFIX > 0u);
+  let K = select(p.ksize, KFIX, KFIX > 0u);
+  let id = threadIndex(gid, nwg);
+  let ciTiles = (p.cinG + CI - 1u) / CI;
+  let cTiles = (p.cout + TM - 1u) / TM;
+  if (id >= p.tapBlocks * ciTiles * cTiles * p.count) { return; }
+  let k0 = (id % p.tapBlocks) * TN;
+  let ci0 = ((id / p.tapBlocks) % ciTiles) * CI;
+  let co0 = ((id / (p.tapBlocks * ciTiles)) % cTiles) * TM;
+  let chunk = id / (p.tapBlocks * ciTiles * cTiles);
   let g = co0 / p.coutG;
-  let toStart = wid.z * p.chunk;
+  let toStart = chunk * p.chunk;
   let toEnd = min(toStart + p.chunk, p.tout);
   var dyrow: array<u32, TM>;
   for (var m = 0u; m < TM; m++) { dyrow[m] = min(co0 + m, p.cout - 1u) * p.tout; }
-  let j0 = jb * TN;
-  var acc: array<array<f32, TN>, TM>;
+  var acc: array<array<f32, CI * TN>, TM>;
   for (var b = 0u; b < p.batch; b++) {
-    let xbase = (b * p.cin + g * p.cinG + ci) * p.tin;
+    var xbase: array<u32, CI>;
+    for (var c = 0u; c < CI; c++) { xbase[c] = (b * p.cin + g * p.cinG + min(ci0 + c, p.cinG - 1u)) * p.tin; }
     let dybase = b * p.cout * p.tout;
-    // v[n] at time to holds x[(to + j0 + n)*S + r - P]; before toStart it holds the window of toStart - 1
-    let p0 = i32((toStart + j0) * S + r) - i32(S) - i32(p.padding);
-    var v: array<f32, TN>;
-    for (var n = 1u; n < TN; n++) { v[n] = loadX(xbase, p0 + i32(n * S)); }
-    var pos = p0 + i32(TN * S);
+    // v[c][i] at time to holds x[to*S - P + k0 + i]; before the loop it holds the window of toStart - 1
+    var pos = i32(toStart * S + k0) - i32(S) - i32(p.padding);
+    var v: array<array<f32, TN>, CI>;
+    for (var c = 0u; c < CI; c++) {
+      for (var i = 0u; i < TN; i++) { v[c][i] = loadX(xbase[c], pos + i32(i)); }
+    }
     for (var to = toStart; to < toEnd; to++) {
-      for (var n = 0u; n + 1u < TN; n++) { v[n] = v[n + 1u]; }
-      v[TN - 1u] = loadX(xbase, pos);
       pos += i32(S);
+      for (var c = 0u; c < CI; c++) {
+        for (var i = 0u; i < TN; i++) {
+          if (SFIX > 0u && i + SFIX < TN) { v[c][i] = v[c][i + SFIX]; } else { v[c][i] = loadX(xbase[c], pos + i32(i)); }
+        }
+      }
       for (var m = 0u; m < TM; m++) {
         let d = f32(dy[dybase + dyrow[m] + to]);
-        for (var n = 0u; n < TN; n++) { acc[m][n] = fma(d, v[n], acc[m][n]); }
+        for (var c = 0u; c < CI; c++) {
+          for (var i = 0u; i < TN; i++) { acc[m][c * TN + i] = fma(d, v[c][i], acc[m][c * TN + i]); }
+        }
       }
     }
   }
@@ -179,9 +206,13 @@ fn conv1dBackwardWeight(@builtin(workgroup_id) wid: vec3u, @builtin(local_invoca
   for (var m = 0u; m < TM; m++) {
     let co = co0 + m;
     if (co >= p.cout) { break; }
-    for (var n = 0u; n < TN; n++) {
-      let k = r + S * (j0 + n);
-      if (k < K) { partial[wid.z * total + (co * p.cinG + ci) * K + k] = acc[m][n]; }
+    for (var c = 0u; c < CI; c++) {
+      let ci = ci0 + c;
+      if (ci >= p.cinG) { break; }
+      for (var i = 0u; i < TN; i++) {
+        let k = k0 + i;
+        if (k < K) { partial[chunk * total + (co * p.cinG + ci) * K + k] = acc[m][c * TN + i]; }
+      }
     }
   }
 }
@@ -209,7 +240,7 @@ fn conv1dBackwardBias(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocati
 // sum[i] = sum_{c < count} parts[c*n + i]: adds the weight gradient's time chunks.
 @compute @workgroup_size(WG)
 fn sumPartials(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let i = gid.x + gid.y * nwg.x * WG;
+  let i = threadIndex(gid, nwg);
   if (i >= p.n) { return; }
   var s = 0.0;
   for (var c = 0u; c < p.count; c++) { s += parts[c * p.n + i]; }

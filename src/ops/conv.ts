@@ -11,13 +11,25 @@ import { ceilDiv, grid1d } from './grid.js';
 export const conv1dKernel = defineKernel('conv1d', source);
 
 const WG = 64;
-/** channels per thread (upper bound) and output positions / taps per thread */
-const TM_MAX = 8;
-const TN = 4;
-/** aim for at least this many workgroups in the weight gradient before splitting time into chunks */
-const WEIGHT_GRAD_TARGET_GROUPS = 512;
-const MIN_CHUNK = 64;
+/** kernels up to this size get K and S baked into the pipeline, so their tap loops unroll */
+const SMALL_KERNEL = 16;
+/** aim for at least this many threads in the weight gradient before splitting time into chunks */
+const WEIGHT_GRAD_TARGET_THREADS = 8192;
+const MIN_CHUNK = 32;
 const MAX_PARTIAL_BYTES = 64 << 20;
+
+// Tile shapes, measured on lavapipe (2 cores): a storage load costs ~5 FMAs, so a thread's
+// tile is as large as its registers allow. Small kernels: 8 channels x 16 times (8 x 8 with one input channel, where
+// the output writes dominate). Long kernels (positional conv, K = 128): 2 channels x 32 times, the input window then
+// costs ~1 load per tap and the weights 2.
+function outputTile(k: number, channelsIn: number): { tm: number; tn: number } {
+  if (k > SMALL_KERNEL) return { tm: 2, tn: 32 };
+  return { tm: 8, tn: channelsIn === 1 ? 8 : 16 };
+}
+
+function fixedDefines(g: Geometry): { KFIX: number; SFIX: number } {
+  return g.ksize <= SMALL_KERNEL ? { KFIX: g.ksize, SFIX: g.stride } : { KFIX: 0, SFIX: 0 };
+}
 
 export interface Conv1dOptions {
   stride?: number;
@@ -44,13 +56,13 @@ interface Geometry {
  * groups > 1 it is the largest power of two <= 8 dividing the channels per group; with one group the last tile is
  * clipped instead, and small channel counts get a small tile.
  */
-function channelTile(perGroup: number, groups: number): number {
+function channelTile(perGroup: number, groups: number, max: number): number {
   if (groups === 1) {
     let t = 1;
-    while (t < TM_MAX && t < perGroup) t *= 2;
+    while (t < max && t < perGroup) t *= 2;
     return t;
   }
-  let t = TM_MAX;
+  let t = max;
   while (perGroup % t !== 0) t /= 2;
   return t;
 }
@@ -107,9 +119,10 @@ export function conv1d(x: Tensor, w: Tensor, bias: Tensor | null, opts: Conv1dOp
   const rt = x.rt;
 
   const y = Tensor.empty(rt, [batch, cout, tout], x.dtype, 'conv1d');
-  const tm = channelTile(g.coutG, groups);
-  rt.dispatch(conv1dKernel, 'conv1dForward', { p: uniforms(g, { hasBias: bias ? 1 : 0 }), x, w, bias: bias ?? w, y }, [ceilDiv(tout, WG * TN), ceilDiv(cout, tm), batch], {
-    defines: { T: x.dtype, WG, TM: tm, TN },
+  const tile = outputTile(ksize, cinG);
+  const tm = channelTile(g.coutG, groups, tile.tm);
+  rt.dispatch(conv1dKernel, 'conv1dForward', { p: uniforms(g, { hasBias: bias ? 1 : 0 }), x, w, bias: bias ?? w, y }, grid1d(ceilDiv(tout, tile.tn) * ceilDiv(cout, tm) * batch, WG), {
+    defines: { T: x.dtype, WG, TM: tm, TN: tile.tn, ...fixedDefines(g) },
   });
 
   const inputs = bias ? [x, w, bias] : [x, w];
@@ -124,33 +137,35 @@ export function conv1d(x: Tensor, w: Tensor, bias: Tensor | null, opts: Conv1dOp
 
 function conv1dBackwardInput(rt: Runtime, g: Geometry, gy: Tensor, w: Tensor): Tensor {
   const dx = Tensor.empty(rt, [g.batch, g.cin, g.tin], gy.dtype, 'conv1d.grad_x');
-  const tm = channelTile(g.cinG, g.groups);
-  const qPerPhase = ceilDiv(g.tin, g.stride);
-  rt.dispatch(conv1dKernel, 'conv1dBackwardInput', { p: uniforms(g), w, dy: gy, dx }, [ceilDiv(qPerPhase, WG * TN), ceilDiv(g.cin, tm), g.batch * g.stride], {
-    defines: { T: gy.dtype, WG, TM: tm, TN },
+  const tile = outputTile(g.ksize, g.coutG);
+  const tm = channelTile(g.cinG, g.groups, tile.tm);
+  // positions q per stride phase, from the first q with t >= 0 in any phase to the last with t < Tin in any
+  const qCount = Math.floor((g.tin - 1 + g.padding) / g.stride) - Math.floor(g.padding / g.stride) + 1;
+  const threads = ceilDiv(qCount, tile.tn) * ceilDiv(g.cin, tm) * g.stride * g.batch;
+  rt.dispatch(conv1dKernel, 'conv1dBackwardInput', { p: uniforms(g), w, dy: gy, dx }, grid1d(threads, WG), {
+    defines: { T: gy.dtype, WG, TM: tm, TN: tile.tn, ...fixedDefines(g) },
   });
   return dx;
 }
 
 function conv1dBackwardWeight(rt: Runtime, g: Geometry, gy: Tensor, x: Tensor): Tensor {
   const dw = Tensor.empty(rt, [g.cout, g.cinG, g.ksize], gy.dtype, 'conv1d.grad_w');
-  const tm = channelTile(g.coutG, g.groups);
-  // taps per thread: k = r + S*j for j in a block of tn; a short kernel (K <= 2S) needs fewer than TN
-  const tapsPerPhase = ceilDiv(g.ksize, g.stride);
-  let tn = 1;
-  while (tn < TN && tn < tapsPerPhase) tn *= 2;
-  const tapBlocks = ceilDiv(tapsPerPhase, tn);
-  const lanes = g.cinG * g.stride * tapBlocks;
-  const baseGroups = ceilDiv(lanes, WG) * ceilDiv(g.cout, tm);
+  // thread tile: TM output channels x CI input channels x TN consecutive taps (all of a small kernel's taps)
+  const small = g.ksize <= SMALL_KERNEL;
+  const tn = small ? g.ksize : 16;
+  const tm = channelTile(g.coutG, g.groups, small ? 8 : 2);
+  const ci = small ? (g.ksize <= 4 ? Math.min(2, g.cinG) : 1) : Math.min(4, g.cinG);
+  const tapBlocks = ceilDiv(g.ksize, tn);
+  const threads = tapBlocks * ceilDiv(g.cinG, ci) * ceilDiv(g.cout, tm);
   const elements = g.cout * g.cinG * g.ksize;
-  let chunks = Math.min(ceilDiv(WEIGHT_GRAD_TARGET_GROUPS, baseGroups), ceilDiv(g.tout, MIN_CHUNK), Math.max(1, Math.floor(MAX_PARTIAL_BYTES / (4 * elements))));
+  let chunks = Math.min(ceilDiv(WEIGHT_GRAD_TARGET_THREADS, threads), ceilDiv(g.tout, MIN_CHUNK), Math.floor(MAX_PARTIAL_BYTES / (4 * elements)));
   chunks = Math.max(1, chunks);
   const chunk = ceilDiv(g.tout, chunks);
   chunks = ceilDiv(g.tout, chunk);
   const direct = chunks === 1 && gy.dtype === 'f32';
   const partial = direct ? dw : Tensor.empty(rt, [chunks, elements], 'f32', 'conv1d.grad_w.partial');
-  rt.dispatch(conv1dKernel, 'conv1dBackwardWeight', { p: uniforms(g, { chunk, tapBlocks }), x, dy: gy, partial }, [ceilDiv(lanes, WG), ceilDiv(g.cout, tm), chunks], {
-    defines: { T: gy.dtype, WG, TM: tm, TN: tn },
+  rt.dispatch(conv1dKernel, 'conv1dBackwardWeight', { p: uniforms(g, { chunk, tapBlocks, count: chunks }), x, dy: gy, partial }, grid1d(threads * chunks, WG), {
+    defines: { T: gy.dtype, WG, TM: tm, TN: tn, CI: ci, ...fixedDefines(g) },
   });
   if (!direct) {
     rt.dispatch(conv1dKernel, 'sumPartials', { p: uniforms(g, { n: elements, count: chunks }), parts: partial, sum: dw }, grid1d(elements, WG), {
