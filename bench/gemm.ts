@@ -38,10 +38,12 @@ interface Case {
 const cases: Case[] = [
   { name: '1024^3 x W^T (linear)', M: 1024, N: 1024, K: 1024, transA: false, transB: true },
   { name: '1024^3 plain', M: 1024, N: 1024, K: 1024, transA: false, transB: false },
+  { name: '1024^3 A^T', M: 1024, N: 1024, K: 1024, transA: true, transB: false },
+  { name: '1024^3 A^T B^T', M: 1024, N: 1024, K: 1024, transA: true, transB: true },
   { name: `[${rows},1024]x[1024,1024]^T (attn proj)`, M: rows, N: 1024, K: 1024, transA: false, transB: true },
   { name: `[${rows},1024]x[4096,1024]^T (ffn in)`, M: rows, N: 4096, K: 1024, transA: false, transB: true },
   { name: `[${rows},4096]x[1024,4096]^T (ffn out)`, M: rows, N: 1024, K: 4096, transA: false, transB: true },
-  { name: `dX [${rows},1024]x[1024,4096] (ffn in, bwd)`, M: rows, N: 4096, K: 1024, transA: false, transB: false },
+  { name: `dX [${rows},1024]x[1024,4096] (ffn out, bwd)`, M: rows, N: 4096, K: 1024, transA: false, transB: false },
   { name: `dW [${rows},4096]^Tx[${rows},1024] (ffn in, bwd)`, M: 4096, N: 1024, K: rows, transA: true, transB: false },
 ];
 
@@ -73,7 +75,8 @@ function fill(n: number, seed: number): Float32Array {
 for (const strategy of strategies) {
   matmulConfig.strategy = strategy;
   console.log(`\nstrategy ${strategy}${strategy === 'subgroup' ? ` (rowBlocks ${matmulConfig.rowBlocks})` : ` (${JSON.stringify(matmulConfig.tiled)})`}`);
-  for (const c of quick ? cases.slice(0, 1) : cases) {
+  const only = opt('only', '');
+  for (const c of quick ? cases.slice(0, 1) : only ? cases.filter((c) => c.name.includes(only)) : cases) {
     const { M, N, K } = c;
     const a = Tensor.fromData(rt, fill(M * K, 1), c.transA ? [K, M] : [M, K], dtype, 'a');
     const b = Tensor.fromData(rt, fill(K * N, 2), c.transB ? [N, K] : [K, N], dtype, 'b');

@@ -24,6 +24,8 @@ const VEC_B: bool = false;
 const TRANS_A: bool = false;
 const TRANS_B: bool = false;
 const HAS_BIAS: bool = false;
+// K % 4 != 0: the subgroup kernel needs its masked last k-step (compiled only then: it doubles the kernel's size)
+const K_TAIL: bool = true;
 const SAVE_PRE: bool = false;
 // 0 none, 1 gelu (exact erf), 2 tanh
 const ACT: u32 = 0u;
@@ -211,7 +213,7 @@ fn sum_batches(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroup
 // subgroup of SG = 8 lanes computing a tile of 8*RB rows x 32 columns; lane l owns columns n0 + 4l .. 4l+3 (a vec4
 // accumulator per row). Per step of 4 k's each lane loads, without redundancy across lanes:
 //   A: one vec4 per 8-row block. !TRANS_A: row m0 + 8i + l, k..k+3.  TRANS_A: k-row k + l%4, rows 4(l/4)..+3.
-//      Every row's 4 k values are then shared across the subgroup with subgroupBroadcast (a register shuffle).
+//      Every row's 4 k values are then shared across the subgroup with constant-lane shuffles (register broadcasts).
 //   B: four vec4s: its 4 columns x 4 k's (TRANS_B: one per column along k; else one per k along its 4 columns).
 // Then each row is 4 vec4 FMAs per lane. Row blocks are written out (not a loop) because the shader compiler only
 // keeps the accumulators in registers when every index is constant after unrolling, and it declines to unroll a
@@ -219,21 +221,14 @@ fn sum_batches(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroup
 
 const SG: u32 = 8u;   // subgroup width this kernel is written for (the wrapper checks the adapter's)
 const RB: u32 = 4u;   // 8-row blocks per tile (1..4)
+// Grid order: consecutive workgroups (which run close together in time, so share cache) walk along M when true, else
+// along N. The operand that stays resident should be the one whose tile is strided in memory (B when it is [K, N]).
+const M_FASTEST: bool = false;
 
-// subgroupBroadcast needs a constant lane: every caller passes one that is constant after unrolling, so the switch
-// folds away.
-fn bcast(v: f32, lane: u32) -> f32 {
-  switch (lane) {
-    case 0u: { return subgroupBroadcast(v, 0u); }
-    case 1u: { return subgroupBroadcast(v, 1u); }
-    case 2u: { return subgroupBroadcast(v, 2u); }
-    case 3u: { return subgroupBroadcast(v, 3u); }
-    case 4u: { return subgroupBroadcast(v, 4u); }
-    case 5u: { return subgroupBroadcast(v, 5u); }
-    case 6u: { return subgroupBroadcast(v, 6u); }
-    default: { return subgroupBroadcast(v, 7u); }
-  }
-}
+// Lane `lane`'s v, for every lane. Callers pass a lane that is constant once the row loop is unrolled, and then the
+// shuffle compiles to a register broadcast. (subgroupBroadcast wants a constant-expression lane, and writing it as a
+// switch over the 8 lanes makes the compiler's unroll heuristic decline the transposed-A loop: 2.5x slower.)
+fn bcast(v: f32, lane: u32) -> f32 { return subgroupShuffle(v, lane); }
 
 // the 4 k values of row r (0..7) of an 8-row block whose A values this lane holds in av
 fn rowValues(av: vec4f, r: u32) -> vec4f {
@@ -350,14 +345,15 @@ fn storeBlock(tile: array<vec4f, 8>, yoff: u32, row0: u32, nb: u32) {
 
 @compute @workgroup_size(SG)
 fn matmul_subgroup(@builtin(workgroup_id) wid: vec3u, @builtin(subgroup_invocation_id) lane: u32) {
-  let m0 = wid.y * 8u * RB;
-  let nb = wid.x * 4u * SG + 4u * lane;
+  let tiles = select(wid.xy, wid.yx, M_FASTEST);   // (n tile, m tile)
+  let m0 = tiles.y * 8u * RB;
+  let nb = tiles.x * 4u * SG + 4u * lane;
   let aoff = wid.z * dims.strideA;
   let boff = wid.z * dims.strideB;
   var acc: Acc;
   var k = 0u;
   for (; k + 4u <= dims.K; k += 4u) { subgroupStep(&acc, aoff, boff, m0, nb, lane, k, 4u); }
-  if (k < dims.K) { subgroupStep(&acc, aoff, boff, m0, nb, lane, k, dims.K - k); }
+  if (K_TAIL && k < dims.K) { subgroupStep(&acc, aoff, boff, m0, nb, lane, k, dims.K - k); }
   let yoff = wid.z * dims.M * dims.N;
   storeBlock(acc.b0, yoff, m0, nb);
   if (RB > 1u) { storeBlock(acc.b1, yoff, m0 + 8u, nb); }
