@@ -318,6 +318,27 @@ test('no graph is recorded (and nothing saved) under noGrad or without inputs th
   assert.is(rt.pool.inUseBytes, before, 'no pre-activation kept without grad');
   const y2 = linear(upload(rt, randn(12, 1), [3, 4]), w);
   assert.is(y2.node, null);
+  y2.dispose();
+});
+
+test('backward releases everything the forward kept (inputs, saved z for gelu, gradients aside)', async () => {
+  const rt = await getRuntime();
+  const x = upload(rt, randn(3 * 5 * 6, 1), [3, 5, 6], { requiresGrad: true });
+  const w = upload(rt, randn(7 * 6, 2), [7, 6], { requiresGrad: true });
+  const b = upload(rt, randn(7, 3), [7], { requiresGrad: true });
+  const g = upload(rt, randn(3 * 5 * 7, 4), [3, 5, 7]);
+  const before = rt.pool.inUseBytes;
+  for (const act of ['gelu', 'tanh', 'none'] as Activation[]) {
+    const y = linear(x, w, b, act);
+    backward(y, g);
+    y.dispose();
+    for (const t of [x, w, b]) {
+      t.grad!.dispose();
+      t.grad = null;
+    }
+    assert.is(rt.pool.inUseBytes, before, `${act}: nothing left in use after backward`);
+  }
+  await rt.sync();
 });
 
 function fround16(v: number): number {

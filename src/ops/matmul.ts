@@ -229,6 +229,8 @@ function gemmOp(op: string, a: Tensor, b: Tensor, bias: Tensor | null, act: Acti
     if (gz !== gy) gz.dispose();
     return bias ? [ga, gb, gbias] : [ga, gb];
   });
+  // z is only the graph's now: freed once backward has used it
+  pre?.dispose();
   return out;
 }
 
