@@ -1,0 +1,204 @@
+// Normalization layers (PyTorch semantics: biased variance, eps inside the sqrt), forward and backward.
+// Two layouts of the normalized group:
+//   row*:     x [rows, n], each row normalized over its n contiguous elements, one workgroup per row.
+//             layerNorm: affine per element (weight[i]); groupNormPerChannel (GroupNorm with one channel per group)
+//             on [B, C, T]: rows = B*C, n = T, affine per row (weight[row % C]).
+//   channel*: x [outer, C, inner], normalized over C for each (o, i), one thread per (o, i) looping over C
+//             (layerNormChannels on [B, C, T]: LayerNorm over channels without transposing to [B, T, C]).
+//   y = (x - mean) * rstd * weight + bias,  rstd = 1 / sqrt(var + eps); forward saves mean and rstd per group.
+//   backward, xhat = (x - mean) * rstd, g = dy * weight, over the group's n elements:
+//     dx = rstd * (g - mean(g) - xhat * mean(g * xhat))
+//     dweight = sum over groups of dy * xhat,  dbias = sum over groups of dy  (per-channel sums: partial sums per
+//     chunk of groups, then sumPartials; no float atomics)
+alias T = f32;
+const WG: u32 = 128u;
+
+struct Norm {
+  rows: u32, n: u32, channels: u32, inner: u32, eps: f32,
+  hasWeight: u32, hasBias: u32, perRowAffine: u32, rowSums: u32,
+  // affine gradients: groups per chunk and chunk count; sumPartials: elements and count
+  chunk: u32, chunks: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Norm;
+@group(0) @binding(1) var<storage, read> x: array<T>;
+@group(0) @binding(2) var<storage, read> weight: array<T>;
+@group(0) @binding(3) var<storage, read> bias: array<T>;
+@group(0) @binding(4) var<storage, read_write> y: array<T>;
+@group(0) @binding(5) var<storage, read_write> mean: array<f32>;
+@group(0) @binding(6) var<storage, read_write> rstd: array<f32>;
+@group(0) @binding(7) var<storage, read> savedMean: array<f32>;
+@group(0) @binding(8) var<storage, read> savedRstd: array<f32>;
+@group(0) @binding(9) var<storage, read> dy: array<T>;
+@group(0) @binding(10) var<storage, read_write> dx: array<T>;
+@group(0) @binding(11) var<storage, read_write> partW: array<f32>;
+@group(0) @binding(12) var<storage, read_write> partB: array<f32>;
+@group(0) @binding(13) var<storage, read> parts: array<f32>;
+@group(0) @binding(14) var<storage, read_write> sum: array<T>;
+
+var<workgroup> red: array<vec4f, WG>;
+
+// Sum of v over the workgroup (every invocation gets it). Must be reached by the whole workgroup.
+fn workgroupSum(lid: u32, v: vec4f) -> vec4f {
+  red[lid] = v;
+  workgroupBarrier();
+  for (var h = WG / 2u; h > 0u; h /= 2u) {
+    if (lid < h) { red[lid] += red[lid + h]; }
+    workgroupBarrier();
+  }
+  let s = red[0];
+  workgroupBarrier();
+  return s;
+}
+
+fn affineIndex(row: u32, i: u32) -> u32 { return select(i, row % p.channels, p.perRowAffine != 0u); }
+fn gamma(k: u32) -> f32 { return select(1.0, f32(weight[k]), p.hasWeight != 0u); }
+fn beta(k: u32) -> f32 { return select(0.0, f32(bias[k]), p.hasBias != 0u); }
+
+// one workgroup per row (row = wid.x + wid.y * nwg.x)
+@compute @workgroup_size(WG)
+fn rowNormForward(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
+  let row = wid.x + wid.y * nwg.x;
+  if (row >= p.rows) { return; }
+  let base = row * p.n;
+  let inv = 1.0 / f32(p.n);
+  var s = 0.0;
+  for (var i = lid; i < p.n; i += WG) { s += f32(x[base + i]); }
+  let mu = workgroupSum(lid, vec4f(s, 0.0, 0.0, 0.0)).x * inv;
+  // two passes: the centered sum of squares does not cancel
+  var q = 0.0;
+  for (var i = lid; i < p.n; i += WG) { let d = f32(x[base + i]) - mu; q += d * d; }
+  let r = inverseSqrt(workgroupSum(lid, vec4f(q, 0.0, 0.0, 0.0)).x * inv + p.eps);
+  for (var i = lid; i < p.n; i += WG) {
+    let k = affineIndex(row, i);
+    y[base + i] = T((f32(x[base + i]) - mu) * r * gamma(k) + beta(k));
+  }
+  if (lid == 0u) { mean[row] = mu; rstd[row] = r; }
+}
+
+// dx per row; with rowSums (GroupNorm's parameter gradients) also the row's sum(dy * xhat) and sum(dy) into
+// partW / partB [rows]
+@compute @workgroup_size(WG)
+fn rowNormBackward(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
+  let row = wid.x + wid.y * nwg.x;
+  if (row >= p.rows) { return; }
+  let base = row * p.n;
+  let mu = savedMean[row];
+  let r = savedRstd[row];
+  var acc = vec4f(0.0);
+  for (var i = lid; i < p.n; i += WG) {
+    let d = f32(dy[base + i]);
+    let xh = (f32(x[base + i]) - mu) * r;
+    let g = d * gamma(affineIndex(row, i));
+    acc += vec4f(g, g * xh, d * xh, d);
+  }
+  let s = workgroupSum(lid, acc);
+  let inv = 1.0 / f32(p.n);
+  let meanG = s.x * inv;
+  let meanGX = s.y * inv;
+  for (var i = lid; i < p.n; i += WG) {
+    let xh = (f32(x[base + i]) - mu) * r;
+    let g = f32(dy[base + i]) * gamma(affineIndex(row, i));
+    dx[base + i] = T(r * (g - meanG - xh * meanGX));
+  }
+  if (lid == 0u && p.rowSums != 0u) { partW[row] = s.z; partB[row] = s.w; }
+}
+
+// Per-element affine gradient of the row layout (LayerNorm): thread (chunk, i), i fastest, sums dy * xhat and dy
+// over the rows of its chunk into partW / partB [chunks, n].
+@compute @workgroup_size(WG)
+fn rowAffineGrad(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let id = gid.x + gid.y * nwg.x * WG;
+  if (id >= p.n * p.chunks) { return; }
+  let i = id % p.n;
+  let c = id / p.n;
+  let end = min((c + 1u) * p.chunk, p.rows);
+  var sw = 0.0;
+  var sb = 0.0;
+  for (var row = c * p.chunk; row < end; row++) {
+    let d = f32(dy[row * p.n + i]);
+    sw += d * (f32(x[row * p.n + i]) - savedMean[row]) * savedRstd[row];
+    sb += d;
+  }
+  partW[id] = sw;
+  partB[id] = sb;
+}
+
+// channel layout: thread per (o, i), i fastest; element (o, c, i) at (o * C + c) * inner + i; group index o*inner + i
+@compute @workgroup_size(WG)
+fn channelNormForward(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let id = gid.x + gid.y * nwg.x * WG;
+  if (id >= p.rows) { return; }
+  let C = p.channels;
+  let base = (id / p.inner) * C * p.inner + id % p.inner;
+  let inv = 1.0 / f32(C);
+  var s = 0.0;
+  for (var c = 0u; c < C; c++) { s += f32(x[base + c * p.inner]); }
+  let mu = s * inv;
+  var q = 0.0;
+  for (var c = 0u; c < C; c++) { let d = f32(x[base + c * p.inner]) - mu; q += d * d; }
+  let r = inverseSqrt(q * inv + p.eps);
+  for (var c = 0u; c < C; c++) {
+    let e = base + c * p.inner;
+    y[e] = T((f32(x[e]) - mu) * r * gamma(c) + beta(c));
+  }
+  mean[id] = mu;
+  rstd[id] = r;
+}
+
+@compute @workgroup_size(WG)
+fn channelNormBackward(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let id = gid.x + gid.y * nwg.x * WG;
+  if (id >= p.rows) { return; }
+  let C = p.channels;
+  let base = (id / p.inner) * C * p.inner + id % p.inner;
+  let mu = savedMean[id];
+  let r = savedRstd[id];
+  var sg = 0.0;
+  var sgx = 0.0;
+  for (var c = 0u; c < C; c++) {
+    let e = base + c * p.inner;
+    let g = f32(dy[e]) * gamma(c);
+    sg += g;
+    sgx += g * (f32(x[e]) - mu) * r;
+  }
+  let inv = 1.0 / f32(C);
+  let meanG = sg * inv;
+  let meanGX = sgx * inv;
+  for (var c = 0u; c < C; c++) {
+    let e = base + c * p.inner;
+    let g = f32(dy[e]) * gamma(c);
+    dx[e] = T(r * (g - meanG - (f32(x[e]) - mu) * r * meanGX));
+  }
+}
+
+// Affine gradient of the channel layout: thread (chunk, c), c fastest, sums over the groups (o, i) of its chunk.
+@compute @workgroup_size(WG)
+fn channelAffineGrad(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let id = gid.x + gid.y * nwg.x * WG;
+  let C = p.channels;
+  if (id >= C * p.chunks) { return; }
+  let c = id % C;
+  let chunk = id / C;
+  let end = min((chunk + 1u) * p.chunk, p.rows);
+  var sw = 0.0;
+  var sb = 0.0;
+  for (var gi = chunk * p.chunk; gi < end; gi++) {
+    let e = ((gi / p.inner) * C + c) * p.inner + gi % p.inner;
+    let d = f32(dy[e]);
+    sw += d * (f32(x[e]) - savedMean[gi]) * savedRstd[gi];
+    sb += d;
+  }
+  partW[id] = sw;
+  partB[id] = sb;
+}
+
+// sum[i] = sum_{c < chunks} parts[c * n + i]
+@compute @workgroup_size(WG)
+fn sumPartials(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let i = gid.x + gid.y * nwg.x * WG;
+  if (i >= p.n) { return; }
+  var s = 0.0;
+  for (var c = 0u; c < p.chunks; c++) { s += parts[c * p.n + i]; }
+  sum[i] = T(s);
+}

@@ -1,0 +1,238 @@
+// Normalization ops, each forward dispatch next to its backward (kernels/norm.wgsl, kernels/weightnorm.wgsl):
+//   layerNorm            over the last axis of [..., C]
+//   layerNormChannels    over C of [B, C, T] for each (b, t), in place of transpose + LayerNorm + transpose
+//   groupNormPerChannel  GroupNorm(num_groups = C) on [B, C, T]: each (b, c) over the whole time axis
+//   weightNorm           w = g * v / ||v|| (PyTorch weight_norm(dim))
+// Forward saves mean and rstd (f32, one per normalized group); backward gives grad input, weight and bias. Per-channel
+// parameter gradients are partial sums per chunk plus a sumPartials pass (no float atomics).
+import normSource from '../../kernels/norm.wgsl';
+import weightNormSource from '../../kernels/weightnorm.wgsl';
+import { defineKernel } from '../runtime/kernel.js';
+import type { Runtime } from '../runtime/runtime.js';
+import { Tensor } from '../tensor.js';
+import { record } from '../autograd.js';
+import { ceilDiv, grid1d } from './grid.js';
+
+export const normKernel = defineKernel('norm', normSource);
+export const weightNormKernel = defineKernel('weightnorm', weightNormSource);
+
+const WG = 128;
+/** threads wanted in a parameter-gradient pass before the groups are split into chunks */
+const AFFINE_TARGET_THREADS = 8192;
+const MIN_CHUNK = 16;
+
+type NormParams = {
+  rows: number;
+  n: number;
+  channels: number;
+  inner: number;
+  eps: number;
+  hasWeight: number;
+  hasBias: number;
+  perRowAffine: number;
+  rowSums: number;
+  chunk: number;
+  chunks: number;
+};
+
+function params(p: Partial<NormParams>): NormParams {
+  return { rows: 0, n: 0, channels: 1, inner: 1, eps: 0, hasWeight: 0, hasBias: 0, perRowAffine: 0, rowSums: 0, chunk: 0, chunks: 0, ...p };
+}
+
+function checkAffine(op: string, x: Tensor, t: Tensor | null, size: number, what: string): void {
+  if (!t) return;
+  if (t.shape.length !== 1 || t.shape[0] !== size) throw new Error(`${op}: ${what} [${t.shape}] must be [${size}]`);
+  if (t.dtype !== x.dtype) throw new Error(`${op}: ${what} is ${t.dtype}, x is ${x.dtype}`);
+}
+
+function checkFloat(op: string, x: Tensor): void {
+  if (x.dtype !== 'f32' && x.dtype !== 'f16') throw new Error(`${op}: x must be f32 or f16, got ${x.dtype}`);
+}
+
+/** Workgroups for one workgroup per row, folded into 2-D past 65535. */
+function rowGrid(rows: number): [number, number] {
+  return grid1d(rows, 1);
+}
+
+/** Chunking of `groups` reduction items for `lanes` parallel sums: [items per chunk, chunks]. */
+function chunking(groups: number, lanes: number): [number, number] {
+  const chunks = Math.max(1, Math.min(ceilDiv(AFFINE_TARGET_THREADS, lanes), ceilDiv(groups, MIN_CHUNK)));
+  const chunk = ceilDiv(groups, chunks);
+  return [chunk, ceilDiv(groups, chunk)];
+}
+
+function sumPartials(rt: Runtime, parts: Tensor, n: number, count: number, dtype: Tensor['dtype'], label: string): Tensor {
+  const out = Tensor.empty(rt, [n], dtype, label);
+  rt.dispatch(normKernel, 'sumPartials', { p: params({ n, chunks: count }), parts, sum: out }, grid1d(n, WG), { defines: { T: dtype, WG } });
+  return out;
+}
+
+/**
+ * Row layout: x [rows, n], each row normalized over n. perRowAffine: weight/bias index = row % channels (GroupNorm
+ * with C groups on [B, C, T]); otherwise weight/bias [n] (LayerNorm).
+ */
+function rowNorm(op: string, x: Tensor, weight: Tensor | null, bias: Tensor | null, eps: number, rows: number, n: number, perRowAffine: boolean, channels: number): Tensor {
+  const rt = x.rt;
+  const dt = x.dtype;
+  const y = Tensor.empty(rt, x.shape, dt, op);
+  const mean = Tensor.empty(rt, [rows], 'f32', `${op}.mean`);
+  const rstd = Tensor.empty(rt, [rows], 'f32', `${op}.rstd`);
+  const p = params({ rows, n, channels, eps, hasWeight: weight ? 1 : 0, hasBias: bias ? 1 : 0, perRowAffine: perRowAffine ? 1 : 0 });
+  rt.dispatch(normKernel, 'rowNormForward', { p, x, weight: weight ?? x, bias: bias ?? x, y, mean, rstd }, rowGrid(rows), { defines: { T: dt, WG } });
+  const inputs = [x, ...(weight ? [weight] : []), ...(bias ? [bias] : [])];
+  const out = record(op, y, inputs, [x, mean, rstd, ...(weight ? [weight] : [])], (gy, needs) => {
+    const needW = weight ? needs[1] : false;
+    const needB = bias ? needs[weight ? 2 : 1] : false;
+    const dx = Tensor.empty(rt, x.shape, dt, `${op}.grad_x`);
+    // GroupNorm's parameter gradients: per-row sums from the same pass, then a sum over the batch. Without them the
+    // kernel writes nothing to partW / partB, which are then one-element stand-ins (every binding must be bound).
+    const rowSums = perRowAffine && (needW || needB);
+    const partW = Tensor.empty(rt, [rowSums ? rows : 1], 'f32', `${op}.grad_w.rows`);
+    const partB = Tensor.empty(rt, [rowSums ? rows : 1], 'f32', `${op}.grad_b.rows`);
+    rt.dispatch(
+      normKernel,
+      'rowNormBackward',
+      { p: { ...p, rowSums: rowSums ? 1 : 0 }, x, weight: weight ?? x, dy: gy, savedMean: mean, savedRstd: rstd, dx, partW, partB },
+      rowGrid(rows),
+      { defines: { T: dt, WG } },
+    );
+    let dw: Tensor | null = null;
+    let db: Tensor | null = null;
+    if (rowSums) {
+      // rows = B * C, row-major [B, C]: sum over B
+      const batches = rows / channels;
+      if (needW) dw = sumPartials(rt, partW, channels, batches, dt, `${op}.grad_w`);
+      if (needB) db = sumPartials(rt, partB, channels, batches, dt, `${op}.grad_b`);
+    } else if (!perRowAffine && (needW || needB)) {
+      const [chunk, chunks] = chunking(rows, n);
+      const pw = Tensor.empty(rt, [chunks, n], 'f32', `${op}.grad_w.partial`);
+      const pb = Tensor.empty(rt, [chunks, n], 'f32', `${op}.grad_b.partial`);
+      rt.dispatch(normKernel, 'rowAffineGrad', { p: { ...p, chunk, chunks }, x, dy: gy, savedMean: mean, savedRstd: rstd, partW: pw, partB: pb }, grid1d(n * chunks, WG), {
+        defines: { T: dt, WG },
+      });
+      if (needW) dw = sumPartials(rt, pw, n, chunks, dt, `${op}.grad_w`);
+      if (needB) db = sumPartials(rt, pb, n, chunks, dt, `${op}.grad_b`);
+      pw.dispose();
+      pb.dispose();
+    }
+    partW.dispose();
+    partB.dispose();
+    const grads: (Tensor | null)[] = [needs[0] ? dx : null];
+    if (!needs[0]) dx.dispose();
+    if (weight) grads.push(dw);
+    if (bias) grads.push(db);
+    return grads;
+  });
+  // mean/rstd live on only as saved tensors of the node (or not at all without grad)
+  mean.dispose();
+  rstd.dispose();
+  return out;
+}
+
+/** LayerNorm over the last axis of x [..., C]; weight/bias [C] or null. */
+export function layerNorm(x: Tensor, weight: Tensor | null, bias: Tensor | null, eps: number): Tensor {
+  checkFloat('layerNorm', x);
+  const n = x.shape[x.shape.length - 1];
+  if (!n) throw new Error(`layerNorm: x [${x.shape}] has an empty last axis`);
+  checkAffine('layerNorm', x, weight, n, 'weight');
+  checkAffine('layerNorm', x, bias, n, 'bias');
+  return rowNorm('layerNorm', x, weight, bias, eps, x.size / n, n, false, 1);
+}
+
+/** GroupNorm with one group per channel on x [B, C, T]: each (b, c) normalized over all of T; weight/bias [C]. */
+export function groupNormPerChannel(x: Tensor, weight: Tensor | null, bias: Tensor | null, eps: number): Tensor {
+  checkFloat('groupNormPerChannel', x);
+  if (x.shape.length !== 3) throw new Error(`groupNormPerChannel: x must be [B, C, T], got [${x.shape}]`);
+  const [b, c, t] = x.shape;
+  checkAffine('groupNormPerChannel', x, weight, c, 'weight');
+  checkAffine('groupNormPerChannel', x, bias, c, 'bias');
+  return rowNorm('groupNormPerChannel', x, weight, bias, eps, b * c, t, true, c);
+}
+
+/** LayerNorm over the channels of x [B, C, T] for each (b, t): LayerNorm(x.transpose(1, 2)).transpose(1, 2). */
+export function layerNormChannels(x: Tensor, weight: Tensor | null, bias: Tensor | null, eps: number): Tensor {
+  const op = 'layerNormChannels';
+  checkFloat(op, x);
+  if (x.shape.length !== 3) throw new Error(`${op}: x must be [B, C, T], got [${x.shape}]`);
+  const [batch, C, T] = x.shape;
+  checkAffine(op, x, weight, C, 'weight');
+  checkAffine(op, x, bias, C, 'bias');
+  const rt = x.rt;
+  const dt = x.dtype;
+  const groups = batch * T;
+  const y = Tensor.empty(rt, x.shape, dt, op);
+  const mean = Tensor.empty(rt, [groups], 'f32', `${op}.mean`);
+  const rstd = Tensor.empty(rt, [groups], 'f32', `${op}.rstd`);
+  const p = params({ rows: groups, n: C, channels: C, inner: T, eps, hasWeight: weight ? 1 : 0, hasBias: bias ? 1 : 0 });
+  rt.dispatch(normKernel, 'channelNormForward', { p, x, weight: weight ?? x, bias: bias ?? x, y, mean, rstd }, grid1d(groups, WG), { defines: { T: dt, WG } });
+  const inputs = [x, ...(weight ? [weight] : []), ...(bias ? [bias] : [])];
+  const out = record(op, y, inputs, [x, mean, rstd, ...(weight ? [weight] : [])], (gy, needs) => {
+    const needW = weight ? needs[1] : false;
+    const needB = bias ? needs[weight ? 2 : 1] : false;
+    let dx: Tensor | null = null;
+    if (needs[0]) {
+      dx = Tensor.empty(rt, x.shape, dt, `${op}.grad_x`);
+      rt.dispatch(normKernel, 'channelNormBackward', { p, x, weight: weight ?? x, dy: gy, savedMean: mean, savedRstd: rstd, dx }, grid1d(groups, WG), { defines: { T: dt, WG } });
+    }
+    let dw: Tensor | null = null;
+    let db: Tensor | null = null;
+    if (needW || needB) {
+      const [chunk, chunks] = chunking(groups, C);
+      const pw = Tensor.empty(rt, [chunks, C], 'f32', `${op}.grad_w.partial`);
+      const pb = Tensor.empty(rt, [chunks, C], 'f32', `${op}.grad_b.partial`);
+      rt.dispatch(normKernel, 'channelAffineGrad', { p: { ...p, chunk, chunks }, x, dy: gy, savedMean: mean, savedRstd: rstd, partW: pw, partB: pb }, grid1d(C * chunks, WG), {
+        defines: { T: dt, WG },
+      });
+      if (needW) dw = sumPartials(rt, pw, C, chunks, dt, `${op}.grad_w`);
+      if (needB) db = sumPartials(rt, pb, C, chunks, dt, `${op}.grad_b`);
+      pw.dispose();
+      pb.dispose();
+    }
+    const grads: (Tensor | null)[] = [dx];
+    if (weight) grads.push(dw);
+    if (bias) grads.push(db);
+    return grads;
+  });
+  mean.dispose();
+  rstd.dispose();
+  return out;
+}
+
+/**
+ * Weight normalization: w = g * v / ||v||, the norm over every axis of v except `dim` (PyTorch weight_norm(dim)).
+ * g has v's rank with 1 everywhere but dim (or is 1-D [v.shape[dim]]). Output has v's shape.
+ */
+export function weightNorm(g: Tensor, v: Tensor, dim: number): Tensor {
+  const op = 'weightNorm';
+  checkFloat(op, v);
+  if (!Number.isInteger(dim) || dim < 0 || dim >= v.shape.length) throw new Error(`${op}: dim ${dim} out of range for v [${v.shape}]`);
+  const D = v.shape[dim];
+  const gOk = g.size === D && (g.shape.length === 1 || (g.shape.length === v.shape.length && g.shape.every((s, i) => s === (i === dim ? D : 1))));
+  if (!gOk) throw new Error(`${op}: g [${g.shape}] must be [${v.shape.map((s, i) => (i === dim ? s : 1))}] for v [${v.shape}] and dim ${dim}`);
+  if (g.dtype !== v.dtype) throw new Error(`${op}: g is ${g.dtype}, v is ${v.dtype}`);
+  const rt = v.rt;
+  const dt = v.dtype;
+  const outer = v.shape.slice(0, dim).reduce((a, b) => a * b, 1);
+  const inner = v.shape.slice(dim + 1).reduce((a, b) => a * b, 1);
+  const p = { outer, dim: D, inner, n: v.size };
+  const norm = Tensor.empty(rt, [D], 'f32', `${op}.norm`);
+  rt.dispatch(weightNormKernel, 'weightNormNorms', { p, v, norm }, [D], { defines: { T: dt, WG } });
+  const w = Tensor.empty(rt, v.shape, dt, op);
+  rt.dispatch(weightNormKernel, 'weightNormForward', { p, v, g, savedNorm: norm, w }, grid1d(v.size, WG), { defines: { T: dt, WG } });
+  const out = record(op, w, [g, v], [g, v, norm], (gw, needs) => {
+    const dg = Tensor.empty(rt, g.shape, dt, `${op}.grad_g`);
+    rt.dispatch(weightNormKernel, 'weightNormBackwardG', { p, v, dw: gw, savedNorm: norm, dg }, [D], { defines: { T: dt, WG } });
+    let dv: Tensor | null = null;
+    if (needs[1]) {
+      dv = Tensor.empty(rt, v.shape, dt, `${op}.grad_v`);
+      rt.dispatch(weightNormKernel, 'weightNormBackwardV', { p, v, g, dw: gw, savedNorm: norm, dg, dv }, grid1d(v.size, WG), { defines: { T: dt, WG } });
+    }
+    if (!needs[0]) {
+      dg.dispose();
+      return [null, dv];
+    }
+    return [dg, dv];
+  });
+  norm.dispose();
+  return out;
+}

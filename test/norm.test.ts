@@ -1,0 +1,233 @@
+// layerNorm, layerNormChannels, groupNormPerChannel and weightNorm against float64 references computed here (odd
+// sizes, with and without affine parameters), plus finite-difference probes of every gradient.
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { getRuntime, randn, upload, close, finiteDifference, probeIndices } from './helpers.js';
+import { layerNorm, layerNormChannels, groupNormPerChannel, weightNorm } from '../src/ops/norm.js';
+import '../src/ops/elementwise.js'; // registers the gradient helpers backward() uses
+import { backward, tidy, noGrad } from '../src/autograd.js';
+import type { Runtime } from '../src/runtime/runtime.js';
+import type { Tensor } from '../src/tensor.js';
+
+/**
+ * f64 reference of a normalization: `groups` lists the element indices normalized together, `param(e)` the
+ * weight/bias index of element e. Returns y and the gradients of sum(y * gy).
+ */
+function normReference(x: Float64Array, groups: number[][], param: (e: number) => number, w: Float64Array | null, b: Float64Array | null, eps: number, gy: Float64Array) {
+  const y = new Float64Array(x.length);
+  const dx = new Float64Array(x.length);
+  const np = w ? w.length : b ? b.length : 0;
+  const dw = new Float64Array(np);
+  const db = new Float64Array(np);
+  for (const idx of groups) {
+    const n = idx.length;
+    let mean = 0;
+    for (const e of idx) mean += x[e];
+    mean /= n;
+    let v = 0;
+    for (const e of idx) v += (x[e] - mean) ** 2;
+    v /= n;
+    const rstd = 1 / Math.sqrt(v + eps);
+    let sg = 0;
+    let sgx = 0;
+    for (const e of idx) {
+      const xh = (x[e] - mean) * rstd;
+      const k = param(e);
+      y[e] = xh * (w ? w[k] : 1) + (b ? b[k] : 0);
+      const g = gy[e] * (w ? w[k] : 1);
+      sg += g;
+      sgx += g * xh;
+      dw[k] += gy[e] * xh;
+      db[k] += gy[e];
+    }
+    for (const e of idx) {
+      const xh = (x[e] - mean) * rstd;
+      const g = gy[e] * (w ? w[param(e)] : 1);
+      dx[e] = rstd * (g - sg / n - (xh * sgx) / n);
+    }
+  }
+  return { y, dx, dw, db };
+}
+
+type NormOp = (x: Tensor, w: Tensor | null, b: Tensor | null, eps: number) => Tensor;
+
+interface NormCase {
+  name: string;
+  op: NormOp;
+  shape: number[];
+  /** parameter length */
+  params: number;
+  groups: number[][];
+  param: (e: number) => number;
+  affine: 'both' | 'none' | 'weight';
+  /** added to x: a large mean checks the variance does not cancel */
+  offset?: number;
+  fd?: boolean;
+}
+
+function range(n: number): number[] {
+  return Array.from({ length: n }, (_, i) => i);
+}
+
+/** last-axis rows of [rows, n] */
+function rowGroups(rows: number, n: number): number[][] {
+  return range(rows).map((r) => range(n).map((i) => r * n + i));
+}
+
+/** [B, C, T] normalized over C for each (b, t) */
+function channelGroups(B: number, C: number, T: number): number[][] {
+  const out: number[][] = [];
+  for (let b = 0; b < B; b++) for (let t = 0; t < T; t++) out.push(range(C).map((c) => (b * C + c) * T + t));
+  return out;
+}
+
+async function checkNorm(rt: Runtime, c: NormCase, seed: number): Promise<void> {
+  const n = c.shape.reduce((a, b) => a * b, 1);
+  const x = randn(n, seed).map((v) => Math.fround(v * 2 + (c.offset ?? 0)));
+  const w = c.affine !== 'none' ? randn(c.params, seed + 1).map((v) => Math.fround(1 + 0.5 * v)) : null;
+  const b = c.affine === 'both' ? randn(c.params, seed + 2) : null;
+  const gy = randn(n, seed + 3);
+  const eps = 1e-5;
+  const ref = normReference(x, c.groups, c.param, w, b, eps, gy);
+  const tx = upload(rt, x, c.shape, { requiresGrad: true, label: 'x' });
+  const tw = w ? upload(rt, w, [c.params], { requiresGrad: true, label: 'weight' }) : null;
+  const tb = b ? upload(rt, b, [c.params], { requiresGrad: true, label: 'bias' }) : null;
+  const y = c.op(tx, tw, tb, eps);
+  assert.equal(y.shape, c.shape, `${c.name}: shape`);
+  close(await y.read(), ref.y, 1e-5, `${c.name}: forward`);
+  const tgy = upload(rt, gy, c.shape);
+  backward(y, tgy);
+  const gx = await tx.grad!.read();
+  close(gx, ref.dx, 1e-4, `${c.name}: grad x`);
+  const gw = tw ? await tw.grad!.read() : null;
+  const gb = tb ? await tb.grad!.read() : null;
+  if (tw) close(gw!, ref.dw, 1e-4, `${c.name}: grad weight`);
+  if (tb) close(gb!, ref.db, 1e-4, `${c.name}: grad bias`);
+  if (c.fd) {
+    const fwd = (xv: Float64Array, wv: Float64Array | null, bv: Float64Array | null) =>
+      tidy(() => noGrad(() => c.op(upload(rt, xv, c.shape), wv ? upload(rt, wv, [c.params]) : null, bv ? upload(rt, bv, [c.params]) : null, eps))).read();
+    await finiteDifference({ what: `${c.name}: grad x`, x, w: gy, analytic: gx, indices: probeIndices(n, 3), forward: (v) => fwd(v, w, b), h: 1e-2 });
+    if (w) await finiteDifference({ what: `${c.name}: grad weight`, x: w, w: gy, analytic: gw!, indices: probeIndices(w.length, 2), forward: (v) => fwd(x, v, b) });
+    if (b) await finiteDifference({ what: `${c.name}: grad bias`, x: b, w: gy, analytic: gb!, indices: probeIndices(b.length, 2), forward: (v) => fwd(x, w, v) });
+  }
+  for (const t of [tx, tw, tb, tgy]) {
+    t?.grad?.dispose();
+    t?.dispose();
+  }
+  y.dispose();
+}
+
+test('layerNorm over the last axis: odd sizes, with and without affine, large mean', async () => {
+  const rt = await getRuntime();
+  const cases: NormCase[] = [
+    { name: 'layerNorm [3,7,37]', op: layerNorm, shape: [3, 7, 37], params: 37, groups: rowGroups(21, 37), param: (e) => e % 37, affine: 'both', fd: true },
+    { name: 'layerNorm [5,1031] no affine', op: layerNorm, shape: [5, 1031], params: 1031, groups: rowGroups(5, 1031), param: (e) => e % 1031, affine: 'none', fd: true },
+    { name: 'layerNorm [301,45] weight only', op: layerNorm, shape: [301, 45], params: 45, groups: rowGroups(301, 45), param: (e) => e % 45, affine: 'weight' },
+    { name: 'layerNorm [9,133] offset 100', op: layerNorm, shape: [9, 133], params: 133, groups: rowGroups(9, 133), param: (e) => e % 133, affine: 'both', offset: 100 },
+  ];
+  let seed = 1;
+  for (const c of cases) await checkNorm(rt, c, (seed += 10));
+});
+
+test('layerNormChannels over C of [B, C, T]', async () => {
+  const rt = await getRuntime();
+  const cases: NormCase[] = [
+    { name: 'layerNormChannels [2,37,53]', op: layerNormChannels, shape: [2, 37, 53], params: 37, groups: channelGroups(2, 37, 53), param: (e) => Math.floor(e / 53) % 37, affine: 'both', fd: true },
+    { name: 'layerNormChannels [3,24,301] no affine', op: layerNormChannels, shape: [3, 24, 301], params: 24, groups: channelGroups(3, 24, 301), param: (e) => Math.floor(e / 301) % 24, affine: 'none' },
+    { name: 'layerNormChannels [1,515,7] offset 50', op: layerNormChannels, shape: [1, 515, 7], params: 515, groups: channelGroups(1, 515, 7), param: (e) => Math.floor(e / 7) % 515, affine: 'both', offset: 50 },
+  ];
+  let seed = 100;
+  for (const c of cases) await checkNorm(rt, c, (seed += 10));
+});
+
+test('groupNormPerChannel over the whole time axis of [B, C, T]', async () => {
+  const rt = await getRuntime();
+  const cases: NormCase[] = [
+    { name: 'groupNormPerChannel [2,5,1001]', op: groupNormPerChannel, shape: [2, 5, 1001], params: 5, groups: rowGroups(10, 1001), param: (e) => Math.floor(e / 1001) % 5, affine: 'both', fd: true },
+    { name: 'groupNormPerChannel [3,17,99] no affine', op: groupNormPerChannel, shape: [3, 17, 99], params: 17, groups: rowGroups(51, 99), param: (e) => Math.floor(e / 99) % 17, affine: 'none' },
+    { name: 'groupNormPerChannel [1,24,3203] offset 30', op: groupNormPerChannel, shape: [1, 24, 3203], params: 24, groups: rowGroups(24, 3203), param: (e) => Math.floor(e / 3203) % 24, affine: 'both', offset: 30 },
+  ];
+  let seed = 200;
+  for (const c of cases) await checkNorm(rt, c, (seed += 10));
+});
+
+test('layerNorm with f16 storage where the adapter has shader-f16', async () => {
+  const rt = await getRuntime();
+  if (!rt.hasF16) return;
+  const x = randn(7 * 129, 300);
+  const w = randn(129, 301).map((v) => 1 + 0.5 * v);
+  const b = randn(129, 302);
+  const ref = normReference(x, rowGroups(7, 129), (e) => e % 129, w, b, 1e-5, new Float64Array(x.length));
+  const y = layerNorm(upload(rt, x, [7, 129], { dtype: 'f16' }), upload(rt, w, [129], { dtype: 'f16' }), upload(rt, b, [129], { dtype: 'f16' }), 1e-5);
+  assert.is(y.dtype, 'f16');
+  close(await y.read(), ref.y, 1e-2, 'f16 layerNorm');
+});
+
+/** f64 weight norm over every axis but dim, and the gradients of sum(w * gw). */
+function weightNormReference(g: Float64Array, v: Float64Array, shape: number[], dim: number, gw: Float64Array) {
+  const D = shape[dim];
+  const inner = shape.slice(dim + 1).reduce((a, b) => a * b, 1);
+  const dOf = (e: number) => Math.floor(e / inner) % D;
+  const sq = new Float64Array(D);
+  for (let e = 0; e < v.length; e++) sq[dOf(e)] += v[e] * v[e];
+  const norm = sq.map(Math.sqrt);
+  const w = v.map((x, e) => (g[dOf(e)] * x) / norm[dOf(e)]);
+  const s = new Float64Array(D);
+  for (let e = 0; e < v.length; e++) s[dOf(e)] += gw[e] * v[e];
+  const dg = s.map((x, d) => x / norm[d]);
+  const dv = v.map((x, e) => {
+    const d = dOf(e);
+    return (g[d] / norm[d]) * (gw[e] - (x * s[d]) / (norm[d] * norm[d]));
+  });
+  return { w, dg, dv };
+}
+
+test('weightNorm over every axis but dim (pos-conv layout dim 2, and dims 0, 1)', async () => {
+  const rt = await getRuntime();
+  const cases: { shape: number[]; dim: number; fd: boolean }[] = [
+    { shape: [48, 4, 33], dim: 2, fd: true }, // pos conv: v [C, C/groups, K], g [1, 1, K]
+    { shape: [7, 5, 3], dim: 0, fd: true },
+    { shape: [6, 11, 13], dim: 1, fd: false },
+  ];
+  let seed = 400;
+  for (const c of cases) {
+    seed += 10;
+    const n = c.shape.reduce((a, b) => a * b, 1);
+    const D = c.shape[c.dim];
+    const gShape = c.shape.map((s, i) => (i === c.dim ? s : 1));
+    const v = randn(n, seed);
+    const g = randn(D, seed + 1).map((x) => Math.fround(1 + 0.3 * x));
+    const gw = randn(n, seed + 2);
+    const ref = weightNormReference(g, v, c.shape, c.dim, gw);
+    const tg = upload(rt, g, gShape, { requiresGrad: true, label: 'g' });
+    const tv = upload(rt, v, c.shape, { requiresGrad: true, label: 'v' });
+    const w = weightNorm(tg, tv, c.dim);
+    const what = `weightNorm [${c.shape}] dim ${c.dim}`;
+    assert.equal(w.shape, c.shape, what);
+    close(await w.read(), ref.w, 1e-5, `${what}: forward`);
+    backward(w, upload(rt, gw, c.shape));
+    const dg = await tg.grad!.read();
+    const dv = await tv.grad!.read();
+    assert.equal(tg.grad!.shape, gShape, `${what}: grad g shape`);
+    close(dg, ref.dg, 1e-4, `${what}: grad g`);
+    close(dv, ref.dv, 1e-4, `${what}: grad v`);
+    if (c.fd) {
+      const fwd = (gv: Float64Array, vv: Float64Array) => tidy(() => noGrad(() => weightNorm(upload(rt, gv, gShape), upload(rt, vv, c.shape), c.dim))).read();
+      await finiteDifference({ what: `${what}: grad g`, x: g, w: gw, analytic: dg, indices: probeIndices(D, 2), forward: (x) => fwd(x, v) });
+      await finiteDifference({ what: `${what}: grad v`, x: v, w: gw, analytic: dv, indices: probeIndices(n, 3), forward: (x) => fwd(g, x) });
+    }
+  }
+  await rt.sync();
+});
+
+test('norm ops reject wrong parameter shapes', async () => {
+  const rt = await getRuntime();
+  const x = upload(rt, randn(2 * 3 * 5, 1), [2, 3, 5]);
+  assert.throws(() => layerNorm(x, upload(rt, randn(3, 2), [3]), null, 1e-5), /weight \[3\] must be \[5\]/);
+  assert.throws(() => layerNormChannels(x, null, upload(rt, randn(5, 2), [5]), 1e-5), /bias \[5\] must be \[3\]/);
+  assert.throws(() => groupNormPerChannel(upload(rt, randn(6, 1), [6]), null, null, 1e-5), /\[B, C, T\]/);
+  assert.throws(() => weightNorm(upload(rt, randn(5, 1), [1, 1, 5]), x, 1), /g \[1,1,5\] must be/);
+  await rt.sync();
+});
+
+test.run();
