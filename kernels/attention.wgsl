@@ -1,17 +1,19 @@
 // Multi-head self-attention with a key-padding mask, flash style (online softmax; the T x T matrix never exists).
 // Layout: q, k, v, out, grad_out [B, T, H*D] straight from nn.Linear: element [b, t, h, d] at ((b*T + t)*H + h)*D + d.
 // key_mask i32 [B, T] (0 = padded key: zero weight; ignored when p.masked == 0). lse, row_dot [B, H, T].
-//   forward:   s_ij = scale * q_i . k_j (masked keys excluded), P = softmax_j(s), out_i = sum_j P_ij v_j,
-//              lse_i = logsumexp_j s_ij (a row whose keys are all masked gets out = 0 and lse = +BIG, so P = 0 later)
+//   forward:   s_ij = scale * q_i . k_j (padded keys excluded), P = softmax_j(s), out_i = sum_j P_ij v_j,
+//              lse_i = logsumexp_j s_ij (a row whose keys are all padding gets out = 0 and lse = POS_BIG: P = 0 later)
 //   backward (FlashAttention-2, no float atomics): row_dot_i = dout_i . out_i, then with P_ij = exp(s_ij - lse_i),
 //              dP_ij = dout_i . v_j, dS_ij = P_ij (dP_ij - row_dot_i):
-//              dv_j = sum_i P_ij dout_i, dk_j = scale sum_i dS_ij q_i   (one workgroup per key block, queries streamed)
-//              dq_i = scale sum_j dS_ij k_j                            (one workgroup per query block, keys streamed)
-// Each invocation owns one row (a query, or a key in attention_backward_kv) and keeps it in private memory; the
-// other side is streamed through workgroup memory in blocks, and the inner loops read it at addresses that are the
-// same for every invocation (lavapipe turns those into one scalar load + broadcast instead of a per-lane gather).
-// Template parameters: HEAD_DIM (D), BLOCK_ROWS (rows owned per workgroup = invocations), BLOCK_STREAM (streamed
-// rows per block).
+//              dv_j = sum_i P_ij dout_i, dk_j = scale sum_i dS_ij q_i   (workgroups own key blocks, queries streamed)
+//              dq_i = scale sum_j dS_ij k_j                            (workgroups own query blocks, keys streamed)
+// Two implementations of the same math; src/ops/attention.ts picks one.
+//  * Portable (this first part): each invocation owns one row (a query; a key in attention_backward_kv) in private
+//    memory; the other side streams through workgroup memory in tiles of BLOCK_STREAM rows, read at addresses common
+//    to all invocations (a broadcast on GPUs). Template parameters HEAD_DIM (D), BLOCK_ROWS (rows owned per
+//    workgroup = invocations), BLOCK_STREAM.
+//  * Subgroup (after the "==== subgroup kernels" line, compiled with `enable subgroups;`): for CPU adapters such as
+//    lavapipe, where the portable inner loops become per-lane scalar loads. See the comment there.
 const HEAD_DIM: u32 = 64u;
 const BLOCK_ROWS: u32 = 64u;
 const BLOCK_STREAM: u32 = 32u;
@@ -23,7 +25,8 @@ const TILE_LOADS: u32 = (TILE + BLOCK_ROWS - 1u) / BLOCK_ROWS;
 const NEG_BIG: f32 = -3.0e38;
 const POS_BIG: f32 = 3.0e38;
 
-struct Params { batch: u32, seq: u32, heads: u32, masked: u32, scale: f32 }
+// head_dim repeats HEAD_DIM at run time: a loop bounded by it stays rolled (one-off loops need not be unrolled)
+struct Params { batch: u32, seq: u32, heads: u32, masked: u32, scale: f32, head_dim: u32 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> q: array<f32>;
@@ -58,8 +61,8 @@ fn key_is_real(b: u32, t: u32) -> bool {
   return key_mask[b * p.seq + t] != 0;
 }
 
-// Copy rows start..start+BLOCK_STREAM of head (b, h) of src_a/src_b into tile_a/tile_b (rows past T clamp to T-1:
-// finite values whose weight the callers zero).
+// Copy keys and values start..start+BLOCK_STREAM of head (b, h) into tile_a/tile_b and whether each key is real into
+// row_a (rows past T clamp to T-1: finite values whose weight the callers zero).
 fn load_key_tiles(b: u32, h: u32, start: u32, lane: u32) {
   for (var r = 0u; r < TILE_LOADS; r++) {
     let i = r * BLOCK_ROWS + lane;
@@ -173,7 +176,7 @@ fn attention_backward_q(@builtin(local_invocation_index) lane: u32, @builtin(wor
         s += qr[d] * tile_a[j * HEAD_DIM + d];
         dp += gor[d] * tile_b[j * HEAD_DIM + d];
       }
-      let prob = select(0.0, exp(s - row_lse), row_a[j] != 0.0);
+      let prob = select(0.0, exp(s - row_lse), row_a[j] != 0.0 && row_lse != POS_BIG);
       let ds = prob * (dp - row_d);
       for (var d = 0u; d < HEAD_DIM; d++) {
         dq[d] += ds * tile_a[j * HEAD_DIM + d];
@@ -188,7 +191,7 @@ fn attention_backward_q(@builtin(local_invocation_index) lane: u32, @builtin(wor
 }
 
 // dk, dv for a block of BLOCK_ROWS keys of one (b, h); queries, grad_out, lse and row_dot streamed. A padded key's
-// lane keeps prob = 0, so it gets dk = dv = 0.
+// invocation keeps prob = 0, so it gets dk = dv = 0.
 @compute @workgroup_size(BLOCK_ROWS)
 fn attention_backward_kv(@builtin(local_invocation_index) lane: u32, @builtin(workgroup_id) wg: vec3u) {
   let b = wg.y / p.heads;
@@ -232,7 +235,7 @@ fn attention_backward_kv(@builtin(local_invocation_index) lane: u32, @builtin(wo
         s += kr[d] * tile_a[i * HEAD_DIM + d];
         dp += vr[d] * tile_b[i * HEAD_DIM + d];
       }
-      let prob = select(0.0, exp(s - row_a[i]), real);
+      let prob = select(0.0, exp(s - row_a[i]), real && row_a[i] != POS_BIG);
       let ds = prob * (dp - row_b[i]);
       for (var d = 0u; d < HEAD_DIM; d++) {
         dv[d] += prob * tile_b[i * HEAD_DIM + d];
@@ -397,7 +400,7 @@ fn attention_forward_sg(@builtin(subgroup_invocation_id) lane: u32, @builtin(wor
   let h = wg.y % p.heads;
   for (var r = 0u; r < ROWS_PER_LANE; r++) {
     let base = own_base(b, h, wg.x, r, lane);
-    for (var c = 0u; c < HEAD_VEC; c++) { own_a[r][c] = chunk_q(base, c) * p.scale; }
+    for (var c = 0u; c < (p.head_dim + 3u) / 4u; c++) { own_a[r][c] = chunk_q(base, c) * p.scale; }
   }
   clear_rows(&acc_a);
   var m: array<f32, ROWS_PER_LANE>;
@@ -434,7 +437,7 @@ fn attention_forward_sg(@builtin(subgroup_invocation_id) lane: u32, @builtin(wor
     if (t < p.seq) {
       let base = row_offset(b, t, h);
       let inv = select(0.0, 1.0 / l[r], l[r] > 0.0);
-      for (var d = 0u; d < HEAD_DIM; d++) { out[base + d] = acc_a[r][d / 4u][d % 4u] * inv; }
+      for (var d = 0u; d < p.head_dim; d++) { out[base + d] = acc_a[r][d / 4u][d % 4u] * inv; }
       lse[(b * p.heads + h) * p.seq + t] = select(POS_BIG, m[r] + log(l[r]), l[r] > 0.0);
     }
   }
@@ -447,7 +450,7 @@ fn attention_backward_q_sg(@builtin(subgroup_invocation_id) lane: u32, @builtin(
   let h = wg.y % p.heads;
   for (var r = 0u; r < ROWS_PER_LANE; r++) {
     let base = own_base(b, h, wg.x, r, lane);
-    for (var c = 0u; c < HEAD_VEC; c++) {
+    for (var c = 0u; c < (p.head_dim + 3u) / 4u; c++) {
       own_a[r][c] = chunk_q(base, c) * p.scale;
       own_b[r][c] = chunk_grad_out(base, c);
     }
@@ -478,7 +481,7 @@ fn attention_backward_q_sg(@builtin(subgroup_invocation_id) lane: u32, @builtin(
     let t = own_row(wg.x, r, lane);
     if (t < p.seq) {
       let base = row_offset(b, t, h);
-      for (var d = 0u; d < HEAD_DIM; d++) { grad_q[base + d] = acc_a[r][d / 4u][d % 4u] * p.scale; }
+      for (var d = 0u; d < p.head_dim; d++) { grad_q[base + d] = acc_a[r][d / 4u][d % 4u] * p.scale; }
     }
   }
 }
@@ -491,7 +494,7 @@ fn attention_backward_kv_sg(@builtin(subgroup_invocation_id) lane: u32, @builtin
   let h = wg.y % p.heads;
   for (var r = 0u; r < ROWS_PER_LANE; r++) {
     let base = own_base(b, h, wg.x, r, lane);
-    for (var c = 0u; c < HEAD_VEC; c++) {
+    for (var c = 0u; c < (p.head_dim + 3u) / 4u; c++) {
       own_a[r][c] = chunk_k(base, c) * p.scale;
       own_b[r][c] = chunk_v(base, c);
     }
@@ -524,7 +527,7 @@ fn attention_backward_kv_sg(@builtin(subgroup_invocation_id) lane: u32, @builtin
     let t = own_row(wg.x, r, lane);
     if (t < p.seq) {
       let base = row_offset(b, t, h);
-      for (var d = 0u; d < HEAD_DIM; d++) {
+      for (var d = 0u; d < p.head_dim; d++) {
         grad_k[base + d] = acc_a[r][d / 4u][d % 4u] * p.scale;
         grad_v[base + d] = acc_b[r][d / 4u][d % 4u];
       }

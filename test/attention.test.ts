@@ -1,7 +1,9 @@
+// attention(): forward and gradients against plain softmax attention in float64, for both kernel paths (subgroup
+// kernels where the adapter has a fixed subgroup size, workgroup-memory kernels everywhere), plus finite differences.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { getRuntime, randn, upload, close, finiteDifference, probeIndices } from './helpers.js';
-import { attention } from '../src/ops/attention.js';
+import { getRuntime, randn, upload, close, maxAbs, finiteDifference, probeIndices } from './helpers.js';
+import { attention, attentionUsesSubgroups, setAttentionSubgroups } from '../src/ops/attention.js';
 import '../src/ops/elementwise.js'; // registers the gradient helpers backward() needs
 import { backward, tidy } from '../src/autograd.js';
 import { Tensor } from '../src/tensor.js';
@@ -17,8 +19,18 @@ interface Case {
   scale?: number;
 }
 
-/** Plain softmax attention in float64, with the gradients of loss = sum(out * w). */
-function reference(c: Case, q: Float64Array, k: Float64Array, v: Float64Array, w: Float64Array) {
+interface Reference {
+  out: Float64Array;
+  dq: Float64Array;
+  dk: Float64Array;
+  dv: Float64Array;
+}
+
+/**
+ * Plain softmax attention in float64 for the heads in `heads` (all by default), with the gradients of
+ * loss = sum(out * w). Entries of other heads stay 0.
+ */
+function reference(c: Case, q: Float64Array, k: Float64Array, v: Float64Array, w: Float64Array, heads?: number[]): Reference {
   const { B, T, H, D } = c;
   const scale = c.scale ?? 1 / Math.sqrt(D);
   const n = B * T * H * D;
@@ -31,8 +43,9 @@ function reference(c: Case, q: Float64Array, k: Float64Array, v: Float64Array, w
   const dP = new Float64Array(T);
   for (let b = 0; b < B; b++) {
     const len = c.lengths ? c.lengths[b] : T;
-    for (let h = 0; h < H; h++) {
+    for (const h of heads ?? [...Array(H).keys()]) {
       for (let i = 0; i < T; i++) {
+        if (len === 0) continue; // no real key: output and gradients stay 0
         const qi = at(b, i, h);
         let m = -Infinity;
         for (let j = 0; j < len; j++) {
@@ -43,7 +56,6 @@ function reference(c: Case, q: Float64Array, k: Float64Array, v: Float64Array, w
         }
         let l = 0;
         for (let j = 0; j < len; j++) l += P[j] = Math.exp(P[j] - m);
-        if (len === 0) continue; // no real key: output and gradients stay 0
         for (let j = 0; j < len; j++) P[j] /= l;
         for (let j = 0; j < len; j++) for (let d = 0; d < D; d++) out[qi + d] += P[j] * v[at(b, j, h) + d];
         // backward of out_i = sum_j P_ij v_j with upstream w_i
@@ -69,6 +81,13 @@ function reference(c: Case, q: Float64Array, k: Float64Array, v: Float64Array, w
   return { out, dq, dk, dv };
 }
 
+/** The entries of head h (all batch elements and positions) of a [B, T, H*D] array. */
+function headSlice(c: Case, x: ArrayLike<number>, h: number): Float64Array {
+  const out = new Float64Array(c.B * c.T * c.D);
+  for (let bt = 0; bt < c.B * c.T; bt++) for (let d = 0; d < c.D; d++) out[bt * c.D + d] = x[(bt * c.H + h) * c.D + d];
+  return out;
+}
+
 function maskTensor(rt: Runtime, c: Case): Tensor | null {
   if (!c.lengths) return null;
   const m = new Int32Array(c.B * c.T);
@@ -76,86 +95,137 @@ function maskTensor(rt: Runtime, c: Case): Tensor | null {
   return Tensor.fromData(rt, m, [c.B, c.T], 'i32', 'key_mask');
 }
 
-async function check(c: Case, seed: number, fdProbes = 0): Promise<void> {
+const paths = ['subgroup', 'portable'] as const;
+type Path = (typeof paths)[number];
+
+/** Run fn with the given kernel path; false when the adapter cannot run it (the subgroup path without subgroups). */
+async function onPath(path: Path, fn: () => Promise<void>): Promise<boolean> {
+  const rt = await getRuntime();
+  setAttentionSubgroups(path === 'subgroup');
+  try {
+    if (path === 'subgroup' && !attentionUsesSubgroups(rt)) return false;
+    await fn();
+    return true;
+  } finally {
+    setAttentionSubgroups(true);
+  }
+}
+
+interface CheckOptions {
+  fdProbes?: number;
+  /** compare only these heads (long sequences: the f64 reference of every head would be slow) */
+  heads?: number[];
+  /** which inputs require grad (default all) */
+  grads?: [boolean, boolean, boolean];
+}
+
+async function check(c: Case, seed: number, path: Path, opts: CheckOptions = {}): Promise<void> {
   const rt = await getRuntime();
   const { B, T, H, D } = c;
   const n = B * T * H * D;
   const shape = [B, T, H * D];
+  const grads = opts.grads ?? [true, true, true];
   const qd = randn(n, seed);
   const kd = randn(n, seed + 1);
   const vd = randn(n, seed + 2);
   const wd = randn(n, seed + 3);
-  const ref = reference(c, qd, kd, vd, wd);
+  const ref = reference(c, qd, kd, vd, wd, opts.heads);
+  const pick = (x: ArrayLike<number>): ArrayLike<number> => (opts.heads ? Float64Array.from(opts.heads.flatMap((h) => [...headSlice(c, x, h)])) : x);
   const mask = maskTensor(rt, c);
-  const q = upload(rt, qd, shape, { requiresGrad: true, label: 'q' });
-  const k = upload(rt, kd, shape, { requiresGrad: true, label: 'k' });
-  const v = upload(rt, vd, shape, { requiresGrad: true, label: 'v' });
-  const opts = { heads: H, keyMask: mask, scale: c.scale };
-  const y = attention(q, k, v, opts);
-  const what = `B=${B} T=${T} H=${H} D=${D} lengths=${c.lengths ?? 'none'}`;
-  close(await y.read(), ref.out, 1e-5, `${what}: forward`);
+  const q = upload(rt, qd, shape, { requiresGrad: grads[0], label: 'q' });
+  const k = upload(rt, kd, shape, { requiresGrad: grads[1], label: 'k' });
+  const v = upload(rt, vd, shape, { requiresGrad: grads[2], label: 'v' });
+  const attnOpts = { heads: H, keyMask: mask, scale: c.scale };
+  const y = attention(q, k, v, attnOpts);
+  const what = `[${path}] B=${B} T=${T} H=${H} D=${D} lengths=${c.lengths ?? 'none'}`;
+  close(pick(await y.read()), pick(ref.out), 1e-5, `${what}: forward`);
   const w = upload(rt, wd, shape, { label: 'grad_out' });
   backward(y, w);
-  const gq = await q.grad!.read();
-  const gk = await k.grad!.read();
-  const gv = await v.grad!.read();
-  close(gq, ref.dq, 1e-4, `${what}: dq`);
-  close(gk, ref.dk, 1e-4, `${what}: dk`);
-  close(gv, ref.dv, 1e-4, `${what}: dv`);
+  const inputs = { q, k, v };
+  const refGrads = { q: ref.dq, k: ref.dk, v: ref.dv };
+  const got: Partial<Record<'q' | 'k' | 'v', Float32Array>> = {};
+  for (const name of ['q', 'k', 'v'] as const) {
+    const t = inputs[name];
+    if (!t.requiresGrad) {
+      assert.is(t.grad, null, `${what}: d${name} computed though ${name} needs no gradient`);
+      continue;
+    }
+    got[name] = (await t.grad!.read()) as Float32Array;
+    const expected = pick(refGrads[name]);
+    if (Array.prototype.some.call(expected, (x: number) => x !== 0)) close(pick(got[name]!), expected, 1e-4, `${what}: d${name}`);
+    else {
+      // e.g. dq with a single key (its weight is 1 whatever q is): exactly 0 in f64, rounding noise here
+      const err = maxAbs(pick(got[name]!), expected);
+      assert.ok(err <= 1e-5, `${what}: d${name} should be 0, max |error| ${err}`);
+    }
+  }
   if (c.lengths) {
     // padded keys take no part: their dk and dv are exactly zero
     for (let b = 0; b < B; b++) {
       for (let t: number = c.lengths[b]; t < T; t++) {
         for (let e = 0; e < H * D; e++) {
           const i = (b * T + t) * H * D + e;
-          assert.ok(gk[i] === 0 && gv[i] === 0, `${what}: padded key b=${b} t=${t} has dk=${gk[i]} dv=${gv[i]}`);
+          for (const name of ['k', 'v'] as const) {
+            if (got[name]) assert.ok(got[name]![i] === 0, `${what}: padded key b=${b} t=${t} has d${name}=${got[name]![i]}`);
+          }
         }
       }
     }
   }
-  if (fdProbes > 0) {
-    const inputs = { q: qd, k: kd, v: vd };
-    const analytic = { q: gq, k: gk, v: gv };
+  if (opts.fdProbes) {
+    const data = { q: qd, k: kd, v: vd };
     for (const name of ['q', 'k', 'v'] as const) {
+      if (!got[name]) continue;
       await finiteDifference({
         what: `${what}: d${name}`,
-        x: inputs[name],
+        x: data[name],
         w: wd,
-        analytic: analytic[name],
-        indices: probeIndices(n, fdProbes, seed + 11),
+        analytic: got[name]!,
+        indices: probeIndices(n, opts.fdProbes, seed + 11),
         forward: async (x) => {
-          const args = { ...inputs, [name]: x };
-          const out = tidy(() => attention(upload(rt, args.q, shape), upload(rt, args.k, shape), upload(rt, args.v, shape), opts));
-          const data = await out.read();
+          const args = { ...data, [name]: x };
+          const out = tidy(() => attention(upload(rt, args.q, shape), upload(rt, args.k, shape), upload(rt, args.v, shape), attnOpts));
+          const values = await out.read();
           out.dispose();
-          return data;
+          return values;
         },
       });
     }
   }
-  for (const t of [q, k, v, w, y, q.grad!, k.grad!, v.grad!]) t.dispose();
+  for (const t of [q, k, v, w, y, q.grad, k.grad, v.grad]) t?.dispose();
   mask?.dispose();
 }
 
-test('odd sizes with per-element padding (D=16, H=3, one element unpadded)', async () => {
-  await check({ B: 2, T: 37, H: 3, D: 16, lengths: [37, 23] }, 100, 4);
-});
+for (const path of paths) {
+  test(`[${path}] odd sizes with per-element padding (D=16, H=3, one element unpadded)`, async () => {
+    await onPath(path, () => check({ B: 2, T: 37, H: 3, D: 16, lengths: [37, 23] }, 100, path, { fdProbes: 3 }));
+  });
 
-test('more than two blocks of queries and keys, D=24, uneven padding', async () => {
-  await check({ B: 3, T: 150, H: 3, D: 24, lengths: [131, 150, 9] }, 200, 3);
-});
+  test(`[${path}] more than two blocks of queries and keys, D=24, uneven padding`, async () => {
+    await onPath(path, () => check({ B: 3, T: 150, H: 3, D: 24, lengths: [131, 150, 9] }, 200, path, { fdProbes: 2 }));
+  });
 
-test('D=64 at 2 heads, no mask, custom scale', async () => {
-  await check({ B: 1, T: 70, H: 2, D: 64, lengths: null, scale: 0.2 }, 300, 2);
-});
+  test(`[${path}] D=64 at 2 heads, no mask, custom scale`, async () => {
+    await onPath(path, () => check({ B: 1, T: 70, H: 2, D: 64, lengths: null, scale: 0.2 }, 300, path, { fdProbes: 2 }));
+  });
 
-test('odd head dim (D=5) and a single frame', async () => {
-  await check({ B: 2, T: 1, H: 3, D: 5, lengths: [1, 1] }, 400);
-  await check({ B: 1, T: 45, H: 1, D: 5, lengths: [44] }, 410, 2);
-});
+  test(`[${path}] odd head dim (D=5), a single frame, gradients for some inputs only`, async () => {
+    await onPath(path, async () => {
+      await check({ B: 2, T: 1, H: 3, D: 5, lengths: [1, 1] }, 400, path);
+      await check({ B: 1, T: 45, H: 1, D: 5, lengths: [44] }, 410, path, { grads: [false, true, false] });
+      await check({ B: 2, T: 21, H: 2, D: 12, lengths: [21, 6] }, 420, path, { grads: [true, false, false] });
+    });
+  });
 
-test('an element whose keys are all padding gives zeros, not NaN', async () => {
-  await check({ B: 2, T: 19, H: 2, D: 8, lengths: [0, 19] }, 500);
+  test(`[${path}] an element whose keys are all padding gives zeros, not NaN`, async () => {
+    await onPath(path, () => check({ B: 2, T: 19, H: 2, D: 8, lengths: [0, 19] }, 500, path));
+  });
+}
+
+test('16 heads x 64 at T=1500 with padding, default path (two heads checked against f64)', async () => {
+  const rt = await getRuntime();
+  const path = attentionUsesSubgroups(rt) ? 'subgroup' : 'portable';
+  await check({ B: 1, T: 1500, H: 16, D: 64, lengths: [1431] }, 600, path, { heads: [0, 11] });
 });
 
 test('shape and mask errors are loud', async () => {

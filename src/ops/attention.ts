@@ -1,36 +1,26 @@
-// Multi-head self-attention with a key-padding mask, flash style: forward saves logsumexp, backward recomputes the
-// probabilities (FlashAttention-2: row dots, then dk/dv over key blocks and dq over query blocks, no atomics).
+// Multi-head self-attention with a key-padding mask, flash style: the forward keeps an online softmax per query and
+// saves its logsumexp; the backward recomputes the probabilities from it (FlashAttention-2: row dots, then dk/dv with
+// workgroups owning key blocks and dq with workgroups owning query blocks, no atomics). The math and both kernel
+// sets are described in kernels/attention.wgsl.
 import source from '../../kernels/attention.wgsl';
 import { defineKernel } from '../runtime/kernel.js';
 import { Tensor } from '../tensor.js';
+import type { Runtime } from '../runtime/runtime.js';
 import { record } from '../autograd.js';
 import { ceilDiv, grid1d } from './grid.js';
 
-// The file's tail holds the subgroup kernels; the portable module stops before it so it compiles without the feature.
+// The file's tail holds the subgroup kernels: the portable module stops before it, so it compiles without the feature.
 const SUBGROUP_SECTION = '// ==== subgroup kernels';
 export const attentionKernel = defineKernel('attention', source.slice(0, source.indexOf(SUBGROUP_SECTION)));
 export const attentionSubgroupKernel = defineKernel('attention_subgroups', `enable subgroups;\n${source}`);
 
-let subgroupsAllowed = true;
-/** Tests: force the portable (workgroup-memory) kernels even where the subgroup ones could run. */
-export function setAttentionSubgroups(allowed: boolean): void {
-  subgroupsAllowed = allowed;
-}
-
-/** The adapter's subgroup size when the subgroup kernels can run (feature present, size fixed), else null. */
-function fixedSubgroupSize(rt: Tensor['rt']): number | null {
-  if (!subgroupsAllowed || !rt.hasSubgroups) return null;
-  const info = (rt.device as unknown as { adapterInfo?: { subgroupMinSize?: number; subgroupMaxSize?: number } }).adapterInfo;
-  const min = info?.subgroupMinSize;
-  if (!min || min !== info?.subgroupMaxSize || min < 4 || min > 128) return null;
-  return min;
-}
-
-/** Rows owned per workgroup (one per invocation) and rows streamed per block through workgroup memory. */
+/** Portable kernels: rows owned per workgroup (one per invocation), rows streamed per workgroup-memory tile. */
 const BLOCK_ROWS = 64;
 const BLOCK_STREAM = 32;
-/** Subgroup kernels: rows owned per lane. */
+/** Subgroup kernels: rows owned per lane (4 is ~25% faster on lavapipe but its shaders take ~2.5x longer to compile). */
 const ROWS_PER_LANE = 2;
+/** Largest head dim: two [BLOCK_STREAM, D] f32 tiles must fit 32 KiB of workgroup memory. */
+const MAX_HEAD_DIM = 8192 / BLOCK_STREAM / 2;
 
 export interface AttentionOptions {
   heads: number;
@@ -40,8 +30,28 @@ export interface AttentionOptions {
   scale?: number;
 }
 
-function defines(headDim: number) {
-  return { HEAD_DIM: `${headDim}u`, BLOCK_ROWS: `${BLOCK_ROWS}u`, BLOCK_STREAM: `${BLOCK_STREAM}u` };
+let subgroupsAllowed = true;
+/** Tests and benches: false forces the portable kernels where the subgroup ones would run. */
+export function setAttentionSubgroups(allowed: boolean): void {
+  subgroupsAllowed = allowed;
+}
+
+/** Whether attention() runs the subgroup kernels on this runtime (as currently allowed). */
+export function attentionUsesSubgroups(rt: Runtime): boolean {
+  return subgroupKernelSize(rt) !== null;
+}
+
+/**
+ * The subgroup size the subgroup kernels are built for, or null to use the portable ones. They are for CPU adapters
+ * (lavapipe: see the kernel file) and need a subgroup size fixed at pipeline creation (min == max); GPUs do better
+ * with the portable kernels' workgroup-memory broadcasts.
+ */
+function subgroupKernelSize(rt: Runtime): number | null {
+  if (!subgroupsAllowed || !rt.hasSubgroups || !rt.adapter.isCPU) return null;
+  const info = (rt.device as unknown as { adapterInfo?: { subgroupMinSize?: number; subgroupMaxSize?: number } }).adapterInfo;
+  const size = info?.subgroupMinSize;
+  if (!size || size !== info?.subgroupMaxSize || size < 4 || size > 64) return null;
+  return size;
 }
 
 /** q, k, v [B, T, H*D] (heads interleaved, as nn.Linear produces them) -> [B, T, H*D]. */
@@ -55,50 +65,62 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOption
   const [B, T, C] = q.shape;
   if (!Number.isInteger(heads) || heads <= 0 || C % heads !== 0) throw new Error(`attention: ${C} channels do not split into ${heads} heads`);
   const D = C / heads;
-  const maxD = Math.floor(8192 / BLOCK_STREAM / 2); // two [BLOCK_STREAM, D] f32 tiles within 32 KiB of workgroup memory
-  if (D > maxD) throw new Error(`attention: head dim ${D} exceeds the supported ${maxD}`);
+  if (D > MAX_HEAD_DIM) throw new Error(`attention: head dim ${D} exceeds the supported ${MAX_HEAD_DIM}`);
   const mask = opts.keyMask ?? null;
   if (mask && (mask.dtype !== 'i32' || mask.shape.join() !== [B, T].join())) {
     throw new Error(`attention: keyMask must be i32 [${B}, ${T}], got ${mask.dtype} [${mask.shape}]`);
   }
   const scale = opts.scale ?? 1 / Math.sqrt(D);
   const rt = q.rt;
-  const params = { batch: B, seq: T, heads, masked: mask ? 1 : 0, scale };
-  // without a mask the kernel never reads key_mask, but the binding must exist
-  const maskBuf = mask ?? Tensor.fromData(rt, new Int32Array(1), [1], 'i32', 'attention.no_mask');
   const out = Tensor.empty(rt, [B, T, C], 'f32', 'attention');
   const lse = Tensor.empty(rt, [B, heads, T], 'f32', 'attention.lse');
-  const def = defines(D);
-  const blocks: [number, number] = [ceilDiv(T, BLOCK_ROWS), B * heads];
-  const sg = fixedSubgroupSize(rt);
-  const sgDefines = { ...def, SG: `${sg}u`, ROWS_PER_LANE: `${ROWS_PER_LANE}u` };
-  const sgBlocks: [number, number] = [ceilDiv(T, (sg ?? 1) * ROWS_PER_LANE), B * heads];
-  const views = { q, k, v, q4: q, k4: k, v4: v };
-  if (B * T > 0 && sg) {
-    rt.dispatch(attentionSubgroupKernel, 'attention_forward_sg', { p: params, ...views, key_mask: maskBuf, out, lse }, sgBlocks, { defines: sgDefines });
-  } else if (B * T > 0) rt.dispatch(attentionKernel, 'attention_forward', { p: params, q, k, v, key_mask: maskBuf, out, lse }, blocks, { defines: def });
-  const saved = [q, k, v, out, lse, maskBuf];
-  const result = record('attention', out, [q, k, v], saved, (gradOut, needs) => {
+  if (B * T === 0) return out;
+
+  const params = { batch: B, seq: T, heads, masked: mask ? 1 : 0, scale, head_dim: D };
+  // Placeholders for bindings a variant declares but never reads: key_mask without a mask, and the vec4 views of the
+  // subgroup kernels when D is not a multiple of 4 (they then load scalars; the views may not even be 16 bytes).
+  const placeholders: Tensor[] = [];
+  const placeholder = (dtype: 'f32' | 'i32'): Tensor => {
+    const t = Tensor.fromData(rt, dtype === 'i32' ? new Int32Array(4) : new Float32Array(4), [4], dtype, 'attention.unused');
+    placeholders.push(t);
+    return t;
+  };
+  const keyMask = mask ?? placeholder('i32');
+  const sg = subgroupKernelSize(rt);
+  const portable = { defines: { HEAD_DIM: `${D}u`, BLOCK_ROWS: `${BLOCK_ROWS}u`, BLOCK_STREAM: `${BLOCK_STREAM}u` } };
+  const portableBlocks: [number, number] = [ceilDiv(T, BLOCK_ROWS), B * heads];
+  const subgroup = { defines: { ...portable.defines, SG: `${sg}u`, ROWS_PER_LANE: `${ROWS_PER_LANE}u` } };
+  const subgroupBlocks: [number, number] = [ceilDiv(T, (sg ?? 1) * ROWS_PER_LANE), B * heads];
+  const unusedView = D % 4 === 0 ? null : placeholder('f32');
+  const vec4View = (x: Tensor): Tensor => unusedView ?? x;
+
+  const inputs = { p: params, q, k, v, key_mask: keyMask };
+  const inputViews = { q4: vec4View(q), k4: vec4View(k), v4: vec4View(v) };
+  if (sg) rt.dispatch(attentionSubgroupKernel, 'attention_forward_sg', { ...inputs, ...inputViews, out, lse }, subgroupBlocks, subgroup);
+  else rt.dispatch(attentionKernel, 'attention_forward', { ...inputs, out, lse }, portableBlocks, portable);
+
+  const result = record('attention', out, [q, k, v], [q, k, v, out, lse, keyMask, ...placeholders], (gradOut, needs) => {
     const rowDot = Tensor.empty(rt, [B, heads, T], 'f32', 'attention.row_dot');
+    rt.dispatch(attentionKernel, 'attention_backward_row_dot', { p: params, grad_out: gradOut, out_saved: out, row_dot: rowDot }, grid1d(B * T * heads, BLOCK_ROWS), portable);
     const gq = needs[0] ? Tensor.empty(rt, [B, T, C], 'f32', 'attention.grad_q') : null;
+    // one kernel makes dk and dv together
     const gk = needs[1] || needs[2] ? Tensor.empty(rt, [B, T, C], 'f32', 'attention.grad_k') : null;
     const gv = needs[1] || needs[2] ? Tensor.empty(rt, [B, T, C], 'f32', 'attention.grad_v') : null;
-    if (B * T > 0) {
-      rt.dispatch(attentionKernel, 'attention_backward_row_dot', { p: params, grad_out: gradOut, out_saved: out, row_dot: rowDot }, grid1d(B * T * heads, BLOCK_ROWS), { defines: def });
-      const common = { p: params, q, k, v, key_mask: maskBuf, grad_out: gradOut, lse_saved: lse, row_dot_saved: rowDot };
-      if (sg) {
-        const sgCommon = { ...common, ...views, grad_out4: gradOut };
-        if (gk && gv) rt.dispatch(attentionSubgroupKernel, 'attention_backward_kv_sg', { ...sgCommon, grad_k: gk, grad_v: gv }, sgBlocks, { defines: sgDefines });
-        if (gq) rt.dispatch(attentionSubgroupKernel, 'attention_backward_q_sg', { ...sgCommon, grad_q: gq }, sgBlocks, { defines: sgDefines });
-      } else {
-        if (gk && gv) rt.dispatch(attentionKernel, 'attention_backward_kv', { ...common, grad_k: gk, grad_v: gv }, blocks, { defines: def });
-        if (gq) rt.dispatch(attentionKernel, 'attention_backward_q', { ...common, grad_q: gq }, blocks, { defines: def });
-      }
+    const common = { ...inputs, grad_out: gradOut, lse_saved: lse, row_dot_saved: rowDot };
+    if (sg) {
+      const views = { ...common, ...inputViews, grad_out4: vec4View(gradOut) };
+      if (gk && gv) rt.dispatch(attentionSubgroupKernel, 'attention_backward_kv_sg', { ...views, grad_k: gk, grad_v: gv }, subgroupBlocks, subgroup);
+      if (gq) rt.dispatch(attentionSubgroupKernel, 'attention_backward_q_sg', { ...views, grad_q: gq }, subgroupBlocks, subgroup);
+    } else {
+      if (gk && gv) rt.dispatch(attentionKernel, 'attention_backward_kv', { ...common, grad_k: gk, grad_v: gv }, portableBlocks, portable);
+      if (gq) rt.dispatch(attentionKernel, 'attention_backward_q', { ...common, grad_q: gq }, portableBlocks, portable);
     }
     rowDot.dispose();
-    return [gq, needs[1] ? gk : (gk?.dispose(), null), needs[2] ? gv : (gv?.dispose(), null)];
+    if (!needs[1]) gk?.dispose();
+    if (!needs[2]) gv?.dispose();
+    return [gq, needs[1] ? gk : null, needs[2] ? gv : null];
   });
-  // a recorded backward holds its own reference to the dummy mask
-  if (!mask) maskBuf.dispose();
+  // a recorded backward holds its own references to the placeholders
+  for (const t of placeholders) t.dispose();
   return result;
 }
