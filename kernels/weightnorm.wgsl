@@ -4,8 +4,13 @@
 //   backward: s[d] = sum_{o,i} dw * v,  dg[d] = s[d] / norm[d],
 //             dv = g[d] / norm[d] * (dw - v * s[d] / norm[d]^2) = g[d] / norm[d] * (dw - v * dg[d] / norm[d])
 // The per-d sums run one workgroup per d with a tree reduction in workgroup memory (no float atomics).
+// Integer division by a runtime value is scalarized on lavapipe (~2.5 loads' worth per lane), so when inner is a power
+// of two (the pos conv's dim 2: inner = 1) index math uses shifts and masks, baked into the pipeline:
+// INNER_SHIFT = log2(inner) (or -1: divide), DIM_MASK = dim - 1 when dim is a power of two (or 0: divide).
 alias T = f32;
 const WG: u32 = 128u;
+const INNER_SHIFT: i32 = -1;
+const DIM_MASK: u32 = 0u;
 
 struct WeightNorm { outer: u32, dim: u32, inner: u32, n: u32 }
 
@@ -31,7 +36,20 @@ fn workgroupSum(lid: u32, s: f32) -> f32 {
   return red[0];
 }
 
-fn element(d: u32, e: u32) -> u32 { return ((e / p.inner) * p.dim + d) * p.inner + e % p.inner; }
+// element (o, d, i) of the e-th (o, i) pair
+fn element(d: u32, e: u32) -> u32 {
+  if (INNER_SHIFT >= 0) {
+    let s = u32(max(INNER_SHIFT, 0));
+    return (((e >> s) * p.dim + d) << s) + (e & (p.inner - 1u));
+  }
+  return ((e / p.inner) * p.dim + d) * p.inner + e % p.inner;
+}
+
+// d of flat element e
+fn dimIndex(e: u32) -> u32 {
+  if (INNER_SHIFT >= 0 && DIM_MASK != 0u) { return (e >> u32(max(INNER_SHIFT, 0))) & DIM_MASK; }
+  return (e / p.inner) % p.dim;
+}
 
 // one workgroup per d
 @compute @workgroup_size(WG)
@@ -48,7 +66,7 @@ fn weightNormNorms(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_
 fn weightNormForward(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
   let e = gid.x + gid.y * nwg.x * WG;
   if (e >= p.n) { return; }
-  let d = (e / p.inner) % p.dim;
+  let d = dimIndex(e);
   w[e] = T(f32(g[d]) * f32(v[e]) / savedNorm[d]);
 }
 
@@ -67,7 +85,7 @@ fn weightNormBackwardG(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocat
 fn weightNormBackwardV(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
   let e = gid.x + gid.y * nwg.x * WG;
   if (e >= p.n) { return; }
-  let d = (e / p.inner) % p.dim;
+  let d = dimIndex(e);
   let nd = savedNorm[d];
   dv[e] = T(f32(g[d]) / nd * (f32(dw[e]) - f32(v[e]) * f32(dg[d]) / nd));
 }

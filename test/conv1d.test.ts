@@ -133,6 +133,19 @@ test('conv1d on wav2vec2 configurations (reduced channels)', async () => {
   for (const c of wav2vec2) await checkConv(rt, c, (seed += 10));
 });
 
+test('conv1d with f16 storage where the adapter has shader-f16', async () => {
+  const rt = await getRuntime();
+  if (!rt.hasF16) return;
+  const c: Cfg = { name: 'f16 k3 s2 p1', B: 2, Cin: 6, Cout: 5, T: 67, K: 3, S: 2, P: 1, G: 1, bias: true };
+  const x = randn(c.B * c.Cin * c.T, 900);
+  const w = randn(c.Cout * c.Cin * c.K, 901, 0.3);
+  const b = randn(c.Cout, 902);
+  const ref = reference(c, x, w, b, new Float64Array(c.B * c.Cout * toutOf(c)));
+  const y = conv1d(upload(rt, x, [c.B, c.Cin, c.T], { dtype: 'f16' }), upload(rt, w, [c.Cout, c.Cin, c.K], { dtype: 'f16' }), upload(rt, b, [c.Cout], { dtype: 'f16' }), { stride: 2, padding: 1 });
+  assert.is(y.dtype, 'f16');
+  close(await y.read(), ref.y, 1e-2, 'f16 conv1d forward');
+});
+
 test('conv1d rejects mismatched shapes', async () => {
   const rt = await getRuntime();
   const x = upload(rt, randn(2 * 6 * 10, 1), [2, 6, 10]);

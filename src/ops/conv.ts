@@ -11,7 +11,7 @@ import { ceilDiv, grid1d } from './grid.js';
 export const conv1dKernel = defineKernel('conv1d', source);
 
 const WG = 64;
-/** kernels up to this size get K and S baked into the pipeline, so their tap loops unroll */
+/** kernel sizes and strides up to this get baked into the pipeline */
 const SMALL_KERNEL = 16;
 /** aim for at least this many threads in the weight gradient before splitting time into chunks */
 const WEIGHT_GRAD_TARGET_THREADS = 8192;
@@ -27,8 +27,9 @@ function outputTile(k: number, channelsIn: number): { tm: number; tn: number } {
   return { tm: 8, tn: channelsIn === 1 ? 8 : 16 };
 }
 
+/** K baked in for small kernels (their tap loops unroll), S for small strides (the weight gradient's window shift) */
 function fixedDefines(g: Geometry): { KFIX: number; SFIX: number } {
-  return g.ksize <= SMALL_KERNEL ? { KFIX: g.ksize, SFIX: g.stride } : { KFIX: 0, SFIX: 0 };
+  return { KFIX: g.ksize <= SMALL_KERNEL ? g.ksize : 0, SFIX: g.stride <= SMALL_KERNEL ? g.stride : 0 };
 }
 
 export interface Conv1dOptions {

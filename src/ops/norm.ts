@@ -215,17 +215,19 @@ export function weightNorm(g: Tensor, v: Tensor, dim: number): Tensor {
   const outer = v.shape.slice(0, dim).reduce((a, b) => a * b, 1);
   const inner = v.shape.slice(dim + 1).reduce((a, b) => a * b, 1);
   const p = { outer, dim: D, inner, n: v.size };
+  const pow2 = (k: number) => (k & (k - 1)) === 0;
+  const defines = { T: dt, WG, INNER_SHIFT: pow2(inner) ? Math.log2(inner) : -1, DIM_MASK: pow2(D) && D > 1 ? D - 1 : 0 };
   const norm = Tensor.empty(rt, [D], 'f32', `${op}.norm`);
-  rt.dispatch(weightNormKernel, 'weightNormNorms', { p, v, norm }, [D], { defines: { T: dt, WG } });
+  rt.dispatch(weightNormKernel, 'weightNormNorms', { p, v, norm }, [D], { defines });
   const w = Tensor.empty(rt, v.shape, dt, op);
-  rt.dispatch(weightNormKernel, 'weightNormForward', { p, v, g, savedNorm: norm, w }, grid1d(v.size, WG), { defines: { T: dt, WG } });
+  rt.dispatch(weightNormKernel, 'weightNormForward', { p, v, g, savedNorm: norm, w }, grid1d(v.size, WG), { defines });
   const out = record(op, w, [g, v], [g, v, norm], (gw, needs) => {
     const dg = Tensor.empty(rt, g.shape, dt, `${op}.grad_g`);
-    rt.dispatch(weightNormKernel, 'weightNormBackwardG', { p, v, dw: gw, savedNorm: norm, dg }, [D], { defines: { T: dt, WG } });
+    rt.dispatch(weightNormKernel, 'weightNormBackwardG', { p, v, dw: gw, savedNorm: norm, dg }, [D], { defines });
     let dv: Tensor | null = null;
     if (needs[1]) {
       dv = Tensor.empty(rt, v.shape, dt, `${op}.grad_v`);
-      rt.dispatch(weightNormKernel, 'weightNormBackwardV', { p, v, g, dw: gw, savedNorm: norm, dg, dv }, grid1d(v.size, WG), { defines: { T: dt, WG } });
+      rt.dispatch(weightNormKernel, 'weightNormBackwardV', { p, v, g, dw: gw, savedNorm: norm, dg, dv }, grid1d(v.size, WG), { defines });
     }
     if (!needs[0]) {
       dg.dispose();
