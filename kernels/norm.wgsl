@@ -51,7 +51,8 @@ fn workgroupSum(lid: u32, v: vec4f) -> vec4f {
   return s;
 }
 
-fn affineIndex(row: u32, i: u32) -> u32 { return select(i, row % p.channels, p.perRowAffine != 0u); }
+// weight/bias index of element i of a row; rowParam = row % channels, computed once per row
+fn affineIndex(rowParam: u32, i: u32) -> u32 { return select(i, rowParam, p.perRowAffine != 0u); }
 fn gamma(k: u32) -> f32 { return select(1.0, f32(weight[k]), p.hasWeight != 0u); }
 fn beta(k: u32) -> f32 { return select(0.0, f32(bias[k]), p.hasBias != 0u); }
 
@@ -61,6 +62,7 @@ fn rowNormForward(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nw
   let row = wid.x + wid.y * nwg.x;
   if (row >= p.rows) { return; }
   let base = row * p.n;
+  let rowParam = row % p.channels;
   let inv = 1.0 / f32(p.n);
   var s = 0.0;
   for (var i = lid; i < p.n; i += WG) { s += f32(x[base + i]); }
@@ -70,7 +72,7 @@ fn rowNormForward(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nw
   for (var i = lid; i < p.n; i += WG) { let d = f32(x[base + i]) - mu; q += d * d; }
   let r = inverseSqrt(workgroupSum(lid, vec4f(q, 0.0, 0.0, 0.0)).x * inv + p.eps);
   for (var i = lid; i < p.n; i += WG) {
-    let k = affineIndex(row, i);
+    let k = affineIndex(rowParam, i);
     y[base + i] = T((f32(x[base + i]) - mu) * r * gamma(k) + beta(k));
   }
   if (lid == 0u) { mean[row] = mu; rstd[row] = r; }
@@ -83,13 +85,14 @@ fn rowNormBackward(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) n
   let row = wid.x + wid.y * nwg.x;
   if (row >= p.rows) { return; }
   let base = row * p.n;
+  let rowParam = row % p.channels;
   let mu = savedMean[row];
   let r = savedRstd[row];
   var acc = vec4f(0.0);
   for (var i = lid; i < p.n; i += WG) {
     let d = f32(dy[base + i]);
     let xh = (f32(x[base + i]) - mu) * r;
-    let g = d * gamma(affineIndex(row, i));
+    let g = d * gamma(affineIndex(rowParam, i));
     acc += vec4f(g, g * xh, d * xh, d);
   }
   let s = workgroupSum(lid, acc);
@@ -98,7 +101,7 @@ fn rowNormBackward(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) n
   let meanGX = s.y * inv;
   for (var i = lid; i < p.n; i += WG) {
     let xh = (f32(x[base + i]) - mu) * r;
-    let g = f32(dy[base + i]) * gamma(affineIndex(row, i));
+    let g = f32(dy[base + i]) * gamma(affineIndex(rowParam, i));
     dx[base + i] = T(r * (g - meanG - xh * meanGX));
   }
   if (lid == 0u && p.rowSums != 0u) { partW[row] = s.z; partB[row] = s.w; }
@@ -183,11 +186,17 @@ fn channelAffineGrad(@builtin(global_invocation_id) gid: vec3u, @builtin(num_wor
   let end = min((chunk + 1u) * p.chunk, p.rows);
   var sw = 0.0;
   var sb = 0.0;
-  for (var gi = chunk * p.chunk; gi < end; gi++) {
-    let e = ((gi / p.inner) * C + c) * p.inner + gi % p.inner;
+  // walk (o, i) incrementally: a runtime division per element would cost more than the loads
+  let start = chunk * p.chunk;
+  var i = start % p.inner;
+  var e = ((start / p.inner) * C + c) * p.inner + i;
+  for (var gi = start; gi < end; gi++) {
     let d = f32(dy[e]);
     sw += d * (f32(x[e]) - savedMean[gi]) * savedRstd[gi];
     sb += d;
+    i++;
+    e++;
+    if (i == p.inner) { i = 0u; e += (C - 1u) * p.inner; } // next o: skip the other channels
   }
   partW[id] = sw;
   partB[id] = sb;
