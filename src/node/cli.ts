@@ -1,6 +1,7 @@
 // The `ser` command line (Node edge). Each command lives in its own module and registers here.
 import { createNodeRuntime } from './dawn.js';
 import { trainCommand, evalCommand, predictCommand, demoCommand, TRAIN_USAGE, EVAL_USAGE, PREDICT_USAGE, DEMO_USAGE } from './train-cmd.js';
+import { checkReference, CHECK_REFERENCE_USAGE } from './check-reference.js';
 
 interface Command {
   summary: string;
@@ -34,6 +35,11 @@ export const commands: Record<string, Command> = {
   eval: { summary: 'WA, UA, per-class metrics and confusion matrix on labelled audio', usage: EVAL_USAGE, run: evalCommand },
   predict: { summary: 'label and class probabilities for audio files', usage: PREDICT_USAGE, run: predictCommand },
   demo: { summary: 'synthesize a Persian emotional-speech corpus and train a small model on it', usage: DEMO_USAGE, run: demoCommand },
+  'check-reference': {
+    summary: 'compare the model (f32) with Hugging Face float64 reference outputs and gradients in a fixture directory',
+    usage: CHECK_REFERENCE_USAGE,
+    run: (argv) => checkReference(argv),
+  },
 };
 
 function help(): void {
