@@ -12,7 +12,7 @@
 //   matmul_tiled      portable: workgroup-memory tiles (TILE_M x TILE_N outputs, BK-deep K slices), each thread a
 //                     TPT_M x TPT_N register tile. What real GPUs want; needs no optional feature.
 //   matmul_subgroup   CPU adapters (lavapipe): below the SUBGROUP KERNEL marker, compiled with `enable subgroups;`.
-// The backward helpers (activation_backward, bias_grad, sum_batches) are 1-D elementwise/reduction kernels.
+// The backward helpers (activation_backward[4], bias_grad, sum_batches) are 1-D elementwise/reduction kernels.
 
 alias T = f32;
 // Element type of the a / b bindings: vec4<T> lets the subgroup kernel load 4 values per lane at once (only when the
@@ -81,9 +81,9 @@ fn activate(z: f32) -> f32 {
 }
 
 // d act / dz, from z (gelu) or from the output y (tanh)
-fn activateGrad(saved: f32) -> f32 {
-  if (ACT == 1u) { return normalCdf(saved) + saved * INV_SQRT_2PI * exp(-0.5 * saved * saved); }
-  if (ACT == 2u) { return 1.0 - saved * saved; }
+fn activateGrad(v: f32) -> f32 {
+  if (ACT == 1u) { return normalCdf(v) + v * INV_SQRT_2PI * exp(-0.5 * v * v); }
+  if (ACT == 2u) { return 1.0 - v * v; }
   return 1.0;
 }
 
@@ -183,6 +183,20 @@ fn flatIndex(gid: vec3u, nwg: vec3u) -> u32 { return gid.x + gid.y * nwg.x * WG1
 fn activation_backward(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
   let i = flatIndex(gid, nwg);
   if (i < flat.n) { gradIn[i] = T(f32(gradOut[i]) * activateGrad(f32(saved[i]))); }
+}
+
+// the same, 4 elements per thread (n % 4 == 0): on lavapipe a vec4 load costs little more than a scalar one
+@group(0) @binding(12) var<storage, read> gradOut4: array<vec4<T>>;
+@group(0) @binding(13) var<storage, read> saved4: array<vec4<T>>;
+@group(0) @binding(14) var<storage, read_write> gradIn4: array<vec4<T>>;
+
+@compute @workgroup_size(WG1)
+fn activation_backward4(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let i = flatIndex(gid, nwg);
+  if (i >= flat.n / 4u) { return; }
+  let s = vec4f(saved4[i]);
+  let d = vec4f(activateGrad(s.x), activateGrad(s.y), activateGrad(s.z), activateGrad(s.w));
+  gradIn4[i] = vec4<T>(vec4f(gradOut4[i]) * d);
 }
 
 // dst[c] = sum over rows r of src[r * cols + c]   (bias gradient: column sums of dZ)

@@ -159,7 +159,10 @@ function flatDispatch(entry: string, bindings: Record<string, Tensor>, flat: { n
 /** dZ = dY * act'(saved): saved is z (gelu) or y (tanh) */
 function activationBackward(gy: Tensor, saved: Tensor, act: Activation): Tensor {
   const gz = Tensor.empty(gy.rt, gy.shape, gy.dtype, `matmul.${act}.grad`);
-  flatDispatch('activation_backward', { gradOut: gy, saved, gradIn: gz }, { n: gy.size, cols: 0, rows: 0 }, gy.size, { T: gy.dtype, ACT: ACT_CODE[act] });
+  const n = gy.size;
+  const defines = { T: gy.dtype, ACT: ACT_CODE[act] };
+  if (n % 4 === 0) flatDispatch('activation_backward4', { gradOut4: gy, saved4: saved, gradIn4: gz }, { n, cols: 0, rows: 0 }, n / 4, defines);
+  else flatDispatch('activation_backward', { gradOut: gy, saved, gradIn: gz }, { n, cols: 0, rows: 0 }, n, defines);
   return gz;
 }
 
