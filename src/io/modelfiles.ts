@@ -20,8 +20,11 @@ export function pickWeightsFile(names: readonly string[], folder: string): (type
 
 /** A safetensors or PyTorch file, recognised by its first bytes. */
 export async function readTensorFile(reader: ByteReader, fileName: string): Promise<TensorSource> {
-  const head = reader.size >= 4 ? await reader.read(0, 4) : new Uint8Array(0);
-  const isPytorch = (head[0] === 0x50 && head[1] === 0x4b) || head[0] === 0x80;
+  const head = await reader.read(0, Math.min(reader.size, 9));
+  // a safetensors file starts with its header length (u64 LE) whose low byte may well be 0x80 (lengths are padded
+  // to multiples of 8), so a leading 0x80 means a bare pickle only when the JSON header's '{' is not at byte 8
+  const isSafetensors = head.length === 9 && head[8] === 0x7b;
+  const isPytorch = (head[0] === 0x50 && head[1] === 0x4b) || (head[0] === 0x80 && !isSafetensors);
   return isPytorch ? readPytorch(reader, fileName) : readSafetensors(reader, fileName);
 }
 
