@@ -3,7 +3,9 @@
 //   build/cli.mjs            the `ser` CLI (Node)
 //   build/test/*.test.mjs    tests (one bundle per file, run by tools/run-tests.mjs with uvu)
 //   build/bench/*.mjs        benchmarks
-//   dist/ser.browser.js      the browser ESM bundle (no Node built-ins), when src/browser.ts exists
+//   dist/ser.browser.js      the browser ESM bundle (no Node built-ins), when src/browser.ts exists, with
+//   web/dist/*.js            the demo page and the in-page check (they import dist/ser.browser.js),
+//   dist/ser.node.js         the Node library entry, and dist/*.d.ts types for both
 import * as esbuild from 'esbuild';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -39,7 +41,45 @@ const benches = list('bench', /\.ts$/);
 for (const b of benches) add(b, { ...node, entryPoints: [b], outfile: `build/bench/${path.basename(b, '.ts')}.mjs` });
 if (fs.existsSync(path.join(root, 'src/node/cli.ts'))) add('src/node/cli.ts', { ...node, entryPoints: ['src/node/cli.ts'], outfile: 'build/cli.mjs' });
 if (fs.existsSync(path.join(root, 'src/browser.ts'))) {
-  add('src/browser.ts', { ...common, platform: 'browser', entryPoints: ['src/browser.ts'], outfile: 'dist/ser.browser.js', treeShaking: true });
+  // browser side: the library bundle, and web/*.ts (demo page, in-page check) into web/dist, which load the library
+  // bundle at run time instead of inlining it. Platform 'browser' refuses to resolve a Node built-in; noNodeImports
+  // also fails the build on any import left in the output other than the library bundle, or a node: specifier.
+  const browser = { ...common, platform: 'browser', treeShaking: true, metafile: true };
+  const library = { name: 'library-bundle', setup: (b) => b.onResolve({ filter: /(^|\/)src\/browser(\.js|\.ts)?$/ }, () => ({ path: '../../dist/ser.browser.js', external: true })) };
+  const noNodeImports = (what) => (r) => {
+    for (const [file, out] of Object.entries(r.metafile.outputs)) {
+      const bad = out.imports.filter((i) => i.path !== '../../dist/ser.browser.js').map((i) => i.path);
+      const text = file.endsWith('.js') ? fs.readFileSync(path.join(root, file), 'utf8') : '';
+      if (/["'`]node:[a-z]/.test(text)) bad.push('a node: specifier');
+      if (bad.length) throw new Error(`${what}: the browser bundle ${file} must not import ${bad.join(', ')}`);
+    }
+  };
+  jobs.push(esbuild.build({ ...browser, entryPoints: ['src/browser.ts'], outfile: 'dist/ser.browser.js' }).then(noNodeImports('src/browser.ts')).then(() => null, (e) => `src/browser.ts: ${e.message}`));
+  for (const w of list('web', /\.ts$/)) {
+    jobs.push(esbuild.build({ ...browser, entryPoints: [w], outfile: `web/dist/${path.basename(w, '.ts')}.js`, plugins: [library] }).then(noNodeImports(w)).then(() => null, (e) => `${w}: ${e.message}`));
+  }
+  // the Node library entry: the core plus the Node edge (Dawn runtime, model directories)
+  const nodeEntry = "export * from './src/index.ts';\nexport * from './src/node/dawn.ts';\nexport * from './src/node/modeldir.ts';\n";
+  add('dist/ser.node.js', { ...node, stdin: { contents: nodeEntry, resolveDir: root, sourcefile: 'ser.node.ts', loader: 'ts' }, outfile: 'dist/ser.node.js' });
+  jobs.push(declarations());
+}
+// .d.ts for both library entries (tsc emits even when it also reports type errors: those are typecheck's business)
+async function declarations() {
+  const { spawn } = await import('node:child_process');
+  const tsc = path.join(root, 'node_modules/typescript/bin/tsc');
+  const files = ['src/browser.ts', 'src/index.ts', 'src/node/dawn.ts', 'src/node/modeldir.ts', 'src/wgsl.d.ts'];
+  const flags = ['--ignoreConfig', '--declaration', '--emitDeclarationOnly', '--outDir', 'dist/types', '--rootDir', 'src', '--strict', '--skipLibCheck', '--target', 'es2022', '--module', 'esnext', '--moduleResolution', 'bundler', '--types', '@webgpu/types,node', '--lib', 'es2022,dom', '--resolveJsonModule'];
+  const out = await new Promise((resolve) => {
+    const p = spawn(process.execPath, [tsc, ...flags, ...files], { cwd: root });
+    let text = '';
+    p.stdout.on('data', (d) => (text += d));
+    p.stderr.on('data', (d) => (text += d));
+    p.on('close', () => resolve(text));
+  });
+  if (!fs.existsSync(path.join(root, 'dist/types/browser.d.ts'))) return `declarations (tsc): ${out.slice(0, 2000)}`;
+  fs.writeFileSync(path.join(root, 'dist/ser.browser.d.ts'), "export * from './types/browser.js';\n");
+  fs.writeFileSync(path.join(root, 'dist/ser.node.d.ts'), "export * from './types/index.js';\nexport * from './types/node/dawn.js';\nexport * from './types/node/modeldir.js';\n");
+  return null;
 }
 const errors = (await Promise.all(jobs)).filter(Boolean);
 console.log(`[build] ${tests.length} test bundle(s), ${benches.length} bench bundle(s) in ${Date.now() - t0} ms`);

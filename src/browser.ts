@@ -1,0 +1,28 @@
+// Browser entry (bundled to dist/ser.browser.js): the core API plus a runtime on navigator.gpu.
+import { createRuntime, type Runtime, type RuntimeOptions } from './runtime/runtime.js';
+
+export * from './index.js';
+
+export interface BrowserRuntimeOptions extends RuntimeOptions {
+  powerPreference?: GPUPowerPreference;
+  /** a GPU object other than navigator.gpu (a worker's, or a test double) */
+  gpu?: GPU;
+}
+
+/** WebGPU support in this page (navigator.gpu exists; an adapter may still be refused). */
+export function hasWebGPU(): boolean {
+  return typeof navigator !== 'undefined' && 'gpu' in navigator && !!navigator.gpu;
+}
+
+/** A Runtime on the page's (or worker's) WebGPU device, with the adapter's real limits and features. */
+export async function createBrowserRuntime(opts: BrowserRuntimeOptions = {}): Promise<Runtime> {
+  const gpu = opts.gpu ?? (hasWebGPU() ? navigator.gpu : null);
+  if (!gpu) {
+    throw new Error(
+      'WebGPU is not available in this browser (navigator.gpu is missing). Use Chrome or Edge 113+ (on Linux: ' +
+        '--enable-unsafe-webgpu --enable-features=Vulkan), Safari 26+, or Firefox 141+ on Windows; the page must be served ' +
+        'over https or from localhost.',
+    );
+  }
+  return createRuntime(gpu, opts);
+}

@@ -1,0 +1,40 @@
+// The core API, shared by the Node and browser entries: GPU runtime, tensors, autograd, the ops (each with its
+// backward), the wav2vec2 model, checkpoint I/O over ByteReaders, audio preparation, metrics and the trainer.
+// Nothing here imports a Node built-in (the Node edge is src/node/, the browser edge src/browser.ts); both entries
+// hand a `GPU` object (navigator.gpu, or Dawn's) to createRuntime().
+export { Runtime, createRuntime, summarizeAdapter, type AdapterSummary, type RuntimeOptions, type Bindable, type Bindings, type UniformValues } from './runtime/runtime.js';
+export { KernelFamily, defineKernel, type ScalarType, type Defines, type EntryInfo, type BindingInfo, type UniformMember } from './runtime/kernel.js';
+export { Tensor, numel, bytesPerElement, f32ToF16, f16ToF32, f32ToF16Array, f16ToF32Array, type DType } from './tensor.js';
+export { backward, checkpoint, isGradEnabled, keep, manualSeed, nextRandom, noGrad, record, tidy, withGrad, GraphNode, type BackwardFn } from './autograd.js';
+
+// ops (each file's public functions; kernels are exported so callers can inspect or reuse them)
+export { add, sub, mul, scale, accumulate, full, zerosLike, onesLike } from './ops/elementwise.js';
+export { matmul, linear, gemm, gemmStrategy, type Activation, type GemmStrategy, type GemmArgs } from './ops/matmul.js';
+export { conv1d, type Conv1dOptions } from './ops/conv.js';
+export { layerNorm, layerNormChannels, groupNormPerChannel, weightNorm } from './ops/norm.js';
+export { gelu, tanh, dropout } from './ops/activation.js';
+export { attention, attentionUsesSubgroups, setAttentionSubgroups, type AttentionOptions } from './ops/attention.js';
+export { transposeLast2, sliceLast, maskRows, replaceRows, maskColumns } from './ops/shape.js';
+export { sum, mean, poolTime, weightedLayerSum } from './ops/reduce.js';
+export { crossEntropy, softmax } from './ops/loss.js';
+export { AdamW, clipGradNorm, type AdamWOptions, type AdamWState } from './ops/optim.js';
+
+// model
+export * from './model/wav2vec2.js';
+export { initWav2Vec2Weights, type InitOptions, type InitTensor } from './model/init.js';
+
+// checkpoints and configs (ByteReader: bytesReader over memory, blobReader over a Blob / File)
+export * from './io/config.js';
+export { readSafetensors, writeSafetensors, safetensorsBytes, safetensorsLayout, type TensorToSave, type SafetensorsLayout } from './io/safetensors.js';
+export { readPytorch } from './io/pytorch.js';
+export { bytesReader, blobReader, openSharded, parseShardIndex, type ByteReader, type TensorEntry, type TensorSource, type CheckpointDType } from './io/source.js';
+export { openModelFiles, readTensorFile, pickWeightsFile, WEIGHT_FILES, type ModelFiles } from './io/modelfiles.js';
+export { expectedParameterShapes, canonicalParameterName, mapCheckpointKeys, loadIntoTensors, type HeadKind, type LoadReport } from './io/statedict.js';
+
+// audio (decoding, resampling, normalization: pure TypeScript / WebAssembly)
+export * from './audio/index.js';
+
+// evaluation and training
+export { computeMetrics, argmaxRows, macroF1, formatMetrics, type Metrics, type ClassMetrics } from './metrics.js';
+export { Trainer, DEFAULT_TRAIN_CONFIG, type TrainConfig } from './train/trainer.js';
+export { linearWarmupDecay } from './train/schedule.js';

@@ -1,0 +1,300 @@
+// The demo page: pick a model folder (or its files) and an audio file or a recording; the page predicts the emotion
+// with the library bundle on the page's WebGPU device and shows class probabilities and timings. The import below is
+// rewritten by the build to the library bundle (../../dist/ser.browser.js), so the page loads it like any user would.
+import * as ser from '../src/browser.js';
+
+type Model = ser.Wav2Vec2ForSpeechClassification;
+
+interface LoadedModel {
+  model: Model;
+  config: ser.Wav2Vec2Config;
+  preprocessor: ser.PreprocessorConfig;
+  name: string;
+}
+
+interface Clip {
+  name: string;
+  blob: Blob;
+  rate: number;
+  /** mono, at the model's sampling rate */
+  samples: Float32Array;
+  sourceRate: number;
+  decodeMs: number;
+}
+
+const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
+const gpuStatus = $('gpu-status');
+const modelStatus = $('model-status');
+const audioStatus = $('audio-status');
+const predictButton = $<HTMLButtonElement>('predict');
+const recordButton = $<HTMLButtonElement>('record');
+const player = $<HTMLAudioElement>('player');
+const errorBox = $('error');
+
+let runtime: Promise<ser.Runtime> | null = null;
+let loaded: LoadedModel | null = null;
+let clip: Clip | null = null;
+let busy = false;
+let predictions = 0;
+
+function setStatus(el: HTMLElement, text: string, error = false): void {
+  el.textContent = text;
+  el.classList.toggle('error', error);
+}
+
+function showError(e: unknown): void {
+  const msg = e instanceof Error ? e.message : String(e);
+  errorBox.textContent = msg;
+  console.error(e);
+}
+
+function ms(x: number): string {
+  return x >= 1000 ? `${(x / 1000).toFixed(2)} s` : `${x.toFixed(0)} ms`;
+}
+
+function getRuntime(): Promise<ser.Runtime> {
+  if (!runtime) {
+    runtime = ser.createBrowserRuntime().then(
+      (rt) => {
+        const a = rt.adapter;
+        const name = [a.vendor, a.architecture, a.description].filter(Boolean).join(' ') || 'unnamed adapter';
+        setStatus(gpuStatus, `WebGPU: ${name}${a.isCPU ? ' (software: expect slow inference)' : ''}; ${rt.hasSubgroups ? 'subgroups' : 'no subgroups'}, ${rt.hasF16 ? 'f16' : 'no f16'}`);
+        return rt;
+      },
+      (e) => {
+        setStatus(gpuStatus, (e as Error).message, true);
+        throw e;
+      },
+    );
+  }
+  return runtime;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// model
+
+/**
+ * A folder pick (webkitdirectory) brings every file below it: group them by directory and take the shallowest one
+ * that has both config.json and weights (picking demo-out finds demo-out/run/model).
+ */
+function chooseModelFiles(files: File[]): { name: string; files: [string, Blob][] } {
+  const dirs = new Map<string, File[]>();
+  for (const f of files) {
+    const rel = f.webkitRelativePath || f.name;
+    const dir = rel.includes('/') ? rel.slice(0, rel.lastIndexOf('/')) : '';
+    if (!dirs.has(dir)) dirs.set(dir, []);
+    dirs.get(dir)!.push(f);
+  }
+  const usable = [...dirs].filter(([, fs]) => {
+    const names = fs.map((f) => f.name);
+    return names.includes('config.json') && ser.WEIGHT_FILES.some((w) => names.includes(w));
+  });
+  usable.sort((a, b) => a[0].split('/').length - b[0].split('/').length || a[0].localeCompare(b[0]));
+  const [dir, chosen] = usable[0] ?? [...dirs][0] ?? ['', []];
+  return { name: dir || 'selected files', files: chosen.map((f) => [f.name, f]) };
+}
+
+async function loadModel(files: File[]): Promise<void> {
+  if (!files.length) return;
+  errorBox.textContent = '';
+  const rt = await getRuntime();
+  const { name, files: entries } = chooseModelFiles(files);
+  setStatus(modelStatus, `Reading ${name}…`);
+  const t0 = performance.now();
+  const mf = await ser.openModelFiles(entries, name);
+  const { model, report } = await ser.Wav2Vec2ForSpeechClassification.fromSource(rt, mf.config, mf.weights, {
+    checkpoint: mf.weightsFile,
+    onTensor: (tensorName, i, n) => {
+      if (i % 16 === 0 || i === n - 1) setStatus(modelStatus, `Loading ${name}: ${i + 1}/${n} tensors (${tensorName})`);
+    },
+  });
+  model.eval();
+  await rt.sync();
+  loaded?.model.dispose();
+  loaded = { model, config: mf.config, preprocessor: mf.preprocessor, name };
+  const c = mf.config;
+  let params = 0;
+  for (const [, t] of model.namedParameters()) params += t.size;
+  const notes: string[] = [];
+  if (report.newlyInitialized.length) notes.push(`not in the checkpoint, randomly initialised (predictions are meaningless): ${report.newlyInitialized.join(', ')}`);
+  if (!mf.preprocessorFound) notes.push('no preprocessor_config.json: using the defaults (16 kHz, normalised)');
+  for (const w of c.warnings) notes.push(w);
+  setStatus(
+    modelStatus,
+    `Loaded ${name} in ${ms(performance.now() - t0)}: ${c.do_stable_layer_norm ? 'XLSR/large (stable layer norm)' : 'base'} layout, ` +
+      `${c.num_hidden_layers} layers, hidden ${c.hidden_size}, ${(params / 1e6).toFixed(params < 1e6 ? 2 : 1)} M parameters, ` +
+      `labels: ${c.labels.join(', ')}${notes.length ? `\n${notes.join('\n')}` : ''}`,
+  );
+  modelStatus.dataset.loaded = 'true';
+  updateButtons();
+  if (clip && clip.rate !== mf.preprocessor.sampling_rate) await useAudio(clip.blob, clip.name); // decodes again at this model's rate, then predicts
+  else if (clip) await predict();
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// audio
+
+let audioContext: AudioContext | null = null;
+
+/**
+ * Audio bytes -> mono samples at `rate`. WAV goes through the library's parser (bit-exact, the same samples the Node
+ * CLI sees); anything else through the browser's decoder. A rate other than the model's is converted by rendering
+ * the clip through an OfflineAudioContext at that rate (which also mixes the channels down to one).
+ */
+async function decodeToRate(blob: Blob, name: string, rate: number): Promise<{ samples: Float32Array; sourceRate: number }> {
+  const bytes = new Uint8Array(await blob.arrayBuffer());
+  let channels: Float32Array[] | null = null;
+  let sourceRate = 0;
+  if (ser.isWav(bytes)) {
+    try {
+      const d = ser.decodeWav(bytes, name);
+      channels = d.channels;
+      sourceRate = d.sampleRate;
+    } catch {
+      channels = null; // a WAV variant our parser refuses: let the browser try
+    }
+  }
+  if (!channels) {
+    audioContext ??= new AudioContext();
+    const buf = await audioContext.decodeAudioData(bytes.slice().buffer);
+    channels = Array.from({ length: buf.numberOfChannels }, (_, i) => buf.getChannelData(i));
+    sourceRate = buf.sampleRate;
+  }
+  if (sourceRate === rate) return { samples: ser.mixToMono(channels), sourceRate };
+  const frames = channels[0].length;
+  const offline = new OfflineAudioContext(1, Math.max(1, Math.round((frames * rate) / sourceRate)), rate);
+  const buffer = offline.createBuffer(channels.length, frames, sourceRate);
+  channels.forEach((c, i) => buffer.copyToChannel(c as Float32Array<ArrayBuffer>, i));
+  const src = offline.createBufferSource();
+  src.buffer = buffer;
+  src.connect(offline.destination);
+  src.start();
+  const rendered = await offline.startRendering();
+  return { samples: rendered.getChannelData(0).slice(), sourceRate };
+}
+
+async function useAudio(blob: Blob, name: string): Promise<void> {
+  errorBox.textContent = '';
+  const rate = loaded?.preprocessor.sampling_rate ?? 16000;
+  setStatus(audioStatus, `Decoding ${name}…`);
+  const t0 = performance.now();
+  const { samples, sourceRate } = await decodeToRate(blob, name, rate);
+  clip = { name, blob, rate, samples, sourceRate, decodeMs: performance.now() - t0 };
+  player.src = URL.createObjectURL(blob);
+  player.hidden = false;
+  setStatus(audioStatus, `${name}: ${(samples.length / rate).toFixed(2)} s${sourceRate !== rate ? ` (resampled from ${sourceRate} Hz to ${rate} Hz)` : ` at ${rate} Hz`}`);
+  updateButtons();
+  if (loaded) await predict();
+}
+
+let recorder: MediaRecorder | null = null;
+
+async function toggleRecording(): Promise<void> {
+  if (recorder) {
+    recorder.stop();
+    return;
+  }
+  const stream = await navigator.mediaDevices.getUserMedia({ audio: { channelCount: 1, echoCancellation: false, noiseSuppression: false } });
+  const chunks: Blob[] = [];
+  const r = new MediaRecorder(stream);
+  recorder = r;
+  const started = performance.now();
+  const tick = setInterval(() => setStatus(audioStatus, `Recording… ${((performance.now() - started) / 1000).toFixed(1)} s (press Stop)`), 200);
+  r.ondataavailable = (ev) => chunks.push(ev.data);
+  r.onstop = () => {
+    clearInterval(tick);
+    for (const t of stream.getTracks()) t.stop();
+    recorder = null;
+    recordButton.textContent = '● Record';
+    recordButton.classList.remove('recording');
+    useAudio(new Blob(chunks, { type: r.mimeType }), 'recording').catch(showError);
+  };
+  r.start();
+  recordButton.textContent = '■ Stop';
+  recordButton.classList.add('recording');
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// prediction
+
+function updateButtons(): void {
+  predictButton.disabled = busy || !loaded || !clip;
+}
+
+async function predict(): Promise<void> {
+  if (!loaded || !clip || busy) return;
+  busy = true;
+  updateButtons();
+  errorBox.textContent = '';
+  try {
+    const { model, config, preprocessor } = loaded;
+    const rt = model.rt;
+    const need = ser.receptiveField(config);
+    if (clip.samples.length < need) throw new Error(`${clip.name} is ${clip.samples.length} samples long; the model needs at least ${need} (${((need / preprocessor.sampling_rate) * 1000).toFixed(0)} ms)`);
+    const x = preprocessor.do_normalize ? ser.zeroMeanUnitVar(clip.samples) : clip.samples;
+    const t0 = performance.now();
+    const probsT = ser.noGrad(() =>
+      ser.tidy(() => {
+        const input = ser.Tensor.fromData(rt, x, [1, x.length], 'f32', 'input_values');
+        const out = model.forward({ inputValues: input });
+        const p = ser.softmax(out.logits!);
+        ser.disposeOutput(out);
+        return p;
+      }),
+    );
+    const probs = await probsT.readFloat();
+    probsT.dispose();
+    const inferenceMs = performance.now() - t0;
+    predictions++;
+    show(config.labels, probs, { inferenceMs, decodeMs: clip.decodeMs, seconds: clip.samples.length / preprocessor.sampling_rate, first: predictions === 1 });
+  } finally {
+    busy = false;
+    updateButtons();
+  }
+}
+
+function show(labels: readonly string[], probs: Float32Array, t: { inferenceMs: number; decodeMs: number; seconds: number; first: boolean }): void {
+  let best = 0;
+  for (let k = 1; k < probs.length; k++) if (probs[k] > probs[best]) best = k;
+  $('result').classList.add('shown');
+  $('label').textContent = labels[best] ?? `class ${best}`;
+  const list = $('probs');
+  list.replaceChildren(
+    ...labels.map((l, k) => {
+      const row = document.createElement('div');
+      row.className = k === best ? 'bar top' : 'bar';
+      const name = document.createElement('span');
+      name.textContent = l;
+      const track = document.createElement('div');
+      track.className = 'track';
+      const fill = document.createElement('div');
+      fill.className = 'fill';
+      fill.style.width = `${(probs[k] * 100).toFixed(1)}%`;
+      track.append(fill);
+      const p = document.createElement('span');
+      p.className = 'p';
+      p.textContent = `${(probs[k] * 100).toFixed(1)}%`;
+      row.append(name, track, p);
+      return row;
+    }),
+  );
+  list.dataset.probs = JSON.stringify(Array.from(probs));
+  $('timing').textContent =
+    `${t.seconds.toFixed(2)} s of audio · decode ${ms(t.decodeMs)} · inference ${ms(t.inferenceMs)}` +
+    `${t.first ? ' (first run: includes compiling the kernels; press Predict again for the warm time)' : ''} · real-time factor ${(t.inferenceMs / 1000 / t.seconds).toFixed(3)}`;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// wiring
+
+const filesOf = (ev: Event) => [...((ev.target as HTMLInputElement).files ?? [])];
+$('model-dir').addEventListener('change', (ev) => loadModel(filesOf(ev)).catch((e) => (setStatus(modelStatus, 'Could not load the model.', true), showError(e))));
+$('model-files').addEventListener('change', (ev) => loadModel(filesOf(ev)).catch((e) => (setStatus(modelStatus, 'Could not load the model.', true), showError(e))));
+$('audio-file').addEventListener('change', (ev) => {
+  const f = filesOf(ev)[0];
+  if (f) useAudio(f, f.name).catch((e) => (setStatus(audioStatus, 'Could not use this audio.', true), showError(e)));
+});
+recordButton.addEventListener('click', () => toggleRecording().catch(showError));
+predictButton.addEventListener('click', () => predict().catch(showError));
+if (typeof MediaRecorder === 'undefined' || !navigator.mediaDevices) recordButton.disabled = true;
+getRuntime().catch(() => {});
