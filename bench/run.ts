@@ -9,6 +9,9 @@ import { createNodeRuntime } from '../src/node/dawn.js';
 import type { Runtime } from '../src/runtime/runtime.js';
 import { measureCopyBandwidth, measureFmaPeak, fmt, type Row } from './lib/harness.js';
 import { benchGemm, benchConv, benchAttention, benchLayerNorm, benchAdamW, type Peaks } from './lib/kernels.js';
+import { benchTfjs } from './lib/peers-tfjs.js';
+import { benchOrt } from './lib/peers-ort.js';
+import { benchTorch } from './lib/peers-torch.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const args = process.argv.slice(2);
@@ -26,6 +29,10 @@ const sections: [string, Section][] = [
   ['attention', benchAttention],
   ['layernorm', benchLayerNorm],
   ['adamw', benchAdamW],
+  // peers, measured side by side in the same run (--torch installs PyTorch first if it is missing)
+  ['tfjs', benchTfjs],
+  ['ort', benchOrt],
+  ['torch', benchTorch],
 ];
 
 /** The Dawn busy-wait fix, measured: the same GEMM workload in two fresh processes, main thread niced or not. */
