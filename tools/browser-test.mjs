@@ -256,7 +256,11 @@ async function main() {
     result.browser.ms = Math.round(performance.now() - browserT0);
     log(`browser: Chromium ${result.browser.version}, ${browserReport.adapter}: ${browserReport.outputs.length} outputs in ${result.browser.ms} ms`);
     const failed = (report, name) => report.outputs.find((o) => o.error && (o.name === name || name.startsWith(`${o.name}.`)));
-    const short = (msg) => msg.split('\n')[0].slice(0, 400);
+    // first line; a long one (a batch error lists its dispatches first) keeps its start and its end, where the cause is
+    const short = (msg) => {
+      const line = msg.split('\n')[0];
+      return line.length > 400 ? `${line.slice(0, 120)} … ${line.slice(-280)}` : line;
+    };
     for (const e of nodeReport.outputs.filter((o) => o.error)) fail(`${e.name} failed in Node: ${short(e.error)}`);
     for (const e of browserReport.outputs.filter((o) => o.error)) fail(`${e.name} failed in the browser: ${short(e.error)}`);
     for (const ref of nodeReport.outputs.filter((o) => !o.error)) {

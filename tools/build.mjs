@@ -47,14 +47,20 @@ if (fs.existsSync(path.join(root, 'src/browser.ts'))) {
   const browser = { ...common, platform: 'browser', treeShaking: true, metafile: true };
   const library = { name: 'library-bundle', setup: (b) => b.onResolve({ filter: /(^|\/)src\/browser(\.js|\.ts)?$/ }, () => ({ path: '../../dist/ser.browser.js', external: true })) };
   const noNodeImports = (what) => (r) => {
+    const outputs = Object.keys(r.metafile.outputs);
     for (const [file, out] of Object.entries(r.metafile.outputs)) {
-      const bad = out.imports.filter((i) => i.path !== '../../dist/ser.browser.js').map((i) => i.path);
+      const bad = out.imports.filter((i) => i.path !== '../../dist/ser.browser.js' && !outputs.includes(i.path)).map((i) => i.path);
       const text = file.endsWith('.js') ? fs.readFileSync(path.join(root, file), 'utf8') : '';
       if (/["'`]node:[a-z]/.test(text)) bad.push('a node: specifier');
       if (bad.length) throw new Error(`${what}: the browser bundle ${file} must not import ${bad.join(', ')}`);
+      const nodeOnly = text.match(/\bprocess\.(env|argv|exit|cwd)\b[^\n]{0,60}/);
+      if (nodeOnly) console.warn(`[build] warning: ${file} uses Node's process object, which browsers lack: ${nodeOnly[0]}`);
     }
   };
-  jobs.push(esbuild.build({ ...browser, entryPoints: ['src/browser.ts'], outfile: 'dist/ser.browser.js' }).then(noNodeImports('src/browser.ts')).then(() => null, (e) => `src/browser.ts: ${e.message}`));
+  // split: the audio decoders (WebAssembly, ~200 kB) become chunks loaded only when decodeAudio meets their format
+  fs.rmSync(path.join(root, 'dist/chunks'), { recursive: true, force: true });
+  const lib = { ...browser, entryPoints: { 'ser.browser': 'src/browser.ts' }, outdir: 'dist', splitting: true, chunkNames: 'chunks/[name]-[hash]' };
+  jobs.push(esbuild.build(lib).then(noNodeImports('src/browser.ts')).then(() => null, (e) => `src/browser.ts: ${e.message}`));
   for (const w of list('web', /\.ts$/)) {
     jobs.push(esbuild.build({ ...browser, entryPoints: [w], outfile: `web/dist/${path.basename(w, '.ts')}.js`, plugins: [library] }).then(noNodeImports(w)).then(() => null, (e) => `${w}: ${e.message}`));
   }

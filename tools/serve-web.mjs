@@ -75,5 +75,5 @@ if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
   if (!fs.existsSync(path.join(root, 'web/dist/app.js'))) console.warn('[web] web/dist/app.js is missing: run `npm run build` first');
   const { url } = await serve({ port });
   console.log(`[web] demo page: ${url}/web/index.html  (Chrome/Edge 113+; on Linux start Chrome with --enable-unsafe-webgpu --enable-features=Vulkan)`);
-  console.log('[web] choose the model folder `npm run demo` wrote (demo-out/run/.../config.json + model.safetensors), then an audio file or a recording');
+  console.log('[web] choose the model folder `npm run demo` wrote (demo-out/run/model: config.json, model.safetensors, preprocessor_config.json), then an audio file or a recording');
 }
