@@ -37,6 +37,9 @@ const CHROMIUM_FLAGS = [
   '--disable-component-update',
   '--disable-sync',
   '--no-first-run',
+  // the demo page's Record button: a fake microphone (a beep), no permission prompt
+  '--use-fake-device-for-media-stream',
+  '--use-fake-ui-for-media-stream',
 ];
 const log = (m) => console.log(`[browser-test] ${m}`);
 
@@ -229,7 +232,7 @@ async function main() {
   const pageErrors = [];
   try {
     result.browser.version = browser.version();
-    const context = await browser.newContext({ viewport: { width: 900, height: 1000 } });
+    const context = await browser.newContext({ viewport: { width: 900, height: 1000 }, permissions: ['microphone'] });
     const watch = (page, what) => {
       page.on('pageerror', (e) => pageErrors.push(`${what}: ${e.message}`));
       page.on('console', (m) => {
@@ -280,52 +283,85 @@ async function main() {
     }
     await page.close();
 
-    // 2. the demo page, driven through its file inputs
+    // 2. the demo page, driven through its inputs like a user: the folder picker (given the folder above the model, as
+    // when one picks demo-out), a WAV, the Predict button, the file picker, and a recording from Chromium's fake
+    // microphone (a beep: exercises MediaRecorder, decodeAudioData and the OfflineAudioContext resampler)
     const demoPage = await context.newPage();
     watch(demoPage, 'index.html');
     await demoPage.goto(`${server.url}/web/index.html`);
     await demoPage.waitForFunction(() => /WebGPU:/.test(document.getElementById('gpu-status')?.textContent ?? '') || document.getElementById('gpu-status')?.classList.contains('error'), null, { timeout: 60000 });
     const gpuLine = await demoPage.textContent('#gpu-status');
     if (!/^WebGPU:/.test(gpuLine ?? '')) throw new Error(`demo page has no WebGPU: ${gpuLine}`);
+    const state = () =>
+      demoPage.evaluate(() => {
+        const el = (id) => document.getElementById(id);
+        const r = el('label')?.getBoundingClientRect();
+        return {
+          label: el('label')?.textContent ?? '',
+          labelVisible: !!r && r.width > 0 && r.height > 0,
+          probs: JSON.parse(el('probs')?.dataset.probs ?? 'null'),
+          count: Number(el('probs')?.dataset.count ?? 0),
+          timing: el('timing')?.textContent ?? '',
+          model: el('model-status')?.textContent ?? '',
+          audio: el('audio-status')?.textContent ?? '',
+          error: el('error')?.textContent ?? '',
+        };
+      });
+    const modelLoaded = () => demoPage.waitForFunction(() => document.getElementById('model-status')?.dataset.loaded === 'true' || document.getElementById('error')?.textContent, null, { timeout: 120000 });
+    const prediction = async (n) => {
+      await demoPage.waitForFunction((k) => Number(document.getElementById('probs')?.dataset.count ?? 0) >= k || document.getElementById('error')?.textContent, n, { timeout: 120000 });
+      const st = await state();
+      if (st.error) throw new Error(`demo page: ${st.error}`);
+      return st;
+    };
     const d0 = performance.now();
-    await demoPage.setInputFiles('#model-files', demo.files);
-    await demoPage.waitForFunction(() => document.getElementById('model-status')?.dataset.loaded === 'true' || document.getElementById('error')?.textContent, null, { timeout: 120000 });
+    await demoPage.setInputFiles('#model-dir', demoDir);
+    await modelLoaded();
     await demoPage.setInputFiles('#audio-file', demo.wav);
-    await demoPage.waitForFunction(() => document.getElementById('probs')?.dataset.probs || document.getElementById('error')?.textContent, null, { timeout: 120000 });
-    const shown = await demoPage.evaluate(() => ({
-      label: document.getElementById('label')?.textContent ?? '',
-      probs: JSON.parse(document.getElementById('probs')?.dataset.probs ?? 'null'),
-      timing: document.getElementById('timing')?.textContent ?? '',
-      model: document.getElementById('model-status')?.textContent ?? '',
-      error: document.getElementById('error')?.textContent ?? '',
-      labelVisible: (() => {
-        const r = document.getElementById('label')?.getBoundingClientRect();
-        return !!r && r.width > 0 && r.height > 0;
-      })(),
-    }));
-    // Predict again: the warm time (kernels compiled), same answer
-    await demoPage.evaluate(() => {
-      delete document.getElementById('probs').dataset.probs;
-    });
+    const first = await prediction(1);
     await demoPage.click('#predict');
-    await demoPage.waitForFunction(() => document.getElementById('probs')?.dataset.probs || document.getElementById('error')?.textContent, null, { timeout: 60000 });
-    const again = await demoPage.evaluate(() => ({ probs: JSON.parse(document.getElementById('probs')?.dataset.probs ?? 'null'), timing: document.getElementById('timing')?.textContent ?? '' }));
+    const again = await prediction(2);
+    await demoPage.setInputFiles('#model-files', demo.files);
+    const reloaded = await prediction(3); // a new model with a clip present predicts at once
     const screenshot = path.join(outDir, 'demo.png');
     await demoPage.screenshot({ path: screenshot, fullPage: true });
     const png = pngStats(screenshot);
+    await demoPage.click('#record');
+    await demoPage.waitForTimeout(1500);
+    await demoPage.click('#record');
+    const recorded = await prediction(4);
+
     const best = nodePrediction.probs.indexOf(Math.max(...nodePrediction.probs));
-    const probErr = shown.probs ? check.relativeL2(shown.probs, nodePrediction.probs) : Infinity;
-    const againErr = again.probs ? check.relativeL2(again.probs, shown.probs ?? []) : Infinity;
-    result.demo = { label: shown.label, expected: nodePrediction.labels[best], probs: shown.probs, nodeProbs: nodePrediction.probs, relL2: probErr, timing: shown.timing, warmTiming: again.timing, seconds: Math.round(performance.now() - d0) / 1000, screenshot, png };
-    log(`demo page: model "${shown.model.split('\n')[0]}"`);
-    log(`demo page: label "${shown.label}" (Node: "${nodePrediction.labels[best]}"), probabilities rel-L2 ${probErr.toExponential(2)}; ${shown.timing}`);
-    log(`demo page, Predict again: ${again.timing}`);
-    if (!(againErr <= TOLERANCE)) fail(`demo page: a second prediction of the same clip differs (rel-L2 ${againErr})`);
+    const expected = nodePrediction.labels[best];
+    const err = (st) => (st.probs ? check.relativeL2(st.probs, nodePrediction.probs) : Infinity);
+    result.demo = {
+      label: first.label,
+      expected,
+      probs: first.probs,
+      nodeProbs: nodePrediction.probs,
+      relL2: Math.max(err(first), err(again), err(reloaded)),
+      timing: first.timing,
+      warmTiming: again.timing,
+      recording: { label: recorded.label, audio: recorded.audio, timing: recorded.timing },
+      seconds: Math.round(performance.now() - d0) / 1000,
+      screenshot,
+      png,
+    };
+    log(`demo page: folder picker -> "${first.model.split('\n')[0]}"`);
+    log(`demo page: label "${first.label}" (Node: "${expected}"), probabilities rel-L2 ${err(first).toExponential(2)}; ${first.timing}`);
+    log(`demo page: Predict again: rel-L2 ${err(again).toExponential(2)}; ${again.timing}`);
+    log(`demo page: files picker: label "${reloaded.label}", rel-L2 ${err(reloaded).toExponential(2)}`);
+    log(`demo page: recording (fake microphone): ${recorded.audio}; label "${recorded.label}"; ${recorded.timing}`);
     log(`screenshot ${path.relative(root, screenshot)}: ${png.width}x${png.height}, ${png.bytes} bytes, ${png.colours} colours`);
-    if (shown.error) fail(`demo page error: ${shown.error}`);
-    if (!LABELS.includes(shown.label) || !shown.labelVisible) fail(`demo page shows no label (got "${shown.label}")`);
-    if (shown.label !== nodePrediction.labels[best]) fail(`demo page label "${shown.label}" != Node's "${nodePrediction.labels[best]}"`);
-    if (!(probErr <= TOLERANCE)) fail(`demo page probabilities differ from Node's: rel-L2 ${probErr}`);
+    if (!/model/.test(first.model.split('\n')[0])) fail(`the folder picker did not find the model folder: ${first.model}`);
+    for (const [what, st] of [['first prediction', first], ['Predict again', again], ['after choosing the files', reloaded], ['recording', recorded]]) {
+      if (!LABELS.includes(st.label) || !st.labelVisible) fail(`demo page (${what}) shows no label (got "${st.label}")`);
+    }
+    for (const [what, st] of [['first prediction', first], ['Predict again', again], ['after choosing the files', reloaded]]) {
+      if (st.label !== expected) fail(`demo page (${what}): label "${st.label}" != Node's "${expected}"`);
+      if (!(err(st) <= TOLERANCE)) fail(`demo page (${what}): probabilities differ from Node's: rel-L2 ${err(st)}`);
+    }
+    if (!/resampled from \d+ Hz to 16000 Hz/.test(recorded.audio)) fail(`the recording was not resampled to 16 kHz: ${recorded.audio}`);
     if (png.width < 400 || png.height < 400 || png.bytes < 10000 || png.colours < 50) fail(`screenshot looks empty: ${JSON.stringify(png)}`);
   } finally {
     await browser.close();

@@ -100,6 +100,7 @@ async function loadModel(files: File[]): Promise<void> {
   const rt = await getRuntime();
   const { name, files: entries } = chooseModelFiles(files);
   setStatus(modelStatus, `Reading ${name}…`);
+  modelStatus.dataset.loaded = 'false';
   const t0 = performance.now();
   const mf = await ser.openModelFiles(entries, name);
   const { model, report } = await ser.Wav2Vec2ForSpeechClassification.fromSource(rt, mf.config, mf.weights, {
@@ -279,6 +280,7 @@ function show(labels: readonly string[], probs: Float32Array, t: { inferenceMs: 
     }),
   );
   list.dataset.probs = JSON.stringify(Array.from(probs));
+  list.dataset.count = String(predictions);
   $('timing').textContent =
     `${t.seconds.toFixed(2)} s of audio · decode ${ms(t.decodeMs)} · inference ${ms(t.inferenceMs)}` +
     `${t.first ? ' (first run: includes compiling the kernels; press Predict again for the warm time)' : ''} · real-time factor ${(t.inferenceMs / 1000 / t.seconds).toFixed(3)}`;
