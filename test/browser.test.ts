@@ -21,7 +21,15 @@ interface Result {
   failures: string[];
   outputs?: Output[];
   browser?: { version?: string; adapter?: string };
-  demo?: { label: string; expected: string; probs: number[] | null; relL2: number; png: { width: number; height: number; bytes: number; colours: number }; screenshot: string } | null;
+  demo?: {
+    label: string;
+    expected: string;
+    probs: number[] | null;
+    relL2: number;
+    recording: { label: string; audio: string };
+    png: { width: number; height: number; bytes: number; colours: number };
+    screenshot: string;
+  } | null;
 }
 
 const TOLERANCE = 1e-5;
@@ -74,6 +82,13 @@ test('demo page: a model folder and a WAV through the file inputs give a label a
   assert.ok(d!.relL2 <= TOLERANCE, `probabilities rel-L2 ${d!.relL2}`);
   assert.ok(fs.existsSync(d!.screenshot), 'no screenshot file');
   assert.ok(d!.png.width >= 400 && d!.png.height >= 400 && d!.png.colours >= 50, `screenshot looks empty: ${JSON.stringify(d!.png)}`);
+});
+
+test('demo page: a recording (Chromium\'s fake microphone) is decoded, resampled to 16 kHz and labelled', () => {
+  const r = result.demo?.recording;
+  assert.ok(r, 'no recording checked');
+  assert.match(r!.audio, /resampled from \d+ Hz to 16000 Hz/);
+  assert.ok(r!.label.length > 0, 'no label for the recording');
 });
 
 test('no other failure (page errors, console errors)', () => {
