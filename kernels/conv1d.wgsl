@@ -25,7 +25,7 @@ struct Conv {
   batch: u32, cin: u32, cout: u32, tin: u32, tout: u32,
   ksize: u32, stride: u32, padding: u32, cinG: u32, coutG: u32,
   hasBias: u32,
-  // weight gradient: time steps per chunk, taps blocks per (ci, phase); sumPartials: elements and chunk count
+  // weight gradient: time steps per chunk, tap blocks (ceil(K / TN)), chunk count; sumPartials: elements, count
   chunk: u32, tapBlocks: u32, n: u32, count: u32,
 }
 

@@ -3,16 +3,20 @@
 //   forward:  norm[d] = sqrt(sum_{o,i} v^2),  w = g[d] * v / norm[d]
 //   backward: s[d] = sum_{o,i} dw * v,  dg[d] = s[d] / norm[d],
 //             dv = g[d] / norm[d] * (dw - v * s[d] / norm[d]^2) = g[d] / norm[d] * (dw - v * dg[d] / norm[d])
-// The per-d sums run one workgroup per d with a tree reduction in workgroup memory (no float atomics).
-// Integer division by a runtime value is scalarized on lavapipe (~2.5 loads' worth per lane), so when inner is a power
-// of two (the pos conv's dim 2: inner = 1) index math uses shifts and masks, baked into the pipeline:
-// INNER_SHIFT = log2(inner) (or -1: divide), DIM_MASK = dim - 1 when dim is a power of two (or 0: divide).
+// The per-d sums are partial sums: thread (chunk, d), d fastest, so neighbouring lanes read neighbouring elements
+// when inner = 1 (the pos conv's dim 2: a column sum of a [65536, 128] matrix; one workgroup per d would walk the
+// whole array once per d, a cache line per element); weightNormFinish* add the chunks (no float atomics).
+// Integer division by a runtime value is scalarized on lavapipe (~2.5 loads' worth per lane): the partial sums walk
+// (o, i) incrementally, and when inner and D are powers of two the elementwise passes use shifts and masks baked into
+// the pipeline: INNER_SHIFT = log2(inner) (or -1: divide), DIM_MASK = D - 1 (or 0: divide).
 alias T = f32;
 const WG: u32 = 128u;
 const INNER_SHIFT: i32 = -1;
 const DIM_MASK: u32 = 0u;
+const EPT: u32 = 4u;
 
-struct WeightNorm { outer: u32, dim: u32, inner: u32, n: u32 }
+// chunk: (o, i) pairs per chunk; chunks: their count; backward: 1 for sum(dw * v), 0 for sum(v * v)
+struct WeightNorm { outer: u32, dim: u32, inner: u32, n: u32, chunk: u32, chunks: u32, backward: u32 }
 
 @group(0) @binding(0) var<uniform> p: WeightNorm;
 @group(0) @binding(1) var<storage, read> v: array<T>;
@@ -23,27 +27,10 @@ struct WeightNorm { outer: u32, dim: u32, inner: u32, n: u32 }
 @group(0) @binding(6) var<storage, read> dw: array<T>;
 @group(0) @binding(7) var<storage, read_write> dg: array<T>;
 @group(0) @binding(8) var<storage, read_write> dv: array<T>;
+@group(0) @binding(9) var<storage, read_write> partial: array<f32>;
+@group(0) @binding(10) var<storage, read> parts: array<f32>;
 
-var<workgroup> red: array<f32, WG>;
-
-fn workgroupSum(lid: u32, s: f32) -> f32 {
-  red[lid] = s;
-  workgroupBarrier();
-  for (var h = WG / 2u; h > 0u; h /= 2u) {
-    if (lid < h) { red[lid] += red[lid + h]; }
-    workgroupBarrier();
-  }
-  return red[0];
-}
-
-// element (o, d, i) of the e-th (o, i) pair
-fn element(d: u32, e: u32) -> u32 {
-  if (INNER_SHIFT >= 0) {
-    let s = u32(max(INNER_SHIFT, 0));
-    return (((e >> s) * p.dim + d) << s) + (e & (p.inner - 1u));
-  }
-  return ((e / p.inner) * p.dim + d) * p.inner + e % p.inner;
-}
+fn threadIndex(gid: vec3u, nwg: vec3u) -> u32 { return gid.x + gid.y * nwg.x * WG; }
 
 // d of flat element e
 fn dimIndex(e: u32) -> u32 {
@@ -51,41 +38,69 @@ fn dimIndex(e: u32) -> u32 {
   return (e / p.inner) % p.dim;
 }
 
-// one workgroup per d
+// partial[chunk * D + d] = sum over the chunk's (o, i) of v^2 (forward) or dw * v (backward)
 @compute @workgroup_size(WG)
-fn weightNormNorms(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
-  let d = wid.x;
+fn weightNormPartial(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let id = threadIndex(gid, nwg);
+  if (id >= p.dim * p.chunks) { return; }
+  let d = id % p.dim;
+  let start = (id / p.dim) * p.chunk;
+  let end = min(start + p.chunk, p.outer * p.inner);
+  var i = start % p.inner;
+  var e = ((start / p.inner) * p.dim + d) * p.inner + i;
   var s = 0.0;
-  for (var e = lid; e < p.outer * p.inner; e += WG) { let a = f32(v[element(d, e)]); s += a * a; }
-  let total = workgroupSum(lid, s);
-  if (lid == 0u) { norm[d] = sqrt(total); }
+  for (var k = start; k < end; k++) {
+    let a = f32(v[e]);
+    s += a * select(a, f32(dw[e]), p.backward != 0u); // forward binds v as dw
+    i++;
+    e++;
+    if (i == p.inner) { i = 0u; e += (p.dim - 1u) * p.inner; } // next o: skip the other d
+  }
+  partial[id] = s;
 }
 
-// one thread per element
+// forward: norm[d] = sqrt(sum of the chunks)
+@compute @workgroup_size(WG)
+fn weightNormFinishNorm(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let d = threadIndex(gid, nwg);
+  if (d >= p.dim) { return; }
+  var s = 0.0;
+  for (var c = 0u; c < p.chunks; c++) { s += parts[c * p.dim + d]; }
+  norm[d] = sqrt(s);
+}
+
+// backward: dg[d] = (sum of the chunks) / norm[d]
+@compute @workgroup_size(WG)
+fn weightNormFinishGrad(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let d = threadIndex(gid, nwg);
+  if (d >= p.dim) { return; }
+  var s = 0.0;
+  for (var c = 0u; c < p.chunks; c++) { s += parts[c * p.dim + d]; }
+  dg[d] = T(s / savedNorm[d]);
+}
+
+// EPT consecutive elements per thread: on lavapipe a thread's fixed cost is many loads' worth, so one element per
+// thread would spend most of the time starting threads
 @compute @workgroup_size(WG)
 fn weightNormForward(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let e = gid.x + gid.y * nwg.x * WG;
-  if (e >= p.n) { return; }
-  let d = dimIndex(e);
-  w[e] = T(f32(g[d]) * f32(v[e]) / savedNorm[d]);
+  let e0 = threadIndex(gid, nwg) * EPT;
+  for (var j = 0u; j < EPT; j++) {
+    let e = e0 + j;
+    if (e >= p.n) { return; }
+    let d = dimIndex(e);
+    w[e] = T(f32(g[d]) * f32(v[e]) / savedNorm[d]);
+  }
 }
 
-// one workgroup per d: dg[d] = sum(dw * v) / norm[d]
-@compute @workgroup_size(WG)
-fn weightNormBackwardG(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
-  let d = wid.x;
-  var s = 0.0;
-  for (var e = lid; e < p.outer * p.inner; e += WG) { let k = element(d, e); s += f32(dw[k]) * f32(v[k]); }
-  let total = workgroupSum(lid, s);
-  if (lid == 0u) { dg[d] = T(total / savedNorm[d]); }
-}
-
-// one thread per element, after weightNormBackwardG (reads dg)
+// EPT consecutive elements per thread, after weightNormFinishGrad (reads dg)
 @compute @workgroup_size(WG)
 fn weightNormBackwardV(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let e = gid.x + gid.y * nwg.x * WG;
-  if (e >= p.n) { return; }
-  let d = dimIndex(e);
-  let nd = savedNorm[d];
-  dv[e] = T(f32(g[d]) / nd * (f32(dw[e]) - f32(v[e]) * f32(dg[d]) / nd));
+  let e0 = threadIndex(gid, nwg) * EPT;
+  for (var j = 0u; j < EPT; j++) {
+    let e = e0 + j;
+    if (e >= p.n) { return; }
+    let d = dimIndex(e);
+    let nd = savedNorm[d];
+    dv[e] = T(f32(g[d]) / nd * (f32(dw[e]) - f32(v[e]) * f32(dg[d]) / nd));
+  }
 }

@@ -20,6 +20,8 @@ const WG = 128;
 /** threads wanted in a parameter-gradient pass before the groups are split into chunks */
 const AFFINE_TARGET_THREADS = 8192;
 const MIN_CHUNK = 16;
+/** elements per thread in weightNorm's elementwise passes (kernels/weightnorm.wgsl EPT) */
+const WEIGHT_NORM_EPT = 4;
 
 type NormParams = {
   rows: number;
@@ -214,20 +216,30 @@ export function weightNorm(g: Tensor, v: Tensor, dim: number): Tensor {
   const dt = v.dtype;
   const outer = v.shape.slice(0, dim).reduce((a, b) => a * b, 1);
   const inner = v.shape.slice(dim + 1).reduce((a, b) => a * b, 1);
-  const p = { outer, dim: D, inner, n: v.size };
+  const pairs = outer * inner;
+  const [chunk, chunks] = chunking(pairs, D);
+  const p = { outer, dim: D, inner, n: v.size, chunk, chunks, backward: 0 };
   const pow2 = (k: number) => (k & (k - 1)) === 0;
-  const defines = { T: dt, WG, INNER_SHIFT: pow2(inner) ? Math.log2(inner) : -1, DIM_MASK: pow2(D) && D > 1 ? D - 1 : 0 };
+  const defines = { T: dt, WG, EPT: WEIGHT_NORM_EPT, INNER_SHIFT: pow2(inner) ? Math.log2(inner) : -1, DIM_MASK: pow2(D) && D > 1 ? D - 1 : 0 };
   const norm = Tensor.empty(rt, [D], 'f32', `${op}.norm`);
-  rt.dispatch(weightNormKernel, 'weightNormNorms', { p, v, norm }, [D], { defines });
+  const partial = Tensor.empty(rt, [chunks, D], 'f32', `${op}.partial`);
+  // forward binds v as the unused dw: the kernel selects v * v there
+  rt.dispatch(weightNormKernel, 'weightNormPartial', { p, v, dw: v, partial }, grid1d(D * chunks, WG), { defines });
+  rt.dispatch(weightNormKernel, 'weightNormFinishNorm', { p, parts: partial, norm }, grid1d(D, WG), { defines });
+  partial.dispose();
   const w = Tensor.empty(rt, v.shape, dt, op);
-  rt.dispatch(weightNormKernel, 'weightNormForward', { p, v, g, savedNorm: norm, w }, grid1d(v.size, WG), { defines });
+  rt.dispatch(weightNormKernel, 'weightNormForward', { p, v, g, savedNorm: norm, w }, grid1d(ceilDiv(v.size, WEIGHT_NORM_EPT), WG), { defines });
   const out = record(op, w, [g, v], [g, v, norm], (gw, needs) => {
+    const pb = { ...p, backward: 1 };
     const dg = Tensor.empty(rt, g.shape, dt, `${op}.grad_g`);
-    rt.dispatch(weightNormKernel, 'weightNormBackwardG', { p, v, dw: gw, savedNorm: norm, dg }, [D], { defines });
+    const part = Tensor.empty(rt, [chunks, D], 'f32', `${op}.grad_g.partial`);
+    rt.dispatch(weightNormKernel, 'weightNormPartial', { p: pb, v, dw: gw, partial: part }, grid1d(D * chunks, WG), { defines });
+    rt.dispatch(weightNormKernel, 'weightNormFinishGrad', { p: pb, parts: part, savedNorm: norm, dg }, grid1d(D, WG), { defines });
+    part.dispose();
     let dv: Tensor | null = null;
     if (needs[1]) {
       dv = Tensor.empty(rt, v.shape, dt, `${op}.grad_v`);
-      rt.dispatch(weightNormKernel, 'weightNormBackwardV', { p, v, g, dw: gw, savedNorm: norm, dg, dv }, grid1d(v.size, WG), { defines });
+      rt.dispatch(weightNormKernel, 'weightNormBackwardV', { p, v, g, dw: gw, savedNorm: norm, dg, dv }, grid1d(ceilDiv(v.size, WEIGHT_NORM_EPT), WG), { defines });
     }
     if (!needs[0]) {
       dg.dispose();
