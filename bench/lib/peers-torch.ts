@@ -121,60 +121,44 @@ export async function runTorchBench(python: string, args: string[], timeoutMs = 
   });
 }
 
-export async function benchTorch(rt: Runtime, _peaks: Peaks, quick: boolean): Promise<Row[]> {
-  const python = torchPython();
-  const plan = torchPlan(quick);
-  const samples = Math.round(plan.seconds * 16000);
-  const t = await runTorchBench(python, ['--device', 'cpu', '--threads', '2', '--seconds', String(plan.seconds), '--layers', String(plan.layers), '--forward-batch', String(plan.forwardBatch), '--train-batch', String(plan.trainBatch), '--reps', String(plan.reps)]);
-  const peer = `PyTorch ${t.torch} CPU (${t.threads} threads, openblas)`;
-  const ms = (seconds: number, batch: number) => (1000 * seconds) / (batch * plan.seconds);
-  const stack = `XLSR-large (FE + ${plan.layers}${plan.layers < 24 ? ' of 24' : ''} layers, ${t.parameters.toLocaleString('en-US')} params)`;
+interface OurTimes {
+  forward: Timing | Error;
+  train: Timing | Error | null;
+  initSeconds: number;
+  lastLoss: number;
+}
 
-  const rows: Row[] = [];
-  const fwdName = `${stack} forward, ${plan.seconds} s clip, batch ${plan.forwardBatch}`;
-  const trainName = `${stack} training step, ${plan.seconds} s clips, batch ${plan.trainBatch}, frozen feature encoder`;
-  const fwdPeer = 1000 * t.forward.seconds_per_audio_second;
-  // our side; a failure still reports PyTorch's figure, with ours NaN (which fails the bench run, as it should)
-  const failed = (name: string, value: number, e: unknown): Row => ({ name, unit: 'ms / audio s', ours: NaN, peer, peer_value: value, note: `ours failed: ${(e as Error).message.split('\n')[0]}` });
-  const config = xlsrBenchConfig(plan.layers);
+/** Our model on the same sizes: forward (eval, no autograd) and the training step, each timed once. */
+async function timeOurs(rt: Runtime, plan: ReturnType<typeof torchPlan>, withTrain: boolean): Promise<OurTimes> {
+  const samples = Math.round(plan.seconds * 16000);
+  const res: OurTimes = { forward: new Error('not run'), train: null, initSeconds: NaN, lastLoss: NaN };
   let model: Wav2Vec2ForSpeechClassification | null = null;
   let opt: AdamW | null = null;
   try {
     const t0 = performance.now();
     try {
-      model = Wav2Vec2ForSpeechClassification.random(rt, config, { head: 'speech-classification', initSeed: 1 });
+      model = Wav2Vec2ForSpeechClassification.random(rt, xlsrBenchConfig(plan.layers), { head: 'speech-classification', initSeed: 1 });
       await rt.sync();
     } catch (e) {
-      rows.push(failed(fwdName, fwdPeer, e));
-      if (t.train_step) rows.push(failed(trainName, 1000 * t.train_step.seconds_per_audio_second, e));
-      return rows;
+      res.forward = e as Error;
+      if (withTrain) res.train = e as Error;
+      return res;
     }
-    const initS = (performance.now() - t0) / 1000;
+    res.initSeconds = (performance.now() - t0) / 1000;
     const m = model;
 
-    // forward, eval mode, no autograd, batch of forwardBatch clips
     try {
       const fx = Tensor.fromData(rt, randArray(plan.forwardBatch * samples, 41), [plan.forwardBatch, samples], 'f32', 'input_values');
       m.eval();
-      const fwd = await timeGPU(rt, () => noGrad(() => disposeOutput(m.forward({ inputValues: fx }))), { reps: plan.reps, warmup: 1 });
+      res.forward = await timeGPU(rt, () => noGrad(() => disposeOutput(m.forward({ inputValues: fx }))), { reps: plan.reps, warmup: 1 });
       fx.dispose();
-      rows.push({
-        name: fwdName,
-        unit: 'ms / audio s',
-        ours: ms(fwd.median, plan.forwardBatch),
-        spread: [ms(fwd.max, plan.forwardBatch), ms(fwd.min, plan.forwardBatch)],
-        peer,
-        peer_value: fwdPeer,
-        speedup: t.forward.median / fwd.median,
-        note: `lower is better; ${t.frames} frames; our model init+upload ${initS.toFixed(1)} s`,
-      });
     } catch (e) {
-      rows.push(failed(fwdName, fwdPeer, e));
+      res.forward = e as Error;
     }
 
-    // training step: train mode (dropout 0.1), frozen feature encoder, cross entropy, backward, clip 1.0, AdamW
-    const tt = t.train_step;
-    if (tt) {
+    // training step as the Trainer does it: train mode (dropout 0.1), frozen feature encoder, cross entropy, loss
+    // read back, backward, clip 1.0, AdamW, zero grads
+    if (withTrain) {
       try {
         m.train();
         const params = m.trainableParameters();
@@ -182,7 +166,6 @@ export async function benchTorch(rt: Runtime, _peaks: Peaks, quick: boolean): Pr
         const o = opt;
         const tx = Tensor.fromData(rt, randArray(plan.trainBatch * samples, 42), [plan.trainBatch, samples], 'f32', 'input_values');
         const labels = Array.from({ length: plan.trainBatch }, (_, i) => i % 5);
-        let lastLoss = NaN;
         const step = async () => {
           const loss = tidy(() => {
             const out = m.forward({ inputValues: tx, labels });
@@ -191,7 +174,7 @@ export async function benchTorch(rt: Runtime, _peaks: Peaks, quick: boolean): Pr
             disposeOutput(out);
             return l;
           });
-          lastLoss = (await loss.readFloat())[0];
+          res.lastLoss = (await loss.readFloat())[0];
           backward(loss);
           loss.dispose();
           const norm = clipGradNorm(params.filter((p) => p.grad), 1.0);
@@ -200,26 +183,73 @@ export async function benchTorch(rt: Runtime, _peaks: Peaks, quick: boolean): Pr
           o.zeroGrad();
           await rt.sync();
         };
-        const tr = await timeAsync(step, { reps: plan.reps, warmup: 1 });
+        res.train = await timeAsync(step, { reps: plan.reps, warmup: 1 });
         tx.dispose();
-        if (!Number.isFinite(lastLoss)) throw new Error(`non-finite loss ${lastLoss}`);
-        rows.push({
-          name: trainName,
-          unit: 'ms / audio s',
-          ours: ms(tr.median, plan.trainBatch),
-          spread: [ms(tr.max, plan.trainBatch), ms(tr.min, plan.trainBatch)],
-          peer,
-          peer_value: 1000 * tt.seconds_per_audio_second,
-          speedup: tt.median / tr.median,
-          note: `lower is better; forward + cross entropy + backward + clip_grad_norm(1.0) + AdamW over ${tt.trainable_parameters.toLocaleString('en-US')} trainable params; last loss ${lastLoss.toFixed(3)}`,
-        });
+        if (!Number.isFinite(res.lastLoss)) throw new Error(`non-finite loss ${res.lastLoss}`);
       } catch (e) {
-        rows.push(failed(trainName, 1000 * tt.seconds_per_audio_second, e));
+        res.train = e as Error;
       }
     }
   } finally {
     opt?.dispose();
     model?.dispose();
   }
+  return res;
+}
+
+/**
+ * Rows: ours vs PyTorch CPU; with --torch-cuda on the command line (tools/gpu-bench.sh passes it where PyTorch sees
+ * a CUDA GPU) also vs PyTorch CUDA fp32 and fp16 (autocast) on the same stack and sizes.
+ */
+export async function benchTorch(rt: Runtime, _peaks: Peaks, quick: boolean): Promise<Row[]> {
+  const python = torchPython();
+  const plan = torchPlan(quick);
+  const common = ['--seconds', String(plan.seconds), '--layers', String(plan.layers), '--forward-batch', String(plan.forwardBatch), '--train-batch', String(plan.trainBatch), '--reps', String(plan.reps)];
+  const peers: { label: string; result: TorchResult }[] = [];
+  const cpu = await runTorchBench(python, ['--device', 'cpu', '--threads', '2', ...common]);
+  peers.push({ label: `PyTorch ${cpu.torch} CPU (${cpu.threads} threads)`, result: cpu });
+  const cudaErrors: string[] = [];
+  if (process.argv.includes('--torch-cuda')) {
+    for (const dtype of ['fp32', 'fp16']) {
+      try {
+        const r = await runTorchBench(python, ['--device', 'cuda', '--dtype', dtype, ...common]);
+        peers.push({ label: `PyTorch ${r.torch} CUDA ${dtype}${dtype === 'fp16' ? ' (autocast)' : ''} (${r.device})`, result: r });
+      } catch (e) {
+        cudaErrors.push(`CUDA ${dtype}: ${(e as Error).message.split('\n')[0]}`);
+      }
+    }
+  }
+  const ours = await timeOurs(rt, plan, !!cpu.train_step);
+
+  const ms = (seconds: number, batch: number) => (1000 * seconds) / (batch * plan.seconds);
+  const stack = `XLSR-large (FE + ${plan.layers}${plan.layers < 24 ? ' of 24' : ''} layers, ${cpu.parameters.toLocaleString('en-US')} params)`;
+  const fwdName = `${stack} forward, ${plan.seconds} s clip, batch ${plan.forwardBatch}`;
+  const trainName = `${stack} training step, ${plan.seconds} s clips, batch ${plan.trainBatch}, frozen feature encoder`;
+  const rows: Row[] = [];
+  const emit = (name: string, mine: Timing | Error | null, theirs: (Timing & { seconds_per_audio_second: number }) | undefined, batch: number, label: string, note: string) => {
+    if (!theirs || mine === null) return;
+    const peerValue = 1000 * theirs.seconds_per_audio_second;
+    if (mine instanceof Error) {
+      // PyTorch's figure is still reported; ours NaN fails the bench run, as it should
+      rows.push({ name: `${name} vs ${label}`, unit: 'ms / audio s', ours: NaN, peer: label, peer_value: peerValue, note: `ours failed: ${mine.message.split('\n')[0]}` });
+      return;
+    }
+    rows.push({
+      name: `${name} vs ${label}`,
+      unit: 'ms / audio s',
+      ours: ms(mine.median, batch),
+      spread: [ms(mine.max, batch), ms(mine.min, batch)],
+      peer: label,
+      peer_value: peerValue,
+      speedup: theirs.median / mine.median,
+      note,
+    });
+  };
+  for (const { label, result } of peers) {
+    emit(fwdName, ours.forward, result.forward, plan.forwardBatch, label, `lower is better; ${result.frames} frames; our model init+upload ${ours.initSeconds.toFixed(1)} s`);
+    const tt = result.train_step;
+    emit(trainName, ours.train, tt, plan.trainBatch, label, `lower is better; forward + cross entropy + backward + clip_grad_norm(1.0) + AdamW over ${(tt?.trainable_parameters ?? 0).toLocaleString('en-US')} trainable params; our last loss ${ours.lastLoss.toFixed(3)}`);
+  }
+  if (cudaErrors.length) rows[rows.length - 1].note += `; PyTorch CUDA failed: ${cudaErrors.join('; ')}`;
   return rows;
 }
