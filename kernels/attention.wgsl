@@ -25,8 +25,7 @@ const TILE_LOADS: u32 = (TILE + BLOCK_ROWS - 1u) / BLOCK_ROWS;
 const NEG_BIG: f32 = -3.0e38;
 const POS_BIG: f32 = 3.0e38;
 
-// head_dim repeats HEAD_DIM at run time: a loop bounded by it stays rolled (one-off loops need not be unrolled)
-struct Params { batch: u32, seq: u32, heads: u32, masked: u32, scale: f32, head_dim: u32 }
+struct Params { batch: u32, seq: u32, heads: u32, masked: u32, scale: f32 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> q: array<f32>;
@@ -251,16 +250,21 @@ fn attention_backward_kv(@builtin(local_invocation_index) lane: u32, @builtin(wo
   }
 }
 
-// ==== subgroup kernels (compiled with `enable subgroups;` only when the adapter has a fixed subgroup size) ====
-// One workgroup = one subgroup of SG lanes. Each lane owns ROWS_PER_LANE rows (row r*SG + lane of the workgroup's
-// block) and keeps them in private memory as HEAD_VEC vec4 chunks. The other side is streamed SG rows at a time:
-// each streamed row is loaded once per subgroup, lane l holding its chunks l, l+SG, ..., and subgroupShuffle hands
-// every chunk to all lanes. This suits lavapipe, where a load at an address shared by all lanes costs as much as a
-// per-lane one (and workgroup memory is no cheaper than storage), while shuffles are single permutes.
-// The per-key helpers take literal key indices and are called once per key by hand: NIR leaves loops of that size
-// rolled, and a rolled loop indexes the private arrays with a variable, which lavapipe turns into per-lane gathers.
+// ==== subgroup kernels (compiled with `enable subgroups;`; used on CPU adapters with a fixed subgroup size) ====
+// Why a second set: lavapipe runs 8 invocations as the lanes of one AVX2 vector, and it turns every load whose address
+// it cannot prove constant into 8 scalar loads with bounds checks, even when all lanes read the same address, and
+// workgroup memory is no exception. So the portable kernels' broadcast reads cost 8 loads per element, while a
+// subgroupShuffle is one permute instruction per component.
+// Layout: one workgroup = one subgroup of SG lanes. Each lane owns ROWS_PER_LANE rows (row r*SG + lane of the
+// workgroup's block) and keeps them in private memory as HEAD_VEC vec4 chunks. The other side streams STREAM_ROWS
+// rows at a time: each streamed row is loaded once per subgroup (lane l holds its chunks l, l+SG, ...), and
+// subgroupShuffle hands every chunk to all lanes, where it meets ROWS_PER_LANE owned rows.
+// The per-row helpers are called with literal row indices (dot_block, accumulate_block): every private-array index is
+// then a compile-time constant, which lavapipe keeps in registers; a variable index becomes a per-lane gather.
+// Template parameters: SG, ROWS_PER_LANE, STREAM_ROWS (4, 8 or more, at most SG), HEAD_DIM.
 const SG: u32 = 8u;
 const ROWS_PER_LANE: u32 = 2u;
+const STREAM_ROWS: u32 = 4u;
 const HEAD_VEC: u32 = (HEAD_DIM + 3u) / 4u;
 const CHUNKS_PER_LANE: u32 = (HEAD_VEC + SG - 1u) / SG;
 const VEC_LOADS: bool = HEAD_DIM % 4u == 0u;
@@ -271,8 +275,8 @@ const VEC_LOADS: bool = HEAD_DIM % 4u == 0u;
 @group(0) @binding(18) var<storage, read> grad_out4: array<vec4f>;
 
 alias OwnRows = array<array<vec4f, HEAD_VEC>, ROWS_PER_LANE>;
-alias StreamBlock = array<array<vec4f, CHUNKS_PER_LANE>, SG>;
-alias PairBlock = array<array<f32, SG>, ROWS_PER_LANE>;
+alias StreamBlock = array<array<vec4f, CHUNKS_PER_LANE>, STREAM_ROWS>;
+alias PairBlock = array<array<f32, STREAM_ROWS>, ROWS_PER_LANE>;
 
 // per-lane state (private = per invocation; module scope so the helpers below reach it without copies)
 var<private> own_a: OwnRows;     // q (forward, dq) or k (dk/dv), pre-scaled
@@ -315,9 +319,10 @@ fn hsum(x: vec4f) -> f32 { return (x.x + x.y) + (x.z + x.w); }
 // the sequence position of own row r of this lane
 fn own_row(row_block: u32, r: u32, lane: u32) -> u32 { return row_block * SG * ROWS_PER_LANE + r * SG + lane; }
 
-// this lane's chunks of k and v (into stream_a, stream_b) for keys start..start+SG (past T: clamped, callers mask)
+// this lane's chunks of k and v (into stream_a, stream_b) for keys start..start+STREAM_ROWS (past T: clamped, callers
+// mask)
 fn stream_keys(b: u32, h: u32, start: u32, lane: u32) {
-  for (var j = 0u; j < SG; j++) {
+  for (var j = 0u; j < STREAM_ROWS; j++) {
     let base = row_offset(b, min(start + j, p.seq - 1u), h);
     for (var s = 0u; s < CHUNKS_PER_LANE; s++) {
       let c = min(s * SG + lane, HEAD_VEC - 1u);
@@ -327,9 +332,9 @@ fn stream_keys(b: u32, h: u32, start: u32, lane: u32) {
   }
 }
 
-// this lane's chunks of q and grad_out (into stream_a, stream_b) for queries start..start+SG
+// this lane's chunks of q and grad_out (into stream_a, stream_b) for queries start..start+STREAM_ROWS
 fn stream_queries(b: u32, h: u32, start: u32, lane: u32) {
-  for (var i = 0u; i < SG; i++) {
+  for (var i = 0u; i < STREAM_ROWS; i++) {
     let base = row_offset(b, min(start + i, p.seq - 1u), h);
     for (var s = 0u; s < CHUNKS_PER_LANE; s++) {
       let c = min(s * SG + lane, HEAD_VEC - 1u);
@@ -341,6 +346,7 @@ fn stream_queries(b: u32, h: u32, start: u32, lane: u32) {
 
 // (*pairs)[r][j] = own row r . streamed row j (the rows in *own, the streamed chunks in *streamed)
 fn dot_streamed(own: ptr<private, OwnRows>, streamed: ptr<private, StreamBlock>, pairs: ptr<private, PairBlock>, j: u32) {
+  // zeroed explicitly: on lavapipe a `var` declared without initializer kept its value from the previous call
   var part: array<vec4f, ROWS_PER_LANE>;
   for (var r = 0u; r < ROWS_PER_LANE; r++) { part[r] = vec4f(0.0); }
   for (var c = 0u; c < HEAD_VEC; c++) {
@@ -358,27 +364,27 @@ fn accumulate_streamed(acc: ptr<private, OwnRows>, weights: ptr<private, PairBlo
   }
 }
 
-// The hand-unrolled loops over the SG streamed rows of a block (SG is 4, 8, 16 or 32; see attention.ts).
+// The hand-unrolled loops over the STREAM_ROWS streamed rows of a block (4, 8 or more; see attention.ts).
 fn dot_block(own: ptr<private, OwnRows>, streamed: ptr<private, StreamBlock>, pairs: ptr<private, PairBlock>) {
   dot_streamed(own, streamed, pairs, 0u); dot_streamed(own, streamed, pairs, 1u);
   dot_streamed(own, streamed, pairs, 2u); dot_streamed(own, streamed, pairs, 3u);
-  if (SG > 4u) {
+  if (STREAM_ROWS > 4u) {
     dot_streamed(own, streamed, pairs, 4u); dot_streamed(own, streamed, pairs, 5u);
     dot_streamed(own, streamed, pairs, 6u); dot_streamed(own, streamed, pairs, 7u);
   }
-  if (SG > 8u) {
-    for (var j = 8u; j < SG; j++) { dot_streamed(own, streamed, pairs, j); }
+  if (STREAM_ROWS > 8u) {
+    for (var j = 8u; j < STREAM_ROWS; j++) { dot_streamed(own, streamed, pairs, j); }
   }
 }
 fn accumulate_block(acc: ptr<private, OwnRows>, weights: ptr<private, PairBlock>, streamed: ptr<private, StreamBlock>) {
   accumulate_streamed(acc, weights, streamed, 0u); accumulate_streamed(acc, weights, streamed, 1u);
   accumulate_streamed(acc, weights, streamed, 2u); accumulate_streamed(acc, weights, streamed, 3u);
-  if (SG > 4u) {
+  if (STREAM_ROWS > 4u) {
     accumulate_streamed(acc, weights, streamed, 4u); accumulate_streamed(acc, weights, streamed, 5u);
     accumulate_streamed(acc, weights, streamed, 6u); accumulate_streamed(acc, weights, streamed, 7u);
   }
-  if (SG > 8u) {
-    for (var j = 8u; j < SG; j++) { accumulate_streamed(acc, weights, streamed, j); }
+  if (STREAM_ROWS > 8u) {
+    for (var j = 8u; j < STREAM_ROWS; j++) { accumulate_streamed(acc, weights, streamed, j); }
   }
 }
 
@@ -400,7 +406,7 @@ fn attention_forward_sg(@builtin(subgroup_invocation_id) lane: u32, @builtin(wor
   let h = wg.y % p.heads;
   for (var r = 0u; r < ROWS_PER_LANE; r++) {
     let base = own_base(b, h, wg.x, r, lane);
-    for (var c = 0u; c < (p.head_dim + 3u) / 4u; c++) { own_a[r][c] = chunk_q(base, c) * p.scale; }
+    for (var c = 0u; c < HEAD_VEC; c++) { own_a[r][c] = chunk_q(base, c) * p.scale; }
   }
   clear_rows(&acc_a);
   var m: array<f32, ROWS_PER_LANE>;
@@ -409,19 +415,19 @@ fn attention_forward_sg(@builtin(subgroup_invocation_id) lane: u32, @builtin(wor
     m[r] = NEG_BIG;
     l[r] = 0.0;
   }
-  for (var start = 0u; start < p.seq; start += SG) {
+  for (var start = 0u; start < p.seq; start += STREAM_ROWS) {
     stream_keys(b, h, start, lane);
     let lane_key_real = select(0.0, 1.0, key_is_real(b, start + lane));
     dot_block(&own_a, &stream_a, &pair_a);
     for (var r = 0u; r < ROWS_PER_LANE; r++) {
       var m_new = m[r];
-      for (var j = 0u; j < SG; j++) {
+      for (var j = 0u; j < STREAM_ROWS; j++) {
         pair_a[r][j] = select(NEG_BIG, pair_a[r][j], subgroupShuffle(lane_key_real, j) != 0.0);
         m_new = max(m_new, pair_a[r][j]);
       }
       let alpha = exp(m[r] - m_new);
       var sum = 0.0;
-      for (var j = 0u; j < SG; j++) {
+      for (var j = 0u; j < STREAM_ROWS; j++) {
         let prob = select(0.0, exp(pair_a[r][j] - m_new), pair_a[r][j] != NEG_BIG);
         pair_a[r][j] = prob;
         sum += prob;
@@ -437,7 +443,7 @@ fn attention_forward_sg(@builtin(subgroup_invocation_id) lane: u32, @builtin(wor
     if (t < p.seq) {
       let base = row_offset(b, t, h);
       let inv = select(0.0, 1.0 / l[r], l[r] > 0.0);
-      for (var d = 0u; d < p.head_dim; d++) { out[base + d] = acc_a[r][d / 4u][d % 4u] * inv; }
+      for (var d = 0u; d < HEAD_DIM; d++) { out[base + d] = acc_a[r][d / 4u][d % 4u] * inv; }
       lse[(b * p.heads + h) * p.seq + t] = select(POS_BIG, m[r] + log(l[r]), l[r] > 0.0);
     }
   }
@@ -450,7 +456,7 @@ fn attention_backward_q_sg(@builtin(subgroup_invocation_id) lane: u32, @builtin(
   let h = wg.y % p.heads;
   for (var r = 0u; r < ROWS_PER_LANE; r++) {
     let base = own_base(b, h, wg.x, r, lane);
-    for (var c = 0u; c < (p.head_dim + 3u) / 4u; c++) {
+    for (var c = 0u; c < HEAD_VEC; c++) {
       own_a[r][c] = chunk_q(base, c) * p.scale;
       own_b[r][c] = chunk_grad_out(base, c);
     }
@@ -463,13 +469,13 @@ fn attention_backward_q_sg(@builtin(subgroup_invocation_id) lane: u32, @builtin(
     row_lse[r] = lse_saved[stat];
     row_d[r] = row_dot_saved[stat];
   }
-  for (var start = 0u; start < p.seq; start += SG) {
+  for (var start = 0u; start < p.seq; start += STREAM_ROWS) {
     stream_keys(b, h, start, lane);
     let lane_key_real = key_is_real(b, start + lane);
     dot_block(&own_a, &stream_a, &pair_a);
     dot_block(&own_b, &stream_b, &pair_b);
     for (var r = 0u; r < ROWS_PER_LANE; r++) {
-      for (var j = 0u; j < SG; j++) {
+      for (var j = 0u; j < STREAM_ROWS; j++) {
         let real = subgroupShuffle(select(0.0, 1.0, lane_key_real), j) != 0.0 && row_lse[r] != POS_BIG;
         let prob = select(0.0, exp(pair_a[r][j] - row_lse[r]), real);
         pair_a[r][j] = prob * (pair_b[r][j] - row_d[r]);
@@ -481,7 +487,7 @@ fn attention_backward_q_sg(@builtin(subgroup_invocation_id) lane: u32, @builtin(
     let t = own_row(wg.x, r, lane);
     if (t < p.seq) {
       let base = row_offset(b, t, h);
-      for (var d = 0u; d < p.head_dim; d++) { grad_q[base + d] = acc_a[r][d / 4u][d % 4u] * p.scale; }
+      for (var d = 0u; d < HEAD_DIM; d++) { grad_q[base + d] = acc_a[r][d / 4u][d % 4u] * p.scale; }
     }
   }
 }
@@ -494,7 +500,7 @@ fn attention_backward_kv_sg(@builtin(subgroup_invocation_id) lane: u32, @builtin
   let h = wg.y % p.heads;
   for (var r = 0u; r < ROWS_PER_LANE; r++) {
     let base = own_base(b, h, wg.x, r, lane);
-    for (var c = 0u; c < (p.head_dim + 3u) / 4u; c++) {
+    for (var c = 0u; c < HEAD_VEC; c++) {
       own_a[r][c] = chunk_k(base, c) * p.scale;
       own_b[r][c] = chunk_v(base, c);
     }
@@ -503,7 +509,7 @@ fn attention_backward_kv_sg(@builtin(subgroup_invocation_id) lane: u32, @builtin
   clear_rows(&acc_b);
   var own_real: array<bool, ROWS_PER_LANE>;
   for (var r = 0u; r < ROWS_PER_LANE; r++) { own_real[r] = key_is_real(b, own_row(wg.x, r, lane)); }
-  for (var start = 0u; start < p.seq; start += SG) {
+  for (var start = 0u; start < p.seq; start += STREAM_ROWS) {
     stream_queries(b, h, start, lane);
     // query start+lane's lse (+BIG past T or when all its keys are padding: zero probability) and row dot
     let stat = (b * p.heads + h) * p.seq + min(start + lane, p.seq - 1u);
@@ -511,7 +517,7 @@ fn attention_backward_kv_sg(@builtin(subgroup_invocation_id) lane: u32, @builtin
     let lane_d = row_dot_saved[stat];
     dot_block(&own_a, &stream_a, &pair_a);
     dot_block(&own_b, &stream_b, &pair_b);
-    for (var i = 0u; i < SG; i++) {
+    for (var i = 0u; i < STREAM_ROWS; i++) {
       let query_lse = subgroupShuffle(lane_lse, i);
       let query_d = subgroupShuffle(lane_d, i);
       for (var r = 0u; r < ROWS_PER_LANE; r++) {
@@ -527,7 +533,7 @@ fn attention_backward_kv_sg(@builtin(subgroup_invocation_id) lane: u32, @builtin
     let t = own_row(wg.x, r, lane);
     if (t < p.seq) {
       let base = row_offset(b, t, h);
-      for (var d = 0u; d < p.head_dim; d++) {
+      for (var d = 0u; d < HEAD_DIM; d++) {
         grad_k[base + d] = acc_a[r][d / 4u][d % 4u] * p.scale;
         grad_v[base + d] = acc_b[r][d / 4u][d % 4u];
       }
