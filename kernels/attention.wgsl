@@ -434,7 +434,10 @@ fn attention_forward_sg(@builtin(subgroup_invocation_id) lane: u32, @builtin(wor
       }
       l[r] = l[r] * alpha + sum;
       m[r] = m_new;
-      for (var c = 0u; c < HEAD_VEC; c++) { acc_a[r][c] *= alpha; }
+      // the running max rarely moves after the first blocks: skip the rescale when no lane needs it
+      if (alpha != 1.0) {
+        for (var c = 0u; c < HEAD_VEC; c++) { acc_a[r][c] *= alpha; }
+      }
     }
     accumulate_block(&acc_a, &pair_a, &stream_b);
   }

@@ -48,9 +48,10 @@ export function attentionUsesSubgroups(rt: Runtime): boolean {
 }
 
 /**
- * The subgroup size the subgroup kernels are built for, or null to use the portable ones. They are for CPU adapters
- * (lavapipe: see the kernel file) and need a subgroup size fixed at pipeline creation (min == max); GPUs do better
- * with the portable kernels' workgroup-memory broadcasts.
+ * The subgroup size the subgroup kernels are built for, or null to use the portable ones. The subgroup kernels are
+ * for CPU adapters (lavapipe: see the kernel file) and need a subgroup size fixed at pipeline creation (min == max).
+ * GPUs keep the portable kernels, the usual GPU design: there the subgroup kernels' large per-lane state would spill
+ * registers (not measured here: no GPU).
  */
 function subgroupKernelSize(rt: Runtime): number | null {
   if (!subgroupsAllowed || !rt.hasSubgroups || !rt.adapter.isCPU) return null;
