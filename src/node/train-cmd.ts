@@ -468,7 +468,7 @@ export const DEMO_USAGE = `ser demo [--out DIR] [--epochs N] [--speakers N] [--p
   held-out speakers and writes an HTML report. Default output: ./demo-out`;
 
 export async function demoCommand(argv: string[]): Promise<number> {
-  const { values: v } = parseArgs({ args: argv, options: { out: { type: 'string', default: 'demo-out' }, epochs: { type: 'string', default: '12' }, speakers: { type: 'string', default: '10' }, 'per-emotion': { type: 'string', default: '6' }, seed: { type: 'string', default: '1' } } });
+  const { values: v } = parseArgs({ args: argv, options: { out: { type: 'string', default: 'demo-out' }, epochs: { type: 'string', default: '12' }, speakers: { type: 'string', default: '10' }, 'per-emotion': { type: 'string', default: '6' }, seed: { type: 'string', default: '1' }, lr: { type: 'string', default: '1e-3' } } });
   const out = path.resolve(v.out!);
   const t0 = performance.now();
   console.error(`[demo] synthesizing the corpus in ${path.join(out, 'corpus')} (espeak-ng -v fa + sox)`);
@@ -489,7 +489,7 @@ export async function demoCommand(argv: string[]): Promise<number> {
     split: 'speaker',
     testFraction: 0.2,
     valFraction: 0.15,
-    cfg: { ...DEFAULT_TRAIN_CONFIG, epochs: Number(v.epochs), lr: 1e-3, batchSize: 8, gradAccum: 1, warmupSteps: 20, weightDecay: 0.01, seed: Number(v.seed), trainFeatureEncoder: true, evalBatchSize: 16 },
+    cfg: { ...DEFAULT_TRAIN_CONFIG, epochs: Number(v.epochs), lr: Number(v.lr), batchSize: 8, gradAccum: 1, warmupSteps: 20, weightDecay: 0.01, seed: Number(v.seed), trainFeatureEncoder: true, evalBatchSize: 16 },
     resume: false,
     title: 'Demo: a small wav2vec2 trained from scratch on synthetic Persian emotional speech',
   });
