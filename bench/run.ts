@@ -12,6 +12,7 @@ import { benchGemm, benchConv, benchAttention, benchLayerNorm, benchAdamW, type 
 import { benchTfjs } from './lib/peers-tfjs.js';
 import { benchOrt } from './lib/peers-ort.js';
 import { benchTorch } from './lib/peers-torch.js';
+import { benchModel } from './lib/model.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const args = process.argv.slice(2);
@@ -29,6 +30,7 @@ const sections: [string, Section][] = [
   ['attention', benchAttention],
   ['layernorm', benchLayerNorm],
   ['adamw', benchAdamW],
+  ['model', benchModel],
   // peers, measured side by side in the same run (--torch installs PyTorch first if it is missing)
   ['tfjs', benchTfjs],
   ['ort', benchOrt],

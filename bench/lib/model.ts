@@ -1,0 +1,154 @@
+// Model-level figures: full-size XLSR-large (random weights, real shapes) forward per second of audio at 4 s and 20 s,
+// a training step at batch 4 x 4 s (frozen feature encoder) with its peak GPU memory, the demo model's training
+// throughput, and the peak RSS of loading a full-size 1.26 GB checkpoint (a child process, so its RSS is its own).
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import type { Runtime } from '../../src/runtime/runtime.js';
+import { Tensor } from '../../src/tensor.js';
+import { backward, noGrad, tidy } from '../../src/autograd.js';
+import { parseWav2Vec2Config } from '../../src/io/config.js';
+import { Wav2Vec2ForSpeechClassification, disposeOutput } from '../../src/model/wav2vec2.js';
+import { AdamW, clipGradNorm } from '../../src/ops/optim.js';
+import { DEMO_CONFIG } from '../../src/node/train-cmd.js';
+import { timeAsync, type Row } from './harness.js';
+import type { Peaks } from './kernels.js';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+
+export const XLSR_LARGE = {
+  model_type: 'wav2vec2',
+  conv_dim: [512, 512, 512, 512, 512, 512, 512],
+  conv_kernel: [10, 3, 3, 3, 3, 2, 2],
+  conv_stride: [5, 2, 2, 2, 2, 2, 2],
+  conv_bias: true,
+  feat_extract_norm: 'layer',
+  do_stable_layer_norm: true,
+  hidden_size: 1024,
+  num_hidden_layers: 24,
+  num_attention_heads: 16,
+  intermediate_size: 4096,
+  num_conv_pos_embeddings: 128,
+  num_conv_pos_embedding_groups: 16,
+  // dropouts as the Persian XLSR config; SpecAugment on, as there
+  attention_dropout: 0.1,
+  hidden_dropout: 0.1,
+  feat_proj_dropout: 0.0,
+  final_dropout: 0.1,
+  layerdrop: 0.0,
+  mask_time_prob: 0.05,
+  id2label: { 0: 'anger', 1: 'happiness', 2: 'neutral', 3: 'sadness', 4: 'surprise' },
+};
+
+function audio(rt: Runtime, B: number, S: number): Tensor {
+  const x = new Float32Array(B * S);
+  for (let i = 0; i < x.length; i++) x[i] = Math.sin(i * 0.01) + 0.1 * Math.sin(i * 0.37);
+  return Tensor.fromData(rt, x, [B, S], 'f32', 'input_values');
+}
+
+async function forwardSeconds(rt: Runtime, model: Wav2Vec2ForSpeechClassification, B: number, seconds: number, reps: number) {
+  const x = audio(rt, B, seconds * 16000);
+  model.eval();
+  const t = await timeAsync(async () => {
+    const logits = noGrad(() => tidy(() => {
+      const o = model.forward({ inputValues: x });
+      const l = o.logits!;
+      o.logits = null;
+      disposeOutput(o);
+      return l;
+    }));
+    await logits.read();
+    logits.dispose();
+  }, { reps, warmup: 1 });
+  x.dispose();
+  return t;
+}
+
+async function trainStep(rt: Runtime, model: Wav2Vec2ForSpeechClassification, opt: AdamW, B: number, seconds: number) {
+  const x = audio(rt, B, seconds * 16000);
+  model.train();
+  const loss = tidy(() => {
+    const o = model.forward({ inputValues: x, labels: Array.from({ length: B }, (_, i) => i % 5) });
+    const l = o.loss!;
+    o.loss = null;
+    disposeOutput(o);
+    return l;
+  });
+  backward(loss);
+  const n = clipGradNorm(opt.params.filter((p) => p.grad), 1.0);
+  opt.step();
+  opt.zeroGrad();
+  const v = (await loss.read())[0];
+  loss.dispose();
+  n.dispose();
+  x.dispose();
+  return v;
+}
+
+export async function benchModel(rt: Runtime, _peaks: Peaks, quick: boolean): Promise<Row[]> {
+  const rows: Row[] = [];
+  // the demo model: training throughput at its own batch (8 clips of 1.7 s)
+  {
+    const cfg = parseWav2Vec2Config({ ...DEMO_CONFIG, id2label: XLSR_LARGE.id2label });
+    const model = Wav2Vec2ForSpeechClassification.random(rt, cfg, { initSeed: 1 });
+    model.freezeFeatureEncoder = false;
+    const opt = new AdamW(model.trainableParameters(), { lr: 1e-3 });
+    const B = 8;
+    const secs = 1.7;
+    await trainStep(rt, model, opt, B, secs);
+    const t = await timeAsync(() => trainStep(rt, model, opt, B, secs), { reps: quick ? 3 : 5, warmup: 0 });
+    rows.push({ name: `demo model training (batch ${B} x ${secs} s, feature encoder trained)`, unit: 'samples/s', ours: B / t.median, spread: [B / t.max, B / t.min], note: `${(t.median / (B * secs)).toFixed(3)} s per audio second` });
+    model.dispose();
+  }
+  // full-size XLSR-large, random weights
+  const cfg = parseWav2Vec2Config(XLSR_LARGE);
+  const t0 = performance.now();
+  const model = Wav2Vec2ForSpeechClassification.random(rt, cfg, { initSeed: 1 });
+  const initSeconds = (performance.now() - t0) / 1000;
+  try {
+    for (const seconds of quick ? [4] : [4, 20]) {
+      const t = await forwardSeconds(rt, model, 1, seconds, quick ? 1 : 3);
+      rows.push({ name: `XLSR-large forward, ${seconds} s of audio (batch 1)`, unit: 's / audio s', ours: t.median / seconds, spread: [t.max / seconds, t.min / seconds], note: `model init ${initSeconds.toFixed(1)} s` });
+    }
+    if (!quick) {
+      const B = 4;
+      const secs = 4;
+      const opt = new AdamW(model.trainableParameters(), { lr: 3e-4, weightDecay: 0 });
+      rt.pool.resetPeak();
+      const base = rt.pool.inUseBytes;
+      await trainStep(rt, model, opt, B, secs); // first step allocates the optimizer state
+      const t = await timeAsync(() => trainStep(rt, model, opt, B, secs), { reps: 2, warmup: 0 });
+      rows.push({ name: `XLSR-large training step, batch ${B} x ${secs} s (feature encoder frozen, f32)`, unit: 's', ours: t.median, spread: [t.max, t.min], note: `${(B / t.median).toFixed(3)} samples/s (original Colab run: 0.83 samples/s)` });
+      rows.push({ name: `XLSR-large training step peak GPU memory (batch ${B} x ${secs} s)`, unit: 'GiB', ours: rt.pool.peakBytes / 2 ** 30, note: `weights+grads+AdamW state+activations; ${(base / 2 ** 30).toFixed(2)} GiB before the step` });
+      model.gradientCheckpointing = true;
+      rt.pool.resetPeak();
+      const tc = await timeAsync(() => trainStep(rt, model, opt, B, secs), { reps: 1, warmup: 0 });
+      rows.push({ name: `XLSR-large training step with gradient checkpointing, batch ${B} x ${secs} s`, unit: 's', ours: tc.median, note: `peak GPU memory ${(rt.pool.peakBytes / 2 ** 30).toFixed(2)} GiB` });
+    }
+  } finally {
+    model.dispose();
+    rt.pool.trim();
+  }
+  if (!quick) rows.push(...checkpointLoadRss());
+  return rows;
+}
+
+/** Write a random full-size checkpoint, then load it into a model in a child process and report its peak RSS. */
+function checkpointLoadRss(): Row[] {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ser-xlsr-'));
+  try {
+    const gen = spawnSync(process.execPath, [path.join(root, 'tools/make_random_checkpoint.mjs'), '--out', dir, '--head', 'classifier'], { encoding: 'utf8', timeout: 600000 });
+    if (gen.status !== 0) throw new Error(`make_random_checkpoint failed: ${gen.stderr.slice(-500)}`);
+    const bytes = fs.statSync(path.join(dir, 'model.safetensors')).size;
+    const r = spawnSync(process.execPath, [path.join(root, 'build/bench/load-probe.mjs'), dir], { encoding: 'utf8', timeout: 600000 });
+    const m = (r.stdout || '').match(/MAXRSS=(\d+) SECONDS=([\d.]+)/);
+    if (!m) throw new Error(`load probe failed: ${(r.stderr || '').slice(-500)}`);
+    return [
+      { name: `load a full-size XLSR-large checkpoint (${(bytes / 1e9).toFixed(2)} GB safetensors) into GPU tensors: peak RSS`, unit: 'GB', ours: Number(m[1]) / 1e6, note: `load time ${Number(m[2]).toFixed(1)} s; streamed tensor by tensor. On a CPU adapter the GPU buffers themselves (${(bytes / 1e9).toFixed(2)} GB) live in this process, so RSS near that size means no second copy in JS memory` },
+    ];
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
