@@ -273,6 +273,12 @@ const VEC_LOADS: bool = HEAD_DIM % 4u == 0u;
 @group(0) @binding(16) var<storage, read> k4: array<vec4f>;
 @group(0) @binding(17) var<storage, read> v4: array<vec4f>;
 @group(0) @binding(18) var<storage, read> grad_out4: array<vec4f>;
+// vec4 views of the outputs; attention.ts binds the tensor to either the scalar or the vec4 binding (per VEC_LOADS)
+// and a placeholder to the other, since one buffer may not be bound twice where one binding is writable
+@group(0) @binding(19) var<storage, read_write> out4: array<vec4f>;
+@group(0) @binding(20) var<storage, read_write> grad_q4: array<vec4f>;
+@group(0) @binding(21) var<storage, read_write> grad_k4: array<vec4f>;
+@group(0) @binding(22) var<storage, read_write> grad_v4: array<vec4f>;
 
 alias OwnRows = array<array<vec4f, HEAD_VEC>, ROWS_PER_LANE>;
 alias StreamBlock = array<array<vec4f, CHUNKS_PER_LANE>, STREAM_ROWS>;
@@ -312,6 +318,24 @@ fn chunk_grad_out(base: u32, c: u32) -> vec4f {
   var x = vec4f(0.0);
   for (var e = 0u; e < 4u; e++) { if (4u * c + e < HEAD_DIM) { x[e] = grad_out[base + 4u * c + e]; } }
   return x;
+}
+
+// store chunk c (elements past HEAD_DIM dropped) of the output row that starts at element `base`
+fn store_out(base: u32, c: u32, x: vec4f) {
+  if (VEC_LOADS) { out4[base / 4u + c] = x; return; }
+  for (var e = 0u; e < 4u; e++) { if (4u * c + e < HEAD_DIM) { out[base + 4u * c + e] = x[e]; } }
+}
+fn store_grad_q(base: u32, c: u32, x: vec4f) {
+  if (VEC_LOADS) { grad_q4[base / 4u + c] = x; return; }
+  for (var e = 0u; e < 4u; e++) { if (4u * c + e < HEAD_DIM) { grad_q[base + 4u * c + e] = x[e]; } }
+}
+fn store_grad_k(base: u32, c: u32, x: vec4f) {
+  if (VEC_LOADS) { grad_k4[base / 4u + c] = x; return; }
+  for (var e = 0u; e < 4u; e++) { if (4u * c + e < HEAD_DIM) { grad_k[base + 4u * c + e] = x[e]; } }
+}
+fn store_grad_v(base: u32, c: u32, x: vec4f) {
+  if (VEC_LOADS) { grad_v4[base / 4u + c] = x; return; }
+  for (var e = 0u; e < 4u; e++) { if (4u * c + e < HEAD_DIM) { grad_v[base + 4u * c + e] = x[e]; } }
 }
 
 fn hsum(x: vec4f) -> f32 { return (x.x + x.y) + (x.z + x.w); }
@@ -446,7 +470,7 @@ fn attention_forward_sg(@builtin(subgroup_invocation_id) lane: u32, @builtin(wor
     if (t < p.seq) {
       let base = row_offset(b, t, h);
       let inv = select(0.0, 1.0 / l[r], l[r] > 0.0);
-      for (var d = 0u; d < HEAD_DIM; d++) { out[base + d] = acc_a[r][d / 4u][d % 4u] * inv; }
+      for (var c = 0u; c < HEAD_VEC; c++) { store_out(base, c, acc_a[r][c] * inv); }
       lse[(b * p.heads + h) * p.seq + t] = select(POS_BIG, m[r] + log(l[r]), l[r] > 0.0);
     }
   }
@@ -490,7 +514,7 @@ fn attention_backward_q_sg(@builtin(subgroup_invocation_id) lane: u32, @builtin(
     let t = own_row(wg.x, r, lane);
     if (t < p.seq) {
       let base = row_offset(b, t, h);
-      for (var d = 0u; d < HEAD_DIM; d++) { grad_q[base + d] = acc_a[r][d / 4u][d % 4u] * p.scale; }
+      for (var c = 0u; c < HEAD_VEC; c++) { store_grad_q(base, c, acc_a[r][c] * p.scale); }
     }
   }
 }
@@ -536,9 +560,9 @@ fn attention_backward_kv_sg(@builtin(subgroup_invocation_id) lane: u32, @builtin
     let t = own_row(wg.x, r, lane);
     if (t < p.seq) {
       let base = row_offset(b, t, h);
-      for (var d = 0u; d < HEAD_DIM; d++) {
-        grad_k[base + d] = acc_a[r][d / 4u][d % 4u] * p.scale;
-        grad_v[base + d] = acc_b[r][d / 4u][d % 4u];
+      for (var c = 0u; c < HEAD_VEC; c++) {
+        store_grad_k(base, c, acc_a[r][c] * p.scale);
+        store_grad_v(base, c, acc_b[r][c]);
       }
     }
   }

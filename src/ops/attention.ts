@@ -84,15 +84,11 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOption
   if (B * T === 0) return out;
 
   const params = { batch: B, seq: T, heads, masked: mask ? 1 : 0, scale };
-  // Placeholders for bindings a variant declares but never reads: key_mask without a mask, and the vec4 views of the
-  // subgroup kernels when D is not a multiple of 4 (they then load scalars; the views may not even be 16 bytes).
-  const placeholders: Tensor[] = [];
-  const placeholder = (dtype: 'f32' | 'i32'): Tensor => {
-    const t = Tensor.fromData(rt, dtype === 'i32' ? new Int32Array(4) : new Float32Array(4), [4], dtype, 'attention.unused');
-    placeholders.push(t);
-    return t;
-  };
-  const keyMask = mask ?? placeholder('i32');
+  // Placeholders bind what a kernel declares but never touches: key_mask without a mask, and in the subgroup kernels
+  // the view of each tensor (vec4 or scalar) that this D does not use.
+  const unusedBuffer = (dtype: 'f32' | 'i32', what: string): Tensor =>
+    Tensor.fromData(rt, dtype === 'i32' ? new Int32Array(4) : new Float32Array(4), [4], dtype, `attention.unused_${what}`);
+  const keyMask = mask ?? unusedBuffer('i32', 'key_mask');
   const sg = subgroupKernelSize(rt);
   const portable = { defines: { HEAD_DIM: `${D}u`, BLOCK_ROWS: `${BLOCK_ROWS}u`, BLOCK_STREAM: `${BLOCK_STREAM}u` } };
   const portableBlocks: [number, number] = [ceilDiv(T, BLOCK_ROWS), B * heads];
@@ -102,15 +98,28 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOption
   });
   const subgroupForward = subgroupShape(SUBGROUP_FORWARD);
   const subgroupBackward = subgroupShape(SUBGROUP_BACKWARD);
-  const unusedView = D % 4 === 0 ? null : placeholder('f32');
-  const vec4View = (x: Tensor): Tensor => unusedView ?? x;
+  // The subgroup kernels read q, k, v, grad_out through vec4 views when D % 4 == 0 (else through the scalar ones)...
+  const unusedVec4 = sg && D % 4 !== 0 ? unusedBuffer('f32', 'vec4') : null;
+  const vec4View = (x: Tensor): Tensor => unusedVec4 ?? x;
+  // ... and write each output through one of its views; the other gets a placeholder of its own, as writable
+  // bindings may not share a buffer (the caller disposes the placeholders once the dispatch is recorded).
+  const outputViews = (name: string, x: Tensor, placeholders: Tensor[]): Record<string, Tensor> => {
+    const other = unusedBuffer('f32', name);
+    placeholders.push(other);
+    return D % 4 === 0 ? { [name]: other, [`${name}4`]: x } : { [name]: x, [`${name}4`]: other };
+  };
 
   const inputs = { p: params, q, k, v, key_mask: keyMask };
   const inputViews = { q4: vec4View(q), k4: vec4View(k), v4: vec4View(v) };
-  if (sg) rt.dispatch(attentionSubgroupKernel, 'attention_forward_sg', { ...inputs, ...inputViews, out, lse }, subgroupForward.blocks, subgroupForward.options);
-  else rt.dispatch(attentionKernel, 'attention_forward', { ...inputs, out, lse }, portableBlocks, portable);
+  const forwardPlaceholders: Tensor[] = [];
+  if (sg) {
+    const bindings = { ...inputs, ...inputViews, ...outputViews('out', out, forwardPlaceholders), lse };
+    rt.dispatch(attentionSubgroupKernel, 'attention_forward_sg', bindings, subgroupForward.blocks, subgroupForward.options);
+  } else rt.dispatch(attentionKernel, 'attention_forward', { ...inputs, out, lse }, portableBlocks, portable);
+  for (const t of forwardPlaceholders) t.dispose();
 
-  const result = record('attention', out, [q, k, v], [q, k, v, out, lse, keyMask, ...placeholders], (gradOut, needs) => {
+  const saved = [q, k, v, out, lse, keyMask, ...(unusedVec4 ? [unusedVec4] : [])];
+  const result = record('attention', out, [q, k, v], saved, (gradOut, needs) => {
     const rowDot = Tensor.empty(rt, [B, heads, T], 'f32', 'attention.row_dot');
     rt.dispatch(attentionKernel, 'attention_backward_row_dot', { p: params, grad_out: gradOut, out_saved: out, row_dot: rowDot }, grid1d(B * T * heads, BLOCK_ROWS), portable);
     const gq = needs[0] ? Tensor.empty(rt, [B, T, C], 'f32', 'attention.grad_q') : null;
@@ -120,8 +129,16 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOption
     const common = { ...inputs, grad_out: gradOut, lse_saved: lse, row_dot_saved: rowDot };
     if (sg) {
       const views = { ...common, ...inputViews, grad_out4: vec4View(gradOut) };
-      if (gk && gv) rt.dispatch(attentionSubgroupKernel, 'attention_backward_kv_sg', { ...views, grad_k: gk, grad_v: gv }, subgroupBackward.blocks, subgroupBackward.options);
-      if (gq) rt.dispatch(attentionSubgroupKernel, 'attention_backward_q_sg', { ...views, grad_q: gq }, subgroupBackward.blocks, subgroupBackward.options);
+      const placeholders: Tensor[] = [];
+      if (gk && gv) {
+        const bindings = { ...views, ...outputViews('grad_k', gk, placeholders), ...outputViews('grad_v', gv, placeholders) };
+        rt.dispatch(attentionSubgroupKernel, 'attention_backward_kv_sg', bindings, subgroupBackward.blocks, subgroupBackward.options);
+      }
+      if (gq) {
+        const bindings = { ...views, ...outputViews('grad_q', gq, placeholders) };
+        rt.dispatch(attentionSubgroupKernel, 'attention_backward_q_sg', bindings, subgroupBackward.blocks, subgroupBackward.options);
+      }
+      for (const t of placeholders) t.dispose();
     } else {
       if (gk && gv) rt.dispatch(attentionKernel, 'attention_backward_kv', { ...common, grad_k: gk, grad_v: gv }, portableBlocks, portable);
       if (gq) rt.dispatch(attentionKernel, 'attention_backward_q', { ...common, grad_q: gq }, portableBlocks, portable);
@@ -131,7 +148,8 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOption
     if (!needs[2]) gv?.dispose();
     return [gq, needs[1] ? gk : null, needs[2] ? gv : null];
   });
-  // a recorded backward holds its own references to the placeholders
-  for (const t of placeholders) t.dispose();
+  // a recorded backward holds its own references to the placeholders it reads
+  if (!mask) keyMask.dispose();
+  unusedVec4?.dispose();
   return result;
 }
