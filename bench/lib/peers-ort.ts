@@ -186,6 +186,7 @@ function cases(quick: boolean): Case[] {
       graph: { op: 'LayerNormalization', inputs: [{ name: 'x', dims: [R, C] }], initializers: [{ name: 'g', dims: [C], data: randArray(C, 5) }, { name: 'b', dims: [C], data: randArray(C, 6) }], nodeInputs: ['x', 'g', 'b'], output: { name: 'y', dims: [R, C] }, attrs: [{ name: 'axis', i: -1 }, { name: 'epsilon', f: 1e-5 }] },
       input: randArray(R * C, 7),
       ours: (x, [g, b]) => layerNorm(x, g, b, 1e-5),
+      note: 'memory-bound: the upload and readback move as many bytes as the op, and dominate on both sides',
     });
   }
   // Softmax over the last axis of attention scores: 16 heads x T x T at T = 200
@@ -198,6 +199,7 @@ function cases(quick: boolean): Case[] {
       graph: { op: 'Softmax', inputs: [{ name: 'x', dims: [H * T, T] }], initializers: [], nodeInputs: ['x'], output: { name: 'y', dims: [H * T, T] }, attrs: [{ name: 'axis', i: -1 }], opset: 13 },
       input: randArray(H * T * T, 8, 8),
       ours: (x) => softmax(x),
+      note: 'memory-bound: the upload and readback move as many bytes as the op, and dominate on both sides',
     });
   }
   return list;
