@@ -98,9 +98,9 @@ function write(rows: Row[], skipped: string[], date: Date, rt: Runtime): void {
     `- date: ${date.toISOString()}`,
     `- command: \`${cmd}\` (figures are medians over repetitions; spread is [slowest, fastest])`,
     '',
-    '| name | unit | ours | spread | peer | peer value | speedup (peer time / ours) | % of peak |',
-    '|---|---|---|---|---|---|---|---|',
-    ...rows.map((r) => `| ${r.name} | ${r.unit} | ${fmt(r.ours)} | ${r.spread ? `${fmt(r.spread[0])}-${fmt(r.spread[1])}` : ''} | ${r.peer ?? ''} | ${fmt(r.peer_value)} | ${fmt(r.speedup)} | ${r.peak_fraction !== undefined ? (100 * r.peak_fraction).toFixed(1) : ''} |`),
+    '| name | unit | ours | spread | peer | peer value | speedup (peer time / ours) | % of peak | note |',
+    '|---|---|---|---|---|---|---|---|---|',
+    ...rows.map((r) => `| ${r.name} | ${r.unit} | ${fmt(r.ours)} | ${r.spread ? `${fmt(r.spread[0])}-${fmt(r.spread[1])}` : ''} | ${r.peer ?? ''} | ${fmt(r.peer_value)} | ${fmt(r.speedup)} | ${r.peak_fraction !== undefined ? (100 * r.peak_fraction).toFixed(1) : ''} | ${(r.note ?? '').replace(/\|/g, '/')} |`),
     '',
     ...(skipped.length ? ['Skipped:', '', ...skipped.map((s) => `- ${s}`), ''] : []),
   ];
