@@ -18,6 +18,7 @@ const HEAD_DIM: u32 = 64u;
 const BLOCK_ROWS: u32 = 64u;
 const BLOCK_STREAM: u32 = 32u;
 
+const HEAD_VEC: u32 = (HEAD_DIM + 3u) / 4u;
 const TILE: u32 = BLOCK_STREAM * HEAD_DIM;
 const TILE_LOADS: u32 = (TILE + BLOCK_ROWS - 1u) / BLOCK_ROWS;
 // "minus infinity" for masked scores and "plus infinity" for the lse of a row with no real key; finite so that
@@ -139,8 +140,13 @@ fn attention_backward_row_dot(@builtin(global_invocation_id) gid: vec3u, @builti
   let b = bt / p.seq;
   let t = bt % p.seq;
   var sum = 0.0;
-  for (var d = 0u; d < HEAD_DIM; d++) {
-    sum += grad_out[r * HEAD_DIM + d] * out_saved[r * HEAD_DIM + d];
+  // nested so that NIR unrolls both loops (a loop of HEAD_DIM iterations stays rolled and costs lavapipe ~100 cycles
+  // per iteration)
+  for (var c = 0u; c < HEAD_VEC; c++) {
+    for (var e = 0u; e < 4u; e++) {
+      let d = min(4u * c + e, HEAD_DIM - 1u);
+      sum += select(0.0, grad_out[r * HEAD_DIM + d] * out_saved[r * HEAD_DIM + d], 4u * c + e < HEAD_DIM);
+    }
   }
   row_dot[(b * p.heads + h) * p.seq + t] = sum;
 }
@@ -265,7 +271,6 @@ fn attention_backward_kv(@builtin(local_invocation_index) lane: u32, @builtin(wo
 const SG: u32 = 8u;
 const ROWS_PER_LANE: u32 = 2u;
 const STREAM_ROWS: u32 = 4u;
-const HEAD_VEC: u32 = (HEAD_DIM + 3u) / 4u;
 const CHUNKS_PER_LANE: u32 = (HEAD_VEC + SG - 1u) / SG;
 const VEC_LOADS: bool = HEAD_DIM % 4u == 0u;
 
