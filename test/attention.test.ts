@@ -196,6 +196,7 @@ async function check(c: Case, seed: number, path: Path, opts: CheckOptions = {})
   mask?.dispose();
 }
 
+// head dims 16, 24, 64, 5 only: every other D would compile another set of pipelines (seconds each on lavapipe)
 for (const path of paths) {
   test(`[${path}] odd sizes with per-element padding (D=16, H=3, one element unpadded)`, async () => {
     await onPath(path, () => check({ B: 2, T: 37, H: 3, D: 16, lengths: [37, 23] }, 100, path, { fdProbes: 3 }));
@@ -213,12 +214,12 @@ for (const path of paths) {
     await onPath(path, async () => {
       await check({ B: 2, T: 1, H: 3, D: 5, lengths: [1, 1] }, 400, path);
       await check({ B: 1, T: 45, H: 1, D: 5, lengths: [44] }, 410, path, { grads: [false, true, false] });
-      await check({ B: 2, T: 21, H: 2, D: 12, lengths: [21, 6] }, 420, path, { grads: [true, false, false] });
+      await check({ B: 2, T: 21, H: 2, D: 24, lengths: [21, 6] }, 420, path, { grads: [true, false, false] });
     });
   });
 
   test(`[${path}] an element whose keys are all padding gives zeros, not NaN`, async () => {
-    await onPath(path, () => check({ B: 2, T: 19, H: 2, D: 8, lengths: [0, 19] }, 500, path));
+    await onPath(path, () => check({ B: 2, T: 19, H: 2, D: 5, lengths: [0, 19] }, 500, path));
   });
 }
 
