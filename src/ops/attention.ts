@@ -53,11 +53,16 @@ export function attentionUsesSubgroups(rt: Runtime): boolean {
  * GPUs keep the portable kernels, the usual GPU design: there the subgroup kernels' large per-lane state would spill
  * registers (not measured here: no GPU).
  */
+/** storage buffers bound by the widest subgroup entry point (attention_backward_kv_sg) */
+const SUBGROUP_STORAGE_BUFFERS = 15;
+
 function subgroupKernelSize(rt: Runtime): number | null {
   if (!subgroupsAllowed || !rt.hasSubgroups || !rt.adapter.isCPU) return null;
   const info = (rt.device as unknown as { adapterInfo?: { subgroupMinSize?: number; subgroupMaxSize?: number } }).adapterInfo;
   const size = info?.subgroupMinSize;
   if (!size || size !== info?.subgroupMaxSize || size < 4 || size > 64) return null;
+  // the subgroup backward binds 15 storage buffers; browsers often allow only the WebGPU default of 8-10 per stage
+  if (rt.limits.maxStorageBuffersPerShaderStage < SUBGROUP_STORAGE_BUFFERS) return null;
   return size;
 }
 

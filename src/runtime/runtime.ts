@@ -122,6 +122,10 @@ export class Runtime {
     if (p) return p;
     const entry = kernel.entry(entryPoint, defines);
     const label = `${kernel.name}.${entryPoint}`;
+    const storage = entry.bindings.filter((b) => b.kind !== 'uniform').length;
+    if (storage > this.limits.maxStorageBuffersPerShaderStage) {
+      throw new Error(`kernel ${label} binds ${storage} storage buffers; this adapter allows ${this.limits.maxStorageBuffersPerShaderStage} per shader stage`);
+    }
     this.device.pushErrorScope('validation');
     const module = this.device.createShaderModule({ code: variant.code, label: kernel.name });
     const layout = this.device.createBindGroupLayout({
