@@ -1,8 +1,7 @@
 // Roofline probes for the bench (not used by the model).
-//   fma_peak: every thread runs CHAINS independent FMA chains for `iters` iterations, so the FMA pipes stay full;
-//             flops = 2 * CHAINS * iters * threads. The result is stored so the compiler cannot drop the work.
+//   fma_peak: every thread runs 12 independent FMA chains (three vec4) for `iters` iterations, so the FMA pipes stay
+//             full; flops = 2 * 12 * iters * threads. The result is stored so the compiler cannot drop the work.
 //   copy:     y[i] = x[i] on vec4s; bytes moved = 2 * 16 * n4.
-const CHAINS: u32 = 12u;
 const WG: u32 = 256u;
 
 struct Params { iters: u32, n4: u32 }
@@ -13,16 +12,26 @@ struct Params { iters: u32, n4: u32 }
 
 @compute @workgroup_size(WG)
 fn fma_peak(@builtin(global_invocation_id) gid: vec3u) {
-  var acc: array<f32, CHAINS>;
-  for (var c = 0u; c < CHAINS; c++) { acc[c] = f32(gid.x + c) * 1e-3; }
-  let a = 0.999;
-  let b = 1e-4;
-  for (var i = 0u; i < p.iters; i++) {
-    for (var c = 0u; c < CHAINS; c++) { acc[c] = fma(acc[c], a, b); }
+  // 12 independent chains as three vec4 registers, written out so no chain lives in an indexed (spillable) array
+  let s0 = f32(gid.x) * 1e-3;
+  var a0 = vec4<f32>(s0, s0 + 1.0, s0 + 2.0, s0 + 3.0);
+  var a1 = a0 + vec4<f32>(4.0);
+  var a2 = a0 + vec4<f32>(8.0);
+  let m = vec4<f32>(0.999);
+  let b = vec4<f32>(1e-4);
+  // unrolled 8x so loop overhead is small against 96 FMAs per trip (iters is a multiple of 8)
+  for (var i = 0u; i < p.iters; i += 8u) {
+    a0 = fma(a0, m, b); a1 = fma(a1, m, b); a2 = fma(a2, m, b);
+    a0 = fma(a0, m, b); a1 = fma(a1, m, b); a2 = fma(a2, m, b);
+    a0 = fma(a0, m, b); a1 = fma(a1, m, b); a2 = fma(a2, m, b);
+    a0 = fma(a0, m, b); a1 = fma(a1, m, b); a2 = fma(a2, m, b);
+    a0 = fma(a0, m, b); a1 = fma(a1, m, b); a2 = fma(a2, m, b);
+    a0 = fma(a0, m, b); a1 = fma(a1, m, b); a2 = fma(a2, m, b);
+    a0 = fma(a0, m, b); a1 = fma(a1, m, b); a2 = fma(a2, m, b);
+    a0 = fma(a0, m, b); a1 = fma(a1, m, b); a2 = fma(a2, m, b);
   }
-  var s = 0.0;
-  for (var c = 0u; c < CHAINS; c++) { s += acc[c]; }
-  sink[gid.x] = s;
+  let t = a0 + a1 + a2;
+  sink[gid.x] = t.x + t.y + t.z + t.w;
 }
 
 @compute @workgroup_size(WG)
