@@ -7,6 +7,13 @@
 //              dP_ij = dout_i . v_j, dS_ij = P_ij (dP_ij - row_dot_i):
 //              dv_j = sum_i P_ij dout_i, dk_j = scale sum_i dS_ij q_i   (workgroups own key blocks, queries streamed)
 //              dq_i = scale sum_j dS_ij k_j                            (workgroups own query blocks, keys streamed)
+//   dropout on the probabilities (template flag DROPOUT, training only; p.threshold, p.keep_scale = 1/(1-p)):
+//              Z_ij = keep_ij * keep_scale, keep_ij = random_bits(seed, offset + ((b*H + h)*T + i)*T + j) >= threshold
+//              (the hash of activation.wgsl's dropout: the mask is a pure function of the counter, so backward and a
+//              checkpoint replay regenerate it). The online softmax statistics (max, sum, lse) stay on the undropped P;
+//              only the value accumulation uses P*Z: out_i = sum_j P_ij Z_ij v_j. Backward: row_dot_i = dout_i . out_i
+//              as before (out includes dropout), dP_ij = Z_ij (dout_i . v_j), dS_ij = P_ij (dP_ij - row_dot_i),
+//              dv_j = sum_i P_ij Z_ij dout_i; dk, dq from dS unchanged. With DROPOUT = false none of it is compiled.
 // Two implementations of the same math; src/ops/attention.ts picks one.
 //  * Portable (this first part): each invocation owns one row (a query; a key in attention_backward_kv) in private
 //    memory; the other side streams through workgroup memory in tiles of BLOCK_STREAM rows, read at addresses common
@@ -17,6 +24,7 @@
 const HEAD_DIM: u32 = 64u;
 const BLOCK_ROWS: u32 = 64u;
 const BLOCK_STREAM: u32 = 32u;
+const DROPOUT: bool = false;
 
 const HEAD_VEC: u32 = (HEAD_DIM + 3u) / 4u;
 const TILE: u32 = BLOCK_STREAM * HEAD_DIM;
@@ -26,7 +34,7 @@ const TILE_LOADS: u32 = (TILE + BLOCK_ROWS - 1u) / BLOCK_ROWS;
 const NEG_BIG: f32 = -3.0e38;
 const POS_BIG: f32 = 3.0e38;
 
-struct Params { batch: u32, seq: u32, heads: u32, masked: u32, scale: f32 }
+struct Params { batch: u32, seq: u32, heads: u32, masked: u32, scale: f32, seed: u32, offset: u32, threshold: u32, keep_scale: f32 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> q: array<f32>;
@@ -53,6 +61,28 @@ var<workgroup> row_b: array<f32, BLOCK_STREAM>;
 // offset of element [b, t, h, 0]
 fn row_offset(b: u32, t: u32, h: u32) -> u32 {
   return ((b * p.seq + t) * p.heads + h) * HEAD_DIM;
+}
+
+// PCG output permutation of one LCG step (Jarzynski & Olano 2020); pcgHash and randomBits in activation.wgsl, the same
+// bits bit for bit (WGSL modules cannot share code)
+fn pcg_hash(x: u32) -> u32 {
+  let state = x * 747796405u + 2891336453u;
+  let word = ((state >> ((state >> 28u) + 4u)) ^ state) * 277803737u;
+  return (word >> 22u) ^ word;
+}
+
+// the random counter of probability (query i, key j) of head (b, h); wraps mod 2^32 like the caller's offset
+fn dropout_counter(b: u32, h: u32, i: u32, j: u32) -> u32 {
+  return p.offset + ((b * p.heads + h) * p.seq + i) * p.seq + j;
+}
+
+// whether dropout keeps the probability with this counter
+fn dropout_keep_counter(counter: u32) -> bool {
+  return pcg_hash(pcg_hash(counter) ^ pcg_hash(p.seed ^ 0x9e3779b9u)) >= p.threshold;
+}
+
+fn dropout_keep(b: u32, h: u32, i: u32, j: u32) -> bool {
+  return dropout_keep_counter(dropout_counter(b, h, i, j));
 }
 
 fn key_is_real(b: u32, t: u32) -> bool {
@@ -111,6 +141,12 @@ fn attention_forward(@builtin(local_invocation_index) lane: u32, @builtin(workgr
     for (var j = 0u; j < BLOCK_STREAM; j++) {
       s[j] = select(0.0, exp(s[j] - m_new), row_a[j] != 0.0);
       l += s[j];
+    }
+    if (DROPOUT) {
+      // l has the undropped sum; only the values see the dropped probabilities
+      for (var j = 0u; j < BLOCK_STREAM; j++) {
+        s[j] = select(0.0, s[j] * p.keep_scale, dropout_keep(b, h, t, start + j));
+      }
     }
     for (var d = 0u; d < HEAD_DIM; d++) {
       var sum = acc[d] * alpha;
@@ -182,6 +218,7 @@ fn attention_backward_q(@builtin(local_invocation_index) lane: u32, @builtin(wor
         dp += gor[d] * tile_b[j * HEAD_DIM + d];
       }
       let prob = select(0.0, exp(s - row_lse), row_a[j] != 0.0 && row_lse != POS_BIG);
+      if (DROPOUT) { dp = select(0.0, dp * p.keep_scale, dropout_keep(b, h, t, start + j)); }
       let ds = prob * (dp - row_d);
       for (var d = 0u; d < HEAD_DIM; d++) {
         dq[d] += ds * tile_a[j * HEAD_DIM + d];
@@ -241,9 +278,15 @@ fn attention_backward_kv(@builtin(local_invocation_index) lane: u32, @builtin(wo
         dp += vr[d] * tile_b[i * HEAD_DIM + d];
       }
       let prob = select(0.0, exp(s - row_a[i]), real && row_a[i] != POS_BIG);
+      var prob_dropped = prob;
+      if (DROPOUT) {
+        let kept = dropout_keep(b, h, start + i, t);
+        dp = select(0.0, dp * p.keep_scale, kept);
+        prob_dropped = select(0.0, prob * p.keep_scale, kept);
+      }
       let ds = prob * (dp - row_b[i]);
       for (var d = 0u; d < HEAD_DIM; d++) {
-        dv[d] += prob * tile_b[i * HEAD_DIM + d];
+        dv[d] += prob_dropped * tile_b[i * HEAD_DIM + d];
         dk[d] += ds * tile_a[i * HEAD_DIM + d];
       }
     }
@@ -468,6 +511,16 @@ fn attention_forward_sg(@builtin(subgroup_invocation_id) lane: u32, @builtin(wor
         for (var c = 0u; c < HEAD_VEC; c++) { acc_a[r][c] *= alpha; }
       }
     }
+    if (DROPOUT) {
+      // l got the undropped sums; only the values see the dropped probabilities (a loop nest of its own: inside the
+      // one above, the bigger body kept lavapipe from unrolling it: forward 4.5x slower at T=1000)
+      for (var r = 0u; r < ROWS_PER_LANE; r++) {
+        let row_counter = dropout_counter(b, h, own_row(wg.x, r, lane), start);
+        for (var j = 0u; j < STREAM_ROWS; j++) {
+          pair_a[r][j] = select(0.0, pair_a[r][j] * p.keep_scale, dropout_keep_counter(row_counter + j));
+        }
+      }
+    }
     accumulate_block(&acc_a, &pair_a, &stream_b);
   }
   for (var r = 0u; r < ROWS_PER_LANE; r++) {
@@ -510,7 +563,9 @@ fn attention_backward_q_sg(@builtin(subgroup_invocation_id) lane: u32, @builtin(
       for (var j = 0u; j < STREAM_ROWS; j++) {
         let real = subgroupShuffle(select(0.0, 1.0, lane_key_real), j) != 0.0 && row_lse[r] != POS_BIG;
         let prob = select(0.0, exp(pair_a[r][j] - row_lse[r]), real);
-        pair_a[r][j] = prob * (pair_b[r][j] - row_d[r]);
+        var dp = pair_b[r][j];
+        if (DROPOUT) { dp = select(0.0, dp * p.keep_scale, dropout_keep(b, h, own_row(wg.x, r, lane), start + j)); }
+        pair_a[r][j] = prob * (dp - row_d[r]);
       }
     }
     accumulate_block(&acc_a, &pair_a, &stream_a);
@@ -554,8 +609,15 @@ fn attention_backward_kv_sg(@builtin(subgroup_invocation_id) lane: u32, @builtin
       let query_d = subgroupShuffle(lane_d, i);
       for (var r = 0u; r < ROWS_PER_LANE; r++) {
         let prob = select(0.0, exp(pair_a[r][i] - query_lse), own_real[r] && query_lse != POS_BIG);
-        pair_a[r][i] = prob * (pair_b[r][i] - query_d);
-        pair_b[r][i] = prob;
+        var dp = pair_b[r][i];
+        var prob_dropped = prob;
+        if (DROPOUT) {
+          let kept = dropout_keep(b, h, start + i, own_row(wg.x, r, lane));
+          dp = select(0.0, dp * p.keep_scale, kept);
+          prob_dropped = select(0.0, prob * p.keep_scale, kept);
+        }
+        pair_a[r][i] = prob * (dp - query_d);
+        pair_b[r][i] = prob_dropped;
       }
     }
     accumulate_block(&acc_b, &pair_b, &stream_b);

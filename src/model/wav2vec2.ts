@@ -24,9 +24,10 @@
 //   - masked mean (poolExcludePadding, HF's Wav2Vec2ForSequenceClassification when given an attention mask) averages
 //     only the valid frames, so batched logits equal the item's unpadded logits.
 //
-// Deviations from HF, on purpose: attention-probability dropout (config.attention_dropout) is not applied (the flash
-// attention kernel never materialises the probabilities); SpecAugment is skipped for a batch shorter than the mask
-// span (HF raises); layerdrop and SpecAugment draw from our seeded generator, not torch's.
+// Attention-probability dropout (config.attention_dropout) is applied in training as HF does (on the softmax
+// probabilities, kept ones scaled by 1/(1-p)), inside the flash attention kernels from a hashed mask.
+// Deviations from HF, on purpose: SpecAugment is skipped for a batch shorter than the mask span (HF raises); dropout,
+// layerdrop and SpecAugment draw from our seeded generator, not torch's.
 import type { Runtime } from '../runtime/runtime.js';
 import { Tensor } from '../tensor.js';
 import { checkpoint, noGrad, tidy } from '../autograd.js';
@@ -417,7 +418,7 @@ export class Wav2Vec2ForSpeechClassification {
       const q = lin(attnIn, 'attention.q_proj');
       const k = lin(attnIn, 'attention.k_proj');
       const v = lin(attnIn, 'attention.v_proj');
-      const ctx = attention(q, k, v, { heads: cfg.num_attention_heads, keyMask });
+      const ctx = attention(q, k, v, { heads: cfg.num_attention_heads, keyMask, dropout: this.training ? cfg.attention_dropout : 0 });
       let a = lin(ctx, 'attention.out_proj');
       a = dropout(a, cfg.hidden_dropout, this.training);
       let h = add(x, a);

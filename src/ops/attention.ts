@@ -1,12 +1,14 @@
 // Multi-head self-attention with a key-padding mask, flash style: the forward keeps an online softmax per query and
 // saves its logsumexp; the backward recomputes the probabilities from it (FlashAttention-2: row dots, then dk/dv with
-// workgroups owning key blocks and dq with workgroups owning query blocks, no atomics). The math and both kernel
-// sets are described in kernels/attention.wgsl.
+// workgroups owning key blocks and dq with workgroups owning query blocks, no atomics). Optional dropout on the
+// probabilities (Hugging Face's attention_dropout) is hashed from a counter per (b, h, query, key), so backward
+// regenerates the mask instead of storing it. The math and both kernel sets are described in kernels/attention.wgsl.
 import source from '../../kernels/attention.wgsl';
 import { defineKernel } from '../runtime/kernel.js';
 import { Tensor } from '../tensor.js';
 import type { Runtime } from '../runtime/runtime.js';
-import { record } from '../autograd.js';
+import { record, nextRandom } from '../autograd.js';
+import { dropoutThreshold } from './activation.js';
 import { ceilDiv, grid1d } from './grid.js';
 
 // The file's tail holds the subgroup kernels: the portable module stops before it, so it compiles without the feature.
@@ -34,6 +36,12 @@ export interface AttentionOptions {
   keyMask?: Tensor | null;
   /** defaults to 1/sqrt(D) */
   scale?: number;
+  /**
+   * Dropout probability on the attention probabilities (pass 0 outside training; default 0). Kept ones are scaled
+   * by 1/(1-p); the softmax itself is of the undropped scores. Each call reserves B*H*T*T counters of the random
+   * stream with nextRandom() (counters wrap mod 2^32: beyond 2^32 per call, masks would repeat).
+   */
+  dropout?: number;
 }
 
 let subgroupsAllowed = true;
@@ -83,19 +91,29 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOption
     throw new Error(`attention: keyMask must be i32 [${B}, ${T}], got ${mask.dtype} [${mask.shape}]`);
   }
   const scale = opts.scale ?? 1 / Math.sqrt(D);
+  const dropout = opts.dropout ?? 0;
+  if (!(dropout >= 0 && dropout <= 1)) throw new Error(`attention: dropout must be in [0, 1], got ${dropout}`);
+  // drawn before any early return, so the random stream advances the same whatever the sizes
+  const random = dropout > 0 ? nextRandom(B * heads * T * T) : { seed: 0, offset: 0 };
   const rt = q.rt;
   const out = Tensor.empty(rt, [B, T, C], 'f32', 'attention');
   const lse = Tensor.empty(rt, [B, heads, T], 'f32', 'attention.lse');
   if (B * T === 0) return out;
 
-  const params = { batch: B, seq: T, heads, masked: mask ? 1 : 0, scale };
+  const params = {
+    batch: B, seq: T, heads, masked: mask ? 1 : 0, scale,
+    ...random, threshold: dropoutThreshold(dropout), keep_scale: dropout >= 1 ? 0 : 1 / (1 - dropout),
+  };
   // Placeholders bind what a kernel declares but never touches: key_mask without a mask, and in the subgroup kernels
   // the view of each tensor (vec4 or scalar) that this D does not use.
   const unusedBuffer = (dtype: 'f32' | 'i32', what: string): Tensor =>
     Tensor.fromData(rt, dtype === 'i32' ? new Int32Array(4) : new Float32Array(4), [4], dtype, `attention.unused_${what}`);
   const keyMask = mask ?? unusedBuffer('i32', 'key_mask');
   const sg = subgroupKernelSize(rt);
-  const portable = { defines: { HEAD_DIM: `${D}u`, BLOCK_ROWS: `${BLOCK_ROWS}u`, BLOCK_STREAM: `${BLOCK_STREAM}u` } };
+  // DROPOUT is a template flag: with p = 0 the dropout code is not compiled at all
+  const portable = { defines: { HEAD_DIM: `${D}u`, BLOCK_ROWS: `${BLOCK_ROWS}u`, BLOCK_STREAM: `${BLOCK_STREAM}u`, DROPOUT: dropout > 0 ? 'true' : 'false' } };
+  // the row dot is the same with or without dropout (out already has it): one pipeline for both
+  const rowDotOptions = { defines: { ...portable.defines, DROPOUT: 'false' } };
   const portableBlocks: [number, number] = [ceilDiv(T, BLOCK_ROWS), B * heads];
   const subgroupShape = (shape: { rowsPerLane: number; streamRows: number }) => ({
     options: { defines: { ...portable.defines, SG: `${sg}u`, ROWS_PER_LANE: `${shape.rowsPerLane}u`, STREAM_ROWS: `${Math.min(shape.streamRows, sg ?? 4)}u` } },
@@ -126,7 +144,7 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOption
   const saved = [q, k, v, out, lse, keyMask, ...(unusedVec4 ? [unusedVec4] : [])];
   const result = record('attention', out, [q, k, v], saved, (gradOut, needs) => {
     const rowDot = Tensor.empty(rt, [B, heads, T], 'f32', 'attention.row_dot');
-    rt.dispatch(attentionKernel, 'attention_backward_row_dot', { p: params, grad_out: gradOut, out_saved: out, row_dot: rowDot }, grid1d(B * T * heads, BLOCK_ROWS), portable);
+    rt.dispatch(attentionKernel, 'attention_backward_row_dot', { p: params, grad_out: gradOut, out_saved: out, row_dot: rowDot }, grid1d(B * T * heads, BLOCK_ROWS), rowDotOptions);
     const gq = needs[0] ? Tensor.empty(rt, [B, T, C], 'f32', 'attention.grad_q') : null;
     // one kernel makes dk and dv together
     const gk = needs[1] || needs[2] ? Tensor.empty(rt, [B, T, C], 'f32', 'attention.grad_k') : null;
