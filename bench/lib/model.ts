@@ -15,32 +15,12 @@ import { AdamW, clipGradNorm } from '../../src/ops/optim.js';
 import { DEMO_CONFIG } from '../../src/node/train-cmd.js';
 import { timeAsync, type Row } from './harness.js';
 import type { Peaks } from './kernels.js';
+import { xlsrBenchConfig } from './peers-torch.js';
+
+const LABELS = { 0: 'anger', 1: 'happiness', 2: 'neutral', 3: 'sadness', 4: 'surprise' };
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 
-export const XLSR_LARGE = {
-  model_type: 'wav2vec2',
-  conv_dim: [512, 512, 512, 512, 512, 512, 512],
-  conv_kernel: [10, 3, 3, 3, 3, 2, 2],
-  conv_stride: [5, 2, 2, 2, 2, 2, 2],
-  conv_bias: true,
-  feat_extract_norm: 'layer',
-  do_stable_layer_norm: true,
-  hidden_size: 1024,
-  num_hidden_layers: 24,
-  num_attention_heads: 16,
-  intermediate_size: 4096,
-  num_conv_pos_embeddings: 128,
-  num_conv_pos_embedding_groups: 16,
-  // dropouts as the Persian XLSR config; SpecAugment on, as there
-  attention_dropout: 0.1,
-  hidden_dropout: 0.1,
-  feat_proj_dropout: 0.0,
-  final_dropout: 0.1,
-  layerdrop: 0.0,
-  mask_time_prob: 0.05,
-  id2label: { 0: 'anger', 1: 'happiness', 2: 'neutral', 3: 'sadness', 4: 'surprise' },
-};
 
 function audio(rt: Runtime, B: number, S: number): Tensor {
   const x = new Float32Array(B * S);
@@ -91,7 +71,7 @@ export async function benchModel(rt: Runtime, _peaks: Peaks, quick: boolean): Pr
   const rows: Row[] = [];
   // the demo model: training throughput at its own batch (8 clips of 1.7 s)
   {
-    const cfg = parseWav2Vec2Config({ ...DEMO_CONFIG, id2label: XLSR_LARGE.id2label });
+    const cfg = parseWav2Vec2Config({ ...DEMO_CONFIG, id2label: LABELS });
     const model = Wav2Vec2ForSpeechClassification.random(rt, cfg, { initSeed: 1 });
     model.freezeFeatureEncoder = false;
     const opt = new AdamW(model.trainableParameters(), { lr: 1e-3 });
@@ -103,7 +83,7 @@ export async function benchModel(rt: Runtime, _peaks: Peaks, quick: boolean): Pr
     model.dispose();
   }
   // full-size XLSR-large, random weights
-  const cfg = parseWav2Vec2Config(XLSR_LARGE);
+  const cfg = xlsrBenchConfig(24);
   const t0 = performance.now();
   const model = Wav2Vec2ForSpeechClassification.random(rt, cfg, { initSeed: 1 });
   const initSeconds = (performance.now() - t0) / 1000;
