@@ -7,13 +7,15 @@
 //              The host computes the lr- and step-dependent terms in f64 each step and passes them as uniforms, so
 //              a learning-rate schedule never rebuilds a pipeline. 1 - beta comes from the host too: f32(0.999)
 //              subtracted from 1 on the GPU would be 1.3e-5 off.
-//   clipScale: g *= min(1, maxNorm / (norm[0] + 1e-6)), with the global norm read from the GPU: the host never waits
-//              (torch.nn.utils.clip_grad_norm_ semantics; the global norm comes from reduce.wgsl's partialSums).
+//   clipScale: g *= invScale * min(1, maxNorm / (norm[0] + 1e-6)), with the global norm read from the GPU: the host
+//              never waits (torch.nn.utils.clip_grad_norm_ semantics; the global norm comes from reduce.wgsl's
+//              partialSums). invScale = 1 / loss scale unscales mixed-precision gradients in the same pass, and then
+//              norm[0] is already the unscaled norm; maxNorm = 0 means unscale only.
 //   zeroFill:  gradInOut = 0 (zeroGrad without freeing the buffers)
 const WG: u32 = 256u;
 
 struct AdamParams { n: u32, decay: f32, oneMinusBeta1: f32, beta2: f32, oneMinusBeta2: f32, eps: f32, stepSize: f32, bc2Sqrt: f32 }
-struct ClipParams { n: u32, maxNorm: f32 }
+struct ClipParams { n: u32, maxNorm: f32, invScale: f32 }
 
 @group(0) @binding(0) var<uniform> ap: AdamParams;
 @group(0) @binding(1) var<uniform> cp: ClipParams;
@@ -43,7 +45,8 @@ fn adamwStep(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups)
 fn clipScale(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
   let i = flat(gid, nwg);
   if (i >= cp.n) { return; }
-  let coef = min(1.0, cp.maxNorm / (norm[0] + 1e-6));
+  var coef = cp.invScale;
+  if (cp.maxNorm > 0.0) { coef = coef * min(1.0, cp.maxNorm / (norm[0] + 1e-6)); }
   gradInOut[i] = gradInOut[i] * coef;
 }
 

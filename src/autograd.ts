@@ -21,12 +21,14 @@ interface GraphState {
   /** dropout / SpecAugment random stream: seed and a counter advanced per call (replayed by checkpoint) */
   rngSeed: number;
   rngOffset: number;
+  /** mixed precision: matmul-class ops run in this dtype (see autocast) */
+  autocast: 'f16' | null;
   /** accumulate b into a (a += b); set by ops/elementwise to avoid an import cycle at load time */
   accumulate: ((a: Tensor, b: Tensor) => void) | null;
   ones: ((like: Tensor) => Tensor) | null;
 }
 
-const state: GraphState = { gradEnabled: true, scopes: [], rngSeed: 0, rngOffset: 0, accumulate: null, ones: null };
+const state: GraphState = { gradEnabled: true, scopes: [], rngSeed: 0, rngOffset: 0, autocast: null, accumulate: null, ones: null };
 
 export function registerGradHelpers(accumulate: (a: Tensor, b: Tensor) => void, ones: (like: Tensor) => Tensor): void {
   state.accumulate = accumulate;
@@ -46,6 +48,28 @@ export function noGrad<T>(fn: () => T): T {
   } finally {
     state.gradEnabled = prev;
   }
+}
+
+/**
+ * Mixed precision, as PyTorch's autocast: inside fn, linear layers (the bulk of a transformer's FLOPs) cast their f32
+ * inputs and weights to f16, multiply in f16 storage with f32 accumulation and cast the result back to f32; layer
+ * norm, softmax/attention, reductions and the loss stay f32. Gradients flow back through the casts, so f32 master
+ * weights receive f32 gradients. Pair it with loss scaling (the trainer's --fp16) so small gradients do not flush
+ * to zero in f16. `null` turns it off inside fn.
+ */
+export function autocast<T>(fn: () => T, dtype: 'f16' | null = 'f16'): T {
+  const prev = state.autocast;
+  state.autocast = dtype;
+  try {
+    return fn();
+  } finally {
+    state.autocast = prev;
+  }
+}
+
+/** The dtype matmul-class ops compute in under autocast, or null outside it. */
+export function autocastDtype(): 'f16' | null {
+  return state.autocast;
 }
 
 export function withGrad<T>(fn: () => T): T {
@@ -217,6 +241,7 @@ function accumulateLeaf(x: Tensor, g: Tensor): void {
 export function checkpoint(fn: (...inputs: Tensor[]) => Tensor, inputs: Tensor[]): Tensor {
   if (!state.gradEnabled) return fn(...inputs);
   const rng = { seed: state.rngSeed, offset: state.rngOffset };
+  const cast = state.autocast; // the recomputation must run in the same precision as the forward
   const out = noGrad(() => tidy(() => fn(...inputs)));
   return record('checkpoint', out, inputs, inputs, (gradOut) => {
     const saveRng = { seed: state.rngSeed, offset: state.rngOffset };
@@ -229,7 +254,7 @@ export function checkpoint(fn: (...inputs: Tensor[]) => Tensor, inputs: Tensor[]
     });
     try {
       tidy(() => {
-        const again = withGrad(() => fn(...detached));
+        const again = withGrad(() => autocast(() => fn(...detached), cast));
         if (again.node) backward(again, gradOut);
         return undefined;
       });

@@ -48,6 +48,24 @@ for (const d of local) {
   });
 }
 
+test('--fp16 (autocast: linear layers in f16) on w2v_xlsr_b4: every tensor within the f16 limits, and f16 really ran', async () => {
+  const rt = await getRuntime();
+  const dir = path.join(LOCAL, 'w2v_xlsr_b4');
+  if (!fs.existsSync(dir)) return;
+  if (!rt.hasF16) {
+    await assert.rejects(() => runReferenceCheck(rt, dir, 'auto', { fp16: true }), /shader-f16/);
+    return;
+  }
+  const r16 = await runReferenceCheck(rt, dir, 'auto', { fp16: true });
+  const failed = r16.tensors.filter((t) => !t.pass);
+  assert.ok(r16.ok && failed.length === 0, `fp16: ${failed.map((t) => `${t.name} rel ${t.rel_l2} abs ${t.max_abs}`).join('; ')}`);
+  assert.is(r16.precision, 'f16');
+  const r32 = await runReferenceCheck(rt, dir, 'auto');
+  // f16 rounding (11 significant bits) must show: an autocast that silently ran in f32 would match f32's error
+  assert.ok(r16.worst_forward > 10 * r32.worst_forward, `f16 worst forward ${r16.worst_forward} is not above f32's ${r32.worst_forward}`);
+  console.log(`w2v_xlsr_b4 --fp16: worst forward ${r16.worst_forward.toExponential(2)} (f32: ${r32.worst_forward.toExponential(2)}), worst grad ${r16.worst_grad.toExponential(2)} (f32: ${r32.worst_grad.toExponential(2)})`);
+});
+
 test('a safetensors file whose header length has low byte 0x80 is not mistaken for a pickle (w2v_400_single)', async () => {
   const file = path.join(LOCAL, 'w2v_400_single', 'reference.safetensors');
   if (!fs.existsSync(file)) return;

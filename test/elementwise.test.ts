@@ -1,7 +1,8 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { getRuntime, randn, upload, close, finiteDifference, probeIndices } from './helpers.js';
-import { add, mul, scale, full } from '../src/ops/elementwise.js';
+import { add, mul, scale, full, cast } from '../src/ops/elementwise.js';
+import { f32ToF16, f16ToF32 } from '../src/tensor.js';
 import { backward, tidy } from '../src/autograd.js';
 import { Tensor } from '../src/tensor.js';
 
@@ -39,6 +40,42 @@ test('f16 storage where the adapter has shader-f16', async () => {
   const y = add(upload(rt, a, [N], { dtype: 'f16' }), upload(rt, b, [N], { dtype: 'f16' }), 2);
   assert.is(y.dtype, 'f16');
   close(await y.read(), a.map((x, i) => x + 2 * b[i]), 1e-2, 'f16 add');
+});
+
+test('cast f32 <-> f16: round to nearest like the host converter, overflow to inf, gradient cast back', async () => {
+  const rt = await getRuntime();
+  if (!rt.hasF16) {
+    assert.throws(() => cast(upload(rt, [1], [1]), 'f16'), /shader-f16/);
+    return;
+  }
+  const x = randn(N, 7, 3);
+  // also values that need rounding ties, subnormals, and beyond f16's range (65504)
+  const special = [65504, 65519, 65520, -70000, 1e6, 6e-8, 3e-5, -2.5e-6, 1 + 2 ** -11, 1 + 3 * 2 ** -11, 0, -0];
+  special.forEach((v, i) => { x[i] = v; });
+  const tx = upload(rt, x, [N], { requiresGrad: true });
+  const h = cast(tx, 'f16');
+  assert.is(h.dtype, 'f16');
+  assert.is(cast(h, 'f16'), h, 'same dtype: no copy');
+  const ref = Array.from(x, (v) => f16ToF32(f32ToF16(Math.fround(v))));
+  const identical = (got: ArrayLike<number>, what: string) => {
+    for (let i = 0; i < N; i++) {
+      // WGSL lets an implementation flush f16 subnormals (below 2^-14) to zero
+      if (Object.is(got[i], ref[i]) || (Math.abs(ref[i]) < 2 ** -14 && got[i] === 0)) continue;
+      assert.unreachable(`${what}, element ${i}: f16(${x[i]}) = ${got[i]} on the GPU, ${ref[i]} on the host`);
+    }
+  };
+  const got = await h.read();
+  identical(got, 'f32 -> f16');
+  assert.is(got[1], 65504, 'rounds down to the largest finite f16');
+  assert.is(got[2], Infinity, '65520 rounds to inf');
+  assert.is(got[4], Infinity, 'overflow is inf (what loss scaling detects)');
+  const back = cast(h, 'f32');
+  identical(await back.read(), 'f16 -> f32 is exact');
+  const w = randn(N, 8);
+  backward(back, upload(rt, w, [N]));
+  // d cast / dx = 1: the gradient passes through both casts, rounded to f16 on the way
+  close(await tx.grad!.read(), Array.from(w, (v) => f16ToF32(f32ToF16(Math.fround(v)))), 0, 'gradient through f32 -> f16 -> f32');
+  assert.throws(() => cast(upload(rt, [1], [1], { dtype: 'i32' }), 'f16'), /only f32 <-> f16/);
 });
 
 test('tidy frees intermediates; pool reuses buffers; backward frees saved tensors', async () => {

@@ -2,7 +2,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { getRuntime, randn, upload, close, finiteDifference, probeIndices } from './helpers.js';
 import { matmul, linear, matmulConfig, hasSubgroupGemm, gemmStrategy, type Activation, type GemmStrategy } from '../src/ops/matmul.js';
-import { backward, tidy, noGrad } from '../src/autograd.js';
+import { backward, tidy, noGrad, autocast, checkpoint } from '../src/autograd.js';
 import type { Tensor } from '../src/tensor.js';
 
 // ---- float64 reference ----
@@ -294,6 +294,59 @@ test('f16 storage (f32 accumulate) where the adapter has shader-f16', async () =
       }
     });
   }
+});
+
+test('autocast: linear in f16 (f32 accumulate) between f32 tensors; f32 gradients for f32 weights; checkpoint replays it', async () => {
+  const rt = await getRuntime();
+  if (!rt.hasF16) return;
+  const [rows, inF, outF] = [37, 53, 29];
+  const X = randn(rows * inF, 41);
+  const Wt = randn(outF * inF, 42, 0.2);
+  const bias = randn(outF, 43);
+  const G = randn(rows * outF, 44);
+  // f64 reference of tanh(x W^T + b), its input and weight gradients for the upstream gradient G
+  const Y = new Float64Array(rows * outF);
+  for (let r = 0; r < rows; r++) {
+    for (let o = 0; o < outF; o++) {
+      let acc = bias[o];
+      for (let k = 0; k < inF; k++) acc += X[r * inF + k] * Wt[o * inF + k];
+      Y[r * outF + o] = Math.tanh(acc);
+    }
+  }
+  const D = Y.map((y, i) => G[i] * (1 - y * y));
+  const GX = new Float64Array(rows * inF);
+  const GW = new Float64Array(outF * inF);
+  const GB = new Float64Array(outF);
+  for (let r = 0; r < rows; r++) {
+    for (let o = 0; o < outF; o++) {
+      const d = D[r * outF + o];
+      GB[o] += d;
+      for (let k = 0; k < inF; k++) {
+        GX[r * inF + k] += d * Wt[o * inF + k];
+        GW[o * inF + k] += d * X[r * inF + k];
+      }
+    }
+  }
+  const grads: Float32Array[][] = [];
+  for (const useCheckpoint of [false, true]) {
+    const tx = upload(rt, X, [rows, inF], { requiresGrad: true });
+    const tw = upload(rt, Wt, [outF, inF], { requiresGrad: true });
+    const tb = upload(rt, bias, [outF], { requiresGrad: true });
+    const y = autocast(() => (useCheckpoint ? checkpoint((a) => linear(a, tw, tb, 'tanh'), [tx]) : linear(tx, tw, tb, 'tanh')));
+    assert.is(y.dtype, 'f32', 'autocast output is f32');
+    close(await y.read(), Y, 1e-2, `autocast forward${useCheckpoint ? ' (checkpointed)' : ''}`);
+    backward(y, upload(rt, G, [rows, outF]));
+    for (const t of [tx, tw, tb]) assert.is(t.grad!.dtype, 'f32', `${t.label} gradient is f32`);
+    close(await tx.grad!.read(), GX, 1e-2, 'autocast grad x');
+    close(await tw.grad!.read(), GW, 1e-2, 'autocast grad weight');
+    close(await tb.grad!.read(), GB, 1e-2, 'autocast grad bias');
+    grads.push([await tx.grad!.readFloat(), await tw.grad!.readFloat(), await tb.grad!.readFloat()]);
+  }
+  // the checkpoint's recomputation ran in f16 as its forward did, so the gradients are the very same
+  grads[0].forEach((g, i) => assert.equal(Array.from(grads[1][i]), Array.from(g), `checkpointed grad ${i} bit-identical`));
+  // outside autocast the same call is plain f32 again
+  const plain = linear(upload(rt, X, [rows, inF]), upload(rt, Wt, [outF, inF]), upload(rt, bias, [outF]), 'tanh');
+  close(await plain.read(), Y, 1e-5, 'f32 outside autocast');
 });
 
 test('shape and dtype errors name the operands', async () => {

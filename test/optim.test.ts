@@ -129,4 +129,32 @@ test('clipGradNorm: global norm on the GPU, PyTorch coefficient, parameters with
   assert.throws(() => clipGradNorm(params, 0), /maxNorm must be a positive number/);
 });
 
+test('clipGradNorm with a loss scale: unscales and clips in one pass, returns the true norm; overflow shows as non-finite', async () => {
+  const rt = await getRuntime();
+  const n = [3001, 17];
+  const gs = n.map((k, i) => randn(k, 80 + i, 0.5));
+  const S = 1024;
+  const params = n.map((k) => upload(rt, new Float64Array(k), [k], { requiresGrad: true }));
+  let sq = 0;
+  for (const g of gs) for (const v of g) sq += v * v;
+  const ref = Math.sqrt(sq);
+  // clip to a third of the true norm
+  setGrads(rt, params, gs.map((g) => g.map((v) => v * S)));
+  const norm = clipGradNorm(params, ref / 3, { gradScale: S });
+  close(await norm.read(), [ref], 1e-6, 'unscaled global norm');
+  const coef = Math.min(1, ref / 3 / (ref + 1e-6));
+  for (const i of [0, 1]) close(await params[i].grad!.read(), Array.from(gs[i], (v) => v * coef), 1e-6, `unscaled, clipped grad ${i}`);
+  // maxNorm 0: unscale only
+  setGrads(rt, params, gs.map((g) => g.map((v) => v * S)));
+  close(await clipGradNorm(params, 0, { gradScale: S }).read(), [ref], 1e-6, 'norm, unscale only');
+  for (const i of [0, 1]) close(await params[i].grad!.read(), gs[i], 1e-6, `unscaled grad ${i}`);
+  // an overflowed gradient (inf) makes the norm non-finite, which is how the trainer knows to skip the step
+  const bad = gs.map((g) => g.slice());
+  bad[1][5] = Infinity;
+  setGrads(rt, params, bad);
+  const overflow = (await clipGradNorm(params, 1, { gradScale: S }).read())[0];
+  assert.ok(!Number.isFinite(overflow), `norm with an inf gradient is ${overflow}`);
+  assert.throws(() => clipGradNorm(params, 1, { gradScale: 0 }), /gradScale must be a positive number/);
+});
+
 test.run();

@@ -13,7 +13,7 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 import type { Runtime } from '../runtime/runtime.js';
 import { Tensor } from '../tensor.js';
-import { backward, keep, noGrad, record } from '../autograd.js';
+import { autocast, backward, keep, noGrad, record } from '../autograd.js';
 import { scale } from '../ops/elementwise.js';
 import { parseWav2Vec2Config } from '../io/config.js';
 import type { TensorEntry, TensorSource } from '../io/source.js';
@@ -27,6 +27,11 @@ import { readPytorch } from '../io/pytorch.js';
 
 export const FORWARD_TOLERANCE = 1e-4;
 export const GRAD_TOLERANCE = 1e-3;
+/** --fp16 (autocast: linear layers in f16): f16 keeps 11 significant bits, so errors of a few 1e-3 are expected */
+export const FORWARD_TOLERANCE_F16 = 2e-2;
+export const GRAD_TOLERANCE_F16 = 5e-2;
+/** --fp16: an analytically zero gradient is a sum of f16-rounded terms that no longer cancel exactly (a few 1e-6 seen) */
+export const ZERO_REFERENCE_ABS_TOLERANCE_F16 = 5e-5;
 /** max abs error allowed where the reference is analytically zero */
 export const ZERO_REFERENCE_ABS_TOLERANCE = 1e-6;
 /** a reference whose largest magnitude is below this is treated as analytically zero */
@@ -55,6 +60,9 @@ export interface ReferenceCheckResult {
   /** reference tensors not compared (not model outputs we expose, e.g. attention probabilities) */
   skipped: string[];
   ok: boolean;
+  /** 'f32', or 'f16' for a mixed-precision (autocast) run */
+  precision: 'f32' | 'f16';
+  limits: { forward: number; grad: number; zeroAbs: number };
 }
 
 export type WeightsChoice = 'safetensors' | 'bin' | 'auto';
@@ -128,7 +136,13 @@ function pickWeights(dir: string, choice: WeightsChoice): string {
 }
 
 /** Run the model on a fixture directory and compare every reference tensor it can produce. */
-export async function runReferenceCheck(rt: Runtime, dir: string, choice: WeightsChoice = 'auto'): Promise<ReferenceCheckResult> {
+export async function runReferenceCheck(rt: Runtime, dir: string, choice: WeightsChoice = 'auto', opts: { fp16?: boolean } = {}): Promise<ReferenceCheckResult> {
+  const fp16 = !!opts.fp16;
+  if (fp16 && !rt.hasF16) throw new Error('check-reference --fp16: this adapter has no shader-f16 feature');
+  // mixed precision as in training: the graph is built under autocast, so backward runs the same f16 GEMMs
+  const precision = <T>(fn: () => T): T => (fp16 ? autocast(fn, 'f16') : fn());
+  const limits = fp16 ? { forward: FORWARD_TOLERANCE_F16, grad: GRAD_TOLERANCE_F16, zeroAbs: ZERO_REFERENCE_ABS_TOLERANCE_F16 } : { forward: FORWARD_TOLERANCE, grad: GRAD_TOLERANCE, zeroAbs: ZERO_REFERENCE_ABS_TOLERANCE };
+  const judge = (name: string, shape: number[], got: ArrayLike<number>, ref: ArrayLike<number>, kind: 'forward' | 'grad') => judgeWith(limits, name, shape, got, ref, kind);
   const manifestPath = path.join(dir, 'manifest.json');
   const manifest: Manifest = fs.existsSync(manifestPath) ? JSON.parse(await fsp.readFile(manifestPath, 'utf8')) : {};
   const config = parseWav2Vec2Config(await fsp.readFile(path.join(dir, 'config.json'), 'utf8'), path.join(dir, 'config.json'));
@@ -171,7 +185,7 @@ export async function runReferenceCheck(rt: Runtime, dir: string, choice: Weight
     const tapped = new Map<string, Tensor>();
     const tapName = (name: string) => (name === 'pos_conv_weight' ? 'derived.wav2vec2.encoder.pos_conv_embed.conv.weight' : name);
     const tap = (prefix: string) => (name: string, t: Tensor) => (ref.entries.has(`grad.${prefix}${tapName(name)}`) ? gradientTap(t, (g) => tapped.set(`grad.${prefix}${tapName(name)}`, g)) : t);
-    const out = model.forward({ inputValues: input, attentionMask }, { outputHiddenStates: true, encoderOnly: true, hook: tap('') });
+    const out = precision(() => model!.forward({ inputValues: input, attentionMask }, { outputHiddenStates: true, encoderOnly: true, hook: tap('') }));
     const ours = new Map<string, Tensor>();
     const put = (name: string, t: Tensor | null | undefined) => {
       if (t) ours.set(name, t);
@@ -191,7 +205,7 @@ export async function runReferenceCheck(rt: Runtime, dir: string, choice: Weight
       for (const kind of ['plain_mean', 'masked_mean'] as const) {
         const hook = kind === gradKind ? (name: string, t: Tensor) => tap('')(`${name}_${kind}`, t) : undefined;
         const run = () => model!.classify(out.last_hidden_state, out.hidden_states, out.frameMask, { pooling: 'mean', poolExcludePadding: kind === 'masked_mean', labels, hook });
-        const h = kind === gradKind ? run() : noGrad(run);
+        const h = precision(() => (kind === gradKind ? run() : noGrad(run)));
         if (kind === gradKind) graded = h;
         put(`pooled_${kind}`, h.pooled);
         put(`logits_${kind}`, h.logits);
@@ -270,6 +284,8 @@ export async function runReferenceCheck(rt: Runtime, dir: string, choice: Weight
       worst_grad_name: wg?.name ?? null,
       skipped,
       ok: tensors.length > 0 && tensors.every((t) => t.pass),
+      precision: fp16 ? 'f16' : 'f32',
+      limits,
     };
   } finally {
     for (const t of live) t.dispose();
@@ -288,10 +304,10 @@ function gradientTap(t: Tensor, sink: (g: Tensor) => void): Tensor {
   }, true);
 }
 
-function judge(name: string, shape: number[], got: ArrayLike<number>, ref: ArrayLike<number>, kind: 'forward' | 'grad'): TensorComparison {
+function judgeWith(limits: { forward: number; grad: number; zeroAbs: number }, name: string, shape: number[], got: ArrayLike<number>, ref: ArrayLike<number>, kind: 'forward' | 'grad'): TensorComparison {
   const c = compare(got, ref);
   const zero = kind === 'grad' && c.ref_max < ZERO_REFERENCE_MAX;
-  const pass = zero ? c.max_abs <= ZERO_REFERENCE_ABS_TOLERANCE : c.rel_l2 <= (kind === 'forward' ? FORWARD_TOLERANCE : GRAD_TOLERANCE);
+  const pass = zero ? c.max_abs <= limits.zeroAbs : c.rel_l2 <= (kind === 'forward' ? limits.forward : limits.grad);
   return { name, shape, rel_l2: c.rel_l2, max_abs: c.max_abs, kind, zero_reference: zero, pass };
 }
 
@@ -306,24 +322,26 @@ export function formatTable(r: ReferenceCheckResult): string {
   const line = (cells: string[]) => cells.map((c, i) => (i >= 2 && i <= 3 ? c.padStart(widths[i]) : c.padEnd(widths[i]))).join('  ').trimEnd();
   const out = [line(head), line(widths.map((w) => '-'.repeat(w))), ...rows.map(line)];
   out.push('');
-  out.push(`weights: ${r.weightsFile} (${r.head} head)`);
-  out.push(`worst forward: ${fmt(r.worst_forward)} (${r.worst_forward_name ?? '-'}), limit ${FORWARD_TOLERANCE}`);
-  out.push(`worst gradient: ${fmt(r.worst_grad)} (${r.worst_grad_name ?? '-'}), limit ${GRAD_TOLERANCE}; analytically zero references: max abs <= ${ZERO_REFERENCE_ABS_TOLERANCE}`);
+  out.push(`weights: ${r.weightsFile} (${r.head} head), ${r.precision === 'f16' ? 'mixed precision (linear layers in f16)' : 'f32'}`);
+  out.push(`worst forward: ${fmt(r.worst_forward)} (${r.worst_forward_name ?? '-'}), limit ${r.limits.forward}`);
+  out.push(`worst gradient: ${fmt(r.worst_grad)} (${r.worst_grad_name ?? '-'}), limit ${r.limits.grad}; analytically zero references: max abs <= ${r.limits.zeroAbs}`);
   if (r.skipped.length) out.push(`not compared (no counterpart in our outputs): ${r.skipped.join(', ')}`);
   out.push(r.ok ? 'OK' : `FAILED: ${r.tensors.filter((t) => !t.pass).map((t) => t.name).join(', ')}`);
   return out.join('\n');
 }
 
-export const CHECK_REFERENCE_USAGE = 'ser check-reference <dir> [--weights safetensors|bin] [--json]';
+export const CHECK_REFERENCE_USAGE = 'ser check-reference <dir> [--weights safetensors|bin] [--fp16] [--json]';
 
 /** The command: returns the exit code (0 all within tolerance, 1 otherwise, 2 usage). */
 export async function checkReference(argv: string[], runtime?: Runtime): Promise<number> {
   let dir: string | null = null;
   let choice: WeightsChoice = 'auto';
   let json = false;
+  let fp16 = false;
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     if (a === '--json') json = true;
+    else if (a === '--fp16') fp16 = true;
     else if (a === '--weights' || a.startsWith('--weights=')) {
       const v = a.includes('=') ? a.slice(a.indexOf('=') + 1) : argv[++i];
       if (v !== 'safetensors' && v !== 'bin') {
@@ -346,7 +364,7 @@ export async function checkReference(argv: string[], runtime?: Runtime): Promise
   }
   const rt = runtime ?? (await createNodeRuntime());
   try {
-    const r = await runReferenceCheck(rt, dir, choice);
+    const r = await runReferenceCheck(rt, dir, choice, { fp16 });
     if (json) {
       const tensors = r.tensors.map((t) => ({ name: t.name, shape: t.shape, rel_l2: jsonNumber(t.rel_l2), max_abs: jsonNumber(t.max_abs), kind: t.kind, zero_reference: t.zero_reference, pass: t.pass }));
       console.log(
@@ -360,6 +378,7 @@ export async function checkReference(argv: string[], runtime?: Runtime): Promise
           weights: r.weightsFile,
           head: r.head,
           skipped: r.skipped,
+          precision: r.precision,
         }),
       );
     } else console.log(formatTable(r));

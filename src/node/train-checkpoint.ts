@@ -1,6 +1,6 @@
 // Resumable training checkpoints: one safetensors file (written atomically: temp file, fsync, rename) holding every
 // model parameter (`param/<name>`), the AdamW moments (`adam_m/<i>`, `adam_v/<i>`) and, in its metadata, the position
-// in the run, the optimizer step counts and the best validation result. One file, so weights and state can never be
+// in the run, the optimizer step counts, the best validation result and (fp16 runs) the dynamic loss scale. One file, so weights and state can never be
 // out of step with each other after a crash.
 import type { TrainerCheckpoint } from '../train/trainer.js';
 import type { TensorToSave } from '../io/safetensors.js';
@@ -19,6 +19,7 @@ export async function writeCheckpointFile(file: string, ck: TrainerCheckpoint): 
     best: ck.best,
     optimizer: { step: ck.optimizer.step, paramSteps: ck.optimizer.paramSteps, count: ck.optimizer.m.length },
     params: [...ck.weights.keys()],
+    ...(ck.lossScale ? { lossScale: ck.lossScale } : {}),
   };
   await saveSafetensorsFile(file, tensors, { [STATE_KEY]: JSON.stringify(state) });
 }
@@ -28,7 +29,7 @@ export async function loadCheckpointFile(file: string): Promise<TrainerCheckpoin
   try {
     const raw = src.metadata[STATE_KEY];
     if (!raw) throw new Error(`${file}: not a training checkpoint (no ${STATE_KEY} metadata)`);
-    const state = JSON.parse(raw) as { version: number; position: TrainerCheckpoint['position']; best: TrainerCheckpoint['best']; optimizer: { step: number; paramSteps: number[]; count: number }; params: string[] };
+    const state = JSON.parse(raw) as { version: number; position: TrainerCheckpoint['position']; best: TrainerCheckpoint['best']; optimizer: { step: number; paramSteps: number[]; count: number }; params: string[]; lossScale?: TrainerCheckpoint['lossScale'] };
     if (state.version !== 1) throw new Error(`${file}: checkpoint version ${state.version} is not supported`);
     const read = async (name: string) => {
       const e = src.entries.get(name);
@@ -46,7 +47,7 @@ export async function loadCheckpointFile(file: string): Promise<TrainerCheckpoin
       m.push(await read(`adam_m/${i}`));
       v.push(await read(`adam_v/${i}`));
     }
-    return { position: state.position, best: state.best, weights, optimizer: { step: state.optimizer.step, paramSteps: state.optimizer.paramSteps, m, v } };
+    return { position: state.position, best: state.best, weights, optimizer: { step: state.optimizer.step, paramSteps: state.optimizer.paramSteps, m, v }, ...(state.lossScale ? { lossScale: state.lossScale } : {}) };
   } finally {
     await src.close();
   }

@@ -11,7 +11,7 @@ import { softmax } from '../ops/loss.js';
 import { parseWav2Vec2Config, fineTunedConfigJson, preprocessorConfigJson, parsePreprocessorConfig, type Wav2Vec2Config, type PreprocessorConfig } from '../io/config.js';
 import { loadCheckpointFile, writeCheckpointFile } from './train-checkpoint.js';
 import { Wav2Vec2ForSpeechClassification, disposeOutput, receptiveField } from '../model/wav2vec2.js';
-import { Trainer, DEFAULT_TRAIN_CONFIG, type ClipSet, type TrainConfig, type TrainerIO } from '../train/trainer.js';
+import { Trainer, DEFAULT_TRAIN_CONFIG, DEFAULT_LOSS_SCALE, type ClipSet, type TrainConfig, type TrainerIO } from '../train/trainer.js';
 import { LabelSet, SHEMO_LABELS, selectLabels, labelCounts } from '../data/labels.js';
 import type { DataItem } from '../data/manifest.js';
 import { applySplits, describeSplits } from '../data/split.js';
@@ -161,7 +161,9 @@ export const TRAIN_USAGE = `ser train --model <dir> --data <manifest|folder> --o
   --head-only            freeze the whole encoder; pooled features are computed once, then the head trains
   --unfreeze-top K       train only the top K encoder layers (+ head)
   --checkpointing        gradient checkpointing (recompute each encoder layer in backward)
-  --fp16                 mixed precision (not implemented yet: refused with an error)
+  --fp16                 mixed precision: linear layers in f16 (f32 accumulate, f32 master weights), dynamic
+                         loss scaling; needs an adapter with shader-f16
+  --loss-scale S         fp16: initial loss scale (65536; halved on overflow, doubled after 2000 clean steps)
   --augment              gain / noise / speed augmentation in training
   --resume               continue from <out>/checkpoint.safetensors
   --init-seed N          seed of the random initialisation (default: --seed)`;
@@ -177,13 +179,12 @@ export async function trainCommand(argv: string[]): Promise<number> {
       'warmup-steps': { type: 'string' }, 'weight-decay': { type: 'string' }, seed: { type: 'string' }, 'eval-steps': { type: 'string' },
       metric: { type: 'string' }, 'max-grad-norm': { type: 'string' }, 'max-seconds': { type: 'string' },
       'train-feature-encoder': { type: 'boolean' }, 'head-only': { type: 'boolean' }, 'unfreeze-top': { type: 'string' },
-      checkpointing: { type: 'boolean' }, fp16: { type: 'boolean' }, augment: { type: 'boolean' }, resume: { type: 'boolean' },
+      checkpointing: { type: 'boolean' }, fp16: { type: 'boolean' }, 'loss-scale': { type: 'string' }, augment: { type: 'boolean' }, resume: { type: 'boolean' },
       'init-seed': { type: 'string' }, quiet: { type: 'boolean' },
     },
     strict: true,
   });
   if (!v.model || !v.data || !v.out) throw new Error(`train needs --model, --data and --out\n\n${TRAIN_USAGE}`);
-  if (v.fp16) throw new Error('--fp16 is not implemented yet (mixed-precision training needs f16 variants of the reduce/loss/optimizer kernels); train in f32');
   const num = (name: string, s: string | undefined, dflt: number, check: (x: number) => boolean = (x) => x >= 0): number => {
     if (s === undefined) return dflt;
     const x = Number(s);
@@ -208,6 +209,8 @@ export async function trainCommand(argv: string[]): Promise<number> {
     unfreezeTop: v['unfreeze-top'] !== undefined ? num('unfreeze-top', v['unfreeze-top'], 0, int) : undefined,
     trainFeatureEncoder: Boolean(v['train-feature-encoder']),
     checkpointing: Boolean(v.checkpointing),
+    fp16: Boolean(v.fp16),
+    lossScale: { ...DEFAULT_LOSS_SCALE, init: num('loss-scale', v['loss-scale'], DEFAULT_LOSS_SCALE.init, (x) => x > 0 && Number.isFinite(x)) },
     augment: v.augment ? { gainDb: [-6, 6], noiseSnrDb: [15, 30], speeds: [0.9, 1.0, 1.1], probability: 0.5 } as never : null,
   };
   const testFraction = num('test-fraction', v['test-fraction'], 0.2, (x) => x >= 0 && x < 1);
@@ -462,13 +465,13 @@ export const DEMO_CONFIG = {
   pooling_mode: 'mean',
 };
 
-export const DEMO_USAGE = `ser demo [--out DIR] [--epochs N] [--speakers N] [--per-emotion N]
+export const DEMO_USAGE = `ser demo [--out DIR] [--epochs N (20)] [--lr LR (2e-3)] [--speakers N (20)] [--per-emotion N (6)] [--seed N (1)]
   Synthesizes a small Persian emotional-speech corpus (espeak-ng -v fa, emotion-dependent prosody, several speakers,
   noise), trains a small wav2vec2 from scratch on it with the same code path as real fine-tuning, evaluates on
   held-out speakers and writes an HTML report. Default output: ./demo-out`;
 
 export async function demoCommand(argv: string[]): Promise<number> {
-  const { values: v } = parseArgs({ args: argv, options: { out: { type: 'string', default: 'demo-out' }, epochs: { type: 'string', default: '12' }, speakers: { type: 'string', default: '10' }, 'per-emotion': { type: 'string', default: '6' }, seed: { type: 'string', default: '1' }, lr: { type: 'string', default: '1e-3' } } });
+  const { values: v } = parseArgs({ args: argv, options: { out: { type: 'string', default: 'demo-out' }, epochs: { type: 'string', default: '20' }, speakers: { type: 'string', default: '20' }, 'per-emotion': { type: 'string', default: '6' }, seed: { type: 'string', default: '1' }, lr: { type: 'string', default: '2e-3' } } });
   const out = path.resolve(v.out!);
   const t0 = performance.now();
   console.error(`[demo] synthesizing the corpus in ${path.join(out, 'corpus')} (espeak-ng -v fa + sox)`);

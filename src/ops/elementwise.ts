@@ -8,10 +8,10 @@ import { grid1d } from './grid.js';
 export const elementwiseKernel = defineKernel('elementwise', source);
 const WG = 256;
 
-function run(entry: string, bindings: Record<string, Tensor>, n: number, dtype: string, params: Partial<{ alpha: number; beta: number; value: number }> = {}): void {
+function run(entry: string, bindings: Record<string, Tensor>, n: number, dtype: string, params: Partial<{ alpha: number; beta: number; value: number }> = {}, srcDtype = 'f32'): void {
   const rt = Object.values(bindings)[0].rt;
   rt.dispatch(elementwiseKernel, entry, { ...bindings, p: { n, alpha: params.alpha ?? 1, beta: params.beta ?? 0, value: params.value ?? 0 } }, grid1d(n, WG), {
-    defines: { T: dtype },
+    defines: { T: dtype, S: srcDtype },
   });
 }
 
@@ -78,6 +78,20 @@ export function scale(a: Tensor, alpha: number, beta = 0): Tensor {
   const y = Tensor.empty(a.rt, a.shape, a.dtype, 'scale');
   run('scale', { y, a }, y.size, a.dtype, { alpha, beta });
   return record('scale', y, [a], [], (gy) => [scale(gy, alpha)]);
+}
+
+/**
+ * Convert between f32 and f16 storage (round to nearest even; beyond f16's range gives +-inf on IEEE hardware).
+ * Backward converts the gradient back to the input's dtype. Casting to the same dtype returns x itself.
+ */
+export function cast(x: Tensor, dtype: 'f32' | 'f16'): Tensor {
+  if (x.dtype === dtype) return x;
+  if (x.dtype !== 'f32' && x.dtype !== 'f16') throw new Error(`cast: ${x.label} is ${x.dtype}; only f32 <-> f16 casts exist`);
+  if (dtype === 'f16' && !x.rt.hasF16) throw new Error(`cast: ${x.label} to f16 needs the adapter feature shader-f16, which this adapter lacks`);
+  const from = x.dtype;
+  const y = Tensor.empty(x.rt, x.shape, dtype, `${x.label}.${dtype}`);
+  run('convert', { y, src: x }, y.size, dtype, {}, from);
+  return record('cast', y, [x], [], (gy) => [cast(gy, from)]);
 }
 
 registerGradHelpers(accumulate, onesLike);

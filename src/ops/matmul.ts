@@ -14,10 +14,10 @@ import source from '../../kernels/matmul.wgsl';
 import { defineKernel, type Defines } from '../runtime/kernel.js';
 import type { Runtime } from '../runtime/runtime.js';
 import { Tensor, numel } from '../tensor.js';
-import { record, isGradEnabled, keep } from '../autograd.js';
+import { record, isGradEnabled, keep, autocastDtype } from '../autograd.js';
 import { grid1d, ceilDiv } from './grid.js';
 // backward() accumulates gradients with the elementwise kernels, which register themselves on import
-import './elementwise.js';
+import { cast } from './elementwise.js';
 
 const SUBGROUP_MARKER = '// ==== SUBGROUP KERNEL ====';
 const markerAt = source.indexOf(SUBGROUP_MARKER);
@@ -272,5 +272,16 @@ export function linear(x: Tensor, weight: Tensor, bias?: Tensor | null, activati
   const [out, inF] = weight.shape;
   if (x.shape.length < 1 || x.shape[x.shape.length - 1] !== inF) throw new Error(`linear: x [${x.shape}] does not end in ${inF} (weight [${weight.shape}])`);
   const rows = x.size / inF;
+  if (autocastDtype() === 'f16' && x.dtype === 'f32' && weight.dtype === 'f32') {
+    // mixed precision: f16 operands, f32 accumulation inside the GEMM, result back in f32 for what follows
+    const x16 = cast(x, 'f16');
+    const w16 = cast(weight, 'f16');
+    const b16 = bias ? cast(bias, 'f16') : null;
+    const y16 = gemmOp('linear', x16, w16, b16, activation, { M: rows, N: out, K: inF, batch: 1, sharedB: false, transA: false, transB: true }, [...x.shape.slice(0, -1), out]);
+    const y = cast(y16, 'f32');
+    // the f16 copies live on only where backward saved them
+    for (const t of [x16, w16, b16, y16]) t?.dispose();
+    return y;
+  }
   return gemmOp('linear', x, weight, bias ?? null, activation, { M: rows, N: out, K: inF, batch: 1, sharedB: false, transA: false, transB: true }, [...x.shape.slice(0, -1), out]);
 }

@@ -98,7 +98,7 @@ export class AdamW {
         p.grad = null;
       } else {
         checkF32('AdamW.zeroGrad', p.grad);
-        p.rt.dispatch(optimKernel, 'zeroFill', { cp: { n: p.grad.size, maxNorm: 0 }, gradInOut: p.grad }, grid1d(p.grad.size, WG));
+        p.rt.dispatch(optimKernel, 'zeroFill', { cp: { n: p.grad.size, maxNorm: 0, invScale: 1 }, gradInOut: p.grad }, grid1d(p.grad.size, WG));
       }
     }
   }
@@ -157,9 +157,17 @@ export class AdamW {
  * Scale all gradients in place so their global L2 norm is at most maxNorm (torch.nn.utils.clip_grad_norm_:
  * coefficient min(1, maxNorm / (norm + 1e-6))). Everything happens on the GPU; returns the norm before clipping, [1].
  * Parameters without a gradient are skipped.
+ *
+ * Mixed precision: with opts.gradScale = S the gradients hold S * the true gradient (loss scaling); they are unscaled
+ * in the same pass (as GradScaler.unscale_ then clip_grad_norm_), and the returned norm is the true one. It is
+ * Infinity or NaN when a gradient overflowed, and then the step must be skipped. maxNorm = 0 with a gradScale
+ * only unscales.
  */
-export function clipGradNorm(params: Tensor[], maxNorm: number): Tensor {
-  if (!(maxNorm > 0) || !Number.isFinite(maxNorm)) throw new Error(`clipGradNorm: maxNorm must be a positive number, got ${maxNorm}`);
+export function clipGradNorm(params: Tensor[], maxNorm: number, opts: { gradScale?: number } = {}): Tensor {
+  const gradScale = opts.gradScale ?? 1;
+  if (!(gradScale > 0) || !Number.isFinite(gradScale)) throw new Error(`clipGradNorm: gradScale must be a positive number, got ${gradScale}`);
+  const unscaleOnly = maxNorm === 0 && opts.gradScale !== undefined;
+  if (!unscaleOnly && (!(maxNorm > 0) || !Number.isFinite(maxNorm))) throw new Error(`clipGradNorm: maxNorm must be a positive number, got ${maxNorm}`);
   if (params.length === 0) throw new Error('clipGradNorm: no parameters');
   const grads = params.map((p) => p.grad).filter((g): g is Tensor => g !== null);
   if (grads.length === 0) return full(params[0], [1], 0, 'f32', 'gradNorm');
@@ -173,11 +181,12 @@ export function clipGradNorm(params: Tensor[], maxNorm: number): Tensor {
     reducePass(g, partials, offset, { term: 'square' });
     offset += counts[i];
   });
-  const norm = reduceToScalar(partials, { sqrt: true });
+  const invScale = 1 / gradScale;
+  const norm = reduceToScalar(partials, { sqrt: true, scale: invScale * invScale });
   partials.dispose();
   norm.label = 'gradNorm';
   for (const g of grads) {
-    rt.dispatch(optimKernel, 'clipScale', { cp: { n: g.size, maxNorm }, gradInOut: g, norm }, grid1d(g.size, WG));
+    rt.dispatch(optimKernel, 'clipScale', { cp: { n: g.size, maxNorm, invScale }, gradInOut: g, norm }, grid1d(g.size, WG));
   }
   return norm;
 }

@@ -7,7 +7,7 @@
 // run is just (weights, optimizer state, position, best-so-far), which is what a checkpoint holds, and a run resumed
 // from any checkpoint ends with the same weights as one never interrupted.
 import { Tensor } from '../tensor.js';
-import { backward, manualSeed, noGrad, tidy } from '../autograd.js';
+import { autocast, backward, manualSeed, noGrad, tidy } from '../autograd.js';
 import { AdamW, clipGradNorm, type AdamWState } from '../ops/optim.js';
 import { softmax } from '../ops/loss.js';
 import { linear } from '../ops/matmul.js';
@@ -46,6 +46,18 @@ export interface TrainConfig {
   augment?: AugmentOptions | null;
   /** cap on B x T samples of an evaluation batch */
   evalBatchSize?: number;
+  /** mixed precision (autocast: linear layers in f16) with dynamic loss scaling; needs shader-f16 */
+  fp16?: boolean;
+  /** dynamic loss scaling (PyTorch GradScaler's defaults: 2^16, x2 after 2000 clean steps, x0.5 on overflow) */
+  lossScale?: { init: number; growthInterval: number };
+}
+
+export const DEFAULT_LOSS_SCALE = { init: 65536, growthInterval: 2000 };
+
+/** Dynamic loss scale state: the scale and how many optimizer steps in a row had finite gradients. */
+export interface LossScaleState {
+  scale: number;
+  goodSteps: number;
 }
 
 export const DEFAULT_TRAIN_CONFIG: TrainConfig = {
@@ -88,6 +100,8 @@ export interface TrainerCheckpoint {
   /** every model parameter, by name */
   weights: Map<string, Float32Array>;
   best: { metric: number; step: number } | null;
+  /** fp16 runs: the dynamic loss scale */
+  lossScale?: LossScaleState;
 }
 
 export interface EvalResult {
@@ -139,6 +153,8 @@ export class Trainer {
   readonly params: Tensor[];
   position: TrainPosition = { step: 0, epoch: 0, microBatch: 0 };
   best: { metric: number; step: number } | null = null;
+  /** fp16: the dynamic loss scale (null in f32 runs) */
+  lossScale: LossScaleState | null = null;
   readonly batchesPerEpoch: number;
   readonly totalSteps: number;
   /** pooled features cached for head-only training, per ClipSet */
@@ -153,6 +169,8 @@ export class Trainer {
     this.io = io;
     if (cfg.headOnly && model.head !== 'speech-classification') throw new Error('--head-only needs the notebook head (classifier.dense / classifier.out_proj)');
     if (cfg.headOnly && model.pooling === 'max') throw new Error('--head-only caches pooled features; max pooling is supported, but not with dropout before pooling — use mean or sum');
+    if (cfg.fp16 && !model.rt.hasF16) throw new Error('--fp16: this adapter has no shader-f16 feature, so it cannot compute in f16; train in f32 (without --fp16)');
+    if (cfg.fp16) this.lossScale = { scale: (cfg.lossScale ?? DEFAULT_LOSS_SCALE).init, goodSteps: 0 };
     selectTrainable(model, cfg);
     model.gradientCheckpointing = cfg.checkpointing;
     this.params = model.trainableParameters();
@@ -176,12 +194,15 @@ export class Trainer {
     this.optimizer.importState(ck.optimizer);
     this.position = { ...ck.position };
     this.best = ck.best ? { ...ck.best } : null;
+    if (this.lossScale && ck.lossScale) this.lossScale = { ...ck.lossScale };
   }
 
   async checkpoint(): Promise<TrainerCheckpoint> {
     const weights = new Map<string, Float32Array>();
     for (const [name, t] of this.model.namedParameters()) weights.set(name, (await t.readFloat()).slice());
-    return { position: { ...this.position }, optimizer: await this.optimizer.exportState(), weights, best: this.best ? { ...this.best } : null };
+    const ck: TrainerCheckpoint = { position: { ...this.position }, optimizer: await this.optimizer.exportState(), weights, best: this.best ? { ...this.best } : null };
+    if (this.lossScale) ck.lossScale = { ...this.lossScale };
+    return ck;
   }
 
   private async batchOf(set: ClipSet, indices: number[], train: boolean, epoch: number): Promise<Batch> {
@@ -195,12 +216,17 @@ export class Trainer {
     }, (i) => set.ids[i]);
   }
 
+  /** The model's forward, under autocast in fp16 runs. */
+  private precision<T>(fn: () => T): T {
+    return this.cfg.fp16 ? autocast(fn, 'f16') : fn();
+  }
+
   /** Forward + backward of one micro-batch; returns the (unscaled) loss. */
   private async microStep(batch: Batch, seed: number): Promise<number> {
     manualSeed(seed);
     this.model.seed(seed);
     const rt = this.model.rt;
-    const lossT = tidy(() => {
+    const lossT = this.precision(() => tidy(() => {
       const input = Tensor.fromData(rt, batch.input, [batch.B, batch.T], 'f32', 'input_values');
       if (this.cfg.headOnly) return this.headLoss(batch);
       const out = this.model.forward({ inputValues: input, attentionMask: batch.mask, labels: batch.labels });
@@ -208,9 +234,10 @@ export class Trainer {
       out.loss = null;
       disposeOutput(out);
       return loss;
-    });
-    // gradient accumulation: each micro-batch contributes loss / gradAccum (as HF's Trainer)
-    const seedGrad = Tensor.fromData(rt, [1 / this.cfg.gradAccum], [1], 'f32', 'loss scale');
+    }));
+    // gradient accumulation: each micro-batch contributes loss / gradAccum (as HF's Trainer); in fp16 runs the
+    // gradient is also multiplied by the loss scale, so small values survive f16 (unscaled before the step)
+    const seedGrad = Tensor.fromData(rt, [(this.lossScale?.scale ?? 1) / this.cfg.gradAccum], [1], 'f32', 'loss scale');
     const value = (await lossT.readFloat())[0];
     if (lossT.node) backward(lossT, seedGrad);
     seedGrad.dispose();
@@ -245,14 +272,14 @@ export class Trainer {
     const batches = planBatches(set.lengths, { batchSize: this.cfg.evalBatchSize ?? this.cfg.batchSize, shuffle: false, maxSamples: this.cfg.evalMaxSamples });
     for (const idx of batches) {
       const batch = await this.batchOf(set, idx, false, 0);
-      const pooled = noGrad(() => tidy(() => {
+      const pooled = noGrad(() => this.precision(() => tidy(() => {
         const input = Tensor.fromData(this.model.rt, batch.input, [batch.B, batch.T], 'f32', 'input_values');
         const o = this.model.forward({ inputValues: input, attentionMask: batch.mask });
         const pl = o.pooled!;
         o.pooled = null;
         disposeOutput(o);
         return pl;
-      }));
+      })));
       const v = await pooled.readFloat();
       pooled.dispose();
       idx.forEach((i, r) => out.set(v.subarray(r * H, (r + 1) * H), i * H));
@@ -272,7 +299,7 @@ export class Trainer {
     const batches = planBatches(set.lengths, { batchSize: this.cfg.evalBatchSize ?? this.cfg.batchSize, shuffle: false, maxSamples: this.cfg.evalMaxSamples });
     for (const idx of batches) {
       const batch = await this.batchOf(set, idx, false, 0);
-      const [p, loss] = noGrad(() => tidy(() => {
+      const [p, loss] = noGrad(() => this.precision(() => tidy(() => {
         const input = Tensor.fromData(this.model.rt, batch.input, [batch.B, batch.T], 'f32', 'input_values');
         const o = this.model.forward({ inputValues: input, attentionMask: batch.mask, labels: batch.labels });
         const pr = softmax(o.logits!);
@@ -280,7 +307,7 @@ export class Trainer {
         o.loss = null;
         disposeOutput(o);
         return [pr, l];
-      }));
+      })));
       const pv = await p.readFloat();
       lossSum += (await loss.readFloat())[0] * batch.B;
       p.dispose();
@@ -337,19 +364,35 @@ export class Trainer {
         if (accumulated === cfg.gradAccum || last) {
           const lr = linearWarmupDecay(this.position.step, cfg.lr, cfg.warmupSteps, this.totalSteps);
           let gradNorm: number | undefined;
-          if (cfg.maxGradNorm > 0) {
-            const n = clipGradNorm(this.params.filter((p) => p.grad), cfg.maxGradNorm);
+          let skipped = false;
+          const withGrads = this.params.filter((p) => p.grad);
+          if (this.lossScale && withGrads.length > 0) {
+            // unscale (and clip) in one pass; a non-finite norm means an f16 overflow somewhere: skip this step and
+            // halve the scale (GradScaler's rule); after growthInterval clean steps in a row, double it
+            const n = clipGradNorm(withGrads, cfg.maxGradNorm, { gradScale: this.lossScale.scale });
+            gradNorm = (await n.readFloat())[0];
+            n.dispose();
+            skipped = !Number.isFinite(gradNorm);
+          } else if (cfg.maxGradNorm > 0 && withGrads.length > 0) {
+            const n = clipGradNorm(withGrads, cfg.maxGradNorm);
             gradNorm = (await n.readFloat())[0];
             n.dispose();
           }
-          this.optimizer.step(lr);
+          if (!skipped) this.optimizer.step(lr);
           this.optimizer.zeroGrad();
+          const scaleUsed = this.lossScale?.scale;
+          if (this.lossScale) {
+            const ls = this.lossScale;
+            if (skipped) this.lossScale = { scale: ls.scale * 0.5, goodSteps: 0 };
+            else if (ls.goodSteps + 1 >= (cfg.lossScale ?? DEFAULT_LOSS_SCALE).growthInterval) this.lossScale = { scale: ls.scale * 2, goodSteps: 0 };
+            else this.lossScale = { scale: ls.scale, goodSteps: ls.goodSteps + 1 };
+          }
           const loss = lossSum / accumulated;
           this.position = { step: this.position.step + 1, epoch, microBatch: mb + 1 };
           const stepSeconds = (performance.now() - t0) / 1000;
           t0 = performance.now();
           const ep = epoch + (mb + 1) / batches.length;
-          this.io.log({ type: 'train', step: this.position.step, epoch: ep, loss, lr, grad_norm: gradNorm, step_seconds: stepSeconds });
+          this.io.log({ type: 'train', step: this.position.step, epoch: ep, loss, lr, grad_norm: gradNorm, step_seconds: stepSeconds, ...(scaleUsed !== undefined ? { loss_scale: scaleUsed, skipped } : {}) });
           this.io.progress?.({ step: this.position.step, totalSteps: this.totalSteps, epoch: ep, loss, lr, stepSeconds });
           accumulated = 0;
           lossSum = 0;
