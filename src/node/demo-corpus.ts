@@ -4,11 +4,11 @@
 // so the speaker-independent split works on it as on the real corpus.
 //
 // Emotions are acted by prosody, the cues real emotional speech carries (and which wav2vec2 features can see):
-//   anger      fast, raised pitch, wide range, loud, harsh (sox overdrive + treble boost)
-//   happiness  fast, high pitch, widest range, bright (treble), quick light vibrato
+//   anger      fast, slightly raised pitch, flat range, loud, harsh (sox overdrive + treble boost)
+//   happiness  fast, high pitch, widest range, bright (treble), deep 8 Hz tremolo
 //   neutral    speaker's default rate, pitch and range
 //   sadness    slow, low pitch, flat range, quiet, dull (low-pass) and trembling (slow deep tremolo)
-//   surprise   raised pitch, high range, question intonation (؟) and a rising pitch bend over the last part
+//   surprise   slow, near-normal pitch at first, question intonation (؟) and a steep rising pitch bend over the last part
 // Speakers: espeak voice variants (fa+f1..f5 for female ids, fa+m1..m7 for male) with a per-speaker pitch offset and
 // rate factor; each clip also gets a small random jitter of rate and pitch, and white noise at 25-35 dB SNR.
 //
@@ -39,19 +39,21 @@ interface Recipe {
 }
 
 const RECIPES: Record<DemoEmotion, Recipe> = {
-  anger: { rate: 1.25, pitch: 6, range: 'medium', amplitude: 170, peak: 0.9, sox: () => ['overdrive', '20', 'treble', '+6'] },
-  happiness: { rate: 1.12, pitch: 26, range: 'x-high', amplitude: 120, peak: 0.7, sox: () => ['treble', '+4', 'tremolo', '9', '15'] },
+  // flat, fast, harsh shouting: the distortion and treble make its spectrum unlike any other class
+  anger: { rate: 1.3, pitch: 4, range: 'low', amplitude: 170, peak: 0.9, sox: () => ['overdrive', '30', 'treble', '+8'] },
+  // high and sing-song, with a deep 8 Hz tremolo (pitch alone would be confused with a high-pitched speaker)
+  happiness: { rate: 1.1, pitch: 24, range: 'x-high', amplitude: 120, peak: 0.7, sox: () => ['treble', '+3', 'tremolo', '8', '45'] },
   neutral: { rate: 1.0, pitch: 0, range: 'medium', amplitude: 100, peak: 0.6, sox: () => [] },
   sadness: { rate: 0.72, pitch: -14, range: 'x-low', amplitude: 70, peak: 0.3, sox: () => ['lowpass', '2000', 'tremolo', '5', '40'] },
   surprise: {
-    rate: 0.95,
-    pitch: 12,
+    rate: 0.85,
+    pitch: 6,
     range: 'high',
     amplitude: 120,
     peak: 0.7,
     question: true,
-    // bend: from half-way through the speech, rise 9 semitones over the next 45%
-    sox: (d) => ['bend', `${(0.5 * d).toFixed(3)},900,${(0.45 * d).toFixed(3)}`],
+    // bend: from 40% of the way through the speech, rise 12 semitones over the next 55%
+    sox: (d) => ['bend', `${(0.4 * d).toFixed(3)},1200,${(0.55 * d).toFixed(3)}`],
   },
 };
 
@@ -61,9 +63,9 @@ const MALE_VARIANTS = ['m1', 'm2', 'm3', 'm4', 'm5', 'm6', 'm7'];
 export interface DemoCorpusOptions {
   /** default 1 */
   seed?: number;
-  /** number of speakers, alternately female and male (default 10) */
+  /** number of speakers, alternately female and male (default 20) */
   speakers?: number;
-  /** sentences per speaker and emotion (default 6: 10 speakers x 5 emotions x 6 = 300 clips) */
+  /** sentences per speaker and emotion (default 6: 20 speakers x 5 emotions x 6 = 600 clips) */
   sentencesPerEmotion?: number;
   /** the sentences (default: data/demo_sentences.txt) */
   sentences?: string[];
@@ -223,12 +225,12 @@ export function planDemoCorpus(sentences: readonly string[], opts: { seed: numbe
  */
 export async function synthesizeDemoCorpus(outDir: string, opts: DemoCorpusOptions = {}): Promise<DemoCorpus> {
   const seed = opts.seed ?? 1;
-  const speakers = opts.speakers ?? 10;
+  const speakers = opts.speakers ?? 20;
   const perEmotion = opts.sentencesPerEmotion ?? 6;
   const sentences = opts.sentences ?? readSentences(opts.sentencesFile ?? defaultSentencesFile());
   const noiseSnrDb = opts.noiseSnrDb ?? [25, 35];
   const tools = { noiseSnrDb, espeak: opts.espeak ?? 'espeak-ng', sox: opts.sox ?? 'sox' };
-  const recipe = { version: 1, seed, speakers, perEmotion, noiseSnrDb, sentences, recipes: Object.fromEntries(DEMO_EMOTIONS.map((e) => [e, { ...RECIPES[e], sox: RECIPES[e].sox(1) }])) };
+  const recipe = { version: 2, seed, speakers, perEmotion, noiseSnrDb, sentences, recipes: Object.fromEntries(DEMO_EMOTIONS.map((e) => [e, { ...RECIPES[e], sox: RECIPES[e].sox(1) }])) };
   const hash = createHash('sha256').update(JSON.stringify(recipe)).digest('hex').slice(0, 16);
   const manifest = path.join(outDir, 'manifest.json');
   const infoFile = path.join(outDir, 'demo_corpus.json');
