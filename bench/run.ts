@@ -13,6 +13,7 @@ import { benchTfjs } from './lib/peers-tfjs.js';
 import { benchOrt } from './lib/peers-ort.js';
 import { benchTorch } from './lib/peers-torch.js';
 import { benchModel } from './lib/model.js';
+import { benchFidelity } from './lib/fidelity.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const args = process.argv.slice(2);
@@ -21,10 +22,12 @@ const onlyArg = args.find((a) => a.startsWith('--only='))?.slice(7);
 const only = onlyArg ? new Set(onlyArg.split(',')) : null;
 const outDir = args.find((a) => a.startsWith('--out='))?.slice(6) ?? path.join(root, 'bench');
 
-export type Section = (rt: Runtime, peaks: Peaks, quick: boolean) => Promise<Row[]>;
+/** A section's rows, and optionally Markdown of its own (e.g. the per-layer fidelity tables) appended to RESULTS.md. */
+export type Section = (rt: Runtime, peaks: Peaks, quick: boolean) => Promise<Row[] | { rows: Row[]; markdown: string[] }>;
 
 // sections are registered in order; later issues (model, peers) add theirs in bench/lib and list them here
 const sections: [string, Section][] = [
+  ['fidelity', benchFidelity],
   ['gemm', benchGemm],
   ['conv', benchConv],
   ['attention', benchAttention],
@@ -66,11 +69,14 @@ async function main(): Promise<void> {
     { name: 'copy bandwidth', unit: 'GB/s', ours: peaks.copy },
   ];
   const skipped: string[] = [];
+  const markdown: string[] = [];
   for (const [name, fn] of sections) {
     if (only && !only.has(name)) continue;
     const t0 = performance.now();
     try {
-      const r = await fn(rt, peaks, quick);
+      const out = await fn(rt, peaks, quick);
+      const r = Array.isArray(out) ? out : out.rows;
+      if (!Array.isArray(out)) markdown.push(...out.markdown);
       rows.push(...r);
       for (const row of r) console.log(`  ${row.name}: ${fmt(row.ours)} ${row.unit}${row.peer ? ` | ${row.peer} ${fmt(row.peer_value)} | speedup ${fmt(row.speedup)}` : ''}${row.peak_fraction !== undefined ? ` | ${(100 * row.peak_fraction).toFixed(1)}% of peak` : ''}`);
     } catch (e) {
@@ -81,10 +87,10 @@ async function main(): Promise<void> {
   }
   rt.destroy();
   if (!only || only.has('nice')) rows.push(...niceComparison());
-  write(rows, skipped, started, rt);
+  write(rows, skipped, markdown, started, rt);
 }
 
-function write(rows: Row[], skipped: string[], date: Date, rt: Runtime): void {
+function write(rows: Row[], skipped: string[], markdown: string[], date: Date, rt: Runtime): void {
   const adapter = { vendor: rt.adapter.vendor, architecture: rt.adapter.architecture, description: rt.adapter.description };
   const cmd = `npm run bench${quick ? ' -- --quick' : ''}`;
   const json = { adapter, date: date.toISOString(), quick, command: cmd, rows, skipped };
@@ -103,6 +109,7 @@ function write(rows: Row[], skipped: string[], date: Date, rt: Runtime): void {
     ...rows.map((r) => `| ${r.name} | ${r.unit} | ${fmt(r.ours)} | ${r.spread ? `${fmt(r.spread[0])}-${fmt(r.spread[1])}` : ''} | ${r.peer ?? ''} | ${fmt(r.peer_value)} | ${fmt(r.speedup)} | ${r.peak_fraction !== undefined ? (100 * r.peak_fraction).toFixed(1) : ''} | ${(r.note ?? '').replace(/\|/g, '/')} |`),
     '',
     ...(skipped.length ? ['Skipped:', '', ...skipped.map((s) => `- ${s}`), ''] : []),
+    ...markdown,
   ];
   fs.writeFileSync(path.join(outDir, `RESULTS${suffix}.md`), lines.join('\n'));
   console.log(`wrote ${path.join(outDir, `RESULTS${suffix}.md`)} and results${suffix}.json`);

@@ -5,10 +5,10 @@
 export { Runtime, createRuntime, summarizeAdapter, type AdapterSummary, type RuntimeOptions, type Bindable, type Bindings, type UniformValues } from './runtime/runtime.js';
 export { KernelFamily, defineKernel, type ScalarType, type Defines, type EntryInfo, type BindingInfo, type UniformMember } from './runtime/kernel.js';
 export { Tensor, numel, bytesPerElement, f32ToF16, f16ToF32, f32ToF16Array, f16ToF32Array, type DType } from './tensor.js';
-export { backward, checkpoint, isGradEnabled, keep, manualSeed, nextRandom, noGrad, record, tidy, withGrad, GraphNode, type BackwardFn } from './autograd.js';
+export { autocast, autocastDtype, backward, checkpoint, isGradEnabled, keep, manualSeed, nextRandom, noGrad, record, tidy, withGrad, GraphNode, type BackwardFn } from './autograd.js';
 
 // ops (each file's public functions; kernels are exported so callers can inspect or reuse them)
-export { add, sub, mul, scale, accumulate, full, zerosLike, onesLike } from './ops/elementwise.js';
+export { add, sub, mul, scale, accumulate, full, zerosLike, onesLike, cast } from './ops/elementwise.js';
 export { matmul, linear, gemm, gemmStrategy, type Activation, type GemmStrategy, type GemmArgs } from './ops/matmul.js';
 export { conv1d, type Conv1dOptions } from './ops/conv.js';
 export { layerNorm, layerNormChannels, groupNormPerChannel, weightNorm } from './ops/norm.js';
@@ -36,5 +36,5 @@ export * from './audio/index.js';
 
 // evaluation and training
 export { computeMetrics, argmaxRows, macroF1, formatMetrics, type Metrics, type ClassMetrics } from './metrics.js';
-export { Trainer, DEFAULT_TRAIN_CONFIG, type TrainConfig } from './train/trainer.js';
+export { Trainer, DEFAULT_TRAIN_CONFIG, DEFAULT_LOSS_SCALE, type TrainConfig, type LossScaleState } from './train/trainer.js';
 export { linearWarmupDecay } from './train/schedule.js';

@@ -29,11 +29,13 @@ test('quick bench with the TensorFlow.js and ONNX Runtime peers: runs, writes re
   assert.ok(fs.existsSync(bench), `${bench} missing: run node tools/build.mjs first`);
   const out = fs.mkdtempSync(path.join(os.tmpdir(), 'ser-bench-smoke-'));
   try {
-    const r = spawnSync(process.execPath, [bench, '--quick', '--only=layernorm,tfjs,ort', `--out=${out}`], { cwd: root, encoding: 'utf8', timeout: 240000, maxBuffer: 16 << 20 });
+    const r = spawnSync(process.execPath, [bench, '--quick', '--only=fidelity,layernorm,tfjs,ort', `--out=${out}`], { cwd: root, encoding: 'utf8', timeout: 240000, maxBuffer: 16 << 20 });
     const log = `${r.stdout}\n${r.stderr}`.split('\n').filter((l) => !l.startsWith('Warning: maxDynamic')).join('\n');
     assert.is(r.status, 0, `bench exited with ${r.status ?? r.signal}:\n${log.slice(-3000)}`);
     const json = JSON.parse(fs.readFileSync(path.join(out, 'results.quick.json'), 'utf8'));
-    assert.ok(fs.readFileSync(path.join(out, 'RESULTS.quick.md'), 'utf8').includes('| name | unit | ours |'));
+    const md = fs.readFileSync(path.join(out, 'RESULTS.quick.md'), 'utf8');
+    assert.ok(md.includes('| name | unit | ours |'));
+    assert.ok(md.includes('## Fidelity against Hugging Face PyTorch') && md.includes('| hidden_states.0 |'), 'per-layer fidelity tables written');
     for (const k of ['vendor', 'architecture', 'description']) assert.type(json.adapter[k], 'string');
     assert.ok(!Number.isNaN(Date.parse(json.date)));
     assert.equal(json.skipped, [], `sections skipped: ${json.skipped}`);
@@ -41,6 +43,9 @@ test('quick bench with the TensorFlow.js and ONNX Runtime peers: runs, writes re
     const tfjs = rows.filter((x) => x.peer?.startsWith('TensorFlow.js'));
     const ortGpu = rows.filter((x) => x.peer === 'ONNX Runtime WebGPU EP');
     const ortCpu = rows.filter((x) => x.peer === 'ONNX Runtime CPU EP');
+    const fidelity = rows.filter((x) => x.name.startsWith('fidelity ') && x.name.includes('(f32)'));
+    assert.ok(fidelity.length >= 2, `fidelity rows: ${fidelity.map((x) => x.name)}`);
+    for (const f of fidelity) assert.ok(f.ours <= (f.name.includes('gradient') ? 1e-3 : 1e-4), `${f.name}: ${f.ours}`);
     assert.is(tfjs.length, 6, `tfjs rows: ${tfjs.map((x) => x.name)}`);
     assert.is(ortGpu.length, 5, `ORT WebGPU rows: ${ortGpu.map((x) => x.name)}`);
     assert.is(ortCpu.length, 5, `ORT CPU rows: ${ortCpu.map((x) => x.name)}`);

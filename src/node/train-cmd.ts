@@ -1,5 +1,6 @@
 // `ser train`, `ser eval`, `ser predict`, `ser demo`: the Node edge of fine-tuning and evaluation (files, progress,
 // checkpoints); the loop itself is src/train/trainer.ts.
+import cliProgress from 'cli-progress';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
@@ -114,23 +115,28 @@ function defaultLabels(kind: string, items: readonly DataItem[]): LabelSet {
 // ---------------------------------------------------------------------------------------------------------------
 // progress
 
-function progressPrinter(total: number): (info: { step: number; totalSteps: number; epoch: number; loss: number; lr: number; stepSeconds: number }) => void {
-  const tty = process.stderr.isTTY;
-  const times: number[] = [];
-  let last = 0;
+function progressPrinter(): (info: { step: number; totalSteps: number; epoch: number; loss: number; lr: number; stepSeconds: number }) => void {
+  // cli-progress redraws one line on a terminal and, in a log file or CI, prints a line every 10 s instead
+  const bar = new cliProgress.SingleBar({
+    format: '[{bar}] step {value}/{total} epoch {epoch} loss {loss} lr {lr} {stepSeconds} s/step ETA {eta_formatted}',
+    stream: process.stderr,
+    barsize: 24,
+    barCompleteChar: '#',
+    barIncompleteChar: '.',
+    hideCursor: false,
+    noTTYOutput: true,
+    notTTYSchedule: 10000,
+    etaBuffer: 20,
+    formatTime: (seconds: number) => formatDuration(seconds),
+  });
+  let started = false;
   return (p) => {
-    times.push(p.stepSeconds);
-    if (times.length > 20) times.shift();
-    const avg = times.reduce((a, b) => a + b, 0) / times.length;
-    const eta = avg * (p.totalSteps - p.step);
-    const width = 24;
-    const fill = Math.round((width * p.step) / Math.max(1, p.totalSteps));
-    const line = `[${'#'.repeat(fill)}${'.'.repeat(width - fill)}] step ${p.step}/${p.totalSteps} epoch ${p.epoch.toFixed(2)} loss ${p.loss.toFixed(4)} lr ${p.lr.toExponential(2)} ${p.stepSeconds.toFixed(2)} s/step ETA ${formatDuration(eta)}`;
-    if (tty) process.stderr.write(`\r${line}${p.step === p.totalSteps ? '\n' : ''}`);
-    else if (p.step === 1 || p.step === p.totalSteps || Date.now() - last > 10000) {
-      process.stderr.write(`${line}\n`);
-      last = Date.now();
-    }
+    const payload = { epoch: p.epoch.toFixed(2), loss: p.loss.toFixed(4), lr: p.lr.toExponential(2), stepSeconds: p.stepSeconds.toFixed(2) };
+    if (!started) {
+      bar.start(p.totalSteps, p.step, payload);
+      started = true;
+    } else bar.update(p.step, payload);
+    if (p.step >= p.totalSteps) bar.stop();
   };
 }
 
@@ -297,7 +303,7 @@ export async function train(run: TrainRun): Promise<TrainResult> {
   const log = (line: Record<string, unknown>) => fs.appendFileSync(logPath, `${JSON.stringify(line)}\n`);
   const io: TrainerIO = {
     log,
-    progress: run.quiet ? undefined : progressPrinter(0),
+    progress: run.quiet ? undefined : progressPrinter(),
     saveCheckpoint: (ck) => writeCheckpointFile(ckPath, ck),
     saveBest: async (step, m) => {
       say(`\nstep ${step}: new best validation ${run.cfg.metric} = ${(run.cfg.metric === 'ua' ? m.ua : m.wa).toFixed(4)} (WA ${m.wa.toFixed(4)}, UA ${m.ua.toFixed(4)}); saving ${bestDir}`);
@@ -465,13 +471,13 @@ export const DEMO_CONFIG = {
   pooling_mode: 'mean',
 };
 
-export const DEMO_USAGE = `ser demo [--out DIR] [--epochs N (20)] [--lr LR (2e-3)] [--speakers N (20)] [--per-emotion N (6)] [--seed N (1)]
+export const DEMO_USAGE = `ser demo [--out DIR] [--epochs N (24)] [--lr LR (1e-3)] [--speakers N (20)] [--per-emotion N (6)] [--seed N (1)]
   Synthesizes a small Persian emotional-speech corpus (espeak-ng -v fa, emotion-dependent prosody, several speakers,
   noise), trains a small wav2vec2 from scratch on it with the same code path as real fine-tuning, evaluates on
   held-out speakers and writes an HTML report. Default output: ./demo-out`;
 
 export async function demoCommand(argv: string[]): Promise<number> {
-  const { values: v } = parseArgs({ args: argv, options: { out: { type: 'string', default: 'demo-out' }, epochs: { type: 'string', default: '20' }, speakers: { type: 'string', default: '20' }, 'per-emotion': { type: 'string', default: '6' }, seed: { type: 'string', default: '1' }, lr: { type: 'string', default: '2e-3' } } });
+  const { values: v } = parseArgs({ args: argv, options: { out: { type: 'string', default: 'demo-out' }, epochs: { type: 'string', default: '24' }, speakers: { type: 'string', default: '20' }, 'per-emotion': { type: 'string', default: '6' }, seed: { type: 'string', default: '1' }, lr: { type: 'string', default: '1e-3' } } });
   const out = path.resolve(v.out!);
   const t0 = performance.now();
   console.error(`[demo] synthesizing the corpus in ${path.join(out, 'corpus')} (espeak-ng -v fa + sox)`);
