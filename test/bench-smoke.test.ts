@@ -9,21 +9,11 @@ import path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { findTorchPython, runTorchBench } from '../bench/lib/peers-torch.js';
+import type { Row } from '../bench/lib/harness.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const bench = path.join(root, 'build/bench/run.mjs');
 
-interface Row {
-  name: string;
-  unit: string;
-  ours: number;
-  peer?: string;
-  peer_value?: number;
-  speedup?: number;
-  peak_fraction?: number;
-  spread?: [number, number];
-  note?: string;
-}
 
 test('quick bench with the TensorFlow.js and ONNX Runtime peers: runs, writes results, all figures finite', () => {
   assert.ok(fs.existsSync(bench), `${bench} missing: run node tools/build.mjs first`);

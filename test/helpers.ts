@@ -17,17 +17,9 @@ export function getRuntime(): Promise<Runtime> {
   return rtPromise;
 }
 
-/** Deterministic generator (mulberry32) so failures reproduce. */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** Deterministic generator (the engine's mulberry32) so failures reproduce. */
+import { mulberry32 } from '../src/data/random.js';
+export const rng = mulberry32;
 
 /** Standard normal values (Box-Muller), rounded to f32 so the f64 reference sees exactly what the GPU sees. */
 export function randn(n: number, seed: number, scale = 1): Float64Array {

@@ -8,17 +8,8 @@
 // The result is an i32 [B, L] mask (1 = masked) ready to upload: time masks go to replaceRows (rows replaced by
 // masked_spec_embed), feature masks ([B, C]) to maskColumns.
 
-/** A seeded uniform [0, 1) generator (mulberry32). */
-export function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** A seeded uniform [0, 1) generator: the project's one mulberry32 (src/data/random.ts). */
+export { mulberry32 as seededRandom } from '../data/random.js';
 
 export interface MaskOptions {
   /** upper bound on the masked fraction of each item (overlapping spans make the real fraction smaller) */
