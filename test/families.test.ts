@@ -45,6 +45,31 @@ for (const c of CASES) {
   }
 }
 
+// our own float64 generator (tools/ref/families_ref.py, validated against the HF fixtures above): the other layouts,
+// head options and odd sizes: HuBERT base layout without the projection LayerNorm and a 400-sample clip, data2vec-audio
+// with an even positional kernel and the weighted layer sum, HuBERT stable with one unpadded clip
+const LOCAL = 'test/fixtures';
+const generated = fs.existsSync(LOCAL) ? fs.readdirSync(LOCAL).filter((d) => d.startsWith('fam_')).sort() : [];
+test('the generated family fixtures are present', () => assert.ok(generated.length >= 3, generated.join(', ')));
+for (const d of generated) {
+  for (const weights of ['safetensors', 'bin'] as const) {
+    test(`${d} (${weights}): forward within ${FORWARD_TOLERANCE}, every weight gradient within ${GRAD_TOLERANCE}`, async () => {
+      const rt = await getRuntime();
+      const dir = path.join(LOCAL, d);
+      const r = await runReferenceCheck(rt, dir, weights);
+      const names = new Set(r.tensors.map((x) => x.name));
+      const manifest = JSON.parse(fs.readFileSync(path.join(dir, 'manifest.json'), 'utf8'));
+      for (const t of manifest.tensors as { name: string }[]) {
+        if (t.name.startsWith('grad.') || t.name.startsWith('hidden_states.') || ['logits', 'pooled_output', 'projected_states', 'loss'].includes(t.name)) {
+          assert.ok(names.has(t.name), `${t.name} compared`);
+        }
+      }
+      const failed = r.tensors.filter((x) => !x.pass);
+      assert.ok(r.ok && failed.length === 0, `${failed.map((x) => `${x.name} rel ${x.rel_l2}`).join('; ')}\n${formatTable(r)}`);
+    });
+  }
+}
+
 test('the registry: model_type picks the family; an unknown one is refused with the supported list', () => {
   for (const c of CASES) {
     if (!have(c.dir)) continue;
