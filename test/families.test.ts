@@ -97,6 +97,14 @@ test('family config defaults and layout: HuBERT feat_proj_layer_norm false drops
   assert.throws(() => parseModelConfig({ model_type: 'data2vec-audio', do_stable_layer_norm: true }, 'd.json'), /do_stable_layer_norm/);
 });
 
+test('a hostile config.json: each size is bounded with the field named, and the model as a whole before allocation', () => {
+  assert.throws(() => parseModelConfig({ num_hidden_layers: 1e6 }, 'c.json'), (e: Error) => e.message.startsWith('c.json: "num_hidden_layers" is 1000000; the largest supported value is 1024'));
+  assert.throws(() => parseModelConfig({ model_type: 'hubert', intermediate_size: 1e9 }, 'c.json'), (e: Error) => e.message.startsWith('c.json: "intermediate_size"'));
+  assert.throws(() => parseModelConfig({ model_type: 'data2vec-audio', conv_dim: new Array(100000).fill(512) }, 'c.json'), (e: Error) => e.message.startsWith('c.json: "conv_dim"'));
+  const big = parseModelConfig({ hidden_size: 16384, num_attention_heads: 16, num_hidden_layers: 512, num_conv_pos_embedding_groups: 16 }, 'c.json');
+  assert.throws(() => parameterShapes(big, 'none'), /billion parameters/);
+});
+
 const crossTest = have('hubert_tiny') ? test : test.skip;
 crossTest('a HuBERT checkpoint read with a wav2vec2 config fails with a message naming the mismatch, not silently', async () => {
   const rt = await getRuntime();
