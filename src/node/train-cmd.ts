@@ -20,6 +20,7 @@ import type { DataItem } from '../data/manifest.js';
 import { applySplits, describeSplits } from '../data/split.js';
 import { computeMetrics, formatMetrics, type Metrics } from '../metrics.js';
 import { buildReport, type PredictionRecord } from '../report/html.js';
+import { trainerState } from '../report/trainer-state.js';
 import { createNodeRuntime } from './dawn.js';
 import { openModelDir, saveModelDir, writeFileAtomic } from './modeldir.js';
 import { ClipStore, loadDataset, loadOrMakeSplits, missingFiles, readAudioFile } from './audio-file.js';
@@ -350,6 +351,9 @@ export async function train(run: TrainRun): Promise<TrainResult> {
   }
   best.model.dispose();
   await writeFileAtomic(path.join(out, 'metrics.json'), `${JSON.stringify({ valid: validMetrics, test: testMetrics, seconds, steps: trainer.totalSteps }, null, 2)}\n`);
+  // Hugging Face Trainer's run record, for tools that read HF runs
+  const state = trainerState(fs.readFileSync(logPath, 'utf8'), { maxSteps: trainer.totalSteps, numTrainEpochs: run.cfg.epochs, metric: run.cfg.metric, bestModelCheckpoint: valid ? bestDir : null, trainBatchSize: run.cfg.batchSize, evalSteps: run.cfg.evalSteps });
+  await writeFileAtomic(path.join(out, 'trainer_state.json'), `${JSON.stringify(state, null, 2)}\n`);
   const report = path.join(out, 'report.html');
   await writeFileAtomic(report, buildReport({
     title: run.title ?? 'Speech emotion recognition: fine-tuning report',
