@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // Bundles with esbuild: WGSL files become strings (loader 'text'), so no kernel is read from disk at run time.
-//   build/cli.mjs            the `ser` CLI (Node)
+//   build/cli.mjs            the `ser` CLI (Node), used by tests; dist/cli.mjs, the same, run by bin/ser.mjs and shipped
 //   build/test/*.test.mjs    tests (one bundle per file, run by tools/run-tests.mjs with uvu)
 //   build/bench/*.mjs        benchmarks
 //   dist/ser.browser.js      the browser ESM bundle (no Node built-ins), when src/browser.ts exists, with
@@ -39,7 +39,10 @@ const tests = list('test', /\.test\.ts$/);
 for (const t of tests) add(t, { ...node, entryPoints: [t], outfile: `build/test/${path.basename(t, '.ts')}.mjs` });
 const benches = list('bench', /\.ts$/);
 for (const b of benches) add(b, { ...node, entryPoints: [b], outfile: `build/bench/${path.basename(b, '.ts')}.mjs` });
-if (fs.existsSync(path.join(root, 'src/node/cli.ts'))) add('src/node/cli.ts', { ...node, entryPoints: ['src/node/cli.ts'], outfile: 'build/cli.mjs' });
+if (fs.existsSync(path.join(root, 'src/node/cli.ts'))) {
+  add('src/node/cli.ts', { ...node, entryPoints: ['src/node/cli.ts'], outfile: 'build/cli.mjs' });
+  add('dist/cli.mjs', { ...node, entryPoints: ['src/node/cli.ts'], outfile: 'dist/cli.mjs' });
+}
 if (fs.existsSync(path.join(root, 'src/browser.ts'))) {
   // browser side: the library bundle, and web/*.ts (demo page, in-page check) into web/dist, which load the library
   // bundle at run time instead of inlining it. Platform 'browser' refuses to resolve a Node built-in; noNodeImports
@@ -74,7 +77,7 @@ async function declarations() {
   const { spawn } = await import('node:child_process');
   const tsc = path.join(root, 'node_modules/typescript/bin/tsc');
   const files = ['src/browser.ts', 'src/index.ts', 'src/node/dawn.ts', 'src/node/modeldir.ts', 'src/wgsl.d.ts'];
-  const flags = ['--ignoreConfig', '--declaration', '--emitDeclarationOnly', '--outDir', 'dist/types', '--rootDir', 'src', '--strict', '--skipLibCheck', '--target', 'es2022', '--module', 'esnext', '--moduleResolution', 'bundler', '--types', '@webgpu/types,node', '--lib', 'es2022,dom', '--resolveJsonModule'];
+  const flags = ['--ignoreConfig', '--declaration', '--emitDeclarationOnly', '--outDir', 'dist/types', '--rootDir', 'src', '--strict', '--skipLibCheck', '--target', 'es2022', '--module', 'nodenext', '--moduleResolution', 'nodenext', '--types', '@webgpu/types,node', '--lib', 'es2022,dom', '--resolveJsonModule'];
   const out = await new Promise((resolve) => {
     const p = spawn(process.execPath, [tsc, ...flags, ...files], { cwd: root });
     let text = '';
