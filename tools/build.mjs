@@ -68,7 +68,7 @@ if (fs.existsSync(path.join(root, 'src/browser.ts'))) {
     jobs.push(esbuild.build({ ...browser, entryPoints: [w], outfile: `web/dist/${path.basename(w, '.ts')}.js`, plugins: [library] }).then(noNodeImports(w)).then(() => null, (e) => `${w}: ${e.message}`));
   }
   // the Node library entry: the core plus the Node edge (Dawn runtime, model directories)
-  const nodeEntry = "export * from './src/index.ts';\nexport * from './src/node/dawn.ts';\nexport * from './src/node/modeldir.ts';\n";
+  const nodeEntry = "export * from './src/index.ts';\nexport * from './src/node/dawn.ts';\nexport * from './src/node/modeldir.ts';\nexport * from './src/node/hub.ts';\n";
   add('dist/ser.node.js', { ...node, stdin: { contents: nodeEntry, resolveDir: root, sourcefile: 'ser.node.ts', loader: 'ts' }, outfile: 'dist/ser.node.js' });
   jobs.push(declarations());
 }
@@ -76,7 +76,7 @@ if (fs.existsSync(path.join(root, 'src/browser.ts'))) {
 async function declarations() {
   const { spawn } = await import('node:child_process');
   const tsc = path.join(root, 'node_modules/typescript/bin/tsc');
-  const files = ['src/browser.ts', 'src/index.ts', 'src/node/dawn.ts', 'src/node/modeldir.ts', 'src/wgsl.d.ts'];
+  const files = ['src/browser.ts', 'src/index.ts', 'src/node/dawn.ts', 'src/node/modeldir.ts', 'src/node/hub.ts', 'src/wgsl.d.ts'];
   const flags = ['--ignoreConfig', '--declaration', '--emitDeclarationOnly', '--outDir', 'dist/types', '--rootDir', 'src', '--strict', '--skipLibCheck', '--target', 'es2022', '--module', 'nodenext', '--moduleResolution', 'nodenext', '--types', '@webgpu/types,node', '--lib', 'es2022,dom', '--resolveJsonModule'];
   const out = await new Promise((resolve) => {
     const p = spawn(process.execPath, [tsc, ...flags, ...files], { cwd: root });
@@ -87,7 +87,7 @@ async function declarations() {
   });
   if (!fs.existsSync(path.join(root, 'dist/types/browser.d.ts'))) return `declarations (tsc): ${out.slice(0, 2000)}`;
   fs.writeFileSync(path.join(root, 'dist/ser.browser.d.ts'), "export * from './types/browser.js';\n");
-  fs.writeFileSync(path.join(root, 'dist/ser.node.d.ts'), "export * from './types/index.js';\nexport * from './types/node/dawn.js';\nexport * from './types/node/modeldir.js';\n");
+  fs.writeFileSync(path.join(root, 'dist/ser.node.d.ts'), "export * from './types/index.js';\nexport * from './types/node/dawn.js';\nexport * from './types/node/modeldir.js';\nexport * from './types/node/hub.js';\n");
   return null;
 }
 const errors = (await Promise.all(jobs)).filter(Boolean);

@@ -1,0 +1,317 @@
+// Hub model ids against a local stand-in for huggingface.co on 127.0.0.1 (nothing here reaches the internet). The
+// server answers what @huggingface/hub calls, as the Hub does: GET /api/models/<id>/revision/<rev> (sha, siblings,
+// gated), POST /api/models/<id>/paths-info/<rev> (git oid, LFS sha256 and size), GET /<id>/resolve/<rev>/<file>
+// (Range, ETag / X-Linked-Etag, X-Repo-Commit; LFS files redirect to a CDN path), X-Error-Code on refusals
+// (RepoNotFound 401, RevisionNotFound 404, EntryNotFound 404, GatedRepo 401/403).
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import http from 'node:http';
+import crypto from 'node:crypto';
+import { spawnSync } from 'node:child_process';
+import type { AddressInfo } from 'node:net';
+import { HubError, resolveModel, type DownloadProgress } from '../src/node/hub.js';
+import { openModelDir } from '../src/node/modeldir.js';
+import { fetchHubModelFiles, openHubModel, type CacheStorageLike } from '../src/io/hub-browser.js';
+import { encodeWav } from '../src/audio/wav.js';
+
+const root = process.cwd();
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'ser-hub-'));
+const fixture = (dir: string, files: string[]) => new Map(files.map((f) => [f, fs.readFileSync(path.join(root, 'test/fixtures', dir, f))] as const));
+const commitOf = (name: string) => crypto.createHash('sha1').update(name).digest('hex');
+const gitOid = (b: Buffer) => crypto.createHash('sha1').update(`blob ${b.length}\0`).update(b).digest('hex');
+const sha256 = (b: Buffer) => crypto.createHash('sha256').update(b).digest('hex');
+const isLfs = (f: string) => /\.(safetensors|bin|h5)$/.test(f);
+
+interface Repo {
+  commit: string;
+  files: Map<string, Buffer>;
+  gated?: boolean;
+  /** serve these bytes instead of the real content (a corrupt download) */
+  tamper?: Map<string, Buffer>;
+}
+const W2V = ['config.json', 'preprocessor_config.json', 'model.safetensors', 'pytorch_model.bin'];
+const repos = new Map<string, Repo>([
+  ['test-org/w2v-400', { commit: commitOf('w2v'), files: fixture('w2v_400', [...W2V, 'manifest.json']) }],
+  ['test-org/gated', { commit: commitOf('gated'), files: fixture('w2v_400', W2V), gated: true }],
+  ['test-org/bin-only', { commit: commitOf('bin'), files: fixture('w2v_400', ['config.json', 'pytorch_model.bin']) }],
+  ['test-org/no-weights', { commit: commitOf('nw'), files: new Map([...fixture('w2v_400', ['config.json']), ['tf_model.h5', Buffer.from('HDF5')]]) }],
+  [
+    'test-org/sharded',
+    { commit: commitOf('sharded'), files: new Map([...fixture('w2v_400', ['config.json']), ...fixture('io/sharded_st', ['model.safetensors.index.json', 'model-00001-of-00002.safetensors', 'model-00002-of-00002.safetensors'])]) },
+  ],
+  ['test-org/corrupt', { commit: commitOf('corrupt'), files: fixture('w2v_400', ['config.json', 'model.safetensors']), tamper: new Map([['model.safetensors', Buffer.alloc(fs.statSync(path.join(root, 'test/fixtures/w2v_400/model.safetensors')).size, 7)]]) }],
+]);
+
+const requests: string[] = [];
+function refuse(res: http.ServerResponse, status: number, code: string, message: string): void {
+  res.writeHead(status, { 'content-type': 'application/json', 'x-error-code': code, 'x-error-message': message });
+  res.end(JSON.stringify({ error: message }));
+}
+function sendBytes(req: http.IncomingMessage, res: http.ServerResponse, body: Buffer, headers: Record<string, string>): void {
+  const range = /^bytes=(\d+)-(\d*)$/.exec(req.headers.range ?? '');
+  if (range) {
+    const start = Number(range[1]);
+    const end = Math.min(range[2] ? Number(range[2]) : body.length - 1, body.length - 1);
+    res.writeHead(206, { ...headers, 'content-range': `bytes ${start}-${end}/${body.length}`, 'content-length': String(end - start + 1), 'accept-ranges': 'bytes' });
+    res.end(body.subarray(start, end + 1));
+  } else {
+    res.writeHead(200, { ...headers, 'content-length': String(body.length), 'accept-ranges': 'bytes' });
+    res.end(body);
+  }
+}
+const server = http.createServer((req, res) => {
+  const url = new URL(req.url!, 'http://x');
+  requests.push(`${req.method} ${url.pathname}`);
+  const p = decodeURIComponent(url.pathname);
+  const token = req.headers.authorization;
+  let m: RegExpExecArray | null;
+  if ((m = /^\/api\/models\/([^/]+\/[^/]+)\/revision\/(.+)$/.exec(p))) {
+    const repo = repos.get(m[1]);
+    if (!repo) return refuse(res, token ? 404 : 401, 'RepoNotFound', 'Repository not found');
+    if (m[2] !== 'main' && m[2] !== repo.commit) return refuse(res, 404, 'RevisionNotFound', 'Invalid rev id');
+    res.writeHead(200, { 'content-type': 'application/json' });
+    return res.end(JSON.stringify({ _id: m[1], id: m[1], sha: repo.commit, private: false, gated: repo.gated ? 'manual' : false, lastModified: '2026-01-01T00:00:00.000Z', downloads: 0, likes: 0, siblings: [...repo.files.keys()].map((rfilename) => ({ rfilename })) }));
+  }
+  if (req.method === 'POST' && (m = /^\/api\/models\/([^/]+\/[^/]+)\/paths-info\/(.+)$/.exec(p))) {
+    const repo = repos.get(m[1]);
+    if (!repo) return refuse(res, 401, 'RepoNotFound', 'Repository not found');
+    let body = '';
+    req.on('data', (d) => (body += d));
+    req.on('end', () => {
+      const { paths } = JSON.parse(body) as { paths: string[] };
+      const out = paths.filter((f) => repo.files.has(f)).map((f) => {
+        const b = repo.files.get(f)!;
+        const pointer = `version https://git-lfs.github.com/spec/v1\noid sha256:${sha256(b)}\nsize ${b.length}\n`;
+        return isLfs(f) ? { type: 'file', path: f, oid: gitOid(Buffer.from(pointer)), size: b.length, lfs: { oid: sha256(b), size: b.length, pointerSize: pointer.length } } : { type: 'file', path: f, oid: gitOid(b), size: b.length };
+      });
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify(out));
+    });
+    return;
+  }
+  if ((m = /^\/cdn\/([^/]+\/[^/]+)\/([0-9a-f]{64})$/.exec(p))) {
+    const repo = repos.get(m[1])!;
+    const file = [...repo.files].find(([, b]) => sha256(b) === m![2]);
+    if (!file) return refuse(res, 404, 'EntryNotFound', 'no such object');
+    return sendBytes(req, res, repo.tamper?.get(file[0]) ?? file[1], { etag: `"${m[2]}"`, 'content-type': 'application/octet-stream' });
+  }
+  if ((m = /^\/([^/]+\/[^/]+)\/resolve\/([^/]+)\/(.+)$/.exec(p))) {
+    const repo = repos.get(m[1]);
+    if (!repo) return refuse(res, 401, 'RepoNotFound', 'Repository not found');
+    if (repo.gated && token !== 'Bearer hf_accepted') return refuse(res, token ? 403 : 401, 'GatedRepo', `Access to model ${m[1]} is restricted`);
+    const b = repo.files.get(m[3]);
+    if (!b) return refuse(res, 404, 'EntryNotFound', 'Entry not found');
+    const common = { 'x-repo-commit': repo.commit, 'access-control-expose-headers': 'x-repo-commit,x-linked-etag,x-linked-size,x-error-code' };
+    if (isLfs(m[3])) {
+      // the Hub redirects LFS files to its CDN and says their sha256 and size
+      res.writeHead(302, { ...common, location: `/cdn/${m[1]}/${sha256(b)}`, 'x-linked-etag': `"${sha256(b)}"`, 'x-linked-size': String(b.length) });
+      return res.end();
+    }
+    return sendBytes(req, res, repo.tamper?.get(m[3]) ?? b, { ...common, etag: `"${gitOid(b)}"`, 'content-type': 'text/plain; charset=utf-8' });
+  }
+  refuse(res, 404, 'NotFound', `no route ${req.method} ${p}`);
+});
+
+let endpoint = '';
+const quiet = { log: () => {}, onProgress: () => {} };
+const startServer = () => new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
+const stopServer = () => new Promise<void>((resolve) => server.close(() => resolve()));
+
+test.before(async () => {
+  await startServer();
+  endpoint = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+});
+
+function errorOf(p: Promise<unknown>): Promise<HubError> {
+  return p.then(
+    () => {
+      throw new Error('expected a HubError');
+    },
+    (e: unknown) => {
+      if (!(e instanceof HubError)) throw e;
+      return e;
+    },
+  );
+}
+
+const cacheA = path.join(tmp, 'cache-a');
+const w2v = repos.get('test-org/w2v-400')!;
+
+test('a Hub id downloads into the huggingface_hub cache layout (blobs by etag, refs, relative snapshot symlinks)', async () => {
+  const progress: DownloadProgress[] = [];
+  const dir = await resolveModel('test-org/w2v-400', { endpoint, cacheDir: cacheA, offline: false, log: () => {}, onProgress: (p) => progress.push(p) });
+  const storage = path.join(cacheA, 'models--test-org--w2v-400');
+  assert.is(dir, path.join(storage, 'snapshots', w2v.commit));
+  assert.is(fs.readFileSync(path.join(storage, 'refs/main'), 'utf8'), w2v.commit);
+  // only what a model folder needs: the safetensors weights win over pytorch_model.bin, manifest.json is left
+  assert.equal(fs.readdirSync(dir).sort(), ['config.json', 'model.safetensors', 'preprocessor_config.json']);
+  for (const f of fs.readdirSync(dir)) {
+    const b = w2v.files.get(f)!;
+    const etag = isLfs(f) ? sha256(b) : gitOid(b);
+    const link = fs.readlinkSync(path.join(dir, f));
+    assert.is(link, path.join('..', '..', 'blobs', etag), `${f} links to its blob by a relative path`);
+    assert.ok(fs.readFileSync(path.join(storage, 'blobs', etag)).equals(b), `${f}: blob content`);
+  }
+  assert.equal(fs.readdirSync(path.join(storage, 'blobs')).filter((f) => f.includes('incomplete')), []);
+  const last = progress.filter((p) => p.file === 'model.safetensors').pop()!;
+  assert.equal([last.loaded, last.total], [w2v.files.get('model.safetensors')!.length, w2v.files.get('model.safetensors')!.length]);
+  // the folder opens as a model
+  const md = await openModelDir(dir);
+  assert.is(md.config.hidden_size, JSON.parse(w2v.files.get('config.json')!.toString()).hidden_size);
+  await md.close();
+});
+
+test('a cached model needs no network: by commit id, with HF_HUB_OFFLINE, and when the Hub is unreachable', async () => {
+  const before = requests.length;
+  const byCommit = await resolveModel(`test-org/w2v-400@${w2v.commit}`, { endpoint, cacheDir: cacheA, offline: false, ...quiet });
+  assert.is(requests.length, before, 'a complete snapshot of a commit id made a request');
+  assert.is(path.basename(byCommit), w2v.commit);
+  const env = process.env.HF_HUB_OFFLINE;
+  process.env.HF_HUB_OFFLINE = '1';
+  try {
+    assert.is(await resolveModel('test-org/w2v-400', { endpoint, cacheDir: cacheA, ...quiet }), byCommit);
+    assert.is(requests.length, before, 'HF_HUB_OFFLINE=1 made a request');
+    const e = await errorOf(resolveModel('test-org/never-downloaded', { endpoint, cacheDir: cacheA, ...quiet }));
+    assert.is(e.code, 'offline');
+    assert.match(e.message, /test-org\/never-downloaded/);
+    assert.match(e.message, /HF_HUB_OFFLINE/);
+  } finally {
+    if (env === undefined) delete process.env.HF_HUB_OFFLINE;
+    else process.env.HF_HUB_OFFLINE = env;
+  }
+  // online, a branch is re-resolved (one metadata request) and nothing is downloaded again
+  const n = requests.length;
+  await resolveModel('test-org/w2v-400', { endpoint, cacheDir: cacheA, offline: false, ...quiet });
+  assert.equal(requests.slice(n), ['GET /api/models/test-org/w2v-400/revision/main']);
+});
+
+test('Hub refusals are one line naming the model and what to do: 404, gated (401/403), revision, no weights', async () => {
+  const opts = { endpoint, cacheDir: path.join(tmp, 'cache-err'), offline: false, ...quiet };
+  let e = await errorOf(resolveModel('test-org/missing', opts));
+  assert.is(e.code, 'not-found');
+  assert.match(e.message, /^model test-org\/missing: not found on http:\/\/127\.0\.0\.1:\d+ \(HTTP 401\).*HF_TOKEN/);
+  e = await errorOf(resolveModel('test-org/missing', { ...opts, token: 'hf_other' }));
+  assert.is(e.code, 'not-found');
+  assert.match(e.message, /HTTP 404/);
+  e = await errorOf(resolveModel('test-org/gated', opts));
+  assert.is(e.code, 'gated');
+  assert.match(e.message, /^model test-org\/gated is gated \(HTTP 401\): accept its terms at http:\/\/127\.0\.0\.1:\d+\/test-org\/gated .*set HF_TOKEN/);
+  e = await errorOf(resolveModel('test-org/gated', { ...opts, token: 'hf_not_accepted' }));
+  assert.is(e.code, 'gated');
+  assert.match(e.message, /HTTP 403.*not allowed yet/);
+  const dir = await resolveModel('test-org/gated', { ...opts, token: 'hf_accepted' });
+  assert.ok(fs.existsSync(path.join(dir, 'model.safetensors')), 'with an accepted token the gated model downloads');
+  e = await errorOf(resolveModel('test-org/w2v-400@v9', opts));
+  assert.is(e.code, 'revision-not-found');
+  assert.match(e.message, /revision 'v9'/);
+  e = await errorOf(resolveModel('test-org/no-weights', opts));
+  assert.is(e.code, 'no-weights');
+  assert.match(e.message, /^model test-org\/no-weights \(revision main\) has no model\.safetensors or pytorch_model\.bin.*only tf_model\.h5/);
+  e = await errorOf(resolveModel('not/a/hub/id', opts));
+  assert.is(e.code, 'bad-id');
+  e = await errorOf(resolveModel('test-org/w2v-400', { ...opts, token: 'not-a-token' }));
+  assert.is(e.code, 'unauthorized');
+  assert.match(e.message, /start with hf_/);
+  assert.ok(!fs.existsSync(path.join(opts.cacheDir, 'models--test-org--no-weights', 'refs')), 'a failed resolve wrote a ref');
+});
+
+test('pytorch_model.bin when there is no safetensors; sharded indexes bring their shards', async () => {
+  const cacheDir = path.join(tmp, 'cache-kinds');
+  const bin = await resolveModel('test-org/bin-only', { endpoint, cacheDir, offline: false, ...quiet });
+  assert.equal(fs.readdirSync(bin).sort(), ['config.json', 'pytorch_model.bin']);
+  const md = await openModelDir(bin);
+  assert.ok(md.weights.entries.size > 10);
+  await md.close();
+  const sharded = await resolveModel('test-org/sharded', { endpoint, cacheDir, offline: false, ...quiet });
+  assert.equal(fs.readdirSync(sharded).sort(), ['config.json', 'model-00001-of-00002.safetensors', 'model-00002-of-00002.safetensors', 'model.safetensors.index.json']);
+});
+
+test('a download that does not match its sha256 is refused and leaves nothing in the cache', async () => {
+  const cacheDir = path.join(tmp, 'cache-corrupt');
+  const e = await errorOf(resolveModel('test-org/corrupt', { endpoint, cacheDir, offline: false, ...quiet }));
+  assert.is(e.code, 'bad-response');
+  assert.match(e.message, /model\.safetensors of model test-org\/corrupt: the download's sha256 is [0-9a-f]{64}, not/);
+  const blobs = fs.readdirSync(path.join(cacheDir, 'models--test-org--corrupt', 'blobs'));
+  assert.equal(blobs.filter((b) => b === sha256(repos.get('test-org/corrupt')!.files.get('model.safetensors')!) || b.includes('incomplete')), []);
+});
+
+test('browser loader: resolve URLs of the commit, kept in the Cache API; a cached model loads offline', async () => {
+  const store = new Map<string, Map<string, { body: ArrayBuffer; headers: [string, string][] }>>();
+  const caches: CacheStorageLike = {
+    async open(name) {
+      const c = store.get(name) ?? new Map();
+      store.set(name, c);
+      return {
+        async match(url) {
+          const hit = c.get(url);
+          return hit ? new Response(hit.body, { headers: hit.headers }) : undefined;
+        },
+        async put(url, res) {
+          c.set(url, { body: await res.arrayBuffer(), headers: [...res.headers] });
+        },
+      };
+    },
+  };
+  const loaded: string[] = [];
+  const model = await openHubModel('test-org/w2v-400', { endpoint, caches, onProgress: (p) => p.loaded === p.total && loaded.push(p.file) });
+  assert.is(model.commit, w2v.commit);
+  assert.is(model.weightsFile, 'model.safetensors');
+  assert.ok(model.weights.entries.size > 10);
+  assert.ok(loaded.includes('model.safetensors'));
+  const keys = [...store.get('ser-webgpu-hub')!.keys()];
+  assert.ok(keys.includes(`${endpoint}/test-org/w2v-400/resolve/${w2v.commit}/model.safetensors`), `cache keys: ${keys.join(', ')}`);
+  // a throwing fetch stands for no network: everything comes from the cache, by branch and by commit
+  const offline = (() => Promise.reject(new TypeError('fetch failed'))) as typeof fetch;
+  const again = await fetchHubModelFiles('test-org/w2v-400', { endpoint, caches, fetch: offline });
+  assert.ok(Buffer.from(await again.files.get('model.safetensors')!.arrayBuffer()).equals(w2v.files.get('model.safetensors')!));
+  const byCommit = await fetchHubModelFiles(`test-org/w2v-400@${w2v.commit}`, { endpoint, caches, fetch: offline });
+  assert.equal([...byCommit.files.keys()].sort(), ['config.json', 'model.safetensors', 'preprocessor_config.json']);
+  const e = await errorOf(fetchHubModelFiles('test-org/bin-only', { endpoint, caches, fetch: offline }));
+  assert.is(e.code, 'network');
+  const gated = await errorOf(fetchHubModelFiles('test-org/gated', { endpoint, caches: null }));
+  assert.is(gated.code, 'gated');
+});
+
+test('the CLI predicts with a Hub id (HF_ENDPOINT, HF_HUB_CACHE), and again with the server stopped', async () => {
+  const cli = path.join(root, 'build/cli.mjs');
+  const sr = 16000;
+  const clip = new Float32Array(sr / 2);
+  for (let i = 0; i < clip.length; i++) clip[i] = 0.3 * Math.sin((2 * Math.PI * 330 * i) / sr);
+  const wav = path.join(tmp, 'clip.wav');
+  fs.writeFileSync(wav, encodeWav(clip, sr));
+  const env = { ...process.env, HF_ENDPOINT: endpoint, HF_HUB_CACHE: path.join(tmp, 'cache-cli'), HF_HUB_OFFLINE: '' };
+  // spawnSync would block this process's event loop and so the server: run the CLI asynchronously
+  const runCli = () =>
+    new Promise<{ status: number | null; out: string }>((resolve) => {
+      import('node:child_process').then(({ spawn }) => {
+        const p = spawn(process.execPath, [cli, 'predict', 'test-org/w2v-400', wav, '--json'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+        let out = '';
+        p.stdout.on('data', (d) => (out += d));
+        p.stderr.on('data', (d) => (out += d));
+        p.on('close', (status) => resolve({ status, out }));
+      });
+    });
+  const first = await runCli();
+  assert.is(first.status, 0, first.out);
+  const rows = JSON.parse(first.out.slice(first.out.indexOf('['), first.out.lastIndexOf(']') + 1)) as { probs: Record<string, number> }[];
+  await stopServer();
+  const second = spawnSync(process.execPath, [cli, 'predict', 'test-org/w2v-400', wav, '--json'], { env, encoding: 'utf8' });
+  assert.is(second.status, 0, second.stdout + second.stderr);
+  assert.match(second.stderr, /unreachable; using the cached snapshot/);
+  const again = JSON.parse(second.stdout.slice(second.stdout.indexOf('['), second.stdout.lastIndexOf(']') + 1)) as { probs: Record<string, number> }[];
+  assert.equal(again[0].probs, rows[0].probs);
+  // nothing cached and nobody to ask
+  const none = spawnSync(process.execPath, [cli, 'predict', 'test-org/other-model', wav], { env: { ...env, HF_HUB_CACHE: path.join(tmp, 'cache-empty') }, encoding: 'utf8' });
+  assert.is(none.status, 1);
+  assert.match(none.stderr, /^ser: model test-org\/other-model: cannot reach http:\/\/127\.0\.0\.1:\d+ \(ECONNREFUSED\)/m);
+});
+
+test.after(() => {
+  if (server.listening) server.close();
+  fs.rmSync(tmp, { recursive: true, force: true });
+});
+
+test.run();
