@@ -83,7 +83,10 @@ export function repoCacheFolder(cacheDir: string, repo: string): string {
  * index and shards, pytorch_model.bin, its sharded index and shards).
  */
 export async function resolveModel(idOrPath: string, opts: ResolveModelOptions = {}): Promise<string> {
-  if (fs.existsSync(idOrPath) && fs.statSync(idOrPath).isDirectory()) return idOrPath;
+  if (fs.existsSync(idOrPath)) {
+    if (fs.statSync(idOrPath).isDirectory()) return idOrPath;
+    throw new Error(`${idOrPath}: not a folder (a model folder holds config.json and the weights; give the folder, or a Hub id org/name)`);
+  }
   const { repo, revision } = parseHubId(idOrPath, opts.revision);
   const cacheDir = opts.cacheDir ?? hubCacheDir();
   const storage = repoCacheFolder(cacheDir, repo);
@@ -294,7 +297,7 @@ function hubFailure(e: unknown, o: { repo: string; revision: string; endpoint: s
 const LARGE = 8 << 20;
 
 /** A cli-progress bar on stderr per file of 8 MiB or more, when stderr is a terminal; nothing otherwise. */
-export function terminalProgress(stream: NodeJS.WriteStream = process.stderr): (p: DownloadProgress) => void {
+function terminalProgress(stream: NodeJS.WriteStream = process.stderr): (p: DownloadProgress) => void {
   if (!stream.isTTY) return () => {};
   let bar: cliProgress.SingleBar | undefined;
   let current = '';
