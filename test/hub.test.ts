@@ -68,6 +68,11 @@ const server = http.createServer((req, res) => {
   const p = decodeURIComponent(url.pathname);
   const token = req.headers.authorization;
   let m: RegExpExecArray | null;
+  if (p.startsWith('/api/models/test-org/slow/')) {
+    // answers long after the client's metadata timeout
+    setTimeout(() => refuse(res, 404, 'RepoNotFound', 'late'), 2500);
+    return;
+  }
   if ((m = /^\/api\/models\/([^/]+\/[^/]+)\/revision\/(.+)$/.exec(p))) {
     const repo = repos.get(m[1]);
     if (!repo) return refuse(res, token ? 404 : 401, 'RepoNotFound', 'Repository not found');
@@ -216,6 +221,21 @@ test('Hub refusals are one line naming the model and what to do: 404, gated (401
   assert.is(e.code, 'unauthorized');
   assert.match(e.message, /start with hf_/);
   assert.ok(!fs.existsSync(path.join(opts.cacheDir, 'models--test-org--no-weights', 'refs')), 'a failed resolve wrote a ref');
+});
+
+test('a Hub that does not answer metadata requests within HF_HUB_ETAG_TIMEOUT counts as unreachable', async () => {
+  const env = process.env.HF_HUB_ETAG_TIMEOUT;
+  process.env.HF_HUB_ETAG_TIMEOUT = '0.3';
+  try {
+    const t0 = Date.now();
+    const e = await errorOf(resolveModel('test-org/slow', { endpoint, cacheDir: path.join(tmp, 'cache-slow'), offline: false, ...quiet }));
+    assert.is(e.code, 'network');
+    assert.match(e.message, /^model test-org\/slow: cannot reach .* \(timed out\)/);
+    assert.ok(Date.now() - t0 < 2000, `took ${Date.now() - t0} ms`);
+  } finally {
+    if (env === undefined) delete process.env.HF_HUB_ETAG_TIMEOUT;
+    else process.env.HF_HUB_ETAG_TIMEOUT = env;
+  }
 });
 
 test('pytorch_model.bin when there is no safetensors; sharded indexes bring their shards', async () => {

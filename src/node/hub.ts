@@ -157,8 +157,13 @@ async function download(ctx: DownloadContext): Promise<string> {
   const { repo, revision, storage, endpoint, token } = ctx;
   // X-Error-Code of the last refused request: the library's HubApiError keeps only the status
   let lastErrorCode: string | null = null;
+  // metadata requests give up after HF_HUB_ETAG_TIMEOUT seconds (Python's default: 10), so a dead network falls
+  // back to the cache instead of hanging; file downloads have no overall limit
+  const apiTimeoutMs = 1000 * (Number(process.env.HF_HUB_ETAG_TIMEOUT) > 0 ? Number(process.env.HF_HUB_ETAG_TIMEOUT) : 10);
   const recordingFetch: typeof fetch = async (input, init) => {
-    const res = await ctx.fetch(input, init);
+    const url = typeof input === 'string' ? input : input instanceof URL ? input.href : input.url;
+    const isApi = url.startsWith(`${endpoint}/api/`);
+    const res = await ctx.fetch(input, isApi && !init?.signal ? { ...init, signal: AbortSignal.timeout(apiTimeoutMs) } : init);
     if (!res.ok) lastErrorCode = res.headers.get('x-error-code');
     return res;
   };
@@ -298,7 +303,7 @@ const LARGE = 8 << 20;
 
 /** A cli-progress bar on stderr per file of 8 MiB or more, when stderr is a terminal; nothing otherwise. */
 function terminalProgress(stream: NodeJS.WriteStream = process.stderr): (p: DownloadProgress) => void {
-  if (!stream.isTTY) return () => {};
+  if (!stream.isTTY || TRUE.has((process.env.HF_HUB_DISABLE_PROGRESS_BARS ?? '').trim().toUpperCase())) return () => {};
   let bar: cliProgress.SingleBar | undefined;
   let current = '';
   return (p) => {
