@@ -75,6 +75,8 @@ if (fs.existsSync(path.join(root, 'src/browser.ts'))) {
 // .d.ts for both library entries (tsc emits even when it also reports type errors: those are typecheck's business)
 async function declarations() {
   const { spawn } = await import('node:child_process');
+  // declarations of modules since removed must not linger (npm pack ships dist/)
+  fs.rmSync(path.join(root, 'dist/types'), { recursive: true, force: true });
   const tsc = path.join(root, 'node_modules/typescript/bin/tsc');
   const files = ['src/browser.ts', 'src/index.ts', 'src/node/dawn.ts', 'src/node/modeldir.ts', 'src/node/hub.ts', 'src/wgsl.d.ts'];
   const flags = ['--ignoreConfig', '--declaration', '--emitDeclarationOnly', '--outDir', 'dist/types', '--rootDir', 'src', '--strict', '--skipLibCheck', '--target', 'es2022', '--module', 'nodenext', '--moduleResolution', 'nodenext', '--types', '@webgpu/types,node', '--lib', 'es2022,dom', '--resolveJsonModule'];
