@@ -117,6 +117,15 @@ const server = http.createServer((req, res) => {
     }
     return sendBytes(req, res, repo.tamper?.get(m[3]) ?? b, { ...common, etag: `"${gitOid(b)}"`, 'content-type': 'text/plain; charset=utf-8' });
   }
+  // the browser test's page and the library bundle, from the same origin
+  if (p === '/page.html') {
+    res.writeHead(200, { 'content-type': 'text/html' });
+    return res.end('<!doctype html><meta charset="utf-8"><title>hub</title>');
+  }
+  if ((m = /^\/dist\/([\w./-]+\.js)$/.exec(p)) && !m[1].includes('..') && fs.existsSync(path.join(root, 'dist', m[1]))) {
+    res.writeHead(200, { 'content-type': 'text/javascript' });
+    return res.end(fs.readFileSync(path.join(root, 'dist', m[1])));
+  }
   refuse(res, 404, 'NotFound', `no route ${req.method} ${p}`);
 });
 
@@ -293,6 +302,44 @@ test('browser loader: resolve URLs of the commit, kept in the Cache API; a cache
   assert.is(e.code, 'network');
   const gated = await errorOf(fetchHubModelFiles('test-org/gated', { endpoint, caches: null }));
   assert.is(gated.code, 'gated');
+});
+
+const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
+test('in Chromium: the browser loader fills the real Cache API and loads from it without network', async () => {
+  if (!fs.existsSync(CHROMIUM) || !fs.existsSync(path.join(root, 'dist/ser.browser.js'))) {
+    console.log(`  (skipped: no ${fs.existsSync(CHROMIUM) ? 'dist/ser.browser.js' : CHROMIUM})`);
+    return;
+  }
+  const { chromium } = await import('playwright-core');
+  const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ['--no-sandbox', '--disable-background-networking', '--no-first-run'], timeout: 60000 });
+  try {
+    const page = await browser.newPage();
+    await page.goto(`${endpoint}/page.html`);
+    const out = await page.evaluate(async (commit) => {
+      const bundle = '/dist/ser.browser.js'; // a variable: loaded by the page, not bundled into this test
+      const ser = (await import(bundle)) as typeof import('../src/browser.js');
+      const first = await ser.openHubModel('test-org/w2v-400', { endpoint: location.origin });
+      const keys = (await (await caches.open('ser-webgpu-hub')).keys()).map((r: Request) => new URL(r.url).pathname);
+      const offline = () => Promise.reject(new TypeError('Failed to fetch'));
+      const again = await ser.openHubModel('test-org/w2v-400', { endpoint: location.origin, fetch: offline });
+      const byCommit = await ser.fetchHubModelFiles(`test-org/w2v-400@${commit}`, { endpoint: location.origin, fetch: offline });
+      let gated = '';
+      try {
+        await ser.fetchHubModelFiles('test-org/gated', { endpoint: location.origin });
+      } catch (e) {
+        gated = (e as Error).message;
+      }
+      return { commit: first.commit, tensors: first.weights.entries.size, again: again.weights.entries.size, keys, files: [...byCommit.files.keys()].sort(), gated };
+    }, w2v.commit);
+    assert.is(out.commit, w2v.commit);
+    assert.ok(out.tensors > 10);
+    assert.is(out.again, out.tensors);
+    assert.ok(out.keys.includes(`/test-org/w2v-400/resolve/${w2v.commit}/model.safetensors`), out.keys.join(', '));
+    assert.equal(out.files, ['config.json', 'model.safetensors', 'preprocessor_config.json']);
+    assert.match(out.gated, /^model test-org\/gated is gated \(HTTP 401\)/);
+  } finally {
+    await browser.close();
+  }
 });
 
 test('the CLI predicts with a Hub id (HF_ENDPOINT, HF_HUB_CACHE), and again with the server stopped', async () => {
