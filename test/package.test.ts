@@ -9,8 +9,9 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import crypto from 'node:crypto';
-import { spawnSync, type SpawnSyncReturns } from 'node:child_process';
+import { spawn, spawnSync, type SpawnSyncReturns } from 'node:child_process';
 import { encodeWav } from '../src/audio/wav.js';
+import { startServer, stopServer, repos } from './fake-hub.js';
 
 const root = process.cwd();
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'ser-package-'));
@@ -116,6 +117,35 @@ await dir.close();
   assert.ok(out.tensors > 10, `${out.tensors} tensors`);
   assert.is(out.rate, 16000);
   assert.is(out.parse, 'function');
+});
+
+test('a Hub id through the installed package: resolveModel from a script, npx ser predict with HF_ENDPOINT', async () => {
+  // the fake Hub runs in this process, so the children run asynchronously (spawnSync would block its event loop)
+  const endpoint = await startServer();
+  try {
+    const env = { ...process.env, HF_ENDPOINT: endpoint, HF_HUB_CACHE: path.join(tmp, 'hub-cache'), HF_HUB_OFFLINE: '' };
+    const runAsync = (args: string[]) =>
+      new Promise<{ status: number | null; out: string; err: string }>((resolve) => {
+        const p = spawn(args[0], args.slice(1), { cwd: app, env, stdio: ['ignore', 'pipe', 'pipe'] });
+        let out = '';
+        let err = '';
+        p.stdout.on('data', (d) => (out += d));
+        p.stderr.on('data', (d) => (err += d));
+        p.on('close', (status) => resolve({ status, out, err }));
+      });
+    fs.writeFileSync(path.join(app, 'hub.mjs'), `import { resolveModel } from 'ser-webgpu';\nconsole.log(await resolveModel('test-org/w2v-400'));\n`);
+    const script = await runAsync([process.execPath, 'hub.mjs']);
+    assert.is(script.status, 0, script.err);
+    const commit = repos.get('test-org/w2v-400')!.commit;
+    assert.is(script.out.trim(), path.join(tmp, 'hub-cache', 'models--test-org--w2v-400', 'snapshots', commit));
+    const predict = await runAsync(['npx', '--no-install', 'ser', 'predict', 'test-org/w2v-400', 'tone.wav', '--json']);
+    assert.is(predict.status, 0, predict.err);
+    const local = JSON.parse(ok(run('npx', ['--no-install', 'ser', 'predict', 'model', 'tone.wav', '--json'], app, 300_000), 'npx ser predict model').replace(/^[^[]*/, '').replace(/[^\]]*$/, '')) as { probs: unknown }[];
+    const viaHub = JSON.parse(predict.out.replace(/^[^[]*/, '').replace(/[^\]]*$/, '')) as { probs: unknown }[];
+    assert.equal(viaHub[0].probs, local[0].probs, 'the Hub copy and the local folder (same files) predict differently');
+  } finally {
+    await stopServer();
+  }
 });
 
 test('the .d.ts type-check under moduleResolution nodenext with skipLibCheck false, and catch a wrong use', () => {
