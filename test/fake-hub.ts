@@ -56,6 +56,8 @@ export function sendBytes(req: http.IncomingMessage, res: http.ServerResponse, b
 }
 export const server = http.createServer((req, res) => {
   const url = new URL(req.url!, 'http://x');
+  // pages on another origin (the browser test) may read every answer, as from huggingface.co and its CDN
+  res.setHeader('access-control-allow-origin', '*');
   requests.push(`${req.method} ${url.pathname}`);
   const p = decodeURIComponent(url.pathname);
   const token = req.headers.authorization;
@@ -103,8 +105,10 @@ export const server = http.createServer((req, res) => {
     if (!b) return refuse(res, 404, 'EntryNotFound', 'Entry not found');
     const common = { 'x-repo-commit': repo.commit, 'access-control-expose-headers': 'x-repo-commit,x-linked-etag,x-linked-size,x-error-code' };
     if (isLfs(m[3])) {
-      // the Hub redirects LFS files to its CDN and says their sha256 and size
-      res.writeHead(302, { ...common, location: `/cdn/${m[1]}/${sha256(b)}`, 'x-linked-etag': `"${sha256(b)}"`, 'x-linked-size': String(b.length) });
+      // the Hub redirects LFS files to its CDN, another host, and says their sha256 and size here: clients must take commit, etag and size from this answer (Python's
+      // huggingface_hub follows only relative redirects on its HEAD request)
+      const cdn = `http://localhost:${(server.address() as AddressInfo).port}`;
+      res.writeHead(302, { ...common, location: `${cdn}/cdn/${m[1]}/${sha256(b)}`, 'x-linked-etag': `"${sha256(b)}"`, 'x-linked-size': String(b.length) });
       return res.end();
     }
     return sendBytes(req, res, repo.tamper?.get(m[3]) ?? b, { ...common, etag: `"${gitOid(b)}"`, 'content-type': 'text/plain; charset=utf-8' });

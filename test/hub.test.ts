@@ -187,6 +187,47 @@ test('browser loader: resolve URLs of the commit, kept in the Cache API; a cache
   assert.is(gated.code, 'gated');
 });
 
+// Python's huggingface_hub, when importable (SER_HUB_PYTHON names the interpreter; default python3): it reads what we
+// downloaded, offline, and what it downloads from the same fake Hub we read offline, with the same blob names.
+const PY_INTEROP = `
+import sys, json
+from huggingface_hub import snapshot_download, hf_hub_download, scan_cache_dir
+ours, theirs = sys.argv[1], sys.argv[2]
+out = {"snapshot": snapshot_download("test-org/w2v-400", cache_dir=ours, local_files_only=True)}
+out["warnings"] = [str(w) for w in scan_cache_dir(ours).warnings]
+out["downloaded"] = [hf_hub_download("test-org/w2v-400", f, cache_dir=theirs) for f in ["config.json", "preprocessor_config.json", "model.safetensors"]]
+print(json.dumps(out))
+`;
+test('huggingface_hub (Python) and resolveModel share the cache both ways', async () => {
+  const python = process.env.SER_HUB_PYTHON || 'python3';
+  const probe = spawnSync(python, ['-c', 'import huggingface_hub'], { encoding: 'utf8' });
+  if (probe.status !== 0) {
+    console.log(`  (skipped: ${python} cannot import huggingface_hub; set SER_HUB_PYTHON to an interpreter that can)`);
+    return;
+  }
+  const theirs = path.join(tmp, 'cache-python');
+  const { spawn } = await import('node:child_process');
+  const py = await new Promise<{ status: number | null; out: string; err: string }>((resolve) => {
+    const p = spawn(python, ['-c', PY_INTEROP, cacheA, theirs], { env: { ...process.env, HF_ENDPOINT: endpoint, HF_HUB_OFFLINE: '', HF_HUB_DISABLE_TELEMETRY: '1' }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    p.stdout.on('data', (d) => (out += d));
+    p.stderr.on('data', (d) => (err += d));
+    p.on('close', (status) => resolve({ status, out, err }));
+  });
+  assert.is(py.status, 0, py.err.slice(-2000));
+  const got = JSON.parse(py.out.trim().split('\n').pop()!) as { snapshot: string; warnings: string[]; downloaded: string[] };
+  assert.is(got.snapshot, path.join(cacheA, 'models--test-org--w2v-400', 'snapshots', w2v.commit));
+  assert.equal(got.warnings, []);
+  const blobs = (cache: string) => fs.readdirSync(path.join(cache, 'models--test-org--w2v-400', 'blobs')).sort();
+  assert.equal(blobs(theirs), blobs(cacheA), 'Python and we name the same files differently');
+  const dir = await resolveModel('test-org/w2v-400', { cacheDir: theirs, offline: true, ...quiet });
+  assert.is(dir, path.dirname(got.downloaded[0]));
+  const md = await openModelDir(dir);
+  assert.is(md.weightsFile, path.join(dir, 'model.safetensors'));
+  await md.close();
+});
+
 const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
 test('in Chromium: the browser loader fills the real Cache API and loads from it without network', async () => {
   if (!fs.existsSync(CHROMIUM) || !fs.existsSync(path.join(root, 'dist/ser.browser.js'))) {
