@@ -141,6 +141,16 @@ test('pytorch_model.bin when there is no safetensors; sharded indexes bring thei
   assert.equal(fs.readdirSync(sharded).sort(), ['config.json', 'model-00001-of-00002.safetensors', 'model-00002-of-00002.safetensors', 'model.safetensors.index.json']);
 });
 
+test('two resolves of the same model at once both succeed and leave intact blobs, no temporary files', async () => {
+  const cacheDir = path.join(tmp, 'cache-race');
+  const [a, b] = await Promise.all([1, 2].map(() => resolveModel('test-org/w2v-400', { endpoint, cacheDir, offline: false, ...quiet })));
+  assert.is(a, b);
+  for (const f of fs.readdirSync(a)) assert.ok(fs.readFileSync(path.join(a, f)).equals(w2v.files.get(f)!), `${f} differs from the repository's`);
+  const storage = path.join(cacheDir, 'models--test-org--w2v-400');
+  const stray = [...fs.readdirSync(path.join(storage, 'blobs')), ...fs.readdirSync(a), ...fs.readdirSync(path.join(storage, 'refs'))].filter((f) => /tmp|incomplete/.test(f));
+  assert.equal(stray, []);
+});
+
 test('a download that does not match its sha256 is refused and leaves nothing in the cache', async () => {
   const cacheDir = path.join(tmp, 'cache-corrupt');
   const e = await errorOf(resolveModel('test-org/corrupt', { endpoint, cacheDir, offline: false, ...quiet }));

@@ -280,12 +280,20 @@ async function fetchFile(ctx: DownloadContext, o: { file: string; commit: string
       throw e;
     }
   }
-  await fsp.rm(pointer, { force: true });
+  // made under a temporary name and renamed over the pointer: atomic when another process links the same file, and
+  // never a copy through an existing link (which would truncate the blob it points to)
+  const tmpLink = `${pointer}.${process.pid}.${crypto.randomBytes(4).toString('hex')}.tmp`;
   try {
-    await fsp.symlink(path.relative(path.dirname(pointer), blob), pointer);
+    await fsp.symlink(path.relative(path.dirname(pointer), blob), tmpLink);
   } catch {
     // no symlinks (some Windows setups): huggingface_hub copies the file then
-    await fsp.copyFile(blob, pointer);
+    await fsp.copyFile(blob, tmpLink);
+  }
+  try {
+    await fsp.rename(tmpLink, pointer);
+  } catch (e) {
+    await fsp.rm(tmpLink, { force: true });
+    throw e;
   }
 }
 
