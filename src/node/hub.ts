@@ -207,7 +207,7 @@ async function download(ctx: DownloadContext): Promise<string> {
   if (revision !== commit) {
     const ref = path.join(storage, 'refs', revision);
     await fsp.mkdir(path.dirname(ref), { recursive: true });
-    const tmp = `${ref}.${process.pid}.tmp`;
+    const tmp = `${ref}.${process.pid}.${crypto.randomBytes(4).toString('hex')}.tmp`;
     await fsp.writeFile(tmp, commit);
     await fsp.rename(tmp, ref);
   }
