@@ -23,6 +23,7 @@ import { buildReport, type PredictionRecord } from '../report/html.js';
 import { trainerState } from '../report/trainer-state.js';
 import { createNodeRuntime } from './dawn.js';
 import { openModelDir, saveModelDir, writeFileAtomic } from './modeldir.js';
+import { resolveModel } from './hub.js';
 import { ClipStore, loadDataset, loadOrMakeSplits, missingFiles, readAudioFile } from './audio-file.js';
 import { synthesizeDemoCorpus } from './demo-corpus.js';
 import { demoConfigFor } from './demo-configs.js';
@@ -43,7 +44,8 @@ export interface LoadedModel {
  * model (initialised as Hugging Face does). `labels` (when given) replace the config's label set; a checkpoint head
  * of another size is then re-initialised, as from_pretrained(..., num_labels=n, ignore_mismatched_sizes=True) does.
  */
-export async function loadModel(rt: Runtime, dir: string, opts: { labels?: readonly string[]; seed?: number } = {}): Promise<LoadedModel> {
+export async function loadModel(rt: Runtime, idOrDir: string, opts: { labels?: readonly string[]; seed?: number } = {}): Promise<LoadedModel> {
+  const dir = await resolveModel(idOrDir); // a Hub id (org/name[@rev]) becomes its snapshot folder in the Hub cache
   const configPath = path.join(dir, 'config.json');
   if (!fs.existsSync(configPath)) throw new Error(`${dir}: no config.json (a Hugging Face model directory needs one)`);
   let config = parseModelConfig(await fsp.readFile(configPath, 'utf8'), configPath);
