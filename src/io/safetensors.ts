@@ -52,6 +52,11 @@ export async function readSafetensors(reader: ByteReader, fileName: string): Pro
   return parseSafetensorsHeader(headerBytes, reader, dataStart, fileName);
 }
 
+/** a header value for a message, cut short (the header is the attacker's text) */
+function brief(v: unknown): string {
+  return (JSON.stringify(v) ?? String(v)).slice(0, 120);
+}
+
 interface RawEntry {
   name: string;
   dtype: CheckpointDType;
@@ -71,7 +76,7 @@ function parseSafetensorsHeader(headerBytes: Uint8Array, reader: ByteReader, dat
     if (name === '__metadata__') {
       if (!isPlainObject(info)) throw new Error(`${fileName}: "__metadata__" must be an object of strings`);
       for (const [k, v] of Object.entries(info)) {
-        if (typeof v !== 'string') throw new Error(`${fileName}: "__metadata__"."${k}" must be a string, got ${JSON.stringify(v).slice(0, 100)}`);
+        if (typeof v !== 'string') throw new Error(`${fileName}: "__metadata__"."${k}" must be a string, got ${brief(v)}`);
         metadata[k] = v;
       }
       continue;
@@ -79,12 +84,12 @@ function parseSafetensorsHeader(headerBytes: Uint8Array, reader: ByteReader, dat
     const where = `${fileName}: tensor '${name}'`;
     if (!isPlainObject(info)) throw new Error(`${where}: header entry must be an object with dtype, shape, data_offsets`);
     const { dtype, shape, data_offsets: offs } = info;
-    if (!isCheckpointDType(dtype)) throw new Error(`${where}: unsupported dtype ${JSON.stringify(dtype)?.slice(0, 100)} (supported: ${Object.keys(DTYPE_BYTES).join(', ')})`);
+    if (!isCheckpointDType(dtype)) throw new Error(`${where}: unsupported dtype ${brief(dtype)} (supported: ${Object.keys(DTYPE_BYTES).join(', ')})`);
     if (!Array.isArray(shape) || shape.length > MAX_TENSOR_RANK || !shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
-      throw new Error(`${where}: shape ${JSON.stringify(shape).slice(0, 200)} is not a list of at most ${MAX_TENSOR_RANK} non-negative integers`);
+      throw new Error(`${where}: shape ${brief(shape)} is not a list of at most ${MAX_TENSOR_RANK} non-negative integers`);
     }
     if (!Array.isArray(offs) || offs.length !== 2 || !offs.every((o) => Number.isSafeInteger(o) && o >= 0) || offs[0] > offs[1]) {
-      throw new Error(`${where}: data_offsets ${JSON.stringify(offs).slice(0, 200)} must be [begin, end] with 0 <= begin <= end`);
+      throw new Error(`${where}: data_offsets ${brief(offs)} must be [begin, end] with 0 <= begin <= end`);
     }
     const need = numelOf(shape) * DTYPE_BYTES[dtype];
     if (!Number.isSafeInteger(need) || need > reader.size) {
