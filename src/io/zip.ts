@@ -74,6 +74,8 @@ export async function readZipDirectory(reader: ByteReader, fileName: string): Pr
     cdOffset = u64(z64, 48, `${fileName}: ZIP64 central directory offset`);
   }
   if (cdOffset + cdSize > reader.size) throw new Error(`${fileName}: central directory (${cdSize} bytes at ${cdOffset}) is outside the file (truncated?)`);
+  // ~100 bytes per entry: 256 MiB would describe millions of tensors; a larger directory is damage, not a checkpoint
+  if (cdSize > 256 * 1024 * 1024) throw new Error(`${fileName}: zip central directory of ${cdSize} bytes is too large for a checkpoint (damaged archive)`);
   // every central directory record takes at least 46 bytes, so the count cannot exceed what the directory holds
   if (count * 46 > cdSize) throw new Error(`${fileName}: the zip directory claims ${count} entries but its ${cdSize} bytes hold at most ${Math.floor(cdSize / 46)}`);
 
