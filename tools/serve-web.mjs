@@ -2,6 +2,10 @@
 // Static server for the demo page (`npm run web`), listening on 127.0.0.1 only. Serves web/ and dist/ from the
 // repository root (the page at /web/index.html loads /web/dist/app.js, which loads /dist/ser.browser.js); nothing
 // else in the checkout is reachable. WebGPU needs a secure context: localhost is one, so plain http is enough.
+// Hostile requests: only GET/HEAD of files under web/ and dist/ with a known extension (no hidden files, no control
+// characters such as %00, no symlink leading out) are served; the Host header must be 127.0.0.1, localhost or [::1]
+// with this server's port (DNS rebinding); every response says X-Content-Type-Options: nosniff; a handler error or
+// a malformed request is answered (or the socket closed), never an uncaught exception.
 //   node tools/serve-web.mjs [--port 8080]
 import http from 'node:http';
 import fs from 'node:fs';
@@ -25,46 +29,102 @@ const TYPES = {
   '.wav': 'audio/wav',
 };
 
+/** Host header values this server answers to (DNS rebinding: a page on another site that makes its own name resolve
+ * to 127.0.0.1 still sends that name as Host, and is refused). */
+function allowedHosts(port) {
+  return new Set([`127.0.0.1:${port}`, `localhost:${port}`, `[::1]:${port}`]);
+}
+
+/** The file a request path names, or null when it is not one this server means to serve. */
+function servedFile(dir, rel) {
+  // no NUL or control characters (fs refuses NUL with a TypeError), no backslashes, no hidden files or folders
+  if (/[\x00-\x1f\x7f\\]/.test(rel)) return null;
+  const segments = rel.split('/');
+  if (segments.some((s) => s === '' || s.startsWith('.'))) return null;
+  if (!SERVED.some((p) => rel.startsWith(p))) return null;
+  if (!Object.prototype.hasOwnProperty.call(TYPES, path.extname(rel))) return null;
+  const file = path.resolve(dir, rel);
+  if (!SERVED.some((p) => file.startsWith(path.join(dir, p)))) return null;
+  return file;
+}
+
 /** Starts the server; port 0 picks a free one. Resolves to its URL and a close() function. */
 export function serve({ port = 8080, dir = root } = {}) {
-  const server = http.createServer((req, res) => {
+  let hosts = allowedHosts(port);
+  const realDir = fs.realpathSync(dir);
+  const send = (res, status, body, headers = {}) => {
+    if (res.headersSent) return res.destroy();
+    res.writeHead(status, { 'content-type': 'text/plain; charset=utf-8', 'x-content-type-options': 'nosniff', ...headers }).end(body);
+  };
+  const handle = (req, res) => {
+    if (!hosts.has(String(req.headers.host ?? '').toLowerCase())) {
+      send(res, 403, 'forbidden: this server answers only to 127.0.0.1, localhost and [::1] on its own port\n');
+      return;
+    }
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      send(res, 405, 'method not allowed\n', { allow: 'GET, HEAD' });
+      return;
+    }
     let rel;
     try {
       rel = decodeURIComponent(new URL(req.url ?? '/', 'http://127.0.0.1').pathname).replace(/^\/+/, '');
     } catch {
-      res.writeHead(400).end('bad request');
+      send(res, 400, 'bad request\n');
       return;
     }
-    if (rel === '' || rel === 'web') {
-      res.writeHead(302, { location: '/web/index.html' }).end();
+    if (rel === '' || rel === 'web' || rel === 'web/') {
+      send(res, 302, '', { location: '/web/index.html' });
       return;
     }
-    const file = path.resolve(dir, rel);
-    const inside = SERVED.some((p) => file.startsWith(path.join(dir, p)));
-    if (!inside || (req.method !== 'GET' && req.method !== 'HEAD')) {
-      res.writeHead(404, { 'content-type': 'text/plain' }).end('not found');
+    const file = servedFile(dir, rel);
+    if (!file) {
+      send(res, 404, 'not found\n');
       return;
     }
-    fs.stat(file, (err, st) => {
-      if (err || !st.isFile()) {
-        const hint = rel.startsWith('dist/') || rel.startsWith('web/dist/') ? ' (run `npm run build` first)' : '';
-        res.writeHead(404, { 'content-type': 'text/plain' }).end(`not found: /${rel}${hint}`);
-        return;
-      }
-      res.writeHead(200, {
-        'content-type': TYPES[path.extname(file)] ?? 'application/octet-stream',
-        'content-length': st.size,
-        'cache-control': 'no-cache',
+    const notFound = () => {
+      const hint = rel.startsWith('dist/') || rel.startsWith('web/dist/') ? ' (run `npm run build` first)' : '';
+      send(res, 404, `not found: /${rel}${hint}\n`);
+    };
+    // a symlink inside web/ or dist/ must not lead outside them
+    fs.realpath(file, (err, real) => {
+      if (err || !SERVED.some((p) => real.startsWith(path.join(realDir, p)))) return notFound();
+      fs.stat(real, (err2, st) => {
+        if (err2 || !st.isFile()) return notFound();
+        res.writeHead(200, {
+          'content-type': TYPES[path.extname(file)],
+          'content-length': st.size,
+          'cache-control': 'no-cache',
+          'x-content-type-options': 'nosniff',
+        });
+        if (req.method === 'HEAD') return res.end();
+        const stream = fs.createReadStream(real);
+        stream.on('error', () => res.destroy());
+        stream.pipe(res);
       });
-      if (req.method === 'HEAD') res.end();
-      else fs.createReadStream(file).pipe(res);
     });
+  };
+  const server = http.createServer((req, res) => {
+    // whatever a request holds, it never takes the server down
+    try {
+      handle(req, res);
+    } catch {
+      try {
+        send(res, 500, 'internal error\n');
+      } catch {
+        res.destroy();
+      }
+    }
+  });
+  server.on('clientError', (_err, socket) => {
+    if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nconnection: close\r\n\r\n');
+    else socket.destroy();
   });
   return new Promise((resolve, reject) => {
     server.once('error', reject);
     server.listen(port, '127.0.0.1', () => {
       const { port: actual } = server.address();
-      resolve({ url: `http://127.0.0.1:${actual}`, close: () => new Promise((r) => server.close(() => r())) });
+      hosts = allowedHosts(actual);
+      resolve({ url: `http://127.0.0.1:${actual}`, port: actual, close: () => new Promise((r) => { server.closeAllConnections?.(); server.close(() => r()); }) });
     });
   });
 }

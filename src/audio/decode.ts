@@ -4,7 +4,13 @@
 // their wasm and need no network or file access. Those decoders are lenient: a truncated or damaged stream usually
 // decodes to fewer samples without any error, so each format gets a container-level check here (FLAC: STREAMINFO's
 // sample count; Ogg: the last page is complete and marked end-of-stream; MP3: the last frame is complete).
+// Hostile files: the sample rate in each header is checked before decoding (and the decoder's after), the stream is
+// fed to the decoder in small slices and decoding stops once the output passes a bound derived from the file size
+// (a few bytes of FLAC or Vorbis can claim minutes of audio), and anything the decoders throw (codec-parser 2.5.0,
+// the newest release, throws "ReferenceError: logError is not defined" on some damaged Vorbis headers) becomes an
+// AudioError naming the file.
 import { AudioError } from './errors.js';
+import { MAX_DECODED_SAMPLES, checkSampleCount, checkSampleRate } from './validate.js';
 import { decodeWav, isWav, type DecodedAudio } from './wav.js';
 
 export type { DecodedAudio } from './wav.js';
@@ -91,12 +97,30 @@ function hexHead(b: Uint8Array): string {
   return Array.from(b.subarray(0, 8), (x) => x.toString(16).padStart(2, '0')).join(' ');
 }
 
-/** FLAC STREAMINFO total sample count per channel (0 = unknown), or -1 when there is no STREAMINFO. */
-function flacTotalSamples(b: Uint8Array): number {
+interface FlacStreamInfo {
+  /** per channel; 0 = unknown */
+  totalSamples: number;
+  rate: number;
+  channels: number;
+}
+
+/** FLAC STREAMINFO (sample rate, channels, total samples per channel), or null when there is none. */
+function flacStreamInfo(b: Uint8Array): FlacStreamInfo | null {
   const at = ascii(b, 0, 4) === 'fLaC' ? 0 : id3v2Length(b);
   const d = at + 8; // 'fLaC', then a 4-byte metadata block header, then STREAMINFO
-  if ((b[at + 4] & 0x7f) !== 0 || d + 18 > b.length) return -1;
-  return (b[d + 13] & 0x0f) * 2 ** 32 + (((b[d + 14] << 24) | (b[d + 15] << 16) | (b[d + 16] << 8) | b[d + 17]) >>> 0);
+  if ((b[at + 4] & 0x7f) !== 0 || d + 18 > b.length) return null;
+  return {
+    totalSamples: (b[d + 13] & 0x0f) * 2 ** 32 + (((b[d + 14] << 24) | (b[d + 15] << 16) | (b[d + 16] << 8) | b[d + 17]) >>> 0),
+    rate: (b[d + 10] << 12) | (b[d + 11] << 4) | (b[d + 12] >> 4),
+    channels: ((b[d + 12] >> 1) & 7) + 1,
+  };
+}
+
+/** The Vorbis identification header's channel count and rate (first Ogg page), or null when it is not there. */
+function vorbisIdHeader(b: Uint8Array): { channels: number; rate: number } | null {
+  const body = 27 + (b[26] ?? 0);
+  if (ascii(b, body, 7) !== '\x01vorbis' || body + 16 > b.length) return null;
+  return { channels: b[body + 11], rate: (b[body + 12] | (b[body + 13] << 8) | (b[body + 14] << 16) | (b[body + 15] << 24)) >>> 0 };
 }
 
 /** Ogg container check: the last page must be complete and carry the end-of-stream flag. */
@@ -143,33 +167,130 @@ function checkResult(name: string, what: string, r: WasmDecodeResult): void {
   if (r.samplesDecoded === 0 || r.channelData.length === 0) throw new AudioError(name, `${what}: no audio could be decoded (corrupt or truncated file)`);
 }
 
+/** the most samples (summed over channels) a compressed file may decode to per byte of file; digital silence from
+ * common encoders stays far below (FLAC at 4096-sample blocks: ~600 per byte), damaged or crafted streams do not */
+export const MAX_SAMPLES_PER_BYTE = 1024;
+/** bytes handed to a wasm decoder per call, so the output of one call stays small even at the worst ratio */
+const DECODE_SLICE_BYTES = 4096;
+
+interface StreamingDecoder {
+  decode(chunk: Uint8Array): WasmDecodeResult | Promise<WasmDecodeResult>;
+  flush?(): Promise<WasmDecodeResult>;
+}
+
+/**
+ * Feeds `bytes` to a streaming decoder slice by slice, copying each result out of wasm memory (the next call
+ * overwrites it) and stopping with an AudioError as soon as the output passes `limit` samples (over channels).
+ */
+async function decodeBounded(dec: StreamingDecoder, bytes: Uint8Array, name: string, what: string, limit: number): Promise<WasmDecodeResult> {
+  const pieces: Float32Array[][] = [];
+  const errors: { message: string }[] = [];
+  let total = 0;
+  let perChannel = 0;
+  let channels = -1;
+  let sampleRate = 0;
+  const take = (r: WasmDecodeResult) => {
+    if (r.errors.length) errors.push(...r.errors);
+    if (r.samplesDecoded <= 0 || r.channelData.length === 0) return;
+    if (channels < 0) {
+      channels = r.channelData.length;
+      sampleRate = r.sampleRate;
+      checkSampleRate(sampleRate, name, `${what}: sample rate`);
+    } else if (r.channelData.length !== channels || r.sampleRate !== sampleRate) {
+      throw new AudioError(name, `${what}: the stream changes from ${channels} channel(s) at ${sampleRate} Hz to ${r.channelData.length} at ${r.sampleRate} Hz (chained or damaged stream)`);
+    }
+    total += r.samplesDecoded * channels;
+    checkSampleCount(total, limit, name, `${what}: the decoded stream`);
+    perChannel += r.samplesDecoded;
+    pieces.push(r.channelData.map((c) => c.slice(0, r.samplesDecoded)));
+  };
+  for (let at = 0; at < bytes.length; at += DECODE_SLICE_BYTES) take(await dec.decode(bytes.subarray(at, at + DECODE_SLICE_BYTES)));
+  if (dec.flush) take(await dec.flush());
+  const channelData: Float32Array[] = [];
+  for (let c = 0; c < Math.max(channels, 0); c++) {
+    const out = new Float32Array(perChannel);
+    let o = 0;
+    for (const p of pieces) {
+      out.set(p[c], o);
+      o += p[c].length;
+    }
+    channelData.push(out);
+  }
+  return { channelData, samplesDecoded: perChannel, sampleRate, errors };
+}
+
 function toDecoded(r: WasmDecodeResult, format: string): DecodedAudio {
-  // decoders may hand back views into wasm memory that the next call overwrites: copy
-  return { sampleRate: r.sampleRate, channels: r.channelData.map((c) => Float32Array.from(c.subarray(0, r.samplesDecoded))), format };
+  return { sampleRate: r.sampleRate, channels: r.channelData, format };
+}
+
+/** Runs a wasm decoder; anything it throws that is not already an AudioError becomes one naming the file. */
+async function guarded<T>(name: string, what: string, run: () => Promise<T>): Promise<T> {
+  try {
+    return await run();
+  } catch (e) {
+    if (e instanceof AudioError) throw e;
+    const err = e instanceof Error ? `${e.name}: ${e.message}` : String(e);
+    throw new AudioError(name, `corrupt ${what}: the decoder failed (${err})`);
+  }
+}
+
+function freeQuietly(dec: { free(): void }): void {
+  try {
+    dec.free();
+  } catch {
+    /* a decoder that failed mid-stream may fail again on free; its memory goes with it */
+  }
+}
+
+export interface DecodeOptions {
+  /** bound on the decoded samples summed over channels (default MAX_DECODED_SAMPLES) */
+  maxSamples?: number;
 }
 
 /**
  * Decode audio bytes (WAV, FLAC, MP3, Ogg Vorbis) to float channels at the file's own rate.
  * `name` names the file in errors (AudioError).
  */
-export async function decodeAudio(bytes: Uint8Array, name: string): Promise<DecodedAudio> {
+export async function decodeAudio(bytes: Uint8Array, name: string, opts: DecodeOptions = {}): Promise<DecodedAudio> {
   if (bytes.length === 0) throw new AudioError(name, 'empty file (0 bytes)');
+  // Node 20 can deadlock when its event loop runs empty while V8 compiles in the background (the decoders' async
+  // WebAssembly.compile): the main thread waits in NodePlatform::DrainTasks for a compile job that waits for a GC
+  // only the main thread can run (nodejs/node#54918; seen here as a test process idle in a futex for 600 s). A timer
+  // kept alive while decoding keeps the loop from running empty, so the main thread keeps serving V8's tasks.
+  const keepAlive = setInterval(() => {}, 1000);
+  try {
+    return await decodeAudioInner(bytes, name, opts);
+  } finally {
+    clearInterval(keepAlive);
+  }
+}
+
+async function decodeAudioInner(bytes: Uint8Array, name: string, opts: DecodeOptions): Promise<DecodedAudio> {
+  const maxSamples = opts.maxSamples ?? MAX_DECODED_SAMPLES;
+  const limit = Math.min(maxSamples, bytes.length * MAX_SAMPLES_PER_BYTE);
   const format = sniffFormat(bytes);
   switch (format) {
     case 'wav':
-      return decodeWav(bytes, name);
+      return decodeWav(bytes, name, { maxSamples });
     case 'flac': {
+      const info = flacStreamInfo(bytes);
+      if (info) {
+        checkSampleRate(info.rate, name, 'FLAC: STREAMINFO sample rate');
+        checkSampleCount(info.totalSamples * info.channels, limit, name, `FLAC: STREAMINFO (${info.totalSamples} samples x ${info.channels} channels in a ${bytes.length}-byte file)`);
+      }
       const { FLACDecoder } = await import('@wasm-audio-decoders/flac');
       const dec = new FLACDecoder();
-      await dec.ready;
       try {
-        const r = await dec.decodeFile(bytes);
-        checkResult(name, 'FLAC', r);
-        const total = flacTotalSamples(bytes);
-        if (total > 0 && r.samplesDecoded < total) throw new AudioError(name, `truncated or corrupt FLAC: decoded ${r.samplesDecoded} of ${total} samples`);
-        return toDecoded(r, 'flac');
+        return await guarded(name, 'FLAC', async () => {
+          await dec.ready;
+          const r = await decodeBounded(dec, bytes, name, 'FLAC', limit);
+          checkResult(name, 'FLAC', r);
+          const total = info?.totalSamples ?? -1;
+          if (total > 0 && r.samplesDecoded < total) throw new AudioError(name, `truncated or corrupt FLAC: decoded ${r.samplesDecoded} of ${total} samples`);
+          return toDecoded(r, 'flac');
+        });
       } finally {
-        dec.free();
+        freeQuietly(dec);
       }
     }
     case 'mp3': {
@@ -177,27 +298,35 @@ export async function decodeAudio(bytes: Uint8Array, name: string): Promise<Deco
       if (tail) throw new AudioError(name, `MP3: ${tail}`);
       const { MPEGDecoder } = await import('mpg123-decoder');
       const dec = new MPEGDecoder();
-      await dec.ready;
       try {
-        const r = dec.decode(bytes);
-        checkResult(name, 'MP3', r);
-        return toDecoded(r, 'mp3');
+        return await guarded(name, 'MP3', async () => {
+          await dec.ready;
+          const r = await decodeBounded(dec, bytes, name, 'MP3', limit);
+          checkResult(name, 'MP3', r);
+          return toDecoded(r, 'mp3');
+        });
       } finally {
-        dec.free();
+        freeQuietly(dec);
       }
     }
     case 'ogg-vorbis': {
       const tail = oggTailProblem(bytes);
       if (tail) throw new AudioError(name, `Ogg Vorbis: ${tail}`);
+      const id = vorbisIdHeader(bytes);
+      if (!id) throw new AudioError(name, 'Ogg Vorbis: the identification header is missing or cut short');
+      if (id.channels < 1) throw new AudioError(name, 'Ogg Vorbis: 0 channels');
+      checkSampleRate(id.rate, name, 'Ogg Vorbis: identification header sample rate');
       const { OggVorbisDecoder } = await import('@wasm-audio-decoders/ogg-vorbis');
       const dec = new OggVorbisDecoder();
-      await dec.ready;
       try {
-        const r = await dec.decodeFile(bytes);
-        checkResult(name, 'Ogg Vorbis', r);
-        return toDecoded(r, 'ogg-vorbis');
+        return await guarded(name, 'Ogg Vorbis', async () => {
+          await dec.ready;
+          const r = await decodeBounded(dec, bytes, name, 'Ogg Vorbis', limit);
+          checkResult(name, 'Ogg Vorbis', r);
+          return toDecoded(r, 'ogg-vorbis');
+        });
       } finally {
-        dec.free();
+        freeQuietly(dec);
       }
     }
     case 'ogg-opus':

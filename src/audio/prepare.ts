@@ -4,7 +4,7 @@
 import { decodeAudio, mixToMono } from './decode.js';
 import { zeroMeanUnitVar } from './normalize.js';
 import { resample, type ResampleOptions } from './resample.js';
-import { validateSamples, WAV2VEC2_MIN_SAMPLES } from './validate.js';
+import { MAX_DECODED_SAMPLES, MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, checkSampleCount, validateSamples, WAV2VEC2_MIN_SAMPLES } from './validate.js';
 
 export const MODEL_SAMPLE_RATE = 16000;
 
@@ -16,6 +16,8 @@ export interface PrepareOptions {
   /** zero-mean unit-variance normalization (default false: normalization is a separate, per-batch step) */
   normalize?: boolean;
   resample?: ResampleOptions;
+  /** bound on the decoded samples (summed over channels) and on the resampled clip (default MAX_DECODED_SAMPLES) */
+  maxSamples?: number;
 }
 
 export interface PreparedAudio {
@@ -30,9 +32,16 @@ export interface PreparedAudio {
 
 export async function prepareAudio(bytes: Uint8Array, name: string, opts: PrepareOptions = {}): Promise<PreparedAudio> {
   const rate = opts.sampleRate ?? MODEL_SAMPLE_RATE;
-  const decoded = await decodeAudio(bytes, name);
+  if (!(Number.isInteger(rate) && rate >= MIN_SAMPLE_RATE && rate <= MAX_SAMPLE_RATE)) {
+    // the target comes from preprocessor_config.json or an option, not from this file
+    throw new Error(`${name}: target sample rate ${rate} Hz is outside the supported range ${MIN_SAMPLE_RATE}-${MAX_SAMPLE_RATE} Hz`);
+  }
+  const maxSamples = opts.maxSamples ?? MAX_DECODED_SAMPLES;
+  const decoded = await decodeAudio(bytes, name, { maxSamples });
   const mono = mixToMono(decoded.channels);
   validateSamples(mono, name); // NaN/Inf and empty before resampling smears them
+  // both rates are in range, so the ratio is at most 384; still, bound the output before the resampler allocates it
+  checkSampleCount(Math.ceil((mono.length * rate) / decoded.sampleRate), maxSamples, name, `resampled to ${rate} Hz, the clip`);
   let samples = resample(mono, decoded.sampleRate, rate, opts.resample);
   validateSamples(samples, name, { minSamples: opts.minSamples ?? WAV2VEC2_MIN_SAMPLES, sampleRate: rate });
   if (opts.normalize) samples = zeroMeanUnitVar(samples);

@@ -13,7 +13,10 @@
 //
 // For a rational ratio to/from = L/M (reduced) there are only L distinct fractional positions, so the filter is
 // tabulated once per phase (L x taps). Ratios with L > 4096 (odd rates) use a 4096-phase table with linear
-// interpolation between neighbouring phases (error far below the stop-band level).
+// interpolation between neighbouring phases (error far below the stop-band level). The table is bounded too
+// (MAX_TABLE_ENTRIES): a steep downsampling ratio (384 kHz -> 16 kHz: ~2400 taps) uses fewer interpolated phases, which
+// costs nothing there because its filter is correspondingly smooth (narrow band) between phases. Output lengths are
+// checked before allocating (MAX_OUTPUT_SAMPLES), so no rate pair ends in a raw RangeError.
 
 export interface ResampleOptions {
   /** pass-band edge as a fraction of the lower Nyquist frequency (default 0.9) */
@@ -43,6 +46,12 @@ function besselI0(x: number): number {
 }
 
 const MAX_EXACT_PHASES = 4096;
+/** filter table bound: 2^21 doubles (16 MiB) per converter */
+const MAX_TABLE_ENTRIES = 2 ** 21;
+/** the longest output one call produces (2^30 samples, 4 GiB as f32; callers bound clips far below this) */
+export const MAX_OUTPUT_SAMPLES = 2 ** 30;
+/** any rate beyond this is a damaged header, not audio (the clip paths check the narrower 1 kHz - 384 kHz first) */
+const MAX_RATE = 2 ** 24;
 
 /** A converter for one (from, to) pair; reusable and synchronous. */
 export class Resampler {
@@ -59,6 +68,9 @@ export class Resampler {
 
   constructor(from: number, to: number, opts: ResampleOptions = {}) {
     if (!(from > 0 && to > 0 && Number.isInteger(from) && Number.isInteger(to))) throw new Error(`resample: rates must be positive integers (got ${from} -> ${to})`);
+    if (from > MAX_RATE || to > MAX_RATE || Math.max(from / to, to / from) > 1024) {
+      throw new Error(`resample: ${from} Hz -> ${to} Hz is outside what the resampler accepts (rates up to ${MAX_RATE} Hz, ratios up to 1024)`);
+    }
     const passband = opts.passband ?? 0.9;
     const stopband = opts.stopband ?? 1.0;
     const atten = opts.attenuationDb ?? 80;
@@ -78,8 +90,9 @@ export class Resampler {
     const K = Math.ceil(halfWidth);
     this.halfTaps = K;
     this.taps = 2 * K;
-    this.exact = this.up <= MAX_EXACT_PHASES;
-    this.phases = this.exact ? this.up : MAX_EXACT_PHASES;
+    const maxPhases = Math.max(64, Math.min(MAX_EXACT_PHASES, Math.floor(MAX_TABLE_ENTRIES / this.taps) - 1));
+    this.exact = this.up <= maxPhases;
+    this.phases = this.exact ? this.up : maxPhases;
     const rows = this.exact ? this.phases : this.phases + 1;
     const i0beta = besselI0(beta);
     const h = (tau: number): number => {
@@ -105,7 +118,9 @@ export class Resampler {
   process(x: Float32Array): Float32Array {
     if (this.from === this.to) return Float32Array.from(x);
     const n = x.length;
-    const out = new Float32Array(this.outputLength(n));
+    const length = this.outputLength(n);
+    if (length > MAX_OUTPUT_SAMPLES) throw new Error(`resample: ${n} samples at ${this.from} Hz would become ${length} at ${this.to} Hz, over the limit of ${MAX_OUTPUT_SAMPLES}`);
+    const out = new Float32Array(length);
     const { taps, halfTaps: K, up: L, down: M, table } = this;
     for (let o = 0; o < out.length; o++) {
       // t = o * M / L = i0 + rem / L, exactly, in integers

@@ -4,6 +4,7 @@
 // IEEE float 32 / 64, A-law and mu-law, WAVE_FORMAT_EXTENSIBLE wrapping any of these, any channel count.
 // Integers scale as soundfile/torchaudio do: x / 2^(bits-1) (8-bit: (u - 128) / 128), so int16 -32768 maps to -1.
 import { AudioError } from './errors.js';
+import { MAX_DECODED_SAMPLES, checkSampleCount, checkSampleRate } from './validate.js';
 
 export interface DecodedAudio {
   sampleRate: number;
@@ -47,8 +48,14 @@ function mulawToLinear(u: number): number {
   return (sign ? -mag : mag) / 32768;
 }
 
-/** Decode WAV bytes to float channels. `name` is used in error messages only. */
-export function decodeWav(bytes: Uint8Array, name = '<wav>'): DecodedAudio {
+/** more channels than any real recording format uses is a damaged header, not audio */
+export const MAX_CHANNELS = 256;
+
+/**
+ * Decode WAV bytes to float channels. `name` is used in error messages only. The output is bounded by the data
+ * chunk's real size (never by a declared one) and by `maxSamples` (summed over channels).
+ */
+export function decodeWav(bytes: Uint8Array, name = '<wav>', opts: { maxSamples?: number } = {}): DecodedAudio {
   const fail = (why: string): never => {
     throw new AudioError(name, `WAV: ${why}`);
   };
@@ -107,10 +114,13 @@ export function decodeWav(bytes: Uint8Array, name = '<wav>'): DecodedAudio {
   if (dataAt < 0) fail('no data chunk (truncated file?)');
   const { tag, channels, rate, blockAlign, bits } = fmt!;
   if (channels < 1) fail('0 channels');
-  if (!(rate > 0)) fail(`bad sample rate ${rate}`);
+  if (channels > MAX_CHANNELS) fail(`${channels} channels (at most ${MAX_CHANNELS} are accepted)`);
+  checkSampleRate(rate, name, 'WAV: sample rate');
   if (blockAlign < channels || blockAlign % channels !== 0) fail(`bad block size ${blockAlign} for ${channels} channels`);
   const width = blockAlign / channels; // bytes per sample container
-  const frames = Math.floor(dataSize / blockAlign);
+  // dataSize never exceeds the bytes present (checked above), so frames are bounded by the file itself
+  const frames = Math.floor(Math.min(dataSize, bytes.length - dataAt) / blockAlign);
+  checkSampleCount(frames * channels, opts.maxSamples ?? MAX_DECODED_SAMPLES, name, 'WAV: the data chunk');
   const out: Float32Array[] = [];
   for (let c = 0; c < channels; c++) out.push(new Float32Array(frames));
 

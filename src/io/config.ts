@@ -279,10 +279,14 @@ export function parsePreprocessorConfig(input: unknown, fileName = 'preprocessor
   }
   const feature_size = r.int('feature_size', D.feature_size, 1);
   if (feature_size !== 1) r.fail('feature_size', `is ${feature_size}; wav2vec2 takes mono waveforms (1)`);
+  // the clip paths resample every file to this rate: bound it as src/audio/validate.ts bounds a file's own rate
+  // (MIN_SAMPLE_RATE..MAX_SAMPLE_RATE; test/hostile-audio.test.ts checks the two agree)
+  const sampling_rate = r.int('sampling_rate', D.sampling_rate, 1);
+  if (sampling_rate < 1000 || sampling_rate > 384000) r.fail('sampling_rate', `is ${sampling_rate} Hz; it must be within 1000-384000 Hz (wav2vec2 models use 16000)`);
   return {
     feature_extractor_type: 'Wav2Vec2FeatureExtractor',
     do_normalize: r.bool('do_normalize', D.do_normalize),
-    sampling_rate: r.int('sampling_rate', D.sampling_rate, 1),
+    sampling_rate,
     padding_value: r.num('padding_value', D.padding_value),
     padding_side: r.str('padding_side', D.padding_side, ['right'] as const, 'left padding is not supported'),
     return_attention_mask: r.bool('return_attention_mask', D.return_attention_mask),

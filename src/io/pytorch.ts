@@ -8,7 +8,23 @@
 // globals (OrderedDict, the tensor/parameter rebuild functions, storage types), which it interprets itself. Nothing
 // from the file is ever imported or executed; any other global (os.system, a model class, ...) or unknown opcode is
 // refused with an error that names it. Tensor bytes are not read until an entry's read() is called.
-import { type ByteReader, type CheckpointDType, type TensorEntry, type TensorSource, DTYPE_BYTES, numelOf, shapeString, toFloat32 } from './source.js';
+// Hostile pickles: the interpreter is a loop over opcodes (no recursion), and bounds the opcodes run, the values it
+// creates, the stack, MARK nesting and the memo (UnpickleOptions' limits), so 30 MB of EMPTY_DICT is one error, not an
+// out-of-memory abort. A tensor view (size, stride, offset) must stay inside its storage, and the bytes it makes must
+// fit in the file (a stride-0 view of a 4-byte storage cannot become gigabytes).
+import {
+  type ByteReader,
+  type CheckpointDType,
+  type TensorEntry,
+  type TensorSource,
+  DTYPE_BYTES,
+  MAX_TENSOR_RANK,
+  gitLfsPointerMessage,
+  isGitLfsPointer,
+  numelOf,
+  shapeString,
+  toFloat32,
+} from './source.js';
 import { type ZipEntry, readZipDirectory, zipEntryDataOffset } from './zip.js';
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -80,8 +96,8 @@ function tensorArg(v: PyValue, fn: string, where: string): TensorRef {
 
 function intTuple(v: PyValue, what: string, where: string): number[] {
   const items = v instanceof PyTuple ? v.items : Array.isArray(v) ? v : null;
-  if (!items || !items.every((x) => typeof x === 'number' && Number.isSafeInteger(x) && x >= 0)) {
-    throw new Error(`${where}: tensor ${what} is not a tuple of non-negative integers`);
+  if (!items || items.length > MAX_TENSOR_RANK || !items.every((x) => typeof x === 'number' && Number.isSafeInteger(x) && x >= 0)) {
+    throw new Error(`${where}: tensor ${what} is not a tuple of at most ${MAX_TENSOR_RANK} non-negative integers`);
   }
   return items as number[];
 }
@@ -160,11 +176,37 @@ export interface UnpickleOptions {
   where: string;
   /** BINPERSID handler; without one, persistent ids are refused */
   persistentLoad?: (pid: PyValue) => PyValue;
+  /** bounds (defaults in PICKLE_LIMITS) */
+  limits?: Partial<PickleLimits>;
 }
+
+export interface PickleLimits {
+  /** opcodes interpreted (each creates at most one value, so this bounds the values made too) */
+  maxOps: number;
+  /** values on the stack at once */
+  maxStack: number;
+  /** MARKs open at once (nesting of tuples/lists/dicts built with MARK) */
+  maxMarks: number;
+  /** memo entries */
+  maxMemo: number;
+}
+
+/**
+ * A state dict takes ~20 opcodes per tensor and nests 3-4 levels, so these leave a 200x margin over XLSR-large
+ * (~420 tensors) and 10x over a 10,000-tensor model, while capping the interpreter's memory at a few hundred MB.
+ */
+export const PICKLE_LIMITS: Readonly<PickleLimits> = {
+  maxOps: 2_000_000,
+  maxStack: 1_000_000,
+  maxMarks: 1000,
+  maxMemo: 1_000_000,
+};
 
 /** Interprets a pickle made of data opcodes and allowlisted globals only. Throws on anything else. */
 export function restrictedUnpickle(data: Uint8Array, opts: UnpickleOptions): PyValue {
   const { where } = opts;
+  const limits: PickleLimits = { ...PICKLE_LIMITS, ...opts.limits };
+  let ops = 0;
   const dv = new DataView(data.buffer, data.byteOffset, data.byteLength);
   const utf8 = new TextDecoder('utf-8', { fatal: true });
   const latin1 = new TextDecoder('latin1');
@@ -239,9 +281,13 @@ export function restrictedUnpickle(data: Uint8Array, opts: UnpickleOptions): PyV
     for (let i = 0; i < kv.length; i += 2) (d as PyDict).map.set(kv[i], kv[i + 1]);
   };
 
+  const tooMany = (what: string, limit: number): never =>
+    fail(`more than ${limit} ${what}: a state dict's pickle is far smaller (damaged or hostile file)`);
   for (;;) {
     const opPos = pos;
     const op = u8();
+    if (++ops > limits.maxOps) tooMany('opcodes', limits.maxOps);
+    if (stack.length > limits.maxStack) tooMany('values on the pickle stack', limits.maxStack);
     switch (op) {
       case 0x80: // PROTO
         if (u8() > 5) fail('unsupported pickle protocol');
@@ -253,6 +299,7 @@ export function restrictedUnpickle(data: Uint8Array, opts: UnpickleOptions): PyV
         if (stack.length !== 1 || marks.length) fail('pickle stopped with a malformed stack');
         return stack[0];
       case 0x28: // MARK
+        if (marks.length >= limits.maxMarks) tooMany('nested MARKs', limits.maxMarks);
         marks.push(stack.length);
         break;
       case 0x30: // POP
@@ -365,7 +412,8 @@ export function restrictedUnpickle(data: Uint8Array, opts: UnpickleOptions): PyV
         const items = popMark();
         const l = top();
         if (!Array.isArray(l)) fail('APPENDS to a value that is not a list');
-        (l as PyValue[]).push(...items);
+        // a loop, not push(...items): spreading a million items overflows the call stack
+        for (const it of items) (l as PyValue[]).push(it);
         break;
       }
       case 0x7d: // EMPTY_DICT
@@ -389,9 +437,11 @@ export function restrictedUnpickle(data: Uint8Array, opts: UnpickleOptions): PyV
         break;
       case 0x72: // LONG_BINPUT
         memo.set(u32(), top());
+        if (memo.size > limits.maxMemo) tooMany('memo entries', limits.maxMemo);
         break;
       case 0x94: // MEMOIZE
         memo.set(memo.size, top());
+        if (memo.size > limits.maxMemo) tooMany('memo entries', limits.maxMemo);
         break;
       case 0x68: // BINGET
         stack.push(memoGet(u8()));
@@ -470,11 +520,12 @@ export function legacyFormatMessage(fileName: string): string {
 }
 
 export async function readPytorch(reader: ByteReader, fileName: string): Promise<TensorSource> {
-  const head = await reader.read(0, Math.min(reader.size, LEGACY_MAGIC.length));
+  const head = await reader.read(0, Math.min(reader.size, 64));
+  if (isGitLfsPointer(head)) throw new Error(gitLfsPointerMessage(fileName, reader.size));
   if (head.length >= 4 && head[0] === 0x50 && head[1] === 0x4b && head[2] === 0x03 && head[3] === 0x04) {
     return readPytorchZip(reader, fileName);
   }
-  if (head.length === LEGACY_MAGIC.length && LEGACY_MAGIC.every((b, i) => head[i] === b)) throw new Error(legacyFormatMessage(fileName));
+  if (head.length >= LEGACY_MAGIC.length && LEGACY_MAGIC.every((b, i) => head[i] === b)) throw new Error(legacyFormatMessage(fileName));
   if (head[0] === 0x80) throw new Error(`${fileName} is a bare pickle, not a PyTorch zip checkpoint. ${legacyFormatMessage(fileName).split('\n').slice(1).join('\n')}`);
   throw new Error(`${fileName}: not a PyTorch checkpoint (no zip signature at the start of the file)`);
 }
@@ -566,6 +617,11 @@ function tensorEntry(name: string, t: TensorRef, info: StorageInfo, reader: Byte
   const numel = numelOf(t.shape);
   const what = `${fileName}: tensor '${name}'`;
   if (numel * el > 2 ** 32) throw new Error(`${what}: size ${shapeString(t.shape)} (${numel} elements) is too large for one tensor`);
+  // a view may repeat storage elements (stride 0, overlapping strides), but what it expands to must still fit in the
+  // file: the bytes a checkpoint yields are bounded by the bytes it holds
+  if (numel * el > reader.size) {
+    throw new Error(`${what}: size ${shapeString(t.shape)}, stride ${shapeString(t.stride)} would make ${numel * el} bytes from a ${reader.size}-byte file (a repeated or overlapping view; refused)`);
+  }
   // the highest storage element the view touches
   let last = t.offset;
   for (let d = 0; d < t.shape.length; d++) if (t.shape[d] > 0) last += (t.shape[d] - 1) * t.stride[d];

@@ -11,20 +11,30 @@ import {
   type TensorEntry,
   type TensorSource,
   DTYPE_BYTES,
+  MAX_TENSOR_RANK,
   fromFloat32,
+  gitLfsPointerMessage,
+  isGitLfsPointer,
   isCheckpointDType,
   isPlainObject,
   numelOf,
   shapeString,
   toFloat32,
 } from './source.js';
+import { parseJsonBytesBounded } from './json.js';
 
 /** the reference implementation refuses larger headers too */
 export const SAFETENSORS_MAX_HEADER_BYTES = 100_000_000;
+/** a header is {name: {dtype, shape: [..], data_offsets: [..]}} (depth 3) plus __metadata__ (depth 2) */
+export const SAFETENSORS_MAX_HEADER_DEPTH = 8;
 
 export async function readSafetensors(reader: ByteReader, fileName: string): Promise<TensorSource> {
   if (reader.size < 8) throw new Error(`${fileName}: ${reader.size} bytes is too short for a safetensors file (8-byte header length missing)`);
   const lenBytes = await reader.read(0, 8);
+  // "version " as a header length would be ~2.3e18 bytes: look closer only then (streaming reads stay exact)
+  if (new TextDecoder().decode(lenBytes) === 'version ' && isGitLfsPointer(await reader.read(0, Math.min(reader.size, 64)))) {
+    throw new Error(gitLfsPointerMessage(fileName, reader.size));
+  }
   const dv = new DataView(lenBytes.buffer, lenBytes.byteOffset, 8);
   const lo = dv.getUint32(0, true);
   const hi = dv.getUint32(4, true);
@@ -42,6 +52,11 @@ export async function readSafetensors(reader: ByteReader, fileName: string): Pro
   return parseSafetensorsHeader(headerBytes, reader, dataStart, fileName);
 }
 
+/** a header value for a message, cut short (the header is the attacker's text) */
+function brief(v: unknown): string {
+  return (JSON.stringify(v) ?? String(v)).slice(0, 120);
+}
+
 interface RawEntry {
   name: string;
   dtype: CheckpointDType;
@@ -51,18 +66,8 @@ interface RawEntry {
 }
 
 function parseSafetensorsHeader(headerBytes: Uint8Array, reader: ByteReader, dataStart: number, fileName: string): TensorSource {
-  let text: string;
-  try {
-    text = new TextDecoder('utf-8', { fatal: true }).decode(headerBytes);
-  } catch {
-    throw new Error(`${fileName}: safetensors header is not valid UTF-8`);
-  }
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch (e) {
-    throw new Error(`${fileName}: safetensors header is not valid JSON (${(e as Error).message})`);
-  }
+  // size is bounded by the caller (file size, SAFETENSORS_MAX_HEADER_BYTES); nesting is scanned before parsing
+  const json = parseJsonBytesBounded(headerBytes, `${fileName}: safetensors header`, { maxChars: SAFETENSORS_MAX_HEADER_BYTES, maxDepth: SAFETENSORS_MAX_HEADER_DEPTH });
   if (!isPlainObject(json)) throw new Error(`${fileName}: safetensors header must be a JSON object`);
 
   const metadata: Record<string, string> = {};
@@ -71,7 +76,7 @@ function parseSafetensorsHeader(headerBytes: Uint8Array, reader: ByteReader, dat
     if (name === '__metadata__') {
       if (!isPlainObject(info)) throw new Error(`${fileName}: "__metadata__" must be an object of strings`);
       for (const [k, v] of Object.entries(info)) {
-        if (typeof v !== 'string') throw new Error(`${fileName}: "__metadata__"."${k}" must be a string, got ${JSON.stringify(v)}`);
+        if (typeof v !== 'string') throw new Error(`${fileName}: "__metadata__"."${k}" must be a string, got ${brief(v)}`);
         metadata[k] = v;
       }
       continue;
@@ -79,14 +84,17 @@ function parseSafetensorsHeader(headerBytes: Uint8Array, reader: ByteReader, dat
     const where = `${fileName}: tensor '${name}'`;
     if (!isPlainObject(info)) throw new Error(`${where}: header entry must be an object with dtype, shape, data_offsets`);
     const { dtype, shape, data_offsets: offs } = info;
-    if (!isCheckpointDType(dtype)) throw new Error(`${where}: unsupported dtype ${JSON.stringify(dtype)} (supported: ${Object.keys(DTYPE_BYTES).join(', ')})`);
-    if (!Array.isArray(shape) || !shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
-      throw new Error(`${where}: shape ${JSON.stringify(shape)} is not a list of non-negative integers`);
+    if (!isCheckpointDType(dtype)) throw new Error(`${where}: unsupported dtype ${brief(dtype)} (supported: ${Object.keys(DTYPE_BYTES).join(', ')})`);
+    if (!Array.isArray(shape) || shape.length > MAX_TENSOR_RANK || !shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
+      throw new Error(`${where}: shape ${brief(shape)} is not a list of at most ${MAX_TENSOR_RANK} non-negative integers`);
     }
     if (!Array.isArray(offs) || offs.length !== 2 || !offs.every((o) => Number.isSafeInteger(o) && o >= 0) || offs[0] > offs[1]) {
-      throw new Error(`${where}: data_offsets ${JSON.stringify(offs)} must be [begin, end] with 0 <= begin <= end`);
+      throw new Error(`${where}: data_offsets ${brief(offs)} must be [begin, end] with 0 <= begin <= end`);
     }
     const need = numelOf(shape) * DTYPE_BYTES[dtype];
+    if (!Number.isSafeInteger(need) || need > reader.size) {
+      throw new Error(`${where}: ${dtype} ${shapeString(shape)} needs ${need} bytes, more than the whole file (${reader.size} bytes)`);
+    }
     if (offs[1] - offs[0] !== need) {
       throw new Error(`${where}: data_offsets [${offs[0]}, ${offs[1]}] span ${offs[1] - offs[0]} bytes, but ${dtype} ${shapeString(shape)} needs ${need}`);
     }

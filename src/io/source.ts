@@ -5,6 +5,7 @@
 // browsers use blobReader below).
 
 import { f16ToF32, f32ToF16 } from '../tensor.js';
+import { parseJsonBounded } from './json.js';
 
 /** Element types found in checkpoints (safetensors spelling). */
 export type CheckpointDType = 'F64' | 'F32' | 'F16' | 'BF16' | 'I64' | 'I32' | 'I16' | 'I8' | 'U8' | 'BOOL';
@@ -55,6 +56,25 @@ export interface TensorSource {
   readonly metadata: Readonly<Record<string, string>>;
 }
 
+/** A Git LFS pointer saved in place of the real file (a clone without git-lfs): its first line says so. */
+export const GIT_LFS_POINTER_PREFIX = 'version https://git-lfs.github.com/spec/v1';
+
+export function isGitLfsPointer(head: Uint8Array): boolean {
+  if (head.length < GIT_LFS_POINTER_PREFIX.length) return false;
+  for (let i = 0; i < GIT_LFS_POINTER_PREFIX.length; i++) if (head[i] !== GIT_LFS_POINTER_PREFIX.charCodeAt(i)) return false;
+  return true;
+}
+
+export function gitLfsPointerMessage(fileName: string, size: number): string {
+  return (
+    `${fileName} is a Git LFS pointer file (${size} bytes), not the weights themselves: the repository was cloned without ` +
+    'git-lfs. Run `git lfs install && git lfs pull` in the model folder (or download the file directly)'
+  );
+}
+
+/** the highest rank accepted for a checkpoint tensor (real models use <= 5; a pickle may claim thousands) */
+export const MAX_TENSOR_RANK = 64;
+
 export function numelOf(shape: readonly number[]): number {
   let n = 1;
   for (const d of shape) n *= d;
@@ -89,7 +109,9 @@ export function blobReader(blob: Blob): ByteReader {
 
 function checkRange(offset: number, length: number, size: number): void {
   if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0 || offset + length > size) {
-    throw new RangeError(`read of ${length} bytes at offset ${offset} is outside the file (${size} bytes)`);
+    // parsers check ranges before reading; this is the last line of defence, and not a RangeError (which would read
+    // as an engine fault rather than a damaged file)
+    throw new Error(`read of ${length} bytes at offset ${offset} is outside the file (${size} bytes)`);
   }
 }
 
@@ -198,12 +220,7 @@ export interface ShardIndex {
 }
 
 export function parseShardIndex(text: string, fileName: string): ShardIndex {
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch (e) {
-    throw new Error(`${fileName}: not valid JSON (${(e as Error).message})`);
-  }
+  const json = parseJsonBounded(text, fileName, { maxChars: 256 * 1024 * 1024 });
   if (!isPlainObject(json)) throw new Error(`${fileName}: expected a JSON object with "weight_map"`);
   const wm = json.weight_map;
   if (!isPlainObject(wm)) throw new Error(`${fileName}: "weight_map" is missing or not an object of tensor name -> shard file`);

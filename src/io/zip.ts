@@ -21,9 +21,10 @@ const SIG_ZIP64_EOCD = 0x06064b50;
 const SIG_CENTRAL = 0x02014b50;
 const SIG_LOCAL = 0x04034b50;
 
-function u64(dv: DataView, off: number): number {
+/** A ZIP64 field; `what` names the file and field for the error (values past 2^53 are never real offsets). */
+function u64(dv: DataView, off: number, what: string): number {
   const v = dv.getUint32(off, true) + dv.getUint32(off + 4, true) * 4294967296;
-  if (!Number.isSafeInteger(v)) throw new Error(`zip field ${v} is too large`);
+  if (!Number.isSafeInteger(v)) throw new Error(`${what} is ${v}, too large to be real (damaged zip archive)`);
   return v;
 }
 
@@ -64,15 +65,19 @@ export async function readZipDirectory(reader: ByteReader, fileName: string): Pr
     if (eocdPos < 20) throw new Error(`${fileName}: ZIP64 archive without a ZIP64 locator`);
     const loc = view(await reader.read(eocdPos - 20, 20));
     if (loc.getUint32(0, true) !== SIG_ZIP64_LOCATOR) throw new Error(`${fileName}: ZIP64 archive without a ZIP64 locator`);
-    const z64Pos = u64(loc, 8);
+    const z64Pos = u64(loc, 8, `${fileName}: ZIP64 locator's end-record offset`);
     if (z64Pos + 56 > reader.size) throw new Error(`${fileName}: ZIP64 end record offset ${z64Pos} is outside the file`);
     const z64 = view(await reader.read(z64Pos, 56));
     if (z64.getUint32(0, true) !== SIG_ZIP64_EOCD) throw new Error(`${fileName}: bad ZIP64 end-of-central-directory record`);
-    count = u64(z64, 32);
-    cdSize = u64(z64, 40);
-    cdOffset = u64(z64, 48);
+    count = u64(z64, 32, `${fileName}: ZIP64 entry count`);
+    cdSize = u64(z64, 40, `${fileName}: ZIP64 central directory size`);
+    cdOffset = u64(z64, 48, `${fileName}: ZIP64 central directory offset`);
   }
   if (cdOffset + cdSize > reader.size) throw new Error(`${fileName}: central directory (${cdSize} bytes at ${cdOffset}) is outside the file (truncated?)`);
+  // ~100 bytes per entry: 256 MiB would describe millions of tensors; a larger directory is damage, not a checkpoint
+  if (cdSize > 256 * 1024 * 1024) throw new Error(`${fileName}: zip central directory of ${cdSize} bytes is too large for a checkpoint (damaged archive)`);
+  // every central directory record takes at least 46 bytes, so the count cannot exceed what the directory holds
+  if (count * 46 > cdSize) throw new Error(`${fileName}: the zip directory claims ${count} entries but its ${cdSize} bytes hold at most ${Math.floor(cdSize / 46)}`);
 
   const cd = await reader.read(cdOffset, cdSize);
   const cv = view(cd);
@@ -98,11 +103,21 @@ export async function readZipDirectory(reader: ByteReader, fileName: string): Pr
       const len = cv.getUint16(e + 2, true);
       if (id === 1) {
         let q = e + 4;
-        if (size === 0xffffffff) (size = u64(cv, q)), (q += 8);
-        if (compressedSize === 0xffffffff) (compressedSize = u64(cv, q)), (q += 8);
-        if (localHeaderOffset === 0xffffffff) (localHeaderOffset = u64(cv, q)), (q += 8);
+        const field = (what: string): number => {
+          if (q + 8 > Math.min(e + 4 + len, extraEnd)) throw new Error(`${fileName}: zip entry '${name}': ZIP64 extra field too short for its ${what}`);
+          const v = u64(cv, q, `${fileName}: zip entry '${name}' ZIP64 ${what}`);
+          q += 8;
+          return v;
+        };
+        if (size === 0xffffffff) size = field('size');
+        if (compressedSize === 0xffffffff) compressedSize = field('compressed size');
+        if (localHeaderOffset === 0xffffffff) localHeaderOffset = field('local header offset');
       }
       e += 4 + len;
+    }
+    // a stored entry's bytes lie inside the file: check here, before any size from the directory is used to allocate
+    if (localHeaderOffset + 30 + compressedSize > reader.size) {
+      throw new Error(`${fileName}: zip entry '${name}' (${compressedSize} bytes at ${localHeaderOffset}) runs past the end of the ${reader.size}-byte file (truncated or damaged)`);
     }
     entries.push({ name, method, compressedSize, size, localHeaderOffset });
     p += 46 + nameLen + extraLen + commentLen;

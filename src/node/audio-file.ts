@@ -8,14 +8,21 @@ import { folderManifest, parseCsvManifest, parseShemoManifest, type CsvManifestO
 import { applySplits, makeSplits, splitsFromJson, splitsToCsv, splitsToJson, type SplitOptions, type Splits } from '../data/split.js';
 import { LabelSet, SHEMO_LABELS, selectLabels } from '../data/labels.js';
 
+/** the largest audio file read whole (2 GiB - 1, Node's Buffer limit on 64-bit hosts) */
+export const MAX_AUDIO_FILE_BYTES = 2 ** 31 - 1;
+
 const AUDIO_EXTENSIONS = new Set(['.wav', '.flac', '.mp3', '.ogg', '.oga', '.wave']);
 
 /** Read and decode one file to mono 16 kHz (see prepareAudio); errors name the path. */
 export async function readAudioFile(file: string, opts: PrepareOptions = {}): Promise<PreparedAudio> {
   let bytes: Uint8Array;
   try {
+    // a file too large for one buffer (Node's limit is 2 GiB) is refused by its size, before reading it
+    const { size } = await fs.promises.stat(file);
+    if (size > MAX_AUDIO_FILE_BYTES) throw new AudioError(file, `the file is ${size} bytes; audio files over ${MAX_AUDIO_FILE_BYTES} bytes are not read (split it)`);
     bytes = new Uint8Array(await fs.promises.readFile(file));
   } catch (e) {
+    if (e instanceof AudioError) throw e;
     throw new AudioError(file, `cannot read the file (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
   }
   return prepareAudio(bytes, file, opts);
