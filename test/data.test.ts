@@ -210,6 +210,10 @@ test('stratified split: label proportions kept, seeded, independent of input ord
   assert.equal(splitsFromJson(splitsToJson(s)), s);
   assert.throws(() => applySplits(items.slice(10), s), /which is not in the dataset/);
   assert.throws(() => splitsFromJson('{"train":["a"],"valid":["a"],"test":[]}', 's.json'), /s\.json: id 'a' appears in more than one side/);
+  // hostile or damaged split files: one error naming the file, never a TypeError
+  for (const bad of ['null', '[]', '7', '{"train":[1],"valid":[],"test":[]}', '{"train":"x","valid":[],"test":[]}', '[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]']) {
+    assert.throws(() => splitsFromJson(bad, 's.json'), (e: Error) => !(e instanceof TypeError) && e.message.startsWith('s.json: '), bad);
+  }
 });
 
 test('speaker-independent split: no speaker on two sides, sizes and labels near the targets', () => {

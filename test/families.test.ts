@@ -101,6 +101,8 @@ test('a hostile config.json: each size is bounded with the field named, and the 
   assert.throws(() => parseModelConfig({ num_hidden_layers: 1e6 }, 'c.json'), (e: Error) => e.message.startsWith('c.json: "num_hidden_layers" is 1000000; the largest supported value is 1024'));
   assert.throws(() => parseModelConfig({ model_type: 'hubert', intermediate_size: 1e9 }, 'c.json'), (e: Error) => e.message.startsWith('c.json: "intermediate_size"'));
   assert.throws(() => parseModelConfig({ model_type: 'data2vec-audio', conv_dim: new Array(100000).fill(512) }, 'c.json'), (e: Error) => e.message.startsWith('c.json: "conv_dim"'));
+  assert.throws(() => parseModelConfig(`${'['.repeat(200000)}${']'.repeat(200000)}`, 'deep/config.json'), (e: Error) => e.message.startsWith('deep/config.json: ') && !(e instanceof RangeError));
+  assert.throws(() => parseModelConfig('{"hidden_size": ', 'torn/config.json'), (e: Error) => e.message.startsWith('torn/config.json: not valid JSON'));
   const big = parseModelConfig({ hidden_size: 16384, num_attention_heads: 16, num_hidden_layers: 512, num_conv_pos_embedding_groups: 16 }, 'c.json');
   assert.throws(() => parameterShapes(big, 'none'), /billion parameters/);
 });

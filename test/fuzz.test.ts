@@ -3,7 +3,7 @@
 // Each case mutates a valid file (bit flips, interesting values in 1/2/4-byte fields, truncation, deletion,
 // duplication, insertion; JSON also token-wise: numbers replaced by huge/negative/odd values, values nested deep) and
 // runs it through the library entry point (prepareAudio, readSafetensors / readPytorch / readTensorFile with every
-// tensor read, parseWav2Vec2Config, parsePreprocessorConfig). What must hold:
+// tensor read, parseModelConfig (every family), parsePreprocessorConfig). What must hold:
 //   - only named errors: an Error (AudioError or Error) whose message starts with the file's name; never a TypeError,
 //     RangeError, ReferenceError, a non-Error throw, or a message that does not name the file;
 //   - no hang: each case finishes within CASE_LIMIT_MS (a worker thread runs the cases; a silent one is terminated);
@@ -21,7 +21,8 @@ import { bytesReader, type TensorSource } from '../src/io/source.js';
 import { readSafetensors, safetensorsBytes } from '../src/io/safetensors.js';
 import { readPytorch } from '../src/io/pytorch.js';
 import { readTensorFile } from '../src/io/modelfiles.js';
-import { parsePreprocessorConfig, parseWav2Vec2Config } from '../src/io/config.js';
+import { parsePreprocessorConfig } from '../src/io/config.js';
+import { parseModelConfig } from '../src/model/registry.js';
 import { mulberry32 } from '../src/data/random.js';
 import { pytorchZip } from './hostile-gen.js';
 
@@ -180,7 +181,7 @@ async function runCase(kind: Kind, bytes: Uint8Array, name: string, rand: () => 
       await readAll(rand() < 0.5 ? await readPytorch(bytesReader(bytes), name) : await readTensorFile(bytesReader(bytes), name));
       return;
     case 'config':
-      parseWav2Vec2Config(new TextDecoder().decode(bytes), name);
+      parseModelConfig(new TextDecoder().decode(bytes), name);
       return;
     case 'preprocessor':
       parsePreprocessorConfig(new TextDecoder().decode(bytes), name);

@@ -9,6 +9,7 @@
 //   3. Folder per label: <root>/<label>/<file> (the listing comes from the caller).
 import Papa from 'papaparse';
 import { normalizeLabel } from './labels.js';
+import { parseJsonBounded } from '../io/json.js';
 
 export interface DataItem {
   /** unique within the dataset (ShEMO: the file name without extension, e.g. "F01A01") */
@@ -70,13 +71,9 @@ interface ShemoEntry {
 export function parseShemoManifest(json: string | Record<string, unknown>, opts: { root: string; name?: string }): DataItem[] {
   const name = opts.name ?? 'ShEMO manifest';
   let obj: unknown;
-  if (typeof json === 'string') {
-    try {
-      obj = JSON.parse(json);
-    } catch (e) {
-      throw new Error(`${name}: not valid JSON (${(e as Error).message})`);
-    }
-  } else obj = json;
+  // bounded: 3000 ShEMO entries are ~1 MB; depth beyond a few levels means a damaged or hostile file
+  if (typeof json === 'string') obj = parseJsonBounded(json, name, { maxChars: 256 * 1024 * 1024, maxDepth: 16 });
+  else obj = json;
   if (!obj || typeof obj !== 'object' || Array.isArray(obj)) throw new Error(`${name}: expected an object keyed by file name`);
   const items: DataItem[] = [];
   for (const [key, raw] of Object.entries(obj as Record<string, ShemoEntry>)) {

@@ -7,6 +7,7 @@
 //                        target fraction per label and per gender is kept.
 // The validation split is the same procedure applied to the training part (default 10%, stratified; speaker-
 // independent too when the test split is).
+import { parseJsonBounded } from '../io/json.js';
 import { deriveSeed, mulberry32, shuffleInPlace } from './random.js';
 import type { DataItem } from './manifest.js';
 
@@ -156,21 +157,24 @@ export function splitsToJson(s: Splits): string {
 }
 
 export function splitsFromJson(text: string, name = 'split file'): Splits {
-  let o: Partial<Splits>;
-  try {
-    o = JSON.parse(text);
-  } catch (e) {
-    throw new Error(`${name}: not valid JSON (${(e as Error).message})`);
-  }
-  for (const k of ['train', 'valid', 'test'] as const) if (!Array.isArray(o[k])) throw new Error(`${name}: missing the '${k}' id list`);
+  const o = parseJsonBounded(text, name, { maxChars: 256 * 1024 * 1024, maxDepth: 8 });
+  if (!o || typeof o !== 'object' || Array.isArray(o)) throw new Error(`${name}: expected an object with train, valid and test id lists`);
+  const field = (k: string): unknown => (o as Record<string, unknown>)[k];
+  const lists = { train: [] as string[], valid: [] as string[], test: [] as string[] };
   const seen = new Set<string>();
   for (const k of ['train', 'valid', 'test'] as const) {
-    for (const id of o[k]!) {
+    const list = field(k);
+    if (!Array.isArray(list)) throw new Error(`${name}: missing the '${k}' id list`);
+    for (const id of list) {
+      if (typeof id !== 'string') throw new Error(`${name}: '${k}' holds ${JSON.stringify(id)}, not an item id`);
       if (seen.has(id)) throw new Error(`${name}: id '${id}' appears in more than one side`);
       seen.add(id);
+      lists[k].push(id);
     }
   }
-  return { version: 1, method: o.method ?? 'stratified', seed: o.seed ?? 0, testFraction: o.testFraction ?? 0, validFraction: o.validFraction ?? 0, train: o.train!, valid: o.valid!, test: o.test! };
+  const num = (k: string) => (typeof field(k) === 'number' && Number.isFinite(field(k)) ? (field(k) as number) : 0);
+  const method = field('method') === 'speaker' ? 'speaker' : 'stratified';
+  return { version: 1, method, seed: num('seed'), testFraction: num('testFraction'), validFraction: num('validFraction'), ...lists };
 }
 
 /** One row per item: id,split,label,speaker (a readable companion to the JSON). */

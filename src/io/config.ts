@@ -4,6 +4,7 @@
 // families (Wav2Vec2FeatureExtractor). Each family parses its own architecture fields with Hugging Face's defaults
 // in src/model/<family>/config.ts; the model registry picks the family by model_type.
 import { isPlainObject } from './source.js';
+import { parseJsonBounded } from './json.js';
 
 export type PoolingMode = 'mean' | 'sum' | 'max';
 export type ProblemType = 'single_label_classification' | 'regression';
@@ -40,13 +41,8 @@ export interface ModelConfigBase extends HeadConfig {
 
 /** Parse JSON text (or pass an object through), naming the file on failure. */
 export function configObject(json: unknown, fileName: string): Record<string, unknown> {
-  if (typeof json === 'string') {
-    try {
-      json = JSON.parse(json);
-    } catch (e) {
-      throw new Error(`${fileName}: not valid JSON (${(e as Error).message})`);
-    }
-  }
+  // bounded: a hostile config cannot make the parser recurse deeply or read megabytes of text
+  if (typeof json === 'string') json = parseJsonBounded(json, fileName, { maxChars: 4 * 1024 * 1024, maxDepth: 32 });
   if (!isPlainObject(json)) throw new Error(`${fileName}: expected a JSON object`);
   return json;
 }
