@@ -77,6 +77,7 @@ export class AdamW {
       const t = ++this.paramSteps[i];
       const ap = {
         n: p.size,
+        offset: 0,
         decay: 1 - this.lr * this.weightDecay,
         oneMinusBeta1: 1 - b1,
         beta2: b2,
@@ -85,7 +86,10 @@ export class AdamW {
         stepSize: this.lr / (1 - b1 ** t),
         bc2Sqrt: Math.sqrt(1 - b2 ** t),
       };
-      p.rt.dispatch(optimKernel, 'adamwStep', { ap, param: p, grad: g, m, v }, grid1d(p.size, WG));
+      const n4 = Math.floor(p.size / 4);
+      if (n4 > 0) p.rt.dispatch(optimKernel, 'adamwStep4', { ap: { ...ap, n: n4 }, param4: p, grad4: g, m4: m, v4: v }, grid1d(n4, WG));
+      const tail = p.size - 4 * n4;
+      if (tail > 0) p.rt.dispatch(optimKernel, 'adamwStep', { ap: { ...ap, offset: 4 * n4 }, param: p, grad: g, m, v }, grid1d(tail, WG));
     });
   }
 
