@@ -152,6 +152,20 @@ test('not profiling: section() is a plain call, dispatches are batched as usual'
   });
   assert.equal(profile.dispatches[0].sections, ['after']);
   await assert.not.throws(() => rt.profile(() => 1));
+  // a profiled function that throws after some dispatches: the error comes through, the runtime stays usable
+  let err: Error | null = null;
+  try {
+    await rt.profile(() => {
+      noGrad(() => tidy(() => { scale(a, 2); }));
+      throw new Error('inside profile');
+    });
+  } catch (e) {
+    err = e as Error;
+  }
+  assert.match(err?.message ?? '', /inside profile/);
+  assert.is(rt.profiling, false);
+  await rt.sync();
+  close(await noGrad(() => scale(a, 2)).read(), Array.from(randn(N, 4), (v) => 2 * v), 1e-6, 'after a failed profile');
   a.dispose();
 });
 

@@ -160,8 +160,8 @@ interface Case {
   note?: string;
 }
 
-/** extra chained copies of a chainable op (see the header) */
-const CHAIN = 8;
+/** extra chained copies of a chainable op (see the header); fewer in quick runs */
+let CHAIN = 8;
 
 function cases(quick: boolean): Case[] {
   const list: Case[] = [];
@@ -241,6 +241,7 @@ export async function benchOrt(rt: Runtime, _peaks: Peaks, quick: boolean): Prom
   const supported = (ort as any).listSupportedBackends?.() as { name: string }[] | undefined;
   const hasWebGPU = !supported || supported.some((b) => b.name === 'webgpu');
   const reps = quick ? 3 : 5;
+  CHAIN = quick ? 4 : 8;
   const rows: Row[] = [];
   for (const c of cases(quick)) {
     try {

@@ -1,8 +1,9 @@
 // Peer: TensorFlow.js with its WebGPU backend, in the same Node process and on the same Dawn instance and adapter as
 // our runtime (tfjs-backend-webgpu asks navigator.gpu for an adapter; we hand it our pinned GPU object, so both
 // open a device on the same Vulkan driver). Same ops, same shapes, same data; inputs resident on the GPU on both
-// sides (tfjs uploads a tensor at its first use: the warm-up runs do that); each repetition records INNER iterations,
-// submits, and waits for the queue once (no readback), and reports the time per iteration, on both sides alike.
+// sides (tfjs uploads a tensor at its first use: the warm-up runs do that); each repetition records several
+// iterations (innerFor), submits, and waits for the queue once (no readback), and reports the time per iteration, on
+// both sides alike.
 // Results are read once (t.data(); dataSync() does not work in Node) and compared with ours.
 import type { Runtime } from '../../src/runtime/runtime.js';
 import { Tensor } from '../../src/tensor.js';
@@ -53,16 +54,36 @@ async function tfSync(tf: TF): Promise<void> {
   await b.device.queue.onSubmittedWorkDone();
 }
 
-/** iterations per timed repetition, on both sides: one submit + wait per INNER iterations */
-const INNER = 10;
-const TIMED = `device-resident inputs, ${INNER} iterations per submit + wait, no transfers on either side`;
+/**
+ * Iterations per timed repetition, the same rule on both sides: as many as make a repetition last ~50 ms (from one
+ * warm iteration's time), at most MAX_INNER; one submit + wait per repetition, time reported per iteration.
+ */
+const MAX_INNER = 10;
+const TARGET_SECONDS = 0.05;
+const TIMED = `device-resident inputs, up to ${MAX_INNER} iterations per submit + wait (a repetition ~${TARGET_SECONDS * 1000} ms), no transfers on either side`;
+
+function innerFor(seconds: number): number {
+  return Math.max(1, Math.min(MAX_INNER, Math.ceil(TARGET_SECONDS / Math.max(seconds, 1e-6))));
+}
 
 async function timeTf(tf: TF, fn: () => void, reps: number): Promise<Timing> {
-  const t = await timeAsync(async () => {
-    for (let i = 0; i < INNER; i++) tf.tidy(fn);
+  const once = async () => {
+    tf.tidy(fn);
     await tfSync(tf);
-  }, { reps, warmup: 2 });
-  return { ...t, median: t.median / INNER, min: t.min / INNER, max: t.max / INNER };
+  };
+  const single = await timeAsync(once, { reps: 1, warmup: 2 });
+  const inner = innerFor(single.median);
+  const t = await timeAsync(async () => {
+    for (let i = 0; i < inner; i++) tf.tidy(fn);
+    await tfSync(tf);
+  }, { reps, warmup: 0 });
+  return { ...t, median: t.median / inner, min: t.min / inner, max: t.max / inner };
+}
+
+/** Ours, with the same iteration rule as timeTf. */
+async function timeOurs(rt: Runtime, fn: () => void, reps: number): Promise<Timing> {
+  const single = await timeGPU(rt, fn, { reps: 1, warmup: 2 });
+  return timeGPU(rt, fn, { reps, warmup: 0, inner: innerFor(single.median) });
 }
 
 /** [rows, cols] row-major -> [cols, rows] */
@@ -108,7 +129,7 @@ export async function benchTfjs(rt: Runtime, _peaks: Peaks, quick: boolean): Pro
   const reps = quick ? 3 : 5;
   const rows: Row[] = [];
   const up = (d: Float32Array, shape: number[], label: string) => Tensor.fromData(rt, d, shape, 'f32', label);
-  const ourTime = (fn: () => void) => timeGPU(rt, () => noGrad(() => tidy(fn)), { reps, warmup: 2, inner: INNER });
+  const ourTime = (fn: () => void) => timeOurs(rt, () => noGrad(() => tidy(fn)), reps);
   const attempt = async (name: string, unit: string, fn: () => Promise<Pair>) => {
     try {
       rows.push(row(await fn()));
@@ -293,7 +314,7 @@ export async function benchTfjs(rt: Runtime, _peaks: Peaks, quick: boolean): Pro
         }
       };
       try {
-        const ours = await timeGPU(rt, () => { ourStep(); clear(); }, { reps, warmup: 2, inner: INNER });
+        const ours = await timeOurs(rt, () => { ourStep(); clear(); }, reps);
         const peer = await timeTf(tf, () => { tfGrads([ta, tb]); }, reps);
         ourStep();
         const og = [...(await a.grad!.readFloat()), ...(await b.grad!.readFloat())];

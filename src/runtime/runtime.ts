@@ -287,6 +287,9 @@ export class Runtime {
       await this.sync();
     } catch (e) {
       this.recorder = null;
+      // recorded passes still reference the query sets: submit and finish them before the sets are destroyed
+      this.flush();
+      await this.device.queue.onSubmittedWorkDone();
       rec.destroy();
       throw e;
     }
