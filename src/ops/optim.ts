@@ -102,7 +102,7 @@ export class AdamW {
         p.grad = null;
       } else {
         checkF32('AdamW.zeroGrad', p.grad);
-        p.rt.dispatch(optimKernel, 'zeroFill', { cp: { n: p.grad.size, maxNorm: 0, invScale: 1 }, gradInOut: p.grad }, grid1d(p.grad.size, WG));
+        inPlace(p.grad, 'zeroFill', { maxNorm: 0, invScale: 1 }, {});
       }
     }
   }
@@ -157,6 +157,14 @@ export class AdamW {
   }
 }
 
+/** An in-place pass over g: the vec4 entry over the first floor(n / 4) * 4 elements, the scalar one over the rest. */
+function inPlace(g: Tensor, entry: 'zeroFill' | 'clipScale', cp: { maxNorm: number; invScale: number }, extra: Record<string, Tensor>): void {
+  const n4 = Math.floor(g.size / 4);
+  if (n4 > 0) g.rt.dispatch(optimKernel, `${entry}4`, { cp: { ...cp, n: n4, offset: 0 }, gradInOut4: g, ...extra }, grid1d(n4, WG));
+  const tail = g.size - 4 * n4;
+  if (tail > 0) g.rt.dispatch(optimKernel, entry, { cp: { ...cp, n: g.size, offset: 4 * n4 }, gradInOut: g, ...extra }, grid1d(tail, WG));
+}
+
 /**
  * Scale all gradients in place so their global L2 norm is at most maxNorm (torch.nn.utils.clip_grad_norm_:
  * coefficient min(1, maxNorm / (norm + 1e-6))). Everything happens on the GPU; returns the norm before clipping, [1].
@@ -190,7 +198,7 @@ export function clipGradNorm(params: Tensor[], maxNorm: number, opts: { gradScal
   partials.dispose();
   norm.label = 'gradNorm';
   for (const g of grads) {
-    rt.dispatch(optimKernel, 'clipScale', { cp: { n: g.size, maxNorm, invScale }, gradInOut: g, norm }, grid1d(g.size, WG));
+    inPlace(g, 'clipScale', { maxNorm, invScale }, { norm });
   }
   return norm;
 }
