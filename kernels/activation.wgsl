@@ -9,8 +9,12 @@
 //                  and a checkpoint replaying the random stream regenerates it bit for bit.
 // WGSL has no erf: Phi is computed from erfc on the non-negative side only (Numerical Recipes' Chebyshev fit,
 // relative error < 1.2e-7 everywhere), so gelu keeps full relative accuracy in the far negative tail too.
-// T is the storage type (f32, or f16 with shader-f16); arithmetic is f32.
+// T is the storage type (f32, or f16 with shader-f16); arithmetic is f32. V / VF are the element and arithmetic types
+// of one thread: T / f32, or vec4<T> / vec4f when n % 4 == 0 (then n counts vec4s: 4x fewer memory operations; the math
+// is componentwise, the same per element). dropoutApply hashes element indices and always runs on scalars.
 alias T = f32;
+alias V = T;
+alias VF = f32;
 const WG: u32 = 256u;
 
 struct Sizes { n: u32 }
@@ -18,11 +22,11 @@ struct DropoutParams { n: u32, seed: u32, offset: u32, threshold: u32, scale: f3
 
 @group(0) @binding(0) var<uniform> sizes: Sizes;
 @group(0) @binding(1) var<uniform> dp: DropoutParams;
-@group(0) @binding(2) var<storage, read> x: array<T>;
-@group(0) @binding(3) var<storage, read_write> y: array<T>;
-@group(0) @binding(4) var<storage, read> gy: array<T>;
-@group(0) @binding(5) var<storage, read_write> gx: array<T>;
-@group(0) @binding(6) var<storage, read> yIn: array<T>;
+@group(0) @binding(2) var<storage, read> x: array<V>;
+@group(0) @binding(3) var<storage, read_write> y: array<V>;
+@group(0) @binding(4) var<storage, read> gy: array<V>;
+@group(0) @binding(5) var<storage, read_write> gx: array<V>;
+@group(0) @binding(6) var<storage, read> yIn: array<V>;
 
 const FRAC_1_SQRT2: f32 = 0.70710678118654752;
 const FRAC_1_SQRT_2PI: f32 = 0.39894228040143268;
@@ -30,7 +34,7 @@ const FRAC_1_SQRT_2PI: f32 = 0.39894228040143268;
 fn flat(gid: vec3u, nwg: vec3u) -> u32 { return gid.x + gid.y * nwg.x * WG; }
 
 // erfc(z) for z >= 0, relative error < 1.2e-7 (Numerical Recipes erfcc)
-fn erfcNonNeg(z: f32) -> f32 {
+fn erfcNonNeg(z: VF) -> VF {
   let t = 1.0 / (1.0 + 0.5 * z);
   let poly = -1.26551223 + t * (1.00002368 + t * (0.37409196 + t * (0.09678418 + t * (-0.18628806 + t * (0.27886807 +
     t * (-1.13520398 + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277))))))));
@@ -38,52 +42,51 @@ fn erfcNonNeg(z: f32) -> f32 {
 }
 
 // Phi(x) = P(N(0,1) <= x) = 0.5 erfc(-x / sqrt2); the small tail is computed directly, the large side as 1 - tail
-fn normalCdf(v: f32) -> f32 {
+fn normalCdf(v: VF) -> VF {
   let tail = 0.5 * erfcNonNeg(abs(v) * FRAC_1_SQRT2);
-  return select(1.0 - tail, tail, v < 0.0);
+  return select(1.0 - tail, tail, v < VF(0.0));
 }
 
-fn stableTanh(v: f32) -> f32 {
+fn stableTanh(v: VF) -> VF {
   let a = abs(v);
-  if (a < 0.25) {
-    // Taylor series to x^9: next term < 1e-8 relative here, where (1 - e)/(1 + e) would cancel
-    let s = v * v;
-    return v * (1.0 + s * (-1.0 / 3.0 + s * (2.0 / 15.0 + s * (-17.0 / 315.0 + s * (62.0 / 2835.0)))));
-  }
+  // Taylor series to x^9 below 0.25: next term < 1e-8 relative there, where (1 - e)/(1 + e) would cancel (both
+  // forms computed, one selected per component)
+  let s = v * v;
+  let series = v * (1.0 + s * (-1.0 / 3.0 + s * (2.0 / 15.0 + s * (-17.0 / 315.0 + s * (62.0 / 2835.0)))));
   let e = exp(-2.0 * a);
-  return sign(v) * (1.0 - e) / (1.0 + e);
+  return select(sign(v) * (1.0 - e) / (1.0 + e), series, a < VF(0.25));
 }
 
 @compute @workgroup_size(WG)
 fn geluForward(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
   let i = flat(gid, nwg);
   if (i >= sizes.n) { return; }
-  let v = f32(x[i]);
-  y[i] = T(v * normalCdf(v));
+  let v = VF(x[i]);
+  y[i] = V(v * normalCdf(v));
 }
 
 @compute @workgroup_size(WG)
 fn geluBackward(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
   let i = flat(gid, nwg);
   if (i >= sizes.n) { return; }
-  let v = f32(x[i]);
+  let v = VF(x[i]);
   let d = normalCdf(v) + v * FRAC_1_SQRT_2PI * exp(-0.5 * v * v);
-  gx[i] = T(f32(gy[i]) * d);
+  gx[i] = V(VF(gy[i]) * d);
 }
 
 @compute @workgroup_size(WG)
 fn tanhForward(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
   let i = flat(gid, nwg);
   if (i >= sizes.n) { return; }
-  y[i] = T(stableTanh(f32(x[i])));
+  y[i] = V(stableTanh(VF(x[i])));
 }
 
 @compute @workgroup_size(WG)
 fn tanhBackward(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
   let i = flat(gid, nwg);
   if (i >= sizes.n) { return; }
-  let t = f32(yIn[i]);
-  gx[i] = T(f32(gy[i]) * (1.0 - t * t));
+  let t = VF(yIn[i]);
+  gx[i] = V(VF(gy[i]) * (1.0 - t * t));
 }
 
 // PCG output permutation of one LCG step: a good 32-bit integer hash (Jarzynski & Olano 2020)
@@ -104,5 +107,5 @@ fn dropoutApply(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgrou
   let i = flat(gid, nwg);
   if (i >= dp.n) { return; }
   let keep = randomBits(dp.seed, dp.offset + i) >= dp.threshold;
-  y[i] = T(select(0.0, f32(x[i]) * dp.scale, keep));
+  y[i] = V(select(VF(0.0), VF(x[i]) * dp.scale, keep)); // (VF: so the vec4 module compiles; only run on scalars)
 }

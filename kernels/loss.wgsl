@@ -4,7 +4,10 @@
 //   crossEntropyForward:  lse[r] = m + log(sum_j exp(x[r, j] - m)), m = max_j x[r, j]   (max shift: no overflow)
 //                         loss[r] = lse[r] - x[r, label[r]]  (NaN for a label outside [0, L), so bad data is loud)
 //   crossEntropyBackward: gx[r, j] = g[0] * scale * (exp(x[r, j] - lse[r]) - (j == label[r])),  scale = 1 / R (mean)
-//   softmaxRows:          y[r, j] = exp(x[r, j] - lse[r])
+//   softmaxRows:          y[r, j] = exp(x[r, j] - lse[r])   (softmaxRows4: the same on vec4 when L % 4 == 0)
+// Row reductions go through rowMax / rowTotal: the portable module uses workgroup trees; the subgroup module
+// (src/ops/loss.ts builds it from this file) uses subgroupMax / subgroupAdd with WG = the adapter's fixed subgroup
+// size, one subgroup per row, so no barrier.
 const WG: u32 = 64u;
 
 struct RowParams { rows: u32, len: u32, scale: f32 }
@@ -18,34 +21,47 @@ struct RowParams { rows: u32, len: u32, scale: f32 }
 @group(0) @binding(6) var<storage, read> g: array<f32>;
 @group(0) @binding(7) var<storage, read_write> gx: array<f32>;
 @group(0) @binding(8) var<storage, read_write> y: array<f32>;
+@group(0) @binding(9) var<storage, read> x4: array<vec4f>;
+@group(0) @binding(10) var<storage, read_write> y4: array<vec4f>;
 
 var<workgroup> red: array<f32, WG>;
 
 fn rowIndex(wid: vec3u, nwg: vec3u) -> u32 { return wid.x + wid.y * nwg.x; }
 
-// log-sum-exp of row `base`, returned to every thread of the workgroup (called in uniform control flow)
-fn rowLogSumExp(base: u32, lid: u32) -> f32 {
-  var m = x[base];
-  for (var j = lid; j < rp.len; j += WG) { m = max(m, x[base + j]); }
-  red[lid] = m;
+// ==== row reductions (portable)
+// max / sum of v over the row's invocations, returned to all (called in uniform control flow)
+fn rowMax(lid: u32, v: f32) -> f32 {
+  red[lid] = v;
   workgroupBarrier();
   for (var s = WG / 2u; s > 0u; s = s / 2u) {
     if (lid < s) { red[lid] = max(red[lid], red[lid + s]); }
     workgroupBarrier();
   }
-  let rowMax = red[0];
+  let m = red[0];
   workgroupBarrier();
-  var acc = 0.0;
-  for (var j = lid; j < rp.len; j += WG) { acc += exp(x[base + j] - rowMax); }
-  red[lid] = acc;
+  return m;
+}
+fn rowTotal(lid: u32, v: f32) -> f32 {
+  red[lid] = v;
   workgroupBarrier();
   for (var s = WG / 2u; s > 0u; s = s / 2u) {
     if (lid < s) { red[lid] += red[lid + s]; }
     workgroupBarrier();
   }
-  let total = red[0];
+  let t = red[0];
   workgroupBarrier();
-  return rowMax + log(total);
+  return t;
+}
+// ==== end row reductions
+
+// log-sum-exp of row `base`, returned to every thread of the workgroup (called in uniform control flow)
+fn rowLogSumExp(base: u32, lid: u32) -> f32 {
+  var m = x[base];
+  for (var j = lid; j < rp.len; j += WG) { m = max(m, x[base + j]); }
+  let rowMaxV = rowMax(lid, m);
+  var acc = 0.0;
+  for (var j = lid; j < rp.len; j += WG) { acc += exp(x[base + j] - rowMaxV); }
+  return rowMaxV + log(rowTotal(lid, acc));
 }
 
 @compute @workgroup_size(WG)
@@ -82,4 +98,19 @@ fn softmaxRows(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) 
   let base = r * rp.len;
   let l = rowLogSumExp(base, lid.x);
   for (var j = lid.x; j < rp.len; j += WG) { y[base + j] = exp(x[base + j] - l); }
+}
+
+@compute @workgroup_size(WG)
+fn softmaxRows4(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let r = rowIndex(wid, nwg);
+  if (r >= rp.rows) { return; }
+  let n4 = rp.len / 4u;
+  let base = r * n4;
+  var m = vec4f(x4[base].x);
+  for (var j = lid.x; j < n4; j += WG) { m = max(m, x4[base + j]); }
+  let mx = rowMax(lid.x, max(max(m.x, m.y), max(m.z, m.w)));
+  var acc = vec4f(0.0);
+  for (var j = lid.x; j < n4; j += WG) { acc += exp(x4[base + j] - mx); }
+  let l = mx + log(rowTotal(lid.x, dot(acc, vec4f(1.0))));
+  for (var j = lid.x; j < n4; j += WG) { y4[base + j] = exp(x4[base + j] - l); }
 }

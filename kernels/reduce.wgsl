@@ -3,6 +3,8 @@
 //                 chunk = WG * PER_THREAD elements: each thread adds PER_THREAD values (stride WG, coalesced), then a
 //                 tree over the workgroup. Passes repeat over the partials until one value is left, so the rounding
 //                 error grows like PER_THREAD + log2(n), not n. finish = sqrt gives an L2 norm.
+//   partialSums4: the same chunks (WG * PER_THREAD elements) on vec4 loads when n % 4 == 0 (rp.n still counts
+//                 elements): each thread adds PER_THREAD / 4 vec4s, then the same tree.
 //   broadcastScalar:        gx[i] = scale * g[0]                              (backward of sum / mean)
 //   poolTimeSum:            x [B, T, C] -> y[b, c] = sum over real t of x[b, t, c] (/ real count for mean)
 //   poolTimeMax:            y[b, c] = max over real t, argmax[b, c] = first such t (-1 when no real frame: y = 0)
@@ -52,6 +54,8 @@ struct LayerParams { n: u32, layers: u32, layer: u32, count: u32, first: u32 }
 @group(0) @binding(22) var<storage, read> x3: array<f32>;
 @group(0) @binding(23) var<storage, read> dots: array<f32>;
 @group(0) @binding(24) var<storage, read_write> glogits: array<f32>;
+@group(0) @binding(25) var<storage, read> x4: array<vec4f>;
+@group(0) @binding(26) var<storage, read> other4: array<vec4f>;
 
 var<workgroup> scratch: array<f32, WG>;
 var<workgroup> laneSums: array<array<f32, WG_C>, LANES>;
@@ -72,13 +76,35 @@ fn partialSums(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) 
       if (rp.term == 0u) { acc += v; } else if (rp.term == 1u) { acc += v * v; } else { acc += v * other[i]; }
     }
   }
-  scratch[lid.x] = acc;
+  finishPartial(lid.x, group, acc);
+}
+
+@compute @workgroup_size(WG)
+fn partialSums4(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let group = wid.x + wid.y * nwg.x;
+  if (group >= rp.groups) { return; }
+  let n4 = rp.n / 4u;
+  let base = group * WG * (PER_THREAD / 4u) + lid.x;
+  var acc = vec4f(0.0);
+  for (var k = 0u; k < PER_THREAD / 4u; k++) {
+    let i = base + k * WG;
+    if (i < n4) {
+      let v = x4[i];
+      if (rp.term == 0u) { acc += v; } else if (rp.term == 1u) { acc += v * v; } else { acc += v * other4[i]; }
+    }
+  }
+  finishPartial(lid.x, group, (acc.x + acc.y) + (acc.z + acc.w));
+}
+
+// workgroup tree over the threads' sums; thread 0 writes the (scaled, maybe square-rooted) partial
+fn finishPartial(lid: u32, group: u32, acc: f32) {
+  scratch[lid] = acc;
   workgroupBarrier();
   for (var s = WG / 2u; s > 0u; s = s / 2u) {
-    if (lid.x < s) { scratch[lid.x] += scratch[lid.x + s]; }
+    if (lid < s) { scratch[lid] += scratch[lid + s]; }
     workgroupBarrier();
   }
-  if (lid.x == 0u) {
+  if (lid == 0u) {
     var r = scratch[0] * rp.scale;
     if (rp.finish == 1u) { r = sqrt(r); }
     partials[rp.outOffset + group] = r;

@@ -4,7 +4,8 @@ import { getRuntime, randn, upload, close, finiteDifference, probeIndices, relL2
 import { gelu, tanh, dropout, dropoutThreshold } from '../src/ops/activation.js';
 import { backward, checkpoint, manualSeed, nextRandom, tidy } from '../src/autograd.js';
 
-const N = 1237; // not a multiple of the 256-thread workgroup
+const N = 1237;
+const N4 = 4 * 251; // not a multiple of the 256-thread workgroup
 
 // ---- float64 references -------------------------------------------------------------------------------------------
 
@@ -63,70 +64,80 @@ function inputs(n: number, seed: number, scale: number): Float64Array {
 // ---- gelu ------------------------------------------------------------------------------------------------------------
 
 test('gelu forward/backward match f64 (erf form), finite differences agree', async () => {
-  const rt = await getRuntime();
-  const x = inputs(N, 11, 2.5);
-  const w = randn(N, 12);
-  const tx = upload(rt, x, [N], { requiresGrad: true });
-  const y = gelu(tx);
-  close(await y.read(), Array.from(x, gelu64), 1e-5, 'gelu forward');
-  backward(y, upload(rt, w, [N]));
-  close(await tx.grad!.read(), Array.from(x, (v, i) => geluGrad64(v) * w[i]), 1e-4, 'gelu grad');
-  await finiteDifference({
-    what: 'gelu grad',
-    x,
-    w,
-    analytic: await tx.grad!.read(),
-    indices: probeIndices(N),
-    forward: async (xs) => tidy(() => gelu(upload(rt, xs, [N]))).read(),
-  });
+  // odd n: scalar threads; n % 4 == 0: vec4 threads
+  for (const n of [N, N4]) {
+    const rt = await getRuntime();
+    const x = inputs(n, 11, 2.5);
+    const w = randn(n, 12);
+    const tx = upload(rt, x, [n], { requiresGrad: true });
+    const y = gelu(tx);
+    close(await y.read(), Array.from(x, gelu64), 1e-5, `gelu forward n=${n}`);
+    backward(y, upload(rt, w, [n]));
+    close(await tx.grad!.read(), Array.from(x, (v, i) => geluGrad64(v) * w[i]), 1e-4, `gelu grad n=${n}`);
+    await finiteDifference({
+      what: `gelu grad n=${n}`,
+      x,
+      w,
+      analytic: await tx.grad!.read(),
+      indices: probeIndices(n),
+      forward: async (xs) => tidy(() => gelu(upload(rt, xs, [n]))).read(),
+    });
+  }
 });
 
 test('gelu keeps relative accuracy in the negative tail (no 1 + erf cancellation)', async () => {
   const rt = await getRuntime();
-  const n = 301;
-  const x = Float64Array.from({ length: n }, (_, i) => Math.fround(-9 + (8 * i) / (n - 1))); // [-9, -1]
-  const got = await gelu(upload(rt, x, [n])).read();
-  let worst = 0;
-  x.forEach((v, i) => (worst = Math.max(worst, Math.abs(got[i] / gelu64(v) - 1))));
-  assert.ok(worst < 1e-5, `worst elementwise relative error on [-9, -1]: ${worst.toExponential(2)}`);
+  for (const n of [301, 300]) {
+    const x = Float64Array.from({ length: n }, (_, i) => Math.fround(-9 + (8 * i) / (n - 1))); // [-9, -1]
+    const got = await gelu(upload(rt, x, [n])).read();
+    let worst = 0;
+    x.forEach((v, i) => (worst = Math.max(worst, Math.abs(got[i] / gelu64(v) - 1))));
+    assert.ok(worst < 1e-5, `worst elementwise relative error on [-9, -1], n=${n}: ${worst.toExponential(2)}`);
+  }
 });
 
 // ---- tanh ------------------------------------------------------------------------------------------------------------
 
 test('tanh forward/backward match f64, finite at large |x|, finite differences agree', async () => {
-  const rt = await getRuntime();
-  const x = inputs(N, 21, 1.5);
-  const w = randn(N, 22);
-  const tx = upload(rt, x, [N], { requiresGrad: true });
-  const y = tanh(tx);
-  const got = await y.read();
-  assert.ok(got.every(Number.isFinite), 'tanh is finite everywhere (no exp overflow at |x| = 1e4)');
-  close(got, Array.from(x, Math.tanh), 1e-5, 'tanh forward');
-  let worst = 0;
-  x.forEach((v, i) => (worst = v !== 0 ? Math.max(worst, Math.abs(got[i] / Math.tanh(v) - 1)) : worst));
-  assert.ok(worst < 1e-5, `tanh worst elementwise relative error ${worst.toExponential(2)} (small |x| must not cancel)`);
-  backward(y, upload(rt, w, [N]));
-  close(await tx.grad!.read(), Array.from(x, (v, i) => (1 - Math.tanh(v) ** 2) * w[i]), 1e-4, 'tanh grad');
-  await finiteDifference({
-    what: 'tanh grad',
-    x,
-    w,
-    analytic: await tx.grad!.read(),
-    indices: probeIndices(N),
-    forward: async (xs) => tidy(() => tanh(upload(rt, xs, [N]))).read(),
-  });
+  // odd n: scalar threads; n % 4 == 0: vec4 threads
+  for (const n of [N, N4]) {
+    const rt = await getRuntime();
+    const x = inputs(n, 21, 1.5);
+    const w = randn(n, 22);
+    const tx = upload(rt, x, [n], { requiresGrad: true });
+    const y = tanh(tx);
+    const got = await y.read();
+    assert.ok(got.every(Number.isFinite), 'tanh is finite everywhere (no exp overflow at |x| = 1e4)');
+    close(got, Array.from(x, Math.tanh), 1e-5, `tanh forward n=${n}`);
+    let worst = 0;
+    x.forEach((v, i) => (worst = v !== 0 ? Math.max(worst, Math.abs(got[i] / Math.tanh(v) - 1)) : worst));
+    assert.ok(worst < 1e-5, `tanh worst elementwise relative error ${worst.toExponential(2)} (small |x| must not cancel)`);
+    backward(y, upload(rt, w, [n]));
+    close(await tx.grad!.read(), Array.from(x, (v, i) => (1 - Math.tanh(v) ** 2) * w[i]), 1e-4, `tanh grad n=${n}`);
+    await finiteDifference({
+      what: `tanh grad n=${n}`,
+      x,
+      w,
+      analytic: await tx.grad!.read(),
+      indices: probeIndices(n),
+      forward: async (xs) => tidy(() => tanh(upload(rt, xs, [n]))).read(),
+    });
+  }
 });
 
 test('f16 gelu and tanh where the adapter has shader-f16', async () => {
-  const rt = await getRuntime();
-  if (!rt.hasF16) return;
-  const x = randn(N, 31, 2);
-  const tx = upload(rt, x, [N], { dtype: 'f16' });
-  const g = gelu(tx);
-  const t = tanh(tx);
-  assert.is(g.dtype, 'f16');
-  close(await g.read(), Array.from(x, gelu64), 1e-2, 'f16 gelu');
-  close(await t.read(), Array.from(x, Math.tanh), 1e-2, 'f16 tanh');
+  // odd n: scalar threads; n % 4 == 0: vec4 threads
+  for (const n of [N, N4]) {
+    const rt = await getRuntime();
+    if (!rt.hasF16) return;
+    const x = randn(n, 31, 2);
+    const tx = upload(rt, x, [n], { dtype: 'f16' });
+    const g = gelu(tx);
+    const t = tanh(tx);
+    assert.is(g.dtype, 'f16');
+    close(await g.read(), Array.from(x, gelu64), 1e-2, 'f16 gelu');
+    close(await t.read(), Array.from(x, Math.tanh), 1e-2, 'f16 tanh');
+  }
 });
 
 // ---- dropout ---------------------------------------------------------------------------------------------------------

@@ -36,7 +36,7 @@ test('quick bench with the TensorFlow.js and ONNX Runtime peers: runs, writes re
     const fidelity = rows.filter((x) => x.name.startsWith('fidelity ') && x.name.includes('(f32)'));
     assert.ok(fidelity.length >= 2, `fidelity rows: ${fidelity.map((x) => x.name)}`);
     for (const f of fidelity) assert.ok(f.ours <= (f.name.includes('gradient') ? 1e-3 : 1e-4), `${f.name}: ${f.ours}`);
-    assert.is(tfjs.length, 6, `tfjs rows: ${tfjs.map((x) => x.name)}`);
+    assert.is(tfjs.length, 7, `tfjs rows: ${tfjs.map((x) => x.name)}`);
     assert.is(ortGpu.length, 5, `ORT WebGPU rows: ${ortGpu.map((x) => x.name)}`);
     assert.is(ortCpu.length, 5, `ORT CPU rows: ${ortCpu.map((x) => x.name)}`);
     for (const row of rows) {

@@ -7,39 +7,44 @@ import { backward, tidy } from '../src/autograd.js';
 import { Tensor } from '../src/tensor.js';
 
 const N = 1237; // not a multiple of the 256-thread workgroup
+const N4 = 4 * 309; // n % 4 == 0: the vec4 threads
 
 test('add / mul / scale forward match f64 and gradients flow', async () => {
   const rt = await getRuntime();
-  const a = randn(N, 1);
-  const b = randn(N, 2);
-  const w = randn(N, 3);
-  const ta = upload(rt, a, [N], { requiresGrad: true });
-  const tb = upload(rt, b, [N], { requiresGrad: true });
-  // y = (a + 0.5 b) * b * 3 - 1  ; dy/da = 3b ; dy/db = 3(a + 0.5b) + 1.5 b = 3a + 3b
-  const y = scale(mul(add(ta, tb, 0.5), tb), 3, -1);
-  const yref = a.map((x, i) => (x + 0.5 * b[i]) * b[i] * 3 - 1);
-  close(await y.read(), yref, 1e-6, 'forward');
-  backward(y, upload(rt, w, [N]));
-  close(await ta.grad!.read(), a.map((_, i) => 3 * b[i] * w[i]), 1e-6, 'grad a');
-  close(await tb.grad!.read(), a.map((x, i) => (3 * x + 3 * b[i]) * w[i]), 1e-6, 'grad b');
-  await finiteDifference({
-    what: 'grad a',
-    x: a,
-    w,
-    analytic: await ta.grad!.read(),
-    indices: probeIndices(N),
-    forward: async (x) => tidy(() => scale(mul(add(upload(rt, x, [N]), tb, 0.5), tb), 3, -1)).read(),
-  });
+  for (const n of [N, N4]) {
+    const a = randn(n, 1);
+    const b = randn(n, 2);
+    const w = randn(n, 3);
+    const ta = upload(rt, a, [n], { requiresGrad: true });
+    const tb = upload(rt, b, [n], { requiresGrad: true });
+    // y = (a + 0.5 b) * b * 3 - 1  ; dy/da = 3b ; dy/db = 3(a + 0.5b) + 1.5 b = 3a + 3b
+    const y = scale(mul(add(ta, tb, 0.5), tb), 3, -1);
+    const yref = a.map((x, i) => (x + 0.5 * b[i]) * b[i] * 3 - 1);
+    close(await y.read(), yref, 1e-6, `forward n=${n}`);
+    backward(y, upload(rt, w, [n]));
+    close(await ta.grad!.read(), a.map((_, i) => 3 * b[i] * w[i]), 1e-6, `grad a n=${n}`);
+    close(await tb.grad!.read(), a.map((x, i) => (3 * x + 3 * b[i]) * w[i]), 1e-6, `grad b n=${n}`);
+    await finiteDifference({
+      what: 'grad a',
+      x: a,
+      w,
+      analytic: await ta.grad!.read(),
+      indices: probeIndices(n),
+      forward: async (x) => tidy(() => scale(mul(add(upload(rt, x, [n]), tb, 0.5), tb), 3, -1)).read(),
+    });
+  }
 });
 
 test('f16 storage where the adapter has shader-f16', async () => {
   const rt = await getRuntime();
   if (!rt.hasF16) return;
-  const a = randn(N, 4);
-  const b = randn(N, 5);
-  const y = add(upload(rt, a, [N], { dtype: 'f16' }), upload(rt, b, [N], { dtype: 'f16' }), 2);
-  assert.is(y.dtype, 'f16');
-  close(await y.read(), a.map((x, i) => x + 2 * b[i]), 1e-2, 'f16 add');
+  for (const n of [N, N4]) {
+    const a = randn(n, 4);
+    const b = randn(n, 5);
+    const y = add(upload(rt, a, [n], { dtype: 'f16' }), upload(rt, b, [n], { dtype: 'f16' }), 2);
+    assert.is(y.dtype, 'f16');
+    close(await y.read(), a.map((x, i) => x + 2 * b[i]), 1e-2, `f16 add n=${n}`);
+  }
 });
 
 test('cast f32 <-> f16: round to nearest like the host converter, overflow to inf, gradient cast back', async () => {
@@ -76,6 +81,17 @@ test('cast f32 <-> f16: round to nearest like the host converter, overflow to in
   // d cast / dx = 1: the gradient passes through both casts, rounded to f16 on the way
   close(await tx.grad!.read(), Array.from(w, (v) => f16ToF32(f32ToF16(Math.fround(v)))), 0, 'gradient through f32 -> f16 -> f32');
   assert.throws(() => cast(upload(rt, [1], [1], { dtype: 'i32' }), 'f16'), /only f32 <-> f16/);
+  // vec4 threads (n % 4 == 0), both directions
+  const x4 = randn(N4, 9, 3);
+  x4[5] = 65520;
+  const h4 = cast(upload(rt, x4, [N4]), 'f16');
+  const got4 = await h4.read();
+  const back4 = await cast(h4, 'f32').read();
+  for (let i = 0; i < N4; i++) {
+    const r = f16ToF32(f32ToF16(Math.fround(x4[i])));
+    const ok = (v: number) => Object.is(v, r) || (Math.abs(r) < 2 ** -14 && v === 0);
+    if (!ok(got4[i]) || !ok(back4[i])) assert.unreachable(`vec4 cast, element ${i}: f16(${x4[i]}) = ${got4[i]} / back ${back4[i]} on the GPU, ${r} on the host`);
+  }
 });
 
 test('tidy frees intermediates; pool reuses buffers; backward frees saved tensors', async () => {

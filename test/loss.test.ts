@@ -2,6 +2,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { getRuntime, randn, upload, close, finiteDifference, probeIndices, rng } from './helpers.js';
 import { crossEntropy, softmax } from '../src/ops/loss.js';
+import { normSubgroupSize, setNormSubgroups } from '../src/ops/norm.js';
 import { backward, tidy } from '../src/autograd.js';
 import { Tensor } from '../src/tensor.js';
 
@@ -63,18 +64,29 @@ test('crossEntropy is stable for huge logits; a bad label gives NaN', async () =
   assert.throws(() => crossEntropy(upload(rt, x, [2, 3]), upload(rt, [0, 1], [2])), /labels must be i32/);
 });
 
-test('softmax over the last axis of [3, 5, 97] (and 1000-scale logits) matches f64', async () => {
+test('softmax over the last axis of [3, 5, L] (L = 97 scalar rows, 1028 and 4 vec4 rows; 1000-scale logits), subgroup and portable', async () => {
   const rt = await getRuntime();
-  const x = randn(3 * 5 * 97, 77, 4);
-  x[0] = 1000;
-  x[1] = 995;
-  const y = softmax(upload(rt, x, [3, 5, 97]));
-  assert.equal(y.shape, [3, 5, 97]);
-  const got = await y.read();
-  close(got, softmax64(x, 15, 97), 1e-5, 'softmax');
-  let rowSum = 0;
-  for (let j = 0; j < 97; j++) rowSum += got[97 * 4 + j];
-  assert.ok(Math.abs(rowSum - 1) < 1e-5, `row sums to ${rowSum}`);
+  const paths: [string, boolean][] = normSubgroupSize(rt) ? [['subgroup', true], ['portable', false]] : [['portable', false]];
+  for (const L of [97, 1028, 4]) {
+    for (const [path, allowed] of paths) {
+      setNormSubgroups(allowed);
+      try {
+        const x = randn(3 * 5 * L, 77 + L, 4);
+        x[0] = 1000;
+        x[1] = 995;
+        const y = softmax(upload(rt, x, [3, 5, L]));
+        assert.equal(y.shape, [3, 5, L]);
+        const got = await y.read();
+        close(got, softmax64(x, 15, L), 1e-5, `softmax L=${L} (${path})`);
+        let rowSum = 0;
+        for (let j = 0; j < L; j++) rowSum += got[L * 4 + j];
+        assert.ok(Math.abs(rowSum - 1) < 1e-5, `row sums to ${rowSum}`);
+        y.dispose();
+      } finally {
+        setNormSubgroups(true);
+      }
+    }
+  }
 });
 
 test.run();

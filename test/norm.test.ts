@@ -3,7 +3,8 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { getRuntime, randn, upload, close, finiteDifference, probeIndices } from './helpers.js';
-import { layerNorm, layerNormChannels, groupNormPerChannel, weightNorm } from '../src/ops/norm.js';
+import { layerNorm, layerNormChannels, groupNormPerChannel, weightNorm, residualLayerNorm, setNormSubgroups, normSubgroupSize } from '../src/ops/norm.js';
+import { add } from '../src/ops/elementwise.js';
 import '../src/ops/elementwise.js'; // registers the gradient helpers backward() uses
 import { backward, tidy, noGrad } from '../src/autograd.js';
 import type { Runtime } from '../src/runtime/runtime.js';
@@ -117,16 +118,85 @@ async function checkNorm(rt: Runtime, c: NormCase, seed: number): Promise<void> 
   y.dispose();
 }
 
-test('layerNorm over the last axis: odd sizes, with and without affine, large mean', async () => {
+/** Every row-kernel path this adapter has: the subgroup one (where available) and the portable one. */
+async function eachRowPath(rt: Runtime, fn: (path: string) => Promise<void>): Promise<void> {
+  const paths: [string, boolean][] = normSubgroupSize(rt) ? [['subgroup', true], ['portable', false]] : [['portable', false]];
+  for (const [name, allowed] of paths) {
+    setNormSubgroups(allowed);
+    try {
+      await fn(name);
+    } finally {
+      setNormSubgroups(true);
+    }
+  }
+}
+
+test('layerNorm over the last axis: odd sizes, with and without affine, large mean (scalar and vec4 rows, subgroup and portable)', async () => {
   const rt = await getRuntime();
   const cases: NormCase[] = [
     { name: 'layerNorm [3,7,37]', op: layerNorm, shape: [3, 7, 37], params: 37, groups: rowGroups(21, 37), param: (e) => e % 37, affine: 'both', fd: true },
     { name: 'layerNorm [5,1031] no affine', op: layerNorm, shape: [5, 1031], params: 1031, groups: rowGroups(5, 1031), param: (e) => e % 1031, affine: 'none', fd: true },
     { name: 'layerNorm [301,45] weight only', op: layerNorm, shape: [301, 45], params: 45, groups: rowGroups(301, 45), param: (e) => e % 45, affine: 'weight' },
     { name: 'layerNorm [9,133] offset 100', op: layerNorm, shape: [9, 133], params: 133, groups: rowGroups(9, 133), param: (e) => e % 133, affine: 'both', offset: 100 },
+    // n % 4 == 0: the vec4 kernels (odd row counts, n not a multiple of any workgroup size)
+    { name: 'layerNorm4 [3,7,36]', op: layerNorm, shape: [3, 7, 36], params: 36, groups: rowGroups(21, 36), param: (e) => e % 36, affine: 'both', fd: true },
+    { name: 'layerNorm4 [5,1028] no affine', op: layerNorm, shape: [5, 1028], params: 1028, groups: rowGroups(5, 1028), param: (e) => e % 1028, affine: 'none', fd: true },
+    { name: 'layerNorm4 [301,44] weight only', op: layerNorm, shape: [301, 44], params: 44, groups: rowGroups(301, 44), param: (e) => e % 44, affine: 'weight' },
+    { name: 'layerNorm4 [9,4] offset 100', op: layerNorm, shape: [9, 4], params: 4, groups: rowGroups(9, 4), param: (e) => e % 4, affine: 'both', offset: 100 },
   ];
-  let seed = 1;
-  for (const c of cases) await checkNorm(rt, c, (seed += 10));
+  await eachRowPath(rt, async (path) => {
+    let seed = 1;
+    for (const c of cases) await checkNorm(rt, { ...c, name: `${c.name} (${path})` }, (seed += 10));
+  });
+});
+
+test('residualLayerNorm: y = LN(x + r) and the sum, forward and backward (scalar and vec4, subgroup and portable)', async () => {
+  const rt = await getRuntime();
+  for (const [rows, n, affine, fd] of [[7, 37, true, true], [5, 36, true, true], [3, 1028, false, true], [301, 44, true, false]] as [number, number, boolean, boolean][]) {
+    await eachRowPath(rt, async (path) => {
+      const what = `residualLayerNorm [${rows},${n}]${affine ? '' : ' no affine'} (${path})`;
+      const size = rows * n;
+      const seed = rows * 1000 + n;
+      const x = randn(size, seed);
+      const r = randn(size, seed + 1).map((v) => Math.fround(3 * v + 5));
+      const s = x.map((v, i) => Math.fround(v + r[i]));
+      const w = affine ? randn(n, seed + 2).map((v) => Math.fround(1 + 0.5 * v)) : null;
+      const b = affine ? randn(n, seed + 3) : null;
+      const g = randn(size, seed + 4);
+      const eps = 1e-5;
+      // loss = sum((y + sum) * g): sum's gradient is LN's backward of g plus g itself, and so are x's and r's
+      const ref = normReference(s, rowGroups(rows, n), (e) => e % n, w, b, eps, g);
+      const tx = upload(rt, x, [rows, n], { requiresGrad: true, label: 'x' });
+      const tr = upload(rt, r, [rows, n], { requiresGrad: true, label: 'residual' });
+      const tw = w ? upload(rt, w, [n], { requiresGrad: true, label: 'weight' }) : null;
+      const tb = b ? upload(rt, b, [n], { requiresGrad: true, label: 'bias' }) : null;
+      const out = residualLayerNorm(tx, tr, tw, tb, eps);
+      close(await out.y.read(), ref.y, 1e-5, `${what}: y`);
+      close(await out.sum.read(), s, 1e-7, `${what}: sum`);
+      const total = add(out.y, out.sum);
+      const tg = upload(rt, g, [rows, n]);
+      backward(total, tg);
+      const dref = ref.dx.map((v, i) => v + g[i]);
+      const gx = await tx.grad!.read();
+      close(gx, dref, 1e-4, `${what}: grad x`);
+      close(await tr.grad!.read(), dref, 1e-4, `${what}: grad residual`);
+      if (tw) close(await tw.grad!.read(), ref.dw, 1e-4, `${what}: grad weight`);
+      if (tb) close(await tb.grad!.read(), ref.db, 1e-4, `${what}: grad bias`);
+      if (fd) {
+        const fwd = (xv: Float64Array) => tidy(() => noGrad(() => {
+          const o = residualLayerNorm(upload(rt, xv, [rows, n]), upload(rt, r, [rows, n]), w ? upload(rt, w, [n]) : null, b ? upload(rt, b, [n]) : null, eps);
+          return add(o.y, o.sum);
+        })).read();
+        await finiteDifference({ what: `${what}: grad x`, x, w: g, analytic: gx, indices: probeIndices(size, 3), forward: fwd, h: 1e-2 });
+      }
+      for (const t of [tx, tr, tw, tb, tg, out.y, out.sum, total]) {
+        t?.grad?.dispose();
+        t?.dispose();
+      }
+    });
+  }
+  const a = upload(rt, randn(12, 1), [3, 4]);
+  assert.throws(() => residualLayerNorm(a, upload(rt, randn(12, 2), [4, 3]), null, null, 1e-5), /residualLayerNorm: residual/);
 });
 
 test('layerNormChannels over C of [B, C, T]', async () => {
@@ -161,6 +231,11 @@ test('layerNorm with f16 storage where the adapter has shader-f16', async () => 
   const y = layerNorm(upload(rt, x, [7, 129], { dtype: 'f16' }), upload(rt, w, [129], { dtype: 'f16' }), upload(rt, b, [129], { dtype: 'f16' }), 1e-5);
   assert.is(y.dtype, 'f16');
   close(await y.read(), ref.y, 1e-2, 'f16 layerNorm');
+  // vec4<f16> rows
+  const x4 = randn(7 * 132, 303);
+  const ref4 = normReference(x4, rowGroups(7, 132), (e) => e % 132, null, null, 1e-5, new Float64Array(x4.length));
+  const y4 = layerNorm(upload(rt, x4, [7, 132], { dtype: 'f16' }), null, null, 1e-5);
+  close(await y4.read(), ref4.y, 1e-2, 'f16 layerNorm (vec4)');
 });
 
 /** f64 weight norm over every axis but dim, and the gradients of sum(w * gw). */

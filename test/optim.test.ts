@@ -49,6 +49,8 @@ function setGrads(rt: Awaited<ReturnType<typeof getRuntime>>, params: Tensor[], 
 
 test('AdamW matches an f64 AdamW over 6 steps (lr change, a skipped parameter, weight decay)', async () => {
   const rt = await getRuntime();
+  // odd sizes (adamwStep4 plus the scalar tail), one scalar, 3 (tail only), 4 and 2048 (vec4 only)
+  const sizes = [1237, 7 * 13, 1, 3, 4, 2048];
   const init = sizes.map((n, k) => randn(n, 1 + k));
   const params = init.map((x, k) => upload(rt, x, k === 1 ? [7, 13] : [x.length], { requiresGrad: true }));
   const opt = new AdamW(params, { lr: 1e-2, weightDecay: 0.05 });
@@ -66,7 +68,7 @@ test('AdamW matches an f64 AdamW over 6 steps (lr change, a skipped parameter, w
   }
   const st = await opt.exportState();
   assert.is(st.step, 6);
-  assert.equal(st.paramSteps, [5, 6, 6]);
+  assert.equal(st.paramSteps, [5, ...sizes.slice(1).map(() => 6)]);
   for (let k = 0; k < params.length; k++) {
     close(st.m[k]!, ref.m[k], 1e-5, `m ${k}`);
     close(st.v[k]!, ref.v[k], 1e-5, `v ${k}`);
@@ -108,24 +110,26 @@ test('AdamW exportState / importState resumes bit-identically; zeroGrad drops or
 
 test('clipGradNorm: global norm on the GPU, PyTorch coefficient, parameters without grad skipped', async () => {
   const rt = await getRuntime();
-  const n = [5001, 33, 1, 2049];
+  // vec4 + scalar tail, a parameter without grad, vec4 only (64), tail only (3)
+  const n = [5001, 33, 1, 2049, 64, 3];
+  const has = [0, 1, 3, 4, 5];
   const gs = n.map((k, i) => randn(k, 70 + i, 0.3));
   const params = n.map((k) => upload(rt, new Float64Array(k), [k], { requiresGrad: true }));
-  setGrads(rt, params, [gs[0], gs[1], null, gs[3]]);
+  setGrads(rt, params, gs.map((g, i) => (i === 2 ? null : g)));
   let sq = 0;
-  for (const g of [gs[0], gs[1], gs[3]]) for (const v of g) sq += v * v;
+  for (const i of has) for (const v of gs[i]) sq += v * v;
   const ref = Math.sqrt(sq);
   const maxNorm = ref / 3;
   const norm = clipGradNorm(params, maxNorm);
   assert.ok(!(norm instanceof Promise), 'synchronous: nothing is read back to the host');
   close(await norm.read(), [ref], 1e-6, 'global norm');
   const coef = Math.min(1, maxNorm / (ref + 1e-6));
-  for (const i of [0, 1, 3]) close(await params[i].grad!.read(), Array.from(gs[i], (v) => v * coef), 1e-6, `clipped grad ${i}`);
+  for (const i of has) close(await params[i].grad!.read(), Array.from(gs[i], (v) => v * coef), 1e-6, `clipped grad ${i}`);
   assert.is(params[2].grad, null);
   // below the threshold the gradients are left as they are (coefficient clamped to 1)
   const again = clipGradNorm(params, 1e6);
   close(await again.read(), [maxNorm], 1e-5, 'norm after clipping is maxNorm');
-  for (const i of [0, 1, 3]) close(await params[i].grad!.read(), Array.from(gs[i], (v) => v * coef), 1e-6, `unchanged grad ${i}`);
+  for (const i of has) close(await params[i].grad!.read(), Array.from(gs[i], (v) => v * coef), 1e-6, `unchanged grad ${i}`);
   assert.throws(() => clipGradNorm(params, 0), /maxNorm must be a positive number/);
 });
 

@@ -7,7 +7,8 @@ import { tidy, noGrad, backward } from '../../src/autograd.js';
 import { matmul } from '../../src/ops/matmul.js';
 import { conv1d } from '../../src/ops/conv.js';
 import { attention } from '../../src/ops/attention.js';
-import { layerNorm } from '../../src/ops/norm.js';
+import { layerNorm, residualLayerNorm } from '../../src/ops/norm.js';
+import { softmax } from '../../src/ops/loss.js';
 import { AdamW } from '../../src/ops/optim.js';
 import { timeGPU, type Row } from './harness.js';
 
@@ -108,17 +109,49 @@ export async function benchAttention(rt: Runtime, peaks: Peaks, quick: boolean):
   return rows;
 }
 
+/** GB/s row from bytes moved per call and a timing (spread from the fastest and slowest repetition). */
+function bandwidthRow(name: string, bytes: number, t: { median: number; min: number; max: number }, peaks: Peaks, note: string): Row {
+  const gbs = bytes / t.median / 1e9;
+  return { name, unit: 'GB/s', ours: gbs, peak_fraction: gbs / peaks.copy, spread: [bytes / t.max / 1e9, bytes / t.min / 1e9], note };
+}
+
+/** Memory-bound rows (layer norm forward/backward, fused residual + layer norm, softmax): device-resident data. */
 export async function benchLayerNorm(rt: Runtime, peaks: Peaks, quick: boolean): Promise<Row[]> {
   const rows: Row[] = [];
   const R = quick ? 800 : 4000;
   const C = 1024;
+  const bytes = R * C * 4;
+  const reps = quick ? 3 : 5;
+  const inner = quick ? 2 : 4;
+  const timed = `device-resident data, ${inner} calls per submit + wait, median of ${reps}`;
   const x = rand(rt, [R, C], 'x');
+  const r = rand(rt, [R, C], 'residual');
   const w = rand(rt, [C], 'w');
   const b = rand(rt, [C], 'b');
-  const t = await timeGPU(rt, () => noGrad(() => tidy(() => { layerNorm(x, w, b, 1e-5); })), { reps: quick ? 3 : 5 });
-  const gbs = (2 * R * C * 4) / t.median / 1e9;
-  rows.push({ name: `layer norm ${R}x${C}`, unit: 'GB/s', ours: gbs, peak_fraction: gbs / peaks.copy, spread: [(2 * R * C * 4) / t.max / 1e9, (2 * R * C * 4) / t.min / 1e9] });
-  for (const t of [x, w, b]) t.dispose();
+  const gy = rand(rt, [R, C], 'gy');
+  const tf = await timeGPU(rt, () => noGrad(() => tidy(() => { layerNorm(x, w, b, 1e-5); })), { reps, inner });
+  rows.push(bandwidthRow(`layer norm ${R}x${C}`, 2 * bytes, tf, peaks, `GB/s = (read x + write y) / time; ${timed}`));
+  x.requiresGrad = true;
+  w.requiresGrad = true;
+  b.requiresGrad = true;
+  const tfb = await timeGPU(rt, () => tidy(() => {
+    backward(layerNorm(x, w, b, 1e-5), gy);
+    for (const t of [x, w, b]) {
+      t.grad?.dispose();
+      t.grad = null;
+    }
+  }), { reps, inner });
+  x.requiresGrad = false;
+  w.requiresGrad = false;
+  b.requiresGrad = false;
+  // backward: dx pass reads x, dy and writes dx; the affine-gradient pass reads x and dy again
+  const tb = { median: Math.max(tfb.median - tf.median, 1e-9), min: Math.max(tfb.min - tf.median, 1e-9), max: Math.max(tfb.max - tf.median, 1e-9) };
+  rows.push(bandwidthRow(`layer norm backward ${R}x${C} (dx, dweight, dbias)`, 5 * bytes, tb, peaks, `GB/s = (read x, dy twice + write dx) / time; time = forward+backward minus forward; ${timed}`));
+  const tr = await timeGPU(rt, () => noGrad(() => tidy(() => { residualLayerNorm(x, r, w, b, 1e-5); })), { reps, inner });
+  rows.push(bandwidthRow(`residual add + layer norm ${R}x${C} (fused)`, 4 * bytes, tr, peaks, `GB/s = (read x, residual + write sum, y) / time; ${timed}`));
+  const ts = await timeGPU(rt, () => noGrad(() => tidy(() => { softmax(x); })), { reps, inner });
+  rows.push(bandwidthRow(`softmax ${R}x${C} (last axis)`, 2 * bytes, ts, peaks, `GB/s = (read x + write y) / time; ${timed}`));
+  for (const t of [x, r, w, b, gy]) t.dispose();
   return rows;
 }
 
@@ -128,11 +161,11 @@ export async function benchAdamW(rt: Runtime, peaks: Peaks, quick: boolean): Pro
   p.requiresGrad = true;
   p.grad = rand(rt, [n], 'grad');
   const opt = new AdamW([p], { lr: 1e-3, weightDecay: 0.01 });
-  const t = await timeGPU(rt, () => opt.step(), { reps: quick ? 3 : 5 });
-  // reads p, g, m, v; writes p, m, v
-  const bytes = 7 * 4 * n;
-  const gbs = bytes / t.median / 1e9;
+  const reps = quick ? 3 : 5;
+  const inner = quick ? 2 : 4;
+  const t = await timeGPU(rt, () => opt.step(), { reps, inner });
   p.grad.dispose();
   p.dispose();
-  return [{ name: `AdamW step ${n} params`, unit: 'GB/s', ours: gbs, peak_fraction: gbs / peaks.copy, spread: [bytes / t.max / 1e9, bytes / t.min / 1e9] }];
+  // reads p, g, m, v; writes p, m, v
+  return [bandwidthRow(`AdamW step ${n} params`, 7 * 4 * n, t, peaks, `GB/s = (read p, g, m, v + write p, m, v) / time; device-resident data, ${inner} steps per submit + wait, median of ${reps}`)];
 }

@@ -3,8 +3,12 @@
 // here); it cannot share our GPUDevice. Each op is a one-node ONNX graph that this file writes itself (a minimal
 // protobuf encoder below: ModelProto / GraphProto / NodeProto / TensorProto / ValueInfoProto / AttributeProto).
 // Weights are initializers (uploaded once at session creation, like a real model); the activation is a graph input
-// and the result a graph output, so one ORT run = upload input + op + read back output. Our side is timed the same
-// way (upload, op, read back) so the ratio compares like with like, and the two results are compared element-wise.
+// and the result a graph output, so one ORT run = upload input + op(s) + read back output (onnxruntime-node cannot
+// hand us its GPU buffers: its Dawn is not ours). To time the op without the transfers, on both sides equally, ops
+// whose output has the input's shape run as a chain of 1 and of 1 + CHAIN copies of the node (each feeding the next),
+// and the op's time is (t[1 + CHAIN] - t[1]) / CHAIN: the upload and readback cancel. Our side runs the same chain
+// with the same upload and readback. Other ops (conv) keep upload + op + readback on both sides, said in the note.
+// The two results (chain of 1) are compared element-wise.
 import type { Runtime } from '../../src/runtime/runtime.js';
 import { Tensor } from '../../src/tensor.js';
 import { tidy, noGrad } from '../../src/autograd.js';
@@ -116,13 +120,21 @@ export interface OneNodeGraph {
   opset?: number;
 }
 
-/** A serialized ONNX ModelProto holding one node. */
-export function oneNodeModel(g: OneNodeGraph): Uint8Array {
-  const node = new PB();
-  for (const n of g.nodeInputs) node.str(1, n);
-  node.str(2, g.output.name).str(3, `${g.op}_0`).str(4, g.op);
-  for (const a of g.attrs ?? []) node.msg(5, attribute(a));
-  const graph = new PB().msg(1, node).str(2, `bench_${g.op}`);
+/**
+ * A serialized ONNX ModelProto holding the node, or `copies` of it chained (copy j reads copy j-1's output in place
+ * of the first node input; only for ops whose output has that input's shape).
+ */
+export function oneNodeModel(g: OneNodeGraph, copies = 1): Uint8Array {
+  const graph = new PB();
+  for (let j = 0; j < copies; j++) {
+    const node = new PB();
+    const out = j === copies - 1 ? g.output.name : `${g.output.name}_${j}`;
+    g.nodeInputs.forEach((n, k) => node.str(1, k === 0 && j > 0 ? `${g.output.name}_${j - 1}` : n));
+    node.str(2, out).str(3, `${g.op}_${j}`).str(4, g.op);
+    for (const a of g.attrs ?? []) node.msg(5, attribute(a));
+    graph.msg(1, node);
+  }
+  graph.str(2, `bench_${g.op}`);
   for (const t of g.initializers) graph.msg(5, tensorProto(t.name, t.dims, t.data));
   for (const i of g.inputs) graph.msg(11, valueInfo(i.name, i.dims));
   graph.msg(12, valueInfo(g.output.name, g.output.dims));
@@ -143,8 +155,13 @@ interface Case {
   input: Float32Array;
   /** our op, from the uploaded input and the initializers (uploaded once) */
   ours: (x: Tensor, w: Tensor[]) => Tensor;
+  /** output shape == input shape: timed as a chain (transfers cancel) */
+  chainable: boolean;
   note?: string;
 }
+
+/** extra chained copies of a chainable op (see the header); fewer in quick runs */
+let CHAIN = 8;
 
 function cases(quick: boolean): Case[] {
   const list: Case[] = [];
@@ -158,6 +175,7 @@ function cases(quick: boolean): Case[] {
       graph: { op: 'MatMul', inputs: [{ name: 'x', dims: [M, K] }], initializers: [{ name: 'w', dims: [K, N], data: w }], nodeInputs: ['x', 'w'], output: { name: 'y', dims: [M, N] } },
       input: randArray(M * K, 1),
       ours: (x, [wt]) => matmul(x, wt),
+      chainable: K === N,
     };
   };
   list.push(quick ? mm('square', 512, 512, 512) : mm('square', 1024, 1024, 1024));
@@ -174,6 +192,7 @@ function cases(quick: boolean): Case[] {
       graph: { op: 'Conv', inputs: [{ name: 'x', dims: [1, cin, T] }], initializers: [{ name: 'w', dims: [cout, cin, k], data: w }], nodeInputs: ['x', 'w'], output: { name: 'y', dims: [1, cout, tout] }, attrs: [{ name: 'kernel_shape', ints: [k] }, { name: 'strides', ints: [stride] }, { name: 'pads', ints: [0, 0] }] },
       input: randArray(cin * T, 4),
       ours: (x, [wt]) => conv1d(x, wt, null, { stride }),
+      chainable: false,
     });
   }
   // LayerNormalization over 1024 channels, 4 s x batch 4 of frames (800 rows)
@@ -186,7 +205,7 @@ function cases(quick: boolean): Case[] {
       graph: { op: 'LayerNormalization', inputs: [{ name: 'x', dims: [R, C] }], initializers: [{ name: 'g', dims: [C], data: randArray(C, 5) }, { name: 'b', dims: [C], data: randArray(C, 6) }], nodeInputs: ['x', 'g', 'b'], output: { name: 'y', dims: [R, C] }, attrs: [{ name: 'axis', i: -1 }, { name: 'epsilon', f: 1e-5 }] },
       input: randArray(R * C, 7),
       ours: (x, [g, b]) => layerNorm(x, g, b, 1e-5),
-      note: 'memory-bound: the upload and readback move as many bytes as the op, and dominate on both sides',
+      chainable: true,
     });
   }
   // Softmax over the last axis of attention scores: 16 heads x T x T at T = 200
@@ -199,7 +218,7 @@ function cases(quick: boolean): Case[] {
       graph: { op: 'Softmax', inputs: [{ name: 'x', dims: [H * T, T] }], initializers: [], nodeInputs: ['x'], output: { name: 'y', dims: [H * T, T] }, attrs: [{ name: 'axis', i: -1 }], opset: 13 },
       input: randArray(H * T * T, 8, 8),
       ours: (x) => softmax(x),
-      note: 'memory-bound: the upload and readback move as many bytes as the op, and dominate on both sides',
+      chainable: true,
     });
   }
   return list;
@@ -222,6 +241,7 @@ export async function benchOrt(rt: Runtime, _peaks: Peaks, quick: boolean): Prom
   const supported = (ort as any).listSupportedBackends?.() as { name: string }[] | undefined;
   const hasWebGPU = !supported || supported.some((b) => b.name === 'webgpu');
   const reps = quick ? 3 : 5;
+  CHAIN = quick ? 4 : 8;
   const rows: Row[] = [];
   for (const c of cases(quick)) {
     try {
@@ -236,50 +256,79 @@ export async function benchOrt(rt: Runtime, _peaks: Peaks, quick: boolean): Prom
 
 async function benchCase(ort: Ort, rt: Runtime, c: Case, hasWebGPU: boolean, reps: number): Promise<Row[]> {
   const rows: Row[] = [];
-  {
-    const model = oneNodeModel(c.graph);
-    const inName = c.graph.inputs[0].name;
-    const dims = c.graph.inputs[0].dims;
-    // ours: weights resident, input uploaded, op, result read back
-    const weights = c.graph.initializers.map((t) => Tensor.fromData(rt, t.data, t.dims, 'f32', t.name));
-    let oursOut: Float32Array = new Float32Array(0);
-    const ours = await timeAsync(async () => {
+  const inName = c.graph.inputs[0].name;
+  const dims = c.graph.inputs[0].dims;
+  const lengths = c.chainable ? [1, 1 + CHAIN] : [1];
+  // per-op time: the chain difference of the fastest repetitions (the least disturbed by other load), or the single
+  // run (transfers included). When either side's difference drowns in noise (not above 5% of its chain's time per
+  // op), both sides use the chain's time per op instead (transfers amortized over 1 + CHAIN ops), and the note says so.
+  const chainDiff = (t: Timing[]) => (t[1].min - t[0].min) / CHAIN;
+  const chainMean = (t: Timing[]) => t[1].min / (1 + CHAIN);
+  const usable = (t: Timing[]) => chainDiff(t) > 0.05 * chainMean(t);
+  const perOp = (t: Timing[], both: boolean): number => (!c.chainable ? t[0].median : both ? chainDiff(t) : chainMean(t));
+  const how = (both: boolean) =>
+    !c.chainable
+      ? 'upload + op + readback on both sides (median; the output shape differs from the input: no chain)'
+      : both
+        ? `op alone on both sides: (t[${1 + CHAIN} chained ops] - t[1 op]) / ${CHAIN}, fastest repetitions, upload + readback in both runs`
+        : `t[${1 + CHAIN} chained ops] / ${1 + CHAIN} on both sides, transfers amortized (a chain difference was lost in timing noise)`;
+  // ours: weights resident, input uploaded, op chain, result read back
+  const weights = c.graph.initializers.map((t) => Tensor.fromData(rt, t.data, t.dims, 'f32', t.name));
+  let oursOut: Float32Array = new Float32Array(0);
+  const oursT: Timing[] = [];
+  for (const copies of lengths) {
+    oursT.push(await timeAsync(async () => {
       const x = Tensor.fromData(rt, c.input, dims, 'f32', 'x');
-      const y = noGrad(() => tidy(() => c.ours(x, weights)));
-      oursOut = await y.readFloat();
+      const y = noGrad(() => tidy(() => {
+        let h = x;
+        for (let j = 0; j < copies; j++) h = c.ours(h, weights);
+        return h;
+      }));
+      const out = await y.readFloat();
+      if (copies === 1) oursOut = out;
       y.dispose();
       x.dispose();
-    }, { reps });
-    for (const w of weights) w.dispose();
-    const rate = (t: Timing) => c.work / t.median / 1e9;
-    const spread = (t: Timing): [number, number] => [c.work / t.max / 1e9, c.work / t.min / 1e9];
-    for (const provider of hasWebGPU ? ['webgpu', 'cpu'] : ['cpu']) {
-      const peerName = provider === 'webgpu' ? 'ONNX Runtime WebGPU EP' : 'ONNX Runtime CPU EP';
+    }, { reps }));
+  }
+  for (const w of weights) w.dispose();
+  const rate = (t: number) => c.work / t / 1e9;
+  for (const provider of hasWebGPU ? ['webgpu', 'cpu'] : ['cpu']) {
+    const peerName = provider === 'webgpu' ? 'ONNX Runtime WebGPU EP' : 'ONNX Runtime CPU EP';
+    const peerT: Timing[] = [];
+    let peerOut: Float32Array = new Float32Array(0);
+    let failed = '';
+    for (const copies of lengths) {
       let session: any;
       try {
-        session = await ort.InferenceSession.create(model, { executionProviders: [provider], graphOptimizationLevel: 'all', logSeverityLevel: 3 } as any);
+        session = await ort.InferenceSession.create(oneNodeModel(c.graph, copies), { executionProviders: [provider], graphOptimizationLevel: 'all', logSeverityLevel: 3 } as any);
       } catch (e) {
-        rows.push({ name: `${c.name} vs ${peerName}`, unit: c.unit, ours: rate(ours), peer: peerName, note: `peer failed: ${(e as Error).message.split('\n')[0]}` });
-        continue;
+        failed = (e as Error).message.split('\n')[0];
+        break;
       }
       const feed = { [inName]: new ort.Tensor('float32', c.input, dims) };
-      let peerOut: Float32Array = new Float32Array(0);
-      const peer = await timeAsync(async () => {
+      peerT.push(await timeAsync(async () => {
         const r = await session.run(feed);
-        peerOut = r[c.graph.output.name].data as Float32Array;
-      }, { reps });
+        if (copies === 1) peerOut = r[c.graph.output.name].data as Float32Array;
+      }, { reps }));
       await session.release();
-      rows.push({
-        name: `${c.name} vs ${peerName}`,
-        unit: c.unit,
-        ours: rate(ours),
-        spread: spread(ours),
-        peer: peerName,
-        peer_value: rate(peer),
-        speedup: peer.median / ours.median,
-        note: `upload + op + readback on both sides; results agree to rel. L2 ${agree(oursOut, peerOut)}${c.note ? `; ${c.note}` : ''}${hasWebGPU ? '' : '; this onnxruntime-node build has no WebGPU EP'}`,
-      });
     }
+    if (failed) {
+      rows.push({ name: `${c.name} vs ${peerName}`, unit: c.unit, ours: rate(perOp(oursT, c.chainable && usable(oursT))), peer: peerName, note: `peer failed: ${failed}` });
+      continue;
+    }
+    const both = c.chainable && usable(oursT) && usable(peerT);
+    const ours = perOp(oursT, both);
+    const peer = perOp(peerT, both);
+    rows.push({
+      name: `${c.name} vs ${peerName}`,
+      unit: c.unit,
+      ours: rate(ours),
+      ...(c.chainable ? {} : { spread: [rate(oursT[0].max), rate(oursT[0].min)] as [number, number] }),
+      peer: peerName,
+      peer_value: rate(peer),
+      speedup: peer / ours,
+      note: `timed: ${how(both)}; results agree to rel. L2 ${agree(oursOut, peerOut)}${c.note ? `; ${c.note}` : ''}${hasWebGPU ? '' : '; this onnxruntime-node build has no WebGPU EP'}`,
+    });
   }
   return rows;
 }

@@ -1,7 +1,9 @@
 // Peer: TensorFlow.js with its WebGPU backend, in the same Node process and on the same Dawn instance and adapter as
 // our runtime (tfjs-backend-webgpu asks navigator.gpu for an adapter; we hand it our pinned GPU object, so both
 // open a device on the same Vulkan driver). Same ops, same shapes, same data; inputs resident on the GPU on both
-// sides; each timing = record the work, submit, wait for the queue (no readback), as timeGPU does for ours.
+// sides (tfjs uploads a tensor at its first use: the warm-up runs do that); each repetition records several
+// iterations (innerFor), submits, and waits for the queue once (no readback), and reports the time per iteration, on
+// both sides alike.
 // Results are read once (t.data(); dataSync() does not work in Node) and compared with ours.
 import type { Runtime } from '../../src/runtime/runtime.js';
 import { Tensor } from '../../src/tensor.js';
@@ -11,6 +13,7 @@ import { conv1d } from '../../src/ops/conv.js';
 import { layerNorm } from '../../src/ops/norm.js';
 import { attention } from '../../src/ops/attention.js';
 import { sum } from '../../src/ops/reduce.js';
+import { softmax } from '../../src/ops/loss.js';
 import { nodeGPU } from '../../src/node/dawn.js';
 import { timeGPU, timeAsync, type Row, type Timing } from './harness.js';
 import { randArray, agree, type Peaks } from './peers-common.js';
@@ -51,11 +54,36 @@ async function tfSync(tf: TF): Promise<void> {
   await b.device.queue.onSubmittedWorkDone();
 }
 
+/**
+ * Iterations per timed repetition, the same rule on both sides: as many as make a repetition last ~50 ms (from one
+ * warm iteration's time), at most MAX_INNER; one submit + wait per repetition, time reported per iteration.
+ */
+const MAX_INNER = 10;
+const TARGET_SECONDS = 0.05;
+const TIMED = `device-resident inputs, up to ${MAX_INNER} iterations per submit + wait (a repetition ~${TARGET_SECONDS * 1000} ms), no transfers on either side`;
+
+function innerFor(seconds: number): number {
+  return Math.max(1, Math.min(MAX_INNER, Math.ceil(TARGET_SECONDS / Math.max(seconds, 1e-6))));
+}
+
 async function timeTf(tf: TF, fn: () => void, reps: number): Promise<Timing> {
-  return timeAsync(async () => {
+  const once = async () => {
     tf.tidy(fn);
     await tfSync(tf);
-  }, { reps, warmup: 2 });
+  };
+  const single = await timeAsync(once, { reps: 1, warmup: 2 });
+  const inner = innerFor(single.median);
+  const t = await timeAsync(async () => {
+    for (let i = 0; i < inner; i++) tf.tidy(fn);
+    await tfSync(tf);
+  }, { reps, warmup: 0 });
+  return { ...t, median: t.median / inner, min: t.min / inner, max: t.max / inner };
+}
+
+/** Ours, with the same iteration rule as timeTf. */
+async function timeOurs(rt: Runtime, fn: () => void, reps: number): Promise<Timing> {
+  const single = await timeGPU(rt, fn, { reps: 1, warmup: 2 });
+  return timeGPU(rt, fn, { reps, warmup: 0, inner: innerFor(single.median) });
 }
 
 /** [rows, cols] row-major -> [cols, rows] */
@@ -92,7 +120,7 @@ function row(p: Pair): Row {
     peer: 'TensorFlow.js 4.22 WebGPU backend',
     peer_value: rate(p.peer.median),
     speedup: p.peer.median / p.ours.median,
-    note: `results agree to rel. L2 ${p.agreement}${p.note ? `; ${p.note}` : ''}`,
+    note: `timed: ${TIMED}; results agree to rel. L2 ${p.agreement}${p.note ? `; ${p.note}` : ''}`,
   };
 }
 
@@ -101,7 +129,7 @@ export async function benchTfjs(rt: Runtime, _peaks: Peaks, quick: boolean): Pro
   const reps = quick ? 3 : 5;
   const rows: Row[] = [];
   const up = (d: Float32Array, shape: number[], label: string) => Tensor.fromData(rt, d, shape, 'f32', label);
-  const ourTime = (fn: () => void) => timeGPU(rt, () => noGrad(() => tidy(fn)), { reps, warmup: 2 });
+  const ourTime = (fn: () => void) => timeOurs(rt, () => noGrad(() => tidy(fn)), reps);
   const attempt = async (name: string, unit: string, fn: () => Promise<Pair>) => {
     try {
       rows.push(row(await fn()));
@@ -209,6 +237,31 @@ export async function benchTfjs(rt: Runtime, _peaks: Peaks, quick: boolean): Pro
     });
   }
 
+  // softmax over the last axis of attention-score-sized rows (16 heads x T x T at T = 200)
+  {
+    const R = 16 * 200, C = 200;
+    const name = `softmax ${R}x${C} (last axis)`;
+    await attempt(name, 'GB/s', async () => {
+      const xd = randArray(R * C, 18, 8);
+      const x = up(xd, [R, C], 'x');
+      const tx = tf.tensor2d(xd, [R, C]);
+      try {
+        const ours = await ourTime(() => { softmax(x); });
+        const peer = await timeTf(tf, () => { tf.softmax(tx); }, reps);
+        const y = noGrad(() => softmax(x));
+        const oy = await y.readFloat();
+        y.dispose();
+        const ty = tf.softmax(tx);
+        const py = (await ty.data()) as Float32Array;
+        ty.dispose();
+        return { name, unit: 'GB/s', work: 2 * R * C * 4, ours, peer, agreement: agree(oy, py), note: 'GB/s = (read x + write y) / time' };
+      } finally {
+        x.dispose();
+        tx.dispose();
+      }
+    });
+  }
+
   // attention T=200, 16 heads x 64: ours is the fused flash kernel on [B, T, H*D]; tfjs is matmul-softmax-matmul on
   // head-major [H, T, D] (given that layout for free: no reshape/transpose counted on its side)
   {
@@ -261,7 +314,7 @@ export async function benchTfjs(rt: Runtime, _peaks: Peaks, quick: boolean): Pro
         }
       };
       try {
-        const ours = await timeGPU(rt, () => { ourStep(); clear(); }, { reps, warmup: 2 });
+        const ours = await timeOurs(rt, () => { ourStep(); clear(); }, reps);
         const peer = await timeTf(tf, () => { tfGrads([ta, tb]); }, reps);
         ourStep();
         const og = [...(await a.grad!.readFloat()), ...(await b.grad!.readFloat())];

@@ -29,6 +29,8 @@ export function nodeGPU(toggles: string[] = []): GPU {
   if (!pinnedGPU) {
     Object.assign(globalThis, globals);
     const flags = toggles.length ? [`enable-dawn-features=${toggles.join(',')}`] : [];
+    // profiles want the GPU clock's real resolution (Dawn rounds timestamps to ~65 us by default, a browser's defence)
+    flags.push('disable-dawn-features=timestamp_quantization');
     pinnedGPU = create(flags) as unknown as GPU;
     (globalThis as any).__serPinnedGPU = pinnedGPU;
   }

@@ -1,6 +1,6 @@
 // Activations: gelu (exact erf form), tanh, dropout. Each forward dispatch sits next to its backward.
 import source from '../../kernels/activation.wgsl';
-import { defineKernel } from '../runtime/kernel.js';
+import { defineKernel, type Defines } from '../runtime/kernel.js';
 import { Tensor } from '../tensor.js';
 import { record, nextRandom } from '../autograd.js';
 import { grid1d } from './grid.js';
@@ -13,9 +13,13 @@ function floatInput(op: string, x: Tensor): void {
   if (x.dtype !== 'f32' && x.dtype !== 'f16') throw new Error(`${op}: ${x.label} is ${x.dtype}; expected f32 or f16`);
 }
 
+/** Elementwise entries run on vec4 when n % 4 == 0 (kernels/activation.wgsl V / VF). */
 function dispatch(entry: string, bindings: Record<string, Tensor>, n: number, dtype: Tensor['dtype']): void {
   const rt = Object.values(bindings)[0].rt;
-  rt.dispatch(activationKernel, entry, { ...bindings, sizes: { n } }, grid1d(n, WG), { defines: { T: dtype } });
+  const vec4 = n % 4 === 0;
+  const count = vec4 ? n / 4 : n;
+  const defines: Defines = vec4 ? { T: dtype, V: `vec4<${dtype}>`, VF: 'vec4f' } : { T: dtype };
+  rt.dispatch(activationKernel, entry, { ...bindings, sizes: { n: count } }, grid1d(count, WG), { defines });
 }
 
 /** y = 0.5 x (1 + erf(x / sqrt 2)) */

@@ -1,6 +1,6 @@
 // Elementwise ops: each forward dispatch sits next to its backward.
 import source from '../../kernels/elementwise.wgsl';
-import { defineKernel } from '../runtime/kernel.js';
+import { defineKernel, type Defines } from '../runtime/kernel.js';
 import { Tensor } from '../tensor.js';
 import { record, registerGradHelpers } from '../autograd.js';
 import { grid1d } from './grid.js';
@@ -8,11 +8,13 @@ import { grid1d } from './grid.js';
 export const elementwiseKernel = defineKernel('elementwise', source);
 const WG = 256;
 
+/** Runs on vec4 threads when n % 4 == 0 (kernels/elementwise.wgsl V / VF / VS). */
 function run(entry: string, bindings: Record<string, Tensor>, n: number, dtype: string, params: Partial<{ alpha: number; beta: number; value: number }> = {}, srcDtype = 'f32'): void {
   const rt = Object.values(bindings)[0].rt;
-  rt.dispatch(elementwiseKernel, entry, { ...bindings, p: { n, alpha: params.alpha ?? 1, beta: params.beta ?? 0, value: params.value ?? 0 } }, grid1d(n, WG), {
-    defines: { T: dtype, S: srcDtype },
-  });
+  const vec4 = n % 4 === 0;
+  const count = vec4 ? n / 4 : n;
+  const defines: Defines = vec4 ? { T: dtype, S: srcDtype, V: `vec4<${dtype}>`, VF: 'vec4f', VS: `vec4<${srcDtype}>` } : { T: dtype, S: srcDtype };
+  rt.dispatch(elementwiseKernel, entry, { ...bindings, p: { n: count, alpha: params.alpha ?? 1, beta: params.beta ?? 0, value: params.value ?? 0 } }, grid1d(count, WG), { defines });
 }
 
 function sameShape(op: string, a: Tensor, b: Tensor): void {

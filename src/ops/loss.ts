@@ -6,10 +6,22 @@ import { Tensor } from '../tensor.js';
 import { record } from '../autograd.js';
 import { grid1d } from './grid.js';
 import { mean, reduceToScalar } from './reduce.js';
+import { normSubgroupSize } from './norm.js';
 import { mul, sub } from './elementwise.js'; // also registers the gradient helpers backward() needs
 
 export const lossKernel = defineKernel('loss', source);
 const WG = 64;
+
+const PORTABLE_ROW_REDUCTIONS = /\/\/ ==== row reductions \(portable\)[\s\S]*?\/\/ ==== end row reductions\n/;
+if (!PORTABLE_ROW_REDUCTIONS.test(source)) throw new Error('kernels/loss.wgsl: the portable row reductions section is missing');
+/** The same file with the row reductions as subgroup operations: run with WG = a fixed subgroup size. */
+export const lossSubgroupKernel = defineKernel(
+  'loss_subgroups',
+  `enable subgroups;\n${source.replace(
+    PORTABLE_ROW_REDUCTIONS,
+    'fn rowMax(lid: u32, v: f32) -> f32 { return subgroupMax(v); }\nfn rowTotal(lid: u32, v: f32) -> f32 { return subgroupAdd(v); }\n',
+  )}`,
+);
 
 /**
  * logits [B, L], labels i32 [B] (class indices in [0, L)) -> [1]: mean over the batch of -log softmax(logits)[label].
@@ -42,7 +54,13 @@ export function softmax(x: Tensor): Tensor {
   const L = x.shape[x.shape.length - 1];
   const rows = L === 0 ? 0 : x.size / L;
   const y = Tensor.empty(x.rt, x.shape, 'f32', 'softmax');
-  x.rt.dispatch(lossKernel, 'softmaxRows', { rp: { rows, len: L, scale: 1 }, x, y }, grid1d(rows, 1));
+  // the same subgroup-size rule as the norm rows (one subgroup per row)
+  const sg = normSubgroupSize(x.rt);
+  const kernel = sg ? lossSubgroupKernel : lossKernel;
+  const defines = { WG: sg ?? WG };
+  const rp = { rows, len: L, scale: 1 };
+  if (L % 4 === 0) x.rt.dispatch(kernel, 'softmaxRows4', { rp, x4: x, y4: y }, grid1d(rows, 1), { defines });
+  else x.rt.dispatch(kernel, 'softmaxRows', { rp, x, y }, grid1d(rows, 1), { defines });
   return y;
 }
 

@@ -7,14 +7,42 @@
 // parameter gradients are partial sums per chunk plus a sumPartials pass (no float atomics).
 import normSource from '../../kernels/norm.wgsl';
 import weightNormSource from '../../kernels/weightnorm.wgsl';
-import { defineKernel } from '../runtime/kernel.js';
-import type { Runtime } from '../runtime/runtime.js';
+import { defineKernel, type Defines, type KernelFamily } from '../runtime/kernel.js';
+import type { Bindings, Runtime } from '../runtime/runtime.js';
+import { scale } from './elementwise.js';
 import { Tensor } from '../tensor.js';
 import { record } from '../autograd.js';
 import { ceilDiv, grid1d } from './grid.js';
 
 export const normKernel = defineKernel('norm', normSource);
 export const weightNormKernel = defineKernel('weightnorm', weightNormSource);
+
+/** The same file with rowSum as one subgroupAdd: run with WG = a fixed subgroup size (one subgroup per row). */
+const PORTABLE_ROW_SUM = /\/\/ ==== rowSum \(portable\)[\s\S]*?\/\/ ==== end rowSum\n/;
+if (!PORTABLE_ROW_SUM.test(normSource)) throw new Error('kernels/norm.wgsl: the portable rowSum section is missing');
+export const normSubgroupKernel = defineKernel(
+  'norm_subgroups',
+  `enable subgroups;\n${normSource.replace(PORTABLE_ROW_SUM, 'fn rowSum(lid: u32, v: vec4f) -> vec4f { return subgroupAdd(v); }\n')}`,
+);
+
+let subgroupsAllowed = true;
+/** Tests and benches: false forces the portable row kernels where the subgroup ones would run. */
+export function setNormSubgroups(allowed: boolean): void {
+  subgroupsAllowed = allowed;
+}
+
+/**
+ * The subgroup size the row kernels run with, or null for the portable ones: needs the 'subgroups' feature and a
+ * subgroup size fixed at pipeline creation (adapter subgroupMinSize == subgroupMaxSize), since a workgroup must be
+ * exactly one subgroup.
+ */
+export function normSubgroupSize(rt: Runtime): number | null {
+  if (!subgroupsAllowed || !rt.hasSubgroups) return null;
+  const info = (rt.device as unknown as { adapterInfo?: { subgroupMinSize?: number; subgroupMaxSize?: number } }).adapterInfo;
+  const size = info?.subgroupMinSize;
+  if (!size || size !== info?.subgroupMaxSize || size < 4 || size > 128 || (size & (size - 1)) !== 0) return null;
+  return size;
+}
 
 const WG = 128;
 /** threads wanted in a parameter-gradient pass before the groups are split into chunks */
@@ -69,66 +97,111 @@ function sumPartials(rt: Runtime, parts: Tensor, n: number, count: number, dtype
   return out;
 }
 
+/** Only the bindings the entry point declares (template constants can leave some unused). */
+function used(kernel: KernelFamily, entry: string, defines: Defines, all: Bindings): Bindings {
+  const names = new Set(kernel.entry(entry, defines).bindings.map((b) => b.name));
+  return Object.fromEntries(Object.entries(all).filter(([k]) => names.has(k)));
+}
+
 /**
  * Row layout: x [rows, n], each row normalized over n. perRowAffine: weight/bias index = row % channels (GroupNorm
- * with C groups on [B, C, T]); otherwise weight/bias [n] (LayerNorm).
+ * with C groups on [B, C, T]); otherwise weight/bias [n] (LayerNorm). With `residual`, the row normalized is
+ * x + residual, and that sum is returned too (one forward pass; its gradient is the identity to x and residual).
  */
-function rowNorm(op: string, x: Tensor, weight: Tensor | null, bias: Tensor | null, eps: number, rows: number, n: number, perRowAffine: boolean, channels: number): Tensor {
+function rowNorm(
+  op: string,
+  x: Tensor,
+  weight: Tensor | null,
+  bias: Tensor | null,
+  eps: number,
+  rows: number,
+  n: number,
+  perRowAffine: boolean,
+  channels: number,
+  residual: Tensor | null = null,
+): { y: Tensor; sum: Tensor | null } {
   const rt = x.rt;
   const dt = x.dtype;
+  const vec4 = !perRowAffine && n % 4 === 0;
+  const sg = normSubgroupSize(rt);
+  const rowKernel = sg ? normSubgroupKernel : normKernel;
+  const rowDefines = { T: dt, WG: sg ?? WG, RESIDUAL: residual ? 'true' : 'false' };
   const y = Tensor.empty(rt, x.shape, dt, op);
+  const sum = residual ? Tensor.empty(rt, x.shape, dt, `${op}.sum`) : null;
+  // writable stand-in for the unused sum output (a buffer may not be bound read-only and writable at once)
+  const dummy = sum ? null : Tensor.empty(rt, [8], dt, `${op}.unused`);
   const mean = Tensor.empty(rt, [rows], 'f32', `${op}.mean`);
   const rstd = Tensor.empty(rt, [rows], 'f32', `${op}.rstd`);
   const p = params({ rows, n, channels, eps, hasWeight: weight ? 1 : 0, hasBias: bias ? 1 : 0, perRowAffine: perRowAffine ? 1 : 0 });
-  rt.dispatch(normKernel, 'rowNormForward', { p, x, weight: weight ?? x, bias: bias ?? x, y, mean, rstd }, rowGrid(rows), { defines: { T: dt, WG } });
-  const inputs = [x, ...(weight ? [weight] : []), ...(bias ? [bias] : [])];
-  const out = record(op, y, inputs, [x, mean, rstd, ...(weight ? [weight] : [])], (gy, needs) => {
+  const fwd = vec4 ? 'rowNormForward4' : 'rowNormForward';
+  const all: Bindings = vec4
+    ? { p, x4: x, weight4: weight ?? x, bias4: bias ?? x, y4: y, mean, rstd, res4: residual ?? x, sum4: sum ?? dummy! }
+    : { p, x, weight: weight ?? x, bias: bias ?? x, y, mean, rstd, res: residual ?? x, sum: sum ?? dummy! };
+  rt.dispatch(rowKernel, fwd, used(rowKernel, fwd, rowDefines, all), rowGrid(rows), { defines: rowDefines });
+  dummy?.dispose();
+  // the residual sum's own node: gradient passes unchanged to x and residual
+  let normed = x;
+  if (sum && residual) {
+    normed = record(`${op}.sum`, sum, [x, residual], [], (gs, needs) => [needs[0] ? scale(gs, 1) : null, needs[1] ? scale(gs, 1) : null]);
+  }
+  const bwdDefines = { ...rowDefines, RESIDUAL: 'false' };
+  const inputs = [normed, ...(weight ? [weight] : []), ...(bias ? [bias] : [])];
+  const out = record(op, y, inputs, [normed, mean, rstd, ...(weight ? [weight] : [])], (gy, needs) => {
     const needW = weight ? needs[1] : false;
     const needB = bias ? needs[weight ? 2 : 1] : false;
+    const xs = normed;
+    const grads: { dw: Tensor | null; db: Tensor | null } = { dw: null, db: null };
     const dx = Tensor.empty(rt, x.shape, dt, `${op}.grad_x`);
     // GroupNorm's parameter gradients: per-row sums from the same pass, then a sum over the batch. Without them the
     // kernel writes nothing to partW / partB, which are then one-element stand-ins (every binding must be bound).
     const rowSums = perRowAffine && (needW || needB);
-    const partW = Tensor.empty(rt, [rowSums ? rows : 1], 'f32', `${op}.grad_w.rows`);
-    const partB = Tensor.empty(rt, [rowSums ? rows : 1], 'f32', `${op}.grad_b.rows`);
-    rt.dispatch(
-      normKernel,
-      'rowNormBackward',
-      { p: { ...p, rowSums: rowSums ? 1 : 0 }, x, weight: weight ?? x, dy: gy, savedMean: mean, savedRstd: rstd, dx, partW, partB },
-      rowGrid(rows),
-      { defines: { T: dt, WG } },
-    );
-    let dw: Tensor | null = null;
-    let db: Tensor | null = null;
-    if (rowSums) {
-      // rows = B * C, row-major [B, C]: sum over B
-      const batches = rows / channels;
-      if (needW) dw = sumPartials(rt, partW, channels, batches, dt, `${op}.grad_w`);
-      if (needB) db = sumPartials(rt, partB, channels, batches, dt, `${op}.grad_b`);
-    } else if (!perRowAffine && (needW || needB)) {
-      const [chunk, chunks] = chunking(rows, n);
+    if (vec4) {
+      rt.dispatch(rowKernel, 'rowNormBackward4', { p, x4: xs, weight4: weight ?? xs, dy4: gy, savedMean: mean, savedRstd: rstd, dx4: dx }, rowGrid(rows), { defines: bwdDefines });
+    } else {
+      const partW = Tensor.empty(rt, [rowSums ? rows : 1], 'f32', `${op}.grad_w.rows`);
+      const partB = Tensor.empty(rt, [rowSums ? rows : 1], 'f32', `${op}.grad_b.rows`);
+      rt.dispatch(
+        rowKernel,
+        'rowNormBackward',
+        { p: { ...p, rowSums: rowSums ? 1 : 0 }, x: xs, weight: weight ?? xs, dy: gy, savedMean: mean, savedRstd: rstd, dx, partW, partB },
+        rowGrid(rows),
+        { defines: bwdDefines },
+      );
+      if (rowSums) {
+        // rows = B * C, row-major [B, C]: sum over B
+        const batches = rows / channels;
+        if (needW) grads.dw = sumPartials(rt, partW, channels, batches, dt, `${op}.grad_w`);
+        if (needB) grads.db = sumPartials(rt, partB, channels, batches, dt, `${op}.grad_b`);
+      }
+      partW.dispose();
+      partB.dispose();
+    }
+    if (!perRowAffine && (needW || needB)) {
+      const lanes = vec4 ? n / 4 : n;
+      const [chunk, chunks] = chunking(rows, lanes);
       const pw = Tensor.empty(rt, [chunks, n], 'f32', `${op}.grad_w.partial`);
       const pb = Tensor.empty(rt, [chunks, n], 'f32', `${op}.grad_b.partial`);
-      rt.dispatch(normKernel, 'rowAffineGrad', { p: { ...p, chunk, chunks }, x, dy: gy, savedMean: mean, savedRstd: rstd, partW: pw, partB: pb }, grid1d(n * chunks, WG), {
-        defines: { T: dt, WG },
-      });
-      if (needW) dw = sumPartials(rt, pw, n, chunks, dt, `${op}.grad_w`);
-      if (needB) db = sumPartials(rt, pb, n, chunks, dt, `${op}.grad_b`);
+      const pa = { ...p, chunk, chunks };
+      if (vec4) {
+        rt.dispatch(normKernel, 'rowAffineGrad4', { p: pa, x4: xs, dy4: gy, savedMean: mean, savedRstd: rstd, partW4: pw, partB4: pb }, grid1d(lanes * chunks, WG), { defines: { T: dt, WG } });
+      } else {
+        rt.dispatch(normKernel, 'rowAffineGrad', { p: pa, x: xs, dy: gy, savedMean: mean, savedRstd: rstd, partW: pw, partB: pb }, grid1d(lanes * chunks, WG), { defines: { T: dt, WG } });
+      }
+      if (needW) grads.dw = sumPartials(rt, pw, n, chunks, dt, `${op}.grad_w`);
+      if (needB) grads.db = sumPartials(rt, pb, n, chunks, dt, `${op}.grad_b`);
       pw.dispose();
       pb.dispose();
     }
-    partW.dispose();
-    partB.dispose();
-    const grads: (Tensor | null)[] = [needs[0] ? dx : null];
+    const result: (Tensor | null)[] = [needs[0] ? dx : null];
     if (!needs[0]) dx.dispose();
-    if (weight) grads.push(dw);
-    if (bias) grads.push(db);
-    return grads;
+    if (weight) result.push(grads.dw);
+    if (bias) result.push(grads.db);
+    return result;
   });
   // mean/rstd live on only as saved tensors of the node (or not at all without grad)
   mean.dispose();
   rstd.dispose();
-  return out;
+  return { y: out, sum: sum && residual ? normed : null };
 }
 
 /** LayerNorm over the last axis of x [..., C]; weight/bias [C] or null. */
@@ -138,7 +211,7 @@ export function layerNorm(x: Tensor, weight: Tensor | null, bias: Tensor | null,
   if (!n) throw new Error(`layerNorm: x [${x.shape}] has an empty last axis`);
   checkAffine('layerNorm', x, weight, n, 'weight');
   checkAffine('layerNorm', x, bias, n, 'bias');
-  return rowNorm('layerNorm', x, weight, bias, eps, x.size / n, n, false, 1);
+  return rowNorm('layerNorm', x, weight, bias, eps, x.size / n, n, false, 1).y;
 }
 
 /** GroupNorm with one group per channel on x [B, C, T]: each (b, c) normalized over all of T; weight/bias [C]. */
@@ -148,7 +221,27 @@ export function groupNormPerChannel(x: Tensor, weight: Tensor | null, bias: Tens
   const [b, c, t] = x.shape;
   checkAffine('groupNormPerChannel', x, weight, c, 'weight');
   checkAffine('groupNormPerChannel', x, bias, c, 'bias');
-  return rowNorm('groupNormPerChannel', x, weight, bias, eps, b * c, t, true, c);
+  return rowNorm('groupNormPerChannel', x, weight, bias, eps, b * c, t, true, c).y;
+}
+
+/**
+ * Fused residual add + LayerNorm over the last axis: sum = x + residual, y = LayerNorm(sum), in one pass over x and
+ * residual (the pre-LN transformer's residual stream: `sum` is the stream's next value, `y` the sublayer's input).
+ * Backward: LayerNorm's backward into sum's gradient (added to whatever else flows into sum), then the identity to
+ * x and residual.
+ */
+export function residualLayerNorm(x: Tensor, residual: Tensor, weight: Tensor | null, bias: Tensor | null, eps: number): { y: Tensor; sum: Tensor } {
+  const op = 'residualLayerNorm';
+  checkFloat(op, x);
+  if (residual.dtype !== x.dtype || residual.shape.length !== x.shape.length || residual.shape.some((s, i) => s !== x.shape[i])) {
+    throw new Error(`${op}: residual ${residual.dtype} [${residual.shape}] must match x ${x.dtype} [${x.shape}]`);
+  }
+  const n = x.shape[x.shape.length - 1];
+  if (!n) throw new Error(`${op}: x [${x.shape}] has an empty last axis`);
+  checkAffine(op, x, weight, n, 'weight');
+  checkAffine(op, x, bias, n, 'bias');
+  const { y, sum } = rowNorm(op, x, weight, bias, eps, x.size / n, n, false, 1, residual);
+  return { y, sum: sum! };
 }
 
 /** LayerNorm over the channels of x [B, C, T] for each (b, t): LayerNorm(x.transpose(1, 2)).transpose(1, 2). */

@@ -77,6 +77,7 @@ export class AdamW {
       const t = ++this.paramSteps[i];
       const ap = {
         n: p.size,
+        offset: 0,
         decay: 1 - this.lr * this.weightDecay,
         oneMinusBeta1: 1 - b1,
         beta2: b2,
@@ -85,7 +86,10 @@ export class AdamW {
         stepSize: this.lr / (1 - b1 ** t),
         bc2Sqrt: Math.sqrt(1 - b2 ** t),
       };
-      p.rt.dispatch(optimKernel, 'adamwStep', { ap, param: p, grad: g, m, v }, grid1d(p.size, WG));
+      const n4 = Math.floor(p.size / 4);
+      if (n4 > 0) p.rt.dispatch(optimKernel, 'adamwStep4', { ap: { ...ap, n: n4 }, param4: p, grad4: g, m4: m, v4: v }, grid1d(n4, WG));
+      const tail = p.size - 4 * n4;
+      if (tail > 0) p.rt.dispatch(optimKernel, 'adamwStep', { ap: { ...ap, offset: 4 * n4 }, param: p, grad: g, m, v }, grid1d(tail, WG));
     });
   }
 
@@ -98,7 +102,7 @@ export class AdamW {
         p.grad = null;
       } else {
         checkF32('AdamW.zeroGrad', p.grad);
-        p.rt.dispatch(optimKernel, 'zeroFill', { cp: { n: p.grad.size, maxNorm: 0, invScale: 1 }, gradInOut: p.grad }, grid1d(p.grad.size, WG));
+        inPlace(p.grad, 'zeroFill', { maxNorm: 0, invScale: 1 }, {});
       }
     }
   }
@@ -153,6 +157,14 @@ export class AdamW {
   }
 }
 
+/** An in-place pass over g: the vec4 entry over the first floor(n / 4) * 4 elements, the scalar one over the rest. */
+function inPlace(g: Tensor, entry: 'zeroFill' | 'clipScale', cp: { maxNorm: number; invScale: number }, extra: Record<string, Tensor>): void {
+  const n4 = Math.floor(g.size / 4);
+  if (n4 > 0) g.rt.dispatch(optimKernel, `${entry}4`, { cp: { ...cp, n: n4, offset: 0 }, gradInOut4: g, ...extra }, grid1d(n4, WG));
+  const tail = g.size - 4 * n4;
+  if (tail > 0) g.rt.dispatch(optimKernel, entry, { cp: { ...cp, n: g.size, offset: 4 * n4 }, gradInOut: g, ...extra }, grid1d(tail, WG));
+}
+
 /**
  * Scale all gradients in place so their global L2 norm is at most maxNorm (torch.nn.utils.clip_grad_norm_:
  * coefficient min(1, maxNorm / (norm + 1e-6))). Everything happens on the GPU; returns the norm before clipping, [1].
@@ -186,7 +198,7 @@ export function clipGradNorm(params: Tensor[], maxNorm: number, opts: { gradScal
   partials.dispose();
   norm.label = 'gradNorm';
   for (const g of grads) {
-    rt.dispatch(optimKernel, 'clipScale', { cp: { n: g.size, maxNorm, invScale }, gradInOut: g, norm }, grid1d(g.size, WG));
+    inPlace(g, 'clipScale', { maxNorm, invScale }, { norm });
   }
   return norm;
 }

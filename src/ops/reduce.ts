@@ -33,7 +33,9 @@ export function reducePass(x: Tensor, dst: Tensor, dstOffset: number, opts: { te
   const term = opts.term ?? 'value';
   if (term === 'product' && !opts.other) throw new Error('reducePass: a product needs `other`');
   const rp = { n, groups, outOffset: dstOffset, term: TERM[term], finish: opts.sqrt ? 1 : 0, scale: opts.scale ?? 1 };
-  x.rt.dispatch(reduceKernel, 'partialSums', { rp, x, other: opts.other ?? x, partials: dst }, grid1d(groups, 1));
+  // vec4 loads when the elements fill whole vec4s (x, and other, hold at least n elements from offset 0)
+  if (n % 4 === 0) x.rt.dispatch(reduceKernel, 'partialSums4', { rp, x4: x, other4: opts.other ?? x, partials: dst }, grid1d(groups, 1));
+  else x.rt.dispatch(reduceKernel, 'partialSums', { rp, x, other: opts.other ?? x, partials: dst }, grid1d(groups, 1));
   return groups;
 }
 

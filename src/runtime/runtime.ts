@@ -5,6 +5,7 @@
 // the kernel or allocation at fault at the next sync point (read, sync).
 import { BufferPool, type PooledBuffer } from './pool.js';
 import type { Defines, EntryInfo, KernelFamily, ScalarType } from './kernel.js';
+import { Profile, ProfileRecorder, type ProfileMethod } from './profile.js';
 
 export interface AdapterSummary {
   vendor: string;
@@ -61,6 +62,8 @@ export class Runtime {
   private checks: PendingCheck[] = [];
   private lost: GPUDeviceLostInfo | null = null;
   private uncaptured: string[] = [];
+  /** set only inside profile(); dispatch() and section() test it once and do nothing more when it is null */
+  private recorder: ProfileRecorder | null = null;
   /** fill every new allocation with NaN (tests) */
   poison = false;
   /** dispatches recorded since creation (for tests and benches) */
@@ -192,6 +195,10 @@ export class Runtime {
     if (wg[0] * wg[1] * wg[2] === 0) return;
     const group = this.device.createBindGroup({ layout, entries, label });
     if (!this.encoder) this.encoder = this.device.createCommandEncoder();
+    if (this.recorder) {
+      this.profiledDispatch(this.recorder, this.encoder, label, pipeline, group, wg as [number, number, number]);
+      return;
+    }
     if (!this.pass) this.pass = this.encoder.beginComputePass();
     this.pass.setPipeline(pipeline);
     this.pass.setBindGroup(0, group);
@@ -199,6 +206,95 @@ export class Runtime {
     this.batchKernels.push(label);
     this.dispatchCount++;
     if (this.batchKernels.length >= this.maxBatch) this.flush();
+  }
+
+  /** One dispatch in its own compute pass, timed by timestamp queries or by submitting it alone (see profile.ts). */
+  private profiledDispatch(rec: ProfileRecorder, encoder: GPUCommandEncoder, label: string, pipeline: GPUComputePipeline, group: GPUBindGroup, wg: [number, number, number]): void {
+    if (this.pass) {
+      this.pass.end();
+      this.pass = null;
+    }
+    const timed = rec.method === 'timestamps' ? rec.nextTimestampSlots(encoder) : null;
+    const pass = encoder.beginComputePass(
+      timed ? { timestampWrites: { querySet: timed.querySet, beginningOfPassWriteIndex: timed.begin, endOfPassWriteIndex: timed.end } } : {},
+    );
+    pass.setPipeline(pipeline);
+    pass.setBindGroup(0, group);
+    pass.dispatchWorkgroups(wg[0], wg[1], wg[2]);
+    pass.end();
+    this.batchKernels.push(label);
+    this.dispatchCount++;
+    if (timed) {
+      rec.recordTimestamp(label, wg, timed.set, timed.begin);
+      if (this.batchKernels.length >= this.maxBatch) this.flush();
+    } else {
+      const submitted = performance.now();
+      this.flush();
+      rec.recordSubmitted(label, wg, submitted, this.device.queue.onSubmittedWorkDone().then(() => performance.now()));
+    }
+  }
+
+  /** True while profile() records. */
+  get profiling(): boolean {
+    return this.recorder !== null;
+  }
+
+  /**
+   * Run `fn` as a named section of the current profile (nested sections give paths such as 'encoder/layer.3').
+   * Without a profile it just calls fn. An async fn's section ends when its promise settles.
+   */
+  section<R>(name: string, fn: () => R): R {
+    const rec = this.recorder;
+    if (!rec) return fn();
+    const s = rec.enter(name);
+    let result: R;
+    try {
+      result = fn();
+    } catch (e) {
+      rec.leave(s);
+      throw e;
+    }
+    if (result instanceof Promise) return result.finally(() => rec.leave(s)) as R;
+    rec.leave(s);
+    return result;
+  }
+
+  /**
+   * Run `fn` (sync or async) and time every dispatch it records. Work recorded before is finished first and not
+   * counted. method 'auto' (default) uses GPU timestamp queries when the device has 'timestamp-query', else the
+   * per-dispatch submit fallback; 'fallback' forces the latter. Profiles do not nest.
+   */
+  async profile<R>(fn: () => R | Promise<R>, opts: { method?: 'auto' | ProfileMethod } = {}): Promise<{ result: R; profile: Profile }> {
+    if (this.recorder) throw new Error('profile: a profile is already being recorded (profiles do not nest; use section() inside)');
+    const want = opts.method ?? 'auto';
+    if (want === 'timestamps' && !this.hasTimestamps) throw new Error("profile: method 'timestamps' needs the device feature 'timestamp-query', which this device lacks");
+    const method: ProfileMethod = want === 'fallback' || !this.hasTimestamps ? 'fallback' : 'timestamps';
+    await this.sync();
+    const rec = new ProfileRecorder(this.device, method);
+    this.recorder = rec;
+    const t0 = performance.now();
+    let result: R;
+    try {
+      result = await fn();
+      if (rec.needsResolve) {
+        if (!this.encoder) this.encoder = this.device.createCommandEncoder();
+        if (this.pass) {
+          this.pass.end();
+          this.pass = null;
+        }
+        rec.resolveAll(this.encoder);
+      }
+      await this.sync();
+    } catch (e) {
+      this.recorder = null;
+      // recorded passes still reference the query sets: submit and finish them before the sets are destroyed
+      this.flush();
+      await this.device.queue.onSubmittedWorkDone();
+      rec.destroy();
+      throw e;
+    }
+    this.recorder = null;
+    return { result, profile: await rec.finish(t0, () => performance.now()) };
   }
 
   private packUniform(label: string, name: string, members: { name: string; offset: number; type: ScalarType }[], size: number, values: UniformValues): number {

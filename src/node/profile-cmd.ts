@@ -1,0 +1,128 @@
+// `ser profile`: time every kernel dispatch of one inference (or one training step) of a model directory on synthetic
+// audio, and print where the GPU time goes (per kernel, per named section), optionally as a Chrome trace. One run
+// first compiles every pipeline and fills the buffer pool; only the next run is profiled.
+// The model-specific lines are in runOnce() and the loadModel() call; sections are marked through rt.section only.
+import fs from 'node:fs';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { Tensor } from '../tensor.js';
+import { backward, noGrad, tidy } from '../autograd.js';
+import { AdamW } from '../ops/optim.js';
+import { disposeOutput, receptiveField } from '../model/wav2vec2.js';
+import { mulberry32 } from '../data/random.js';
+import type { Runtime } from '../runtime/runtime.js';
+import { createNodeRuntime } from './dawn.js';
+import { loadModel, type LoadedModel } from './train-cmd.js';
+import { writeFileAtomic } from './modeldir.js';
+
+export const PROFILE_USAGE = `ser profile --model <dir> [--train] [--seconds S] [--batch-size B] [--trace out.json] [--json]
+  Times every kernel dispatch of one forward pass (with --train: forward, backward and an AdamW step, feature encoder
+  frozen as in fine-tuning) on B clips of S seconds of synthetic audio (default 4 s, batch 1), after one untimed run
+  that compiles the pipelines. Prints GPU time per kernel and per section (sorted by total; calls, total ms, mean ms,
+  share). Uses GPU timestamp queries when the adapter has 'timestamp-query', else submits each dispatch alone (coarse).
+  --model <dir>     a Hugging Face model directory (config.json; weights optional: random init without them)
+  --train           profile a training step instead of inference
+  --seconds S       clip length in seconds (default 4)
+  --batch-size B    clips per batch (default 1)
+  --trace FILE      write a Chrome trace (Trace Event Format JSON; open in https://ui.perfetto.dev or chrome://tracing)
+  --fallback        time by submitting each dispatch alone even when timestamp queries are available
+  --json            print the profile as JSON (method, totals, per-kernel and per-section rows)`;
+
+const MAX_SECONDS = 600;
+const MAX_BATCH = 256;
+
+function positiveNumber(value: string, flag: string, max: number, integer: boolean): number {
+  const x = Number(value);
+  if (!Number.isFinite(x) || x <= 0 || x > max || (integer && !Number.isInteger(x))) {
+    throw new Error(`profile: ${flag} must be a positive ${integer ? 'integer' : 'number'} up to ${max}, got '${value}'`);
+  }
+  return x;
+}
+
+export async function profileCommand(argv: string[]): Promise<number> {
+  const { values: v } = parseArgs({
+    args: argv,
+    options: {
+      model: { type: 'string' },
+      train: { type: 'boolean' },
+      seconds: { type: 'string', default: '4' },
+      'batch-size': { type: 'string', default: '1' },
+      trace: { type: 'string' },
+      fallback: { type: 'boolean' },
+      json: { type: 'boolean' },
+    },
+  });
+  if (!v.model) throw new Error(`profile needs --model <dir>\n\n${PROFILE_USAGE}`);
+  const seconds = positiveNumber(v.seconds!, '--seconds', MAX_SECONDS, false);
+  const batch = positiveNumber(v['batch-size']!, '--batch-size', MAX_BATCH, true);
+  const rt = await createNodeRuntime();
+  const loaded = await loadModel(rt, v.model);
+  const samples = Math.max(Math.round(seconds * loaded.preprocessor.sampling_rate), receptiveField(loaded.config));
+  const audio = syntheticAudio(batch * samples, 1);
+  const optimizer = v.train ? new AdamW(loaded.model.trainableParameters(), { lr: 1e-5, weightDecay: 0.01 }) : null;
+  const run = () => runOnce(rt, loaded, audio, batch, samples, optimizer);
+
+  await run(); // compiles pipelines, sizes the pool: not profiled
+  const { profile } = await rt.profile(run, { method: v.fallback ? 'fallback' : 'auto' });
+  const what = `${v.train ? 'training step' : 'forward'}, batch ${batch} x ${(samples / loaded.preprocessor.sampling_rate).toFixed(2)} s`;
+  if (v.trace) {
+    const trace = profile.trace();
+    trace.otherData.what = what;
+    trace.otherData.model = path.resolve(v.model);
+    trace.otherData.adapter = rt.adapter.description || rt.adapter.device;
+    await writeFileAtomic(v.trace, JSON.stringify(trace));
+  }
+  if (v.json) {
+    console.log(JSON.stringify({ what, adapter: rt.adapter, method: profile.method, dispatches: profile.dispatches.length, gpuMs: profile.gpuMs, wallMs: profile.wallMs, kernels: profile.byKernel(), sections: profile.bySection(), trace: v.trace ?? null }));
+  } else {
+    console.log(`${what} on ${rt.adapter.description || rt.adapter.device}`);
+    console.log(profile.table(40));
+    if (v.trace) console.log(`\ntrace: ${v.trace} (${fs.statSync(v.trace).size} bytes)`);
+  }
+  loaded.model.dispose();
+  rt.destroy();
+  return 0;
+}
+
+/** One forward (or forward + backward + AdamW step), waited for. The model-specific part of the command. */
+async function runOnce(rt: Runtime, loaded: LoadedModel, audio: Float32Array, batch: number, samples: number, optimizer: AdamW | null): Promise<void> {
+  const { model } = loaded;
+  model.train(optimizer !== null);
+  if (!optimizer) {
+    const logits = rt.section('forward', () => noGrad(() => tidy(() => {
+      const input = Tensor.fromData(rt, audio, [batch, samples], 'f32', 'input_values');
+      const o = model.forward({ inputValues: input });
+      const l = o.logits!;
+      o.logits = null;
+      disposeOutput(o);
+      return l;
+    })));
+    await logits.read();
+    logits.dispose();
+    return;
+  }
+  const labels = Array.from({ length: batch }, (_, i) => i % loaded.config.labels.length);
+  const loss = rt.section('forward', () => tidy(() => {
+    const input = Tensor.fromData(rt, audio, [batch, samples], 'f32', 'input_values');
+    const o = model.forward({ inputValues: input, labels });
+    const l = o.loss!;
+    o.loss = null;
+    disposeOutput(o);
+    return l;
+  }));
+  rt.section('backward', () => backward(loss));
+  loss.dispose();
+  rt.section('optimizer', () => {
+    optimizer.step();
+    optimizer.zeroGrad();
+  });
+  await rt.sync();
+}
+
+/** Deterministic noise in [-0.5, 0.5): the kernels' cost does not depend on the audio's content. */
+function syntheticAudio(n: number, seed: number): Float32Array {
+  const r = mulberry32(seed);
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) out[i] = r() - 0.5;
+  return out;
+}

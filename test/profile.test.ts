@@ -1,0 +1,206 @@
+// The profiler: one record per dispatch named kernel.entry, non-negative GPU times, sections that nest, a Chrome
+// trace that parses with the Trace Event Format's fields, both timing methods (timestamp queries where the device
+// has them, and the forced submit-per-dispatch fallback), and section() as a plain call when not profiling.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { getRuntime, upload, randn, close } from './helpers.js';
+import { add, mul, scale } from '../src/ops/elementwise.js';
+import { layerNorm } from '../src/ops/norm.js';
+import { tidy, noGrad } from '../src/autograd.js';
+import type { Profile } from '../src/runtime/profile.js';
+import type { Runtime } from '../src/runtime/runtime.js';
+import type { Tensor } from '../src/tensor.js';
+
+const N = 3001;
+
+/** a few ops in nested sections; returns the result so the profile's result passing can be checked */
+function work(rt: Runtime, a: Tensor, b: Tensor): Tensor {
+  return rt.section('outer', () => {
+    const s = rt.section('inner.add', () => add(a, b));
+    const m = rt.section('inner.mul', () => rt.section('deepest', () => mul(s, b)));
+    s.dispose();
+    const t = scale(m, 2);
+    m.dispose();
+    return t;
+  });
+}
+
+function checkProfile(p: Profile, method: string): void {
+  assert.is(p.method, method);
+
+  assert.is(p.dispatches.length, 3, 'one record per dispatch');
+  for (const d of p.dispatches) {
+    assert.ok(/^elementwise\.\w+$/.test(d.kernel), `kernel name ${d.kernel}`);
+    assert.ok(Number.isFinite(d.durMs) && d.durMs >= 0, `duration ${d.durMs}`);
+    assert.ok(Number.isFinite(d.startMs) && d.startMs >= 0, `start ${d.startMs}`);
+  }
+  assert.equal(p.dispatches[0].sections, ['outer', 'inner.add']);
+  assert.equal(p.dispatches[1].sections, ['outer', 'inner.mul', 'deepest']);
+  assert.equal(p.dispatches[2].sections, ['outer']);
+  const sections = p.bySection();
+  const byName = new Map(sections.map((r) => [r.name, r]));
+  assert.equal([...byName.keys()].sort(), ['outer', 'outer/inner.add', 'outer/inner.mul', 'outer/inner.mul/deepest']);
+  // inclusive times: outer = all three dispatches; inner.mul = deepest
+  const gpu = p.dispatches.reduce((s, d) => s + d.durMs, 0);
+  assert.ok(Math.abs(byName.get('outer')!.totalMs - gpu) <= 1e-9 * Math.max(1, gpu));
+  assert.is(byName.get('outer/inner.mul')!.totalMs, byName.get('outer/inner.mul/deepest')!.totalMs);
+  assert.is(byName.get('outer')!.calls, 1);
+  const kernels = p.byKernel();
+  assert.is(kernels.reduce((s, r) => s + r.calls, 0), 3);
+  for (let i = 1; i < kernels.length; i++) assert.ok(kernels[i - 1].totalMs >= kernels[i].totalMs, 'sorted by total time');
+  if (gpu > 0) assert.ok(Math.abs(kernels.reduce((s, r) => s + r.share, 0) - 1) < 1e-9, 'kernel shares sum to 1');
+  assert.match(p.table(), /elementwise\.mul/);
+
+  // the trace parses as JSON and every event has the Trace Event Format fields of a complete event
+  const trace = JSON.parse(JSON.stringify(p.trace()));
+  assert.ok(Array.isArray(trace.traceEvents));
+  assert.is(trace.traceEvents.length, 3 + 4, '3 kernels + 4 sections');
+  for (const e of trace.traceEvents) {
+    for (const f of ['name', 'cat', 'ph', 'ts', 'dur', 'pid', 'tid', 'args']) assert.ok(f in e, `trace event lacks ${f}`);
+    assert.is(e.ph, 'X');
+    assert.ok(e.dur >= 0 && e.ts >= 0);
+  }
+  // nesting: every kernel lies within each of its sections' spans
+  const spans = trace.traceEvents.filter((e: any) => e.cat === 'section');
+  for (const k of trace.traceEvents.filter((e: any) => e.cat === 'kernel')) {
+    const path: string = k.args.section;
+    for (const s of spans) {
+      if (path === s.args.path || path.startsWith(`${s.args.path}/`)) {
+        assert.ok(k.ts >= s.ts - 1e-6 && k.ts + k.dur <= s.ts + s.dur + 1e-6, `${k.name} inside section ${s.args.path}`);
+      }
+    }
+  }
+}
+
+async function profileWork(rt: Runtime, method: 'auto' | 'fallback') {
+  const x = randn(N, 1);
+  const y = randn(N, 2);
+  const a = upload(rt, x, [N]);
+  const b = upload(rt, y, [N]);
+  const { result, profile } = await rt.profile(() => noGrad(() => work(rt, a, b)), { method });
+  const got = await result.read();
+  close(got, Array.from(x, (v, i) => 2 * (v + y[i]) * y[i]), 1e-6, 'result of the profiled function');
+  for (const t of [a, b, result]) t.dispose();
+  return profile;
+}
+
+test('timestamp queries (where the device has them): one record per dispatch, sections, trace', async () => {
+  const rt = await getRuntime();
+  if (!rt.hasTimestamps) {
+    console.log('  (no timestamp-query on this device: only the fallback is exercised)');
+    return;
+  }
+  const p = await profileWork(rt, 'auto');
+  checkProfile(p, 'timestamps');
+});
+
+test('forced fallback (submit + onSubmittedWorkDone per dispatch)', async () => {
+  const rt = await getRuntime();
+  const p = await profileWork(rt, 'fallback');
+  checkProfile(p, 'fallback');
+  // fallback records follow each other on the queue
+  for (let i = 1; i < p.dispatches.length; i++) {
+    assert.ok(p.dispatches[i].startMs >= p.dispatches[i - 1].startMs + p.dispatches[i - 1].durMs - 1e-9, 'in queue order');
+  }
+});
+
+test('timestamp path past one query set (more than 1024 dispatches), async sections', async () => {
+  const rt = await getRuntime();
+  if (!rt.hasTimestamps) return;
+  const a = upload(rt, randn(37, 3), [37]);
+  const { profile } = await rt.profile(async () => {
+    for (let i = 0; i < 1100; i++) noGrad(() => tidy(() => { scale(a, 1.5); }));
+    await rt.section('async', async () => {
+      await rt.sync();
+      noGrad(() => tidy(() => { add(a, a); }));
+    });
+  });
+  assert.is(profile.dispatches.length, 1101);
+  assert.ok(profile.dispatches.every((d) => d.durMs >= 0));
+  assert.equal(profile.dispatches[1100].sections, ['async']);
+  assert.is(profile.byKernel()[0].calls + (profile.byKernel()[1]?.calls ?? 0), 1101);
+  a.dispose();
+});
+
+test('not profiling: section() is a plain call, dispatches are batched as usual', async () => {
+  const rt = await getRuntime();
+  assert.is(rt.profiling, false);
+  const a = upload(rt, randn(N, 4), [N]);
+  await rt.sync();
+  // (poisoning flushes at each allocation: off for this count)
+  rt.poison = false;
+  const submits = rt.submitCount;
+  const r = rt.section('nothing', () => noGrad(() => tidy(() => { scale(a, 3); scale(a, 3); return 7; })));
+  assert.is(r, 7);
+  await rt.sync();
+  rt.poison = true;
+  assert.is(rt.submitCount - submits, 1, 'two dispatches in one submit');
+  // a throwing section leaves no state behind, profiling or not
+  assert.throws(() => rt.section('boom', () => { throw new Error('boom'); }), /boom/);
+  const { profile } = await rt.profile(() => {
+    try {
+      rt.section('boom', () => { throw new Error('boom'); });
+    } catch {
+      // expected
+    }
+    rt.section('after', () => noGrad(() => tidy(() => { scale(a, 2); })));
+  });
+  assert.equal(profile.dispatches[0].sections, ['after']);
+  await assert.not.throws(() => rt.profile(() => 1));
+  // a profiled function that throws after some dispatches: the error comes through, the runtime stays usable
+  let err: Error | null = null;
+  try {
+    await rt.profile(() => {
+      noGrad(() => tidy(() => { scale(a, 2); }));
+      throw new Error('inside profile');
+    });
+  } catch (e) {
+    err = e as Error;
+  }
+  assert.match(err?.message ?? '', /inside profile/);
+  assert.is(rt.profiling, false);
+  await rt.sync();
+  close(await noGrad(() => scale(a, 2)).read(), Array.from(randn(N, 4), (v) => 2 * v), 1e-6, 'after a failed profile');
+  a.dispose();
+});
+
+test('layer norm forward+backward profile names norm kernels', async () => {
+  const rt = await getRuntime();
+  const x = upload(rt, randn(5 * 33, 5), [5, 33], { requiresGrad: true });
+  const { profile } = await rt.profile(() => noGrad(() => tidy(() => { layerNorm(x, null, null, 1e-5); })));
+  assert.ok(profile.dispatches.length >= 1 && profile.dispatches.every((d) => /^norm(_subgroups)?\./.test(d.kernel)), profile.dispatches.map((d) => d.kernel).join());
+  x.dispose();
+});
+
+test('ser profile --train on the tiny XLSR fixture: JSON summary and a Chrome trace (skipped without ../shared)', () => {
+  const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+  const model = path.join(root, '../shared/fixtures/xlsr_tiny');
+  if (!fs.existsSync(path.join(model, 'config.json'))) {
+    console.log(`  (${model} absent: skipped)`);
+    return;
+  }
+  const out = fs.mkdtempSync(path.join(os.tmpdir(), 'ser-profile-'));
+  try {
+    const trace = path.join(out, 'trace.json');
+    const r = spawnSync(process.execPath, [path.join(root, 'build/cli.mjs'), 'profile', '--model', model, '--train', '--seconds', '0.5', '--trace', trace, '--json'], { cwd: root, encoding: 'utf8', timeout: 300000 });
+    assert.is(r.status, 0, `ser profile exited with ${r.status ?? r.signal}: ${(r.stderr || '').slice(-2000)}`);
+    const summary = JSON.parse(r.stdout.trim().split('\n').pop()!);
+    assert.ok(summary.dispatches > 10, `dispatches ${summary.dispatches}`);
+    assert.equal(summary.sections.map((x: { name: string }) => x.name).sort(), ['backward', 'forward', 'optimizer']);
+    assert.ok(summary.kernels.some((k: { name: string }) => k.name.endsWith('.adamwStep4') || k.name.endsWith('.adamwStep')), 'the optimizer step is profiled');
+    const events = JSON.parse(fs.readFileSync(trace, 'utf8')).traceEvents;
+    assert.is(events.filter((e: { cat: string }) => e.cat === 'kernel').length, summary.dispatches);
+    const bad = spawnSync(process.execPath, [path.join(root, 'build/cli.mjs'), 'profile', '--model', model, '--seconds', '0'], { cwd: root, encoding: 'utf8', timeout: 60000 });
+    assert.is(bad.status, 1);
+    assert.match(bad.stderr, /--seconds must be a positive number/);
+  } finally {
+    fs.rmSync(out, { recursive: true, force: true });
+  }
+});
+
+test.run();
