@@ -277,7 +277,7 @@ export class SpeechClassifier {
       const enc = this.encoder.forward(batch, { hook: opts.hook, outputHiddenStates: opts.outputHiddenStates, needHiddenStates: weighted });
       let headOut: HeadOutput | null = null;
       if (!opts.encoderOnly && this.head !== 'none') {
-        headOut = this.classify(enc.last_hidden_state, enc.hidden_states, enc.frameMask, { labels: batch.labels ?? null, hook: opts.hook });
+        headOut = this.rt.section('head', () => this.classify(enc.last_hidden_state, enc.hidden_states, enc.frameMask, { labels: batch.labels ?? null, hook: opts.hook }));
       }
       if (weighted && !opts.outputHiddenStates) {
         // the weighted layer sum needed them; the caller did not ask for them

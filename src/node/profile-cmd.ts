@@ -8,7 +8,7 @@ import { parseArgs } from 'node:util';
 import { Tensor } from '../tensor.js';
 import { backward, noGrad, tidy } from '../autograd.js';
 import { AdamW } from '../ops/optim.js';
-import { disposeOutput, receptiveField } from '../model/wav2vec2.js';
+import { disposeOutput } from '../model/classifier.js';
 import { mulberry32 } from '../data/random.js';
 import type { Runtime } from '../runtime/runtime.js';
 import { createNodeRuntime } from './dawn.js';
@@ -57,14 +57,16 @@ export async function profileCommand(argv: string[]): Promise<number> {
   const batch = positiveNumber(v['batch-size']!, '--batch-size', MAX_BATCH, true);
   const rt = await createNodeRuntime();
   const loaded = await loadModel(rt, v.model);
-  const samples = Math.max(Math.round(seconds * loaded.preprocessor.sampling_rate), receptiveField(loaded.config));
-  const audio = syntheticAudio(batch * samples, 1);
+  const samples = Math.max(Math.round(seconds * loaded.preprocessor.samplingRate), loaded.preprocessor.minSamples);
+  // the family's own input preparation (waveforms normalised and padded, or Whisper's log-mel)
+  const clips = Array.from({ length: batch }, (_, b) => syntheticAudio(samples, 1 + b));
+  const audio = loaded.preprocessor.prepare(clips);
   const optimizer = v.train ? new AdamW(loaded.model.trainableParameters(), { lr: 1e-5, weightDecay: 0.01 }) : null;
-  const run = () => runOnce(rt, loaded, audio, batch, samples, optimizer);
+  const run = () => runOnce(rt, loaded, audio, batch, optimizer);
 
   await run(); // compiles pipelines, sizes the pool: not profiled
   const { profile } = await rt.profile(run, { method: v.fallback ? 'fallback' : 'auto' });
-  const what = `${v.train ? 'training step' : 'forward'}, batch ${batch} x ${(samples / loaded.preprocessor.sampling_rate).toFixed(2)} s`;
+  const what = `${v.train ? 'training step' : 'forward'}, batch ${batch} x ${(samples / loaded.preprocessor.samplingRate).toFixed(2)} s`;
   if (v.trace) {
     const trace = profile.trace();
     trace.otherData.what = what;
@@ -85,12 +87,12 @@ export async function profileCommand(argv: string[]): Promise<number> {
 }
 
 /** One forward (or forward + backward + AdamW step), waited for. The model-specific part of the command. */
-async function runOnce(rt: Runtime, loaded: LoadedModel, audio: Float32Array, batch: number, samples: number, optimizer: AdamW | null): Promise<void> {
+async function runOnce(rt: Runtime, loaded: LoadedModel, audio: { values: Float32Array; shape: number[] }, batch: number, optimizer: AdamW | null): Promise<void> {
   const { model } = loaded;
   model.train(optimizer !== null);
   if (!optimizer) {
     const logits = rt.section('forward', () => noGrad(() => tidy(() => {
-      const input = Tensor.fromData(rt, audio, [batch, samples], 'f32', 'input_values');
+      const input = Tensor.fromData(rt, audio.values, audio.shape, 'f32', 'input_values');
       const o = model.forward({ inputValues: input });
       const l = o.logits!;
       o.logits = null;
@@ -103,7 +105,7 @@ async function runOnce(rt: Runtime, loaded: LoadedModel, audio: Float32Array, ba
   }
   const labels = Array.from({ length: batch }, (_, i) => i % loaded.config.labels.length);
   const loss = rt.section('forward', () => tidy(() => {
-    const input = Tensor.fromData(rt, audio, [batch, samples], 'f32', 'input_values');
+    const input = Tensor.fromData(rt, audio.values, audio.shape, 'f32', 'input_values');
     const o = model.forward({ inputValues: input, labels });
     const l = o.loss!;
     o.loss = null;

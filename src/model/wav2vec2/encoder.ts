@@ -286,8 +286,9 @@ export class Wav2Vec2Encoder implements SpeechEncoder {
       const frameMask = info ? Tensor.fromData(rt, info.mask, [B, T], 'i32', 'frame_mask') : null;
       const hook: TensorHook = opts.hook ?? ((_, t) => t);
       const intermediates = new Map<string, Tensor>();
-      const extract = hook('extract_features', this.featureEncoder(x));
-      const { normed, projected } = this.featureProjection(extract);
+      // rt.section names the parts in a profile (rt.profile); a plain call otherwise
+      const extract = hook('extract_features', rt.section('feature_encoder', () => this.featureEncoder(x)));
+      const { normed, projected } = rt.section('feature_projection', () => this.featureProjection(extract));
       if (keepAll) {
         intermediates.set('extract_features', extract);
         if (normed) intermediates.set('extract_features_normed', normed);
@@ -305,7 +306,7 @@ export class Wav2Vec2Encoder implements SpeechEncoder {
 
       // encoder input: padded frames zeroed (HF: hidden_states[~mask] = 0), then + positional embedding
       if (frameMask) h = own(h, maskRows(h, frameMask), keepAll ? fpOut : null);
-      const pos = this.positionalEmbedding(h, hook);
+      const pos = rt.section('pos_conv_embed', () => this.positionalEmbedding(h, hook));
       if (keepAll) intermediates.set('pos_conv_embed_output', pos);
       h = own(h, add(h, pos), keepAll ? fpOut : null);
       if (!keepAll) pos.dispose();
@@ -320,7 +321,7 @@ export class Wav2Vec2Encoder implements SpeechEncoder {
         h = hook(`hidden_states.${l}`, h);
         if (needLayers) hidden.push(h);
         if (this.training && cfg.layerdrop > 0 && this.random() < cfg.layerdrop) continue;
-        const layer = (t: Tensor) => this.encoderLayer(l, t, ctx);
+        const layer = (t: Tensor) => rt.section(`encoder.layer.${l}`, () => this.encoderLayer(l, t, ctx));
         // checkpointing pays off only where backward will reach: a layer with nothing to train and no gradient to
         // pass down (frozen lower layers) records nothing anyway
         const next = this.gradientCheckpointing && (h.requiresGrad || this.layerTrains(l)) ? checkpoint(layer, [h]) : layer(h);
