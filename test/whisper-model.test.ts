@@ -16,6 +16,7 @@ import { whisperParameterShapes, mapWhisperCheckpointKeys, initWhisperWeights, w
 import { WhisperForAudioClassification, whisperEncoderFrames } from '../src/model/whisper/model.js';
 import { whisperReferenceOutputs } from '../src/model/whisper/reference.js';
 import { Tensor } from '../src/tensor.js';
+import { backward } from '../src/autograd.js';
 
 const SHARED = '../shared/fixtures/whisper_tiny_cls';
 const haveShared = fs.existsSync(path.join(SHARED, 'reference.safetensors'));
@@ -166,6 +167,37 @@ test('init: sinusoidal positions (OpenAI sinusoids), N(0, init_std) weights, Lay
     y.dispose();
   } finally {
     model.dispose();
+  }
+});
+
+test('gradient checkpointing gives the same gradients; freezeEncoder leaves only the head trainable (HF freeze_encoder)', async () => {
+  const rt = await getRuntime();
+  const config = parseWhisperConfig({ d_model: 16, encoder_layers: 2, encoder_attention_heads: 2, encoder_ffn_dim: 32, num_mel_bins: 6, max_source_positions: 9, classifier_proj_size: 8, num_labels: 3, use_weighted_layer_sum: true });
+  const grads = async (opts: { gradientCheckpointing?: boolean; freezeEncoder?: boolean }) => {
+    const model = WhisperForAudioClassification.random(rt, config, { initSeed: 3, ...opts });
+    const x = Tensor.fromData(rt, new Float32Array(2 * 6 * 18).map((_, i) => Math.sin(0.37 * i)), [2, 6, 18], 'f32', 'x');
+    try {
+      const out = model.forward({ inputFeatures: x, labels: [1, 2] });
+      backward(out.loss!);
+      const g = new Map<string, Float32Array | null>();
+      for (const [name, p] of model.namedParameters()) g.set(name, p.grad ? await p.grad.readFloat() : null);
+      for (const t of [out.logits, out.loss, out.pooled, out.last_hidden_state]) t?.dispose();
+      return g;
+    } finally {
+      x.dispose();
+      model.dispose();
+    }
+  };
+  const plain = await grads({});
+  const ckpt = await grads({ gradientCheckpointing: true });
+  for (const [name, g] of plain) {
+    assert.ok(g, `${name} has a gradient`);
+    assert.ok(relL2(ckpt.get(name)!, g) < 1e-6, `${name} with checkpointing`);
+  }
+  const frozen = await grads({ freezeEncoder: true });
+  for (const [name, g] of frozen) {
+    if (name.startsWith('encoder.')) assert.is(g, null, `${name} frozen`);
+    else assert.ok(g && relL2(g, plain.get(name)!) < 1e-6, `${name} trains, same gradient`);
   }
 });
 
