@@ -50,7 +50,7 @@ export const WHISPER_LOG_MEL_FLOOR = 1e-10;
 const MAX_MELS = 512;
 const MAX_N_FFT = 1 << 16;
 const MAX_SAMPLING_RATE = 384000;
-const MAX_N_SAMPLES = 1 << 26;
+const MAX_N_SAMPLES = 1 << 24;
 /** mels x frames of one clip's output (default: 240,000) */
 const MAX_OUTPUT_ELEMENTS = 1 << 25;
 
