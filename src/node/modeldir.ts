@@ -11,6 +11,7 @@ import { WEIGHT_FILES, pickWeightsFile, readTensorFile } from '../io/modelfiles.
 import { type ModelConfigBase, configJsonText, configObject } from '../io/config.js';
 import { familyOf, parseModelConfig } from '../model/registry.js';
 import type { AudioPreprocessor } from '../model/family.js';
+import { resolveModel } from './hub.js';
 
 export class FileByteReader implements ByteReader {
   private constructor(
@@ -105,8 +106,12 @@ export interface ModelDir {
   close(): Promise<void>;
 }
 
-/** Opens a Hugging Face model directory: configs parsed and checked, weights opened (headers only). */
-export async function openModelDir(dir: string): Promise<ModelDir> {
+/**
+ * Opens a Hugging Face model directory: configs parsed and checked, weights opened (headers only). A name that is no
+ * local folder but a Hub id (`org/name[@revision]`) is downloaded into the Hub cache first (see resolveModel).
+ */
+export async function openModelDir(idOrDir: string): Promise<ModelDir> {
+  const dir = await resolveModel(idOrDir);
   if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) throw new Error(`${dir}: not a directory`);
   const configPath = path.join(dir, 'config.json');
   if (!fs.existsSync(configPath)) throw new Error(`${dir}: no config.json (a Hugging Face model directory needs one)`);
