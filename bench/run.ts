@@ -14,6 +14,7 @@ import { benchOrt } from './lib/peers-ort.js';
 import { benchTorch } from './lib/peers-torch.js';
 import { benchModel } from './lib/model.js';
 import { benchFidelity } from './lib/fidelity.js';
+import { benchWhisper } from './lib/whisper.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const args = process.argv.slice(2);
@@ -34,6 +35,7 @@ const sections: [string, Section][] = [
   ['layernorm', benchLayerNorm],
   ['adamw', benchAdamW],
   ['model', benchModel],
+  ['whisper', benchWhisper],
   // peers, measured side by side in the same run (--torch installs PyTorch first if it is missing)
   ['tfjs', benchTfjs],
   ['ort', benchOrt],
