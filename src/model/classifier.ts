@@ -124,7 +124,7 @@ export class SpeechClassifier {
     this.rt = rt;
     this.config = config;
     this.family = familyOf(config);
-    this.head = opts.head ?? detectHead(params.keys()) ?? 'speech-classification';
+    this.head = opts.head ?? detectHead(params.keys()) ?? defaultHead(this.family);
     const shapes = parameterShapes(config, this.head, this.family);
     const problems: string[] = [];
     for (const [name, shape] of shapes) {
@@ -152,7 +152,7 @@ export class SpeechClassifier {
 
   /** Upload f32 arrays (e.g. from a checkpoint) and build the model. */
   static fromArrays(rt: Runtime, config: ModelConfigBase, arrays: Map<string, { shape: readonly number[]; data: Float32Array }>, opts: ClassifierOptions = {}): SpeechClassifier {
-    const head = opts.head ?? detectHead(arrays.keys()) ?? 'speech-classification';
+    const head = opts.head ?? detectHead(arrays.keys()) ?? defaultHead(familyOf(config));
     const wanted = parameterShapes(config, head);
     const params = new Map<string, Tensor>();
     try {
@@ -171,7 +171,7 @@ export class SpeechClassifier {
    */
   static async fromSource(rt: Runtime, config: ModelConfigBase, source: TensorSource, opts: FromSourceOptions = {}): Promise<{ model: SpeechClassifier; report: LoadReport }> {
     const family = familyOf(config);
-    const head = opts.head ?? detectHead([...source.entries.keys()].map(canonicalParameterName)) ?? 'speech-classification';
+    const head = opts.head ?? detectHead([...source.entries.keys()].map(canonicalParameterName)) ?? defaultHead(family);
     const shapes = parameterShapes(config, head, family);
     const mapOptions = { checkpoint: opts.checkpoint ?? source.files.join(', '), ignoreMismatchedSizes: opts.ignoreMismatchedSizes, rules: family.keyRules(config), model: modelClassName(family, head) };
     // the mapping first: a checkpoint that cannot fill the model is refused before any GPU memory is taken
@@ -194,7 +194,7 @@ export class SpeechClassifier {
 
   /** A freshly initialised model (HF's init rules, our seeded generator). */
   static random(rt: Runtime, config: ModelConfigBase, opts: ClassifierOptions & { initSeed?: number } = {}): SpeechClassifier {
-    const head = opts.head ?? 'speech-classification';
+    const head = opts.head ?? defaultHead(familyOf(config));
     return SpeechClassifier.fromArrays(rt, config, initWeights(config, { head, seed: opts.initSeed ?? 0 }), { ...opts, head });
   }
 
@@ -307,6 +307,11 @@ export class SpeechClassifier {
       training: this.training,
     });
   }
+}
+
+/** The head of a model when nothing names one (the family's choice; see ModelFamily.defaultHead). */
+export function defaultHead(family: AnyFamily): ModelHead {
+  return family.defaultHead ?? 'sequence-classification';
 }
 
 /** The notebook's class for its head; the family's *ForSequenceClassification or base model otherwise. */

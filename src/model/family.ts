@@ -89,6 +89,12 @@ export interface ModelFamily<C extends ModelConfigBase = ModelConfigBase> {
   readonly name: string;
   /** config.json model_type values this family reads */
   readonly modelTypes: readonly string[];
+  /**
+   * The head a model gets when neither the caller nor the checkpoint names one: wav2vec2 keeps the SER notebook's
+   * head (the original's recipe); the other families default to transformers' *ForSequenceClassification, so a model
+   * trained from their base checkpoints saves a config transformers can load.
+   */
+  readonly defaultHead?: 'speech-classification' | 'sequence-classification';
   /** HF class names: the base model and the sequence-classification model (messages, saved architectures) */
   readonly classNames: { base: string; sequenceClassification: string };
   /** parse config.json (an object) with the family's HF defaults; errors name `file` and the field */

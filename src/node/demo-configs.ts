@@ -41,12 +41,35 @@ export const DEMO_CONFIGS: Record<string, Record<string, unknown>> = {
     // 2 stacked positional convs of kernel 7 (num_conv_pos_embeddings counts layers in data2vec-audio)
     return { ...rest, model_type: 'data2vec-audio', architectures: ['Data2VecAudioForSequenceClassification'], num_conv_pos_embeddings: 2, conv_pos_kernel_size: 7 };
   })(),
+  // Whisper's encoder on 3-second windows (its feature extractor pads every clip to chunk_length): 300 log-mel frames,
+  // 150 encoder frames, so max_source_positions 150
+  whisper: {
+    model_type: 'whisper',
+    architectures: ['WhisperForAudioClassification'],
+    d_model: 64,
+    encoder_layers: 2,
+    encoder_attention_heads: 4,
+    encoder_ffn_dim: 128,
+    num_mel_bins: 80,
+    max_source_positions: 150,
+    dropout: 0.05,
+    attention_dropout: 0.0,
+    activation_dropout: 0.0,
+    encoder_layerdrop: 0.0,
+    classifier_proj_size: 64,
+    use_weighted_layer_sum: true,
+  },
+};
+
+/** preprocessor_config.json of a family's demo model, where the defaults do not fit it */
+export const DEMO_PREPROCESSORS: Record<string, Record<string, unknown>> = {
+  whisper: { feature_extractor_type: 'WhisperFeatureExtractor', feature_size: 80, sampling_rate: 16000, hop_length: 160, n_fft: 400, chunk_length: 3, padding_value: 0.0 },
 };
 
 /** Family names `--family` accepts (aliases: data2vec). */
-export function demoConfigFor(family: string): Record<string, unknown> {
+export function demoConfigFor(family: string): { config: Record<string, unknown>; preprocessor: Record<string, unknown> | null } {
   const key = family === 'data2vec' ? 'data2vec-audio' : family;
-  const c = DEMO_CONFIGS[key];
-  if (!c) throw new Error(`--family must be one of ${Object.keys(DEMO_CONFIGS).join(', ')} (or data2vec), got '${family}'`);
-  return c;
+  const config = DEMO_CONFIGS[key];
+  if (!config) throw new Error(`--family must be one of ${Object.keys(DEMO_CONFIGS).join(', ')} (or data2vec), got '${family}'`);
+  return { config, preprocessor: DEMO_PREPROCESSORS[key] ?? null };
 }

@@ -58,7 +58,7 @@ export async function loadModel(rt: Runtime, idOrDir: string, opts: { labels?: r
     const ppPath = path.join(dir, 'preprocessor_config.json');
     const preprocessor = family.parsePreprocessor(configObject(fs.existsSync(ppPath) ? fs.readFileSync(ppPath, 'utf8') : {}, ppPath), ppPath, config);
     notes.push(`${dir} has no weights: every parameter is randomly initialised (Hugging Face's init, seed ${opts.seed ?? 0})`);
-    const model = SpeechClassifier.random(rt, config, { initSeed: opts.seed ?? 0, head: 'speech-classification' });
+    const model = SpeechClassifier.random(rt, config, { initSeed: opts.seed ?? 0 });
     return { model, config, preprocessor, notes };
   }
   const md = await openModelDir(dir);
@@ -469,7 +469,8 @@ export async function demoCommand(argv: string[]): Promise<number> {
   console.error(`[demo] corpus: ${corpus.items.length} clips, ${corpus.audioSeconds.toFixed(0)} s of audio${corpus.reused ? ' (reused)' : ` in ${corpus.seconds.toFixed(0)} s`}`);
   const modelDir = path.join(out, 'init');
   fs.mkdirSync(modelDir, { recursive: true });
-  fs.writeFileSync(path.join(modelDir, 'config.json'), `${JSON.stringify({ ...familyConfig, id2label: Object.fromEntries(SHEMO_LABELS.map((l, i) => [String(i), l])), label2id: Object.fromEntries(SHEMO_LABELS.map((l, i) => [l, i])) }, null, 2)}\n`);
+  fs.writeFileSync(path.join(modelDir, 'config.json'), `${JSON.stringify({ ...familyConfig.config, id2label: Object.fromEntries(SHEMO_LABELS.map((l, i) => [String(i), l])), label2id: Object.fromEntries(SHEMO_LABELS.map((l, i) => [l, i])) }, null, 2)}\n`);
+  if (familyConfig.preprocessor) fs.writeFileSync(path.join(modelDir, 'preprocessor_config.json'), `${JSON.stringify(familyConfig.preprocessor, null, 2)}\n`);
   const result = await train({
     modelDir,
     data: corpus.manifest,

@@ -26,6 +26,7 @@ export function wav2vec2StyleRoles(prefix: string) {
 export const wav2vec2Family: ModelFamily<Wav2Vec2Config> = {
   name: 'wav2vec2',
   modelTypes: ['wav2vec2'],
+  defaultHead: 'speech-classification',
   classNames: { base: 'Wav2Vec2Model', sequenceClassification: 'Wav2Vec2ForSequenceClassification' },
   parseConfig: (json, file) => parseWav2Vec2StyleConfig(new ConfigReader(json, file), 'wav2vec2'),
   configFields: WAV2VEC2_CONFIG_FIELDS,

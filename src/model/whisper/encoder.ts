@@ -148,7 +148,7 @@ export class WhisperEncoder implements SpeechEncoder {
     const hook: TensorHook = opts.hook ?? ((_, t) => t);
     return tidy(() => {
       const intermediates = new Map<string, Tensor>();
-      const extract = hook('extract_features', this.convStem(x));
+      const extract = hook('extract_features', this.rt.section('conv_stem', () => this.convStem(x)));
       if (keepAll) intermediates.set('extract_features', extract);
       let h = addToEveryItem(extract, this.p('embed_positions.weight'));
       if (!keepAll) extract.dispose();
@@ -160,7 +160,7 @@ export class WhisperEncoder implements SpeechEncoder {
         h = hook(`hidden_states.${l}`, h);
         if (needLayers) hidden.push(h);
         if (this.training && cfg.encoder_layerdrop > 0 && this.random() < cfg.encoder_layerdrop) continue;
-        const layer = (t: Tensor) => this.encoderLayer(l, t);
+        const layer = (t: Tensor) => this.rt.section(`encoder.layer.${l}`, () => this.encoderLayer(l, t));
         // checkpointing pays off only where backward will reach
         const next = this.gradientCheckpointing && (h.requiresGrad || this.layerTrains(l)) ? checkpoint(layer, [h]) : layer(h);
         if (!needLayers) h.dispose();
