@@ -215,6 +215,122 @@ fn relative_bias_grad_embed(@builtin(global_invocation_id) gid: vec3u, @builtin(
   grad_rel_embed[i] = sum;
 }
 
+// ---- the gate of the relative bias (WavLM), from the attention input x [B, T, H*D] (heads interleaved, before the
+// q/k/v projections) and gru_rel_pos_linear (W [8, D], bias [8]) and gru_rel_pos_const [H]: per (b, h, t),
+//   r = W x[b, t, h, :] + bias, a = sigmoid(r0 + r1 + r2 + r3), c = sigmoid(r4 + r5 + r6 + r7),
+//   gate[b, h, t] = a * (c * k[h] - 1) + 2.
+// backward: dza = dgate (c k - 1) a (1 - a), dzc = dgate a k c (1 - c), dx = dza (W0 + .. + W3) + dzc (W4 + .. + W7),
+// dW[e<4] = sum dza x, dW[e>=4] = sum dzc x, dbias likewise, dk[h] = sum_{b,t} dgate a c. gate_dz keeps
+// (dza, dzc, dgate a c) per (b, h, t) for the reductions. D = HEAD_DIM.
+@group(0) @binding(29) var<storage, read> gate_x: array<f32>;
+@group(0) @binding(30) var<storage, read> gate_weight: array<f32>;
+@group(0) @binding(31) var<storage, read> gate_bias: array<f32>;
+@group(0) @binding(32) var<storage, read> gate_const: array<f32>;
+@group(0) @binding(33) var<storage, read_write> gate_out: array<f32>;
+@group(0) @binding(34) var<storage, read> grad_gate_in: array<f32>;
+@group(0) @binding(35) var<storage, read_write> gate_dz: array<f32>;
+@group(0) @binding(36) var<storage, read_write> grad_gate_x: array<f32>;
+@group(0) @binding(37) var<storage, read_write> grad_gate_weight: array<f32>;
+@group(0) @binding(38) var<storage, read_write> grad_gate_bias: array<f32>;
+@group(0) @binding(39) var<storage, read_write> grad_gate_const: array<f32>;
+
+struct GateTerms { a: f32, c: f32 }
+
+fn gate_terms(base: u32) -> GateTerms {
+  var za = 0.0;
+  var zc = 0.0;
+  for (var e = 0u; e < 4u; e++) {
+    var ra = gate_bias[e];
+    var rc = gate_bias[e + 4u];
+    for (var d = 0u; d < HEAD_DIM; d++) {
+      ra += gate_weight[e * HEAD_DIM + d] * gate_x[base + d];
+      rc += gate_weight[(e + 4u) * HEAD_DIM + d] * gate_x[base + d];
+    }
+    za += ra;
+    zc += rc;
+  }
+  return GateTerms(1.0 / (1.0 + exp(-za)), 1.0 / (1.0 + exp(-zc)));
+}
+
+// gate index i = (b * H + h) * T + t; x + y * width grid
+fn gate_site(i: u32) -> vec4u {
+  let t = i % p.seq;
+  let h = (i / p.seq) % p.heads;
+  let b = i / (p.seq * p.heads);
+  return vec4u(b, h, t, row_offset(b, t, h));
+}
+
+@compute @workgroup_size(64)
+fn relative_gate_forward(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let i = gid.x + gid.y * nwg.x * 64u;
+  if (i >= p.batch * p.heads * p.seq) { return; }
+  let site = gate_site(i);
+  let g = gate_terms(site.w);
+  gate_out[i] = g.a * (g.c * gate_const[site.y] - 1.0) + 2.0;
+}
+
+@compute @workgroup_size(64)
+fn relative_gate_backward(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let i = gid.x + gid.y * nwg.x * 64u;
+  if (i >= p.batch * p.heads * p.seq) { return; }
+  let site = gate_site(i);
+  let g = gate_terms(site.w);
+  let k = gate_const[site.y];
+  let dg = grad_gate_in[i];
+  let dza = dg * (g.c * k - 1.0) * g.a * (1.0 - g.a);
+  let dzc = dg * g.a * k * g.c * (1.0 - g.c);
+  gate_dz[3u * i] = dza;
+  gate_dz[3u * i + 1u] = dzc;
+  gate_dz[3u * i + 2u] = dg * g.a * g.c;
+  for (var d = 0u; d < HEAD_DIM; d++) {
+    var wa = 0.0;
+    var wc = 0.0;
+    for (var e = 0u; e < 4u; e++) {
+      wa += gate_weight[e * HEAD_DIM + d];
+      wc += gate_weight[(e + 4u) * HEAD_DIM + d];
+    }
+    grad_gate_x[site.w + d] = dza * wa + dzc * wc;
+  }
+}
+
+// One workgroup per output: o < 2D the weight column d = o % D of the first (o < D) or last four rows, o = 2D, 2D + 1
+// the bias halves, o >= 2D + 2 the const of head o - 2D - 2. Strided partial sums, then a tree in workgroup memory.
+var<workgroup> gate_sums: array<f32, 64>;
+@compute @workgroup_size(64)
+fn relative_gate_backward_params(@builtin(local_invocation_index) lane: u32, @builtin(workgroup_id) wg: vec3u) {
+  let o = wg.x;
+  let n = p.batch * p.heads * p.seq;
+  var sum = 0.0;
+  if (o < 2u * HEAD_DIM) {
+    let half = o / HEAD_DIM;
+    let d = o % HEAD_DIM;
+    for (var i = lane; i < n; i += 64u) { sum += gate_dz[3u * i + half] * gate_x[gate_site(i).w + d]; }
+  } else if (o < 2u * HEAD_DIM + 2u) {
+    for (var i = lane; i < n; i += 64u) { sum += gate_dz[3u * i + o - 2u * HEAD_DIM]; }
+  } else {
+    let h = o - 2u * HEAD_DIM - 2u;
+    for (var i = lane; i < p.batch * p.seq; i += 64u) {
+      sum += gate_dz[3u * ((i / p.seq * p.heads + h) * p.seq + i % p.seq) + 2u];
+    }
+  }
+  gate_sums[lane] = sum;
+  for (var width = 32u; width > 0u; width >>= 1u) {
+    workgroupBarrier();
+    if (lane < width) { gate_sums[lane] += gate_sums[lane + width]; }
+  }
+  if (lane == 0u) {
+    let total = gate_sums[0];
+    if (o < 2u * HEAD_DIM) {
+      let half = o / HEAD_DIM;
+      for (var e = 0u; e < 4u; e++) { grad_gate_weight[(4u * half + e) * HEAD_DIM + o % HEAD_DIM] = total; }
+    } else if (o < 2u * HEAD_DIM + 2u) {
+      for (var e = 0u; e < 4u; e++) { grad_gate_bias[4u * (o - 2u * HEAD_DIM) + e] = total; }
+    } else {
+      grad_gate_const[o - 2u * HEAD_DIM - 2u] = total;
+    }
+  }
+}
+
 fn key_is_real(b: u32, t: u32) -> bool {
   if (t >= p.seq) { return false; }
   if (p.masked == 0u) { return true; }

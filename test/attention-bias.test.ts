@@ -6,7 +6,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import fs from 'node:fs';
 import { getRuntime, randn, upload, close, maxAbs, finiteDifference, probeIndices } from './helpers.js';
-import { attention, attentionUsesSubgroups, relativePositionBucket, relativePositionBuckets, setAttentionSubgroups } from '../src/ops/attention.js';
+import { attention, attentionUsesSubgroups, relativePositionBucket, relativePositionBuckets, relativePositionGate, setAttentionSubgroups } from '../src/ops/attention.js';
 import '../src/ops/elementwise.js'; // registers the gradient helpers backward() needs
 import { backward, tidy } from '../src/autograd.js';
 import { Tensor } from '../src/tensor.js';
@@ -277,6 +277,81 @@ for (const path of paths) {
     });
   });
 }
+
+test('gate: forward and the gradients of x, W, bias, const against float64, with finite differences (B=2, T=23, H=3, D=5)', async () => {
+  const rt = await getRuntime();
+  const [B, T, H, D] = [2, 23, 3, 5];
+  const data = {
+    x: randn(B * T * H * D, 1000),
+    weight: randn(8 * D, 1001, 0.4),
+    bias: randn(8, 1002, 0.3),
+    gateConst: Float64Array.from([1.0, -0.6, 2.3].map(Math.fround)),
+  };
+  const shapes = { x: [B, T, H * D], weight: [8, D], bias: [8], gateConst: [1, H, 1, 1] };
+  const wd = randn(B * H * T, 1003);
+  // float64 reference: gate[b, h, t] and the gradients of sum(gate * w)
+  const sigmoid = (z: number) => 1 / (1 + Math.exp(-z));
+  const ref = new Float64Array(B * H * T);
+  const grads = { x: new Float64Array(data.x.length), weight: new Float64Array(8 * D), bias: new Float64Array(8), gateConst: new Float64Array(H) };
+  for (let b = 0; b < B; b++) {
+    for (let h = 0; h < H; h++) {
+      for (let t = 0; t < T; t++) {
+        const base = ((b * T + t) * H + h) * D;
+        const r = Array.from({ length: 8 }, (_, e) => {
+          let s = data.bias[e];
+          for (let d = 0; d < D; d++) s += data.weight[e * D + d] * data.x[base + d];
+          return s;
+        });
+        const a = sigmoid(r[0] + r[1] + r[2] + r[3]);
+        const c = sigmoid(r[4] + r[5] + r[6] + r[7]);
+        const k = data.gateConst[h];
+        const i = (b * H + h) * T + t;
+        ref[i] = a * (c * k - 1) + 2;
+        const dz = [wd[i] * (c * k - 1) * a * (1 - a), wd[i] * a * k * c * (1 - c)];
+        for (let e = 0; e < 8; e++) {
+          const dr = dz[e < 4 ? 0 : 1];
+          grads.bias[e] += dr;
+          for (let d = 0; d < D; d++) {
+            grads.weight[e * D + d] += dr * data.x[base + d];
+            grads.x[base + d] += dr * data.weight[e * D + d];
+          }
+        }
+        grads.gateConst[h] += wd[i] * a * c;
+      }
+    }
+  }
+  type Name = keyof typeof data;
+  const gateNames = Object.keys(data) as Name[];
+  const t = Object.fromEntries(gateNames.map((name) => [name, upload(rt, data[name], shapes[name], { requiresGrad: true, label: name })])) as Record<Name, Tensor>;
+  const gate = relativePositionGate(t.x, t.weight, t.bias, t.gateConst, H);
+  assert.equal(gate.shape, [B, H, T]);
+  close(await gate.read(), ref, 1e-6, 'gate forward');
+  const w = upload(rt, wd, [B, H, T], { label: 'grad_gate' });
+  backward(gate, w);
+  for (const name of gateNames) {
+    const got = await t[name].grad!.read();
+    close(got, grads[name], 1e-5, `d ${name}`);
+    await finiteDifference({
+      what: `gate: d ${name}`,
+      x: data[name],
+      w: wd,
+      analytic: got,
+      indices: probeIndices(data[name].length, 3, 5),
+      forward: async (x) => {
+        const u = Object.fromEntries(gateNames.map((m) => [m, upload(rt, m === name ? x : data[m], shapes[m])])) as Record<Name, Tensor>;
+        const out = tidy(() => relativePositionGate(u.x, u.weight, u.bias, u.gateConst, H));
+        const values = await out.read();
+        for (const x of [out, ...Object.values(u)]) x.dispose();
+        return values;
+      },
+    });
+  }
+  assert.throws(() => relativePositionGate(t.x, t.weight, t.bias, t.gateConst, 2), /do not split into 2 heads/);
+  assert.throws(() => relativePositionGate(t.x, t.bias, t.bias, t.gateConst, H), /weight must be f32 \[8,5\]/);
+  assert.throws(() => relativePositionGate(t.x, t.weight, t.weight, t.gateConst, H), /bias must be f32 \[8\]/);
+  assert.throws(() => relativePositionGate(t.x, t.weight, t.bias, t.bias, H), /gateConst must be f32 with 3 values/);
+  for (const x of [...Object.values(t), ...Object.values(t).map((x) => x.grad), gate, w]) x?.dispose();
+});
 
 test('bias: shape and parameter errors are loud', async () => {
   const rt = await getRuntime();

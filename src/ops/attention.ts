@@ -98,6 +98,52 @@ export function relativePositionBuckets(rt: Runtime, T: number, numBuckets: numb
   return out;
 }
 
+/**
+ * WavLM's gate of the relative bias, [B, H, T]: x [B, T, H*D] is the attention input (before the q/k/v projections),
+ * split per head; r = linear(x[b, t, h, :], weight [8, D], bias [8]) (gru_rel_pos_linear); a, c = sigmoid of the sums of
+ * r's first and last four; gate[b, h, t] = a * (c * gateConst[h] - 1) + 2, gateConst holding H values
+ * (gru_rel_pos_const, any shape such as [1, H, 1, 1]). Gradients for x, weight, bias and gateConst.
+ */
+export function relativePositionGate(x: Tensor, weight: Tensor, bias: Tensor, gateConst: Tensor, heads: number): Tensor {
+  if (x.dtype !== 'f32' || x.shape.length !== 3) throw new Error(`relativePositionGate: x must be f32 [B, T, H*D], got ${x.dtype} [${x.shape}]`);
+  const [B, T, C] = x.shape;
+  if (!Number.isInteger(heads) || heads <= 0 || C % heads !== 0) throw new Error(`relativePositionGate: ${C} channels do not split into ${heads} heads`);
+  const D = C / heads;
+  const expect = (t: Tensor, name: string, shape: number[], anyShape = false) => {
+    const ok = t.dtype === 'f32' && (anyShape ? t.size === shape[0] : t.shape.join() === shape.join());
+    if (!ok) throw new Error(`relativePositionGate: ${name} must be f32 ${anyShape ? `with ${shape[0]} values` : `[${shape}]`}, got ${t.dtype} [${t.shape}]`);
+  };
+  expect(weight, 'weight', [8, D]);
+  expect(bias, 'bias', [8]);
+  expect(gateConst, 'gateConst', [heads], true);
+  const rt = x.rt;
+  const gate = Tensor.empty(rt, [B, heads, T], 'f32', 'attention.gate');
+  const n = B * heads * T;
+  const params = { ...plainParams(B, T, heads), ...NO_REL_BIAS };
+  const options = { defines: { HEAD_DIM: `${D}u` } };
+  const inputs = { p: params, gate_x: x, gate_weight: weight, gate_bias: bias, gate_const: gateConst };
+  rt.dispatch(attentionKernel, 'relative_gate_forward', { ...inputs, gate_out: gate }, grid1d(n, 64), options);
+  return record('relative_gate', gate, [x, weight, bias, gateConst], [x, weight, bias, gateConst], (gradGate, needs) => {
+    const dz = Tensor.empty(rt, [n, 3], 'f32', 'attention.gate_dz');
+    const gx = Tensor.empty(rt, [B, T, C], 'f32', 'attention.grad_gate_x');
+    rt.dispatch(attentionKernel, 'relative_gate_backward', { ...inputs, grad_gate_in: gradGate, gate_dz: dz, grad_gate_x: gx }, grid1d(n, 64), options);
+    const gw = Tensor.empty(rt, [8, D], 'f32', 'attention.grad_gate_weight');
+    const gb = Tensor.empty(rt, [8], 'f32', 'attention.grad_gate_bias');
+    const gk = Tensor.empty(rt, gateConst.shape, 'f32', 'attention.grad_gate_const');
+    if (needs[1] || needs[2] || needs[3]) {
+      const bindings = { p: params, gate_x: x, gate_dz: dz, grad_gate_weight: gw, grad_gate_bias: gb, grad_gate_const: gk };
+      rt.dispatch(attentionKernel, 'relative_gate_backward_params', bindings, [2 * D + 2 + heads], options);
+    }
+    dz.dispose();
+    const keep = (t: Tensor, needed: boolean): Tensor | null => {
+      if (needed) return t;
+      t.dispose();
+      return null;
+    };
+    return [keep(gx, needs[0]), keep(gw, needs[1]), keep(gb, needs[2]), keep(gk, needs[3])];
+  });
+}
+
 /** Params of the kernels with dropout and relative bias off. */
 function plainParams(batch: number, seq: number, heads: number) {
   return { batch, seq, heads, masked: 0, scale: 1, seed: 0, offset: 0, threshold: 0, keep_scale: 1 };
