@@ -124,6 +124,7 @@ function collectTensors(v: unknown, out: Set<Tensor>): void {
     return;
   }
   if (Array.isArray(v)) for (const x of v) collectTensors(x, out);
+  else if (v instanceof Map) for (const x of v.values()) collectTensors(x, out);
   else if (Object.getPrototypeOf(v) === Object.prototype) for (const x of Object.values(v as object)) collectTensors(x, out);
 }
 

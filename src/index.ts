@@ -16,12 +16,20 @@ export { gelu, tanh, dropout } from './ops/activation.js';
 export { attention, attentionUsesSubgroups, setAttentionSubgroups, type AttentionOptions } from './ops/attention.js';
 export { transposeLast2, sliceLast, maskRows, replaceRows, maskColumns } from './ops/shape.js';
 export { sum, mean, poolTime, weightedLayerSum } from './ops/reduce.js';
-export { crossEntropy, softmax } from './ops/loss.js';
+export { crossEntropy, mseLoss, softmax } from './ops/loss.js';
 export { AdamW, clipGradNorm, type AdamWOptions, type AdamWState } from './ops/optim.js';
 
-// model
-export * from './model/wav2vec2.js';
-export { initWav2Vec2Weights, type InitOptions, type InitTensor } from './model/init.js';
+// models: a registry of families (model_type -> family folder), one classifier class over any family's encoder
+export * from './model/classifier.js';
+export { runHead, headLoss, headParameterShapes, type HeadInput, type HeadOptions } from './model/heads.js';
+export { registeredFamilies, familyForModelType, familyOf, parseModelConfig, type AnyFamily } from './model/registry.js';
+export type { ModelFamily, SpeechEncoder, EncoderInput, EncoderOutput, EncoderForwardOptions, AudioPreprocessor } from './model/family.js';
+export { initParameters, type InitRule, type InitOptions, type InitTensor } from './model/init.js';
+export { parseWav2Vec2Config, WAV2VEC2_DEFAULTS, type Wav2Vec2Config } from './model/wav2vec2/config.js';
+export { convOutputLength, receptiveField, frameMaskFromSampleLengths, frameMaskFromFrameLengths, Wav2Vec2Encoder } from './model/wav2vec2/encoder.js';
+export { WaveformPreprocessor } from './model/wav2vec2/preprocess.js';
+export { parseHubertConfig, type HubertConfig } from './model/hubert/index.js';
+export { parseData2VecAudioConfig, type Data2VecAudioConfig } from './model/data2vec_audio/index.js';
 
 // checkpoints and configs (ByteReader: bytesReader over memory, blobReader over a Blob / File)
 export * from './io/config.js';
@@ -29,7 +37,7 @@ export { readSafetensors, writeSafetensors, safetensorsBytes, safetensorsLayout,
 export { readPytorch } from './io/pytorch.js';
 export { bytesReader, blobReader, openSharded, parseShardIndex, type ByteReader, type TensorEntry, type TensorSource, type CheckpointDType } from './io/source.js';
 export { openModelFiles, readTensorFile, pickWeightsFile, WEIGHT_FILES, type ModelFiles } from './io/modelfiles.js';
-export { expectedParameterShapes, canonicalParameterName, mapCheckpointKeys, loadIntoTensors, type HeadKind, type LoadReport } from './io/statedict.js';
+export { canonicalParameterName, mapCheckpointKeys, loadIntoTensors, commonSkipReason, extraLayerSkip, type HeadKind, type KeyRules, type LoadReport } from './io/statedict.js';
 
 // audio (decoding, resampling, normalization: pure TypeScript / WebAssembly)
 export * from './audio/index.js';

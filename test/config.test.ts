@@ -4,7 +4,10 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import fs from 'node:fs';
 import path from 'node:path';
-import { configJsonText, fineTunedConfigJson, parsePreprocessorConfig, parseWav2Vec2Config, preprocessorConfigJson } from '../src/io/config.js';
+import { configJsonText, fineTunedConfigJson as fineTunedConfigJsonAnyFamily, parsePreprocessorConfig, preprocessorConfigJson, type FineTunedConfigOptions, type ModelConfigBase } from '../src/io/config.js';
+import { parseWav2Vec2Config, WAV2VEC2_CONFIG_FIELDS } from '../src/model/wav2vec2/config.js';
+
+const fineTunedConfigJson = (c: ModelConfigBase, opts: FineTunedConfigOptions = {}) => fineTunedConfigJsonAnyFamily(c, opts, WAV2VEC2_CONFIG_FIELDS);
 
 const TINY = path.resolve('../shared/fixtures/xlsr_tiny');
 const haveShared = fs.existsSync(path.join(TINY, 'config.json'));

@@ -229,7 +229,7 @@ test('collate: per-clip normalization over real samples, zero padding, i32 atten
   assert.is(batch.T, 10);
   assert.equal(batch.lengths, [7, 4]);
   assert.equal(Array.from(batch.labels), [2, 0]);
-  assert.equal(Array.from(batch.mask), [1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0]);
+  assert.equal(Array.from(batch.mask ?? []), [1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0]);
   assert.equal(Array.from(batch.input.subarray(0, 7)), Array.from(zeroMeanUnitVar(a)));
   assert.equal(Array.from(batch.input.subarray(10, 14)), Array.from(zeroMeanUnitVar(b)));
   assert.ok(batch.input.subarray(7, 10).every((v) => v === 0) && batch.input.subarray(14).every((v) => v === 0));

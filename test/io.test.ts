@@ -10,8 +10,22 @@ import path from 'node:path';
 import { type ByteReader, type TensorSource, bytesReader, blobReader, float32ToBFloat16Bits, float32ToHalfBits, parseShardIndex, openSharded } from '../src/io/source.js';
 import { readSafetensors, safetensorsBytes, safetensorsLayout, writeSafetensors, type TensorToSave } from '../src/io/safetensors.js';
 import { readPytorch, restrictedUnpickle } from '../src/io/pytorch.js';
-import { parseWav2Vec2Config } from '../src/io/config.js';
-import { expectedParameterShapes, loadIntoTensors, mapCheckpointKeys, sourceShapes } from '../src/io/statedict.js';
+import { parseWav2Vec2Config, type Wav2Vec2Config } from '../src/model/wav2vec2/config.js';
+import { wav2vec2Family } from '../src/model/wav2vec2/index.js';
+import { parameterShapes } from '../src/model/classifier.js';
+import type { HeadKind, MapOptions } from '../src/io/statedict.js';
+import type { ModelConfigBase } from '../src/io/config.js';
+import { loadIntoTensors as loadIntoTensorsAnyFamily, mapCheckpointKeys, sourceShapes } from '../src/io/statedict.js';
+
+/** wav2vec2 parameter shapes for a head; 'ctc' adds Wav2Vec2ForCTC's lm_head to the bare model */
+function expectedParameterShapes(c: ModelConfigBase, head: HeadKind, vocab = 32): Map<string, number[]> {
+  if (head !== 'ctc') return parameterShapes(c, head);
+  return new Map([...parameterShapes(c, 'none'), ['lm_head.weight', [vocab, c.hidden_size]], ['lm_head.bias', [vocab]]]);
+}
+/** the wav2vec2 family's key rules (a 24-layer config: the largest layer index the checkpoints here hold is 23) */
+const w2vRules = (layers = 24) => wav2vec2Family.keyRules({ ...parseWav2Vec2Config({}), num_hidden_layers: layers });
+const mapKeys = (src: Parameters<typeof mapCheckpointKeys>[0], shapes: Parameters<typeof mapCheckpointKeys>[1], opts: MapOptions = {}) => mapCheckpointKeys(src, shapes, { rules: w2vRules(), ...opts });
+const loadIntoTensors = (src: Parameters<typeof loadIntoTensorsAnyFamily>[0], targets: Parameters<typeof loadIntoTensorsAnyFamily>[1], opts: Parameters<typeof loadIntoTensorsAnyFamily>[2] = {}) => loadIntoTensorsAnyFamily(src, targets, { rules: w2vRules(), ...opts });
 import { FileByteReader, openModelDir, openShardedIndex, openTensorFile, saveModelDir, saveSafetensorsFile } from '../src/node/modeldir.js';
 import { openModelFiles } from '../src/io/modelfiles.js';
 import { Tensor } from '../src/tensor.js';
@@ -314,7 +328,7 @@ sharedTest('model dir: open xlsr_tiny, load into parameters one tensor at a time
   const md = await openModelDir(TINY);
   assert.ok(md.weightsFile.endsWith('model.safetensors'));
   assert.is(md.config.hidden_size, 64);
-  assert.is(md.preprocessor.sampling_rate, 16000);
+  assert.is(md.preprocessor.samplingRate, 16000);
   const shapes = expectedParameterShapes(md.config, 'speech-classification');
   const store = new Map<string, Float32Array>();
   let writes = 0;
@@ -345,7 +359,7 @@ sharedTest('model dir: open xlsr_tiny, load into parameters one tensor at a time
     const out = path.join(tmp, 'finetuned');
     await saveModelDir(out, {
       config: { ...md.config.raw },
-      preprocessor: { ...md.preprocessor.raw },
+      preprocessor: md.preprocessor.json(),
       tensors: [...shapes].map(([name, shape]) => ({ name, shape, data: () => store.get(name)! })),
     });
     assert.equal(fs.readdirSync(out).sort(), ['config.json', 'model.safetensors', 'preprocessor_config.json'], 'no temp files left');
@@ -445,7 +459,7 @@ const large: KeyList = JSON.parse(fs.readFileSync(path.resolve('tools/xlsr_large
 const largeConfig = parseWav2Vec2Config({ ...large.config, id2label: { 0: 'anger', 1: 'happiness', 2: 'neutral', 3: 'sadness', 4: 'surprise' } }, 'xlsr_large_keys.json');
 
 test('expected parameter names/shapes equal the real XLSR-large CTC key list (424 keys, order included)', () => {
-  const want = expectedParameterShapes(largeConfig, 'ctc');
+  const want = expectedParameterShapes(largeConfig, 'ctc', largeConfig.vocab_size);
   assert.equal([...want.keys()], large.keys.map((k) => k[0]));
   assert.equal([...want.values()], large.keys.map((k) => k[1]));
   let n = 0;
@@ -463,7 +477,7 @@ sharedTest('expected parameter names/shapes equal the xlsr_tiny manifest (notebo
 
 test('mapping: CTC checkpoint into the classifier: lm_head skipped with a notice, classifier newly initialised', () => {
   const expectedShapes = expectedParameterShapes(largeConfig, 'speech-classification');
-  const m = mapCheckpointKeys(large.keys, expectedShapes, { checkpoint: 'xlsr-ctc' });
+  const m = mapKeys(large.keys, expectedShapes, { checkpoint: 'xlsr-ctc' });
   assert.equal(m.errors, []);
   assert.is(m.mapping.size, 422);
   assert.equal(m.skipped.map((s) => s.key), ['lm_head.weight', 'lm_head.bias']);
@@ -472,7 +486,7 @@ test('mapping: CTC checkpoint into the classifier: lm_head skipped with a notice
   assert.ok(m.notices.some((n) => n.includes('lm_head.weight') && n.includes('CTC')));
   assert.ok(m.notices.some((n) => n.includes('newly initialized') && n.includes('classifier.out_proj.weight') && n.includes('xlsr-ctc')));
   // HF's sequence-classification head from the same checkpoint
-  const seq = mapCheckpointKeys(large.keys, expectedParameterShapes({ ...largeConfig, use_weighted_layer_sum: true }, 'sequence-classification'));
+  const seq = mapKeys(large.keys, expectedParameterShapes({ ...largeConfig, use_weighted_layer_sum: true }, 'sequence-classification'));
   assert.equal(seq.errors, []);
   assert.equal(seq.newlyInitialized, ['layer_weights', 'projector.weight', 'projector.bias', 'classifier.weight', 'classifier.bias']);
 });
@@ -489,7 +503,7 @@ test('mapping: no wav2vec2. prefix, weight-norm parametrizations, gamma/beta, pr
       return [n, s];
     });
   renamed.push(['quantizer.codevectors', [1, 640, 384]], ['quantizer.weight_proj.weight', [640, 512]], ['project_q.weight', [768, 768]], ['project_hid.weight', [768, 1024]]);
-  const m = mapCheckpointKeys(renamed, expectedShapes, { checkpoint: 'xlsr-53' });
+  const m = mapKeys(renamed, expectedShapes, { checkpoint: 'xlsr-53' });
   assert.equal(m.errors, []);
   assert.is(m.mapping.size, 422);
   assert.is(m.mapping.get('wav2vec2.encoder.pos_conv_embed.conv.weight_g'), 'encoder.pos_conv_embed.conv.parametrizations.weight.original0');
@@ -502,41 +516,45 @@ test('mapping: no wav2vec2. prefix, weight-norm parametrizations, gamma/beta, pr
 
 test('mapping errors: missing encoder weight, shape mismatch (both shapes), ambiguity; unexpected keys noticed', () => {
   const expectedShapes = expectedParameterShapes(largeConfig, 'speech-classification');
-  const missing = mapCheckpointKeys(large.keys.filter(([k]) => k !== 'wav2vec2.encoder.layers.7.attention.q_proj.weight'), expectedShapes, { checkpoint: 'ck' });
+  const missing = mapKeys(large.keys.filter(([k]) => k !== 'wav2vec2.encoder.layers.7.attention.q_proj.weight'), expectedShapes, { checkpoint: 'ck' });
   assert.is(missing.errors.length, 1);
   assert.ok(missing.errors[0].includes('wav2vec2.encoder.layers.7.attention.q_proj.weight') && missing.errors[0].includes('ck'), missing.errors[0]);
   assert.equal(missing.missing, ['wav2vec2.encoder.layers.7.attention.q_proj.weight']);
 
   const bad = large.keys.map(([k, s]): [string, number[]] => (k === 'wav2vec2.encoder.layers.2.feed_forward.output_dense.weight' ? [k, [4096, 1024]] : [k, s]));
-  const mm = mapCheckpointKeys(bad, expectedShapes, { checkpoint: 'ck' });
+  const mm = mapKeys(bad, expectedShapes, { checkpoint: 'ck' });
   assert.is(mm.errors.length, 1);
   for (const part of ['wav2vec2.encoder.layers.2.feed_forward.output_dense.weight', '[4096, 1024]', '[1024, 4096]']) assert.ok(mm.errors[0].includes(part), mm.errors[0]);
 
   // a classifier trained for 8 labels: an error, or newly initialised with ignoreMismatchedSizes
   const withHead: [string, number[]][] = [...large.keys, ['classifier.dense.weight', [1024, 1024]], ['classifier.dense.bias', [1024]], ['classifier.out_proj.weight', [8, 1024]], ['classifier.out_proj.bias', [8]]];
-  const head = mapCheckpointKeys(withHead, expectedShapes);
+  const head = mapKeys(withHead, expectedShapes);
   assert.is(head.errors.length, 2);
   assert.ok(head.errors[0].includes('classifier.out_proj.weight') && head.errors[0].includes('[8, 1024]') && head.errors[0].includes('[5, 1024]'), head.errors[0]);
-  const ignored = mapCheckpointKeys(withHead, expectedShapes, { ignoreMismatchedSizes: true });
+  const ignored = mapKeys(withHead, expectedShapes, { ignoreMismatchedSizes: true });
   assert.equal(ignored.errors, []);
   assert.equal(ignored.newlyInitialized, ['classifier.out_proj.weight', 'classifier.out_proj.bias']);
   assert.ok(ignored.mapping.has('classifier.dense.weight'));
 
   const amb: [string, number[]][] = [...large.keys, ['encoder.layer_norm.weight', [1024]]];
-  const a = mapCheckpointKeys(amb, expectedShapes, { checkpoint: 'ck' });
+  const a = mapKeys(amb, expectedShapes, { checkpoint: 'ck' });
   assert.ok(a.errors.some((e) => e.includes("'wav2vec2.encoder.layer_norm.weight'") && e.includes("'encoder.layer_norm.weight'")));
 
-  const extra = mapCheckpointKeys([...large.keys, ['wav2vec2.encoder.layers.24.final_layer_norm.weight', [1024]]], expectedShapes, { checkpoint: 'ck' });
+  const extra = mapKeys([...large.keys, ['wav2vec2.encoder.layers.24.final_layer_norm.weight', [1024]]], expectedShapes, { checkpoint: 'ck' });
   assert.equal(extra.errors, []);
-  assert.equal(extra.unexpected, ['wav2vec2.encoder.layers.24.final_layer_norm.weight']);
-  assert.ok(extra.notices.some((n) => n.startsWith('Some weights of the model checkpoint at ck were not used')));
+  // a layer beyond the config's 24: skipped with a notice (a config cut to its first N layers loads them)
+  assert.equal(extra.skipped.filter((x) => x.reason.includes('beyond')).map((x) => x.key), ['wav2vec2.encoder.layers.24.final_layer_norm.weight']);
+  assert.ok(extra.notices.some((n) => n.includes('beyond num_hidden_layers = 24')), extra.notices.join('\n'));
+  const stray = mapKeys([...large.keys, ['wav2vec2.encoder.something_else.weight', [1024]]], expectedShapes, { checkpoint: 'ck' });
+  assert.equal(stray.unexpected, ['wav2vec2.encoder.something_else.weight']);
+  assert.ok(stray.notices.some((n) => n.startsWith('Some weights of the model checkpoint at ck were not used')));
 
   // masked_spec_embed absent from the checkpoint: newly initialised (only SpecAugment uses it), not an error
-  const noMask = mapCheckpointKeys(large.keys.filter(([k]) => k !== 'wav2vec2.masked_spec_embed'), expectedShapes);
+  const noMask = mapKeys(large.keys.filter(([k]) => k !== 'wav2vec2.masked_spec_embed'), expectedShapes);
   assert.equal(noMask.errors, []);
   assert.ok(noMask.newlyInitialized.includes('wav2vec2.masked_spec_embed'));
 
-  const foreign = mapCheckpointKeys([['hubert.encoder.layer_norm.weight', [1024]]], expectedShapes, { checkpoint: 'hub' });
+  const foreign = mapKeys([['hubert.encoder.layer_norm.weight', [1024]]], expectedShapes, { checkpoint: 'hub' });
   assert.ok(foreign.errors[0].includes('no key matched') && foreign.errors[0].includes('hubert.encoder.layer_norm.weight'), foreign.errors[0]);
 });
 

@@ -6,19 +6,15 @@ import * as assert from 'uvu/assert';
 import { getRuntime, randn, close, finiteDifference } from './helpers.js';
 import { Tensor } from '../src/tensor.js';
 import { backward, manualSeed, noGrad, tidy } from '../src/autograd.js';
-import { parseWav2Vec2Config, type Wav2Vec2Config } from '../src/io/config.js';
+import { parseWav2Vec2Config, type Wav2Vec2Config } from '../src/model/wav2vec2/config.js';
 import {
-  Wav2Vec2ForSpeechClassification,
   convOutputLength,
   receptiveField,
   frameMaskFromSampleLengths,
   frameMaskFromFrameLengths,
-  disposeOutput,
-  parameterSpecs,
-  type Wav2Vec2Options,
-} from '../src/model/wav2vec2.js';
+} from '../src/model/wav2vec2/encoder.js';
+import { Wav2Vec2ForSpeechClassification, disposeOutput, parameterSpecs, initWeights as initWav2Vec2Weights, type ClassifierOptions as Wav2Vec2Options } from '../src/model/classifier.js';
 import { computeMaskIndices, seededRandom } from '../src/model/specaugment.js';
-import { initWav2Vec2Weights } from '../src/model/init.js';
 
 const XLSR_CONV = { conv_kernel: [10, 3, 3, 3, 3, 2, 2], conv_stride: [5, 2, 2, 2, 2, 2, 2] };
 
@@ -185,7 +181,8 @@ for (const layout of ['stable (XLSR)', 'post-LN (base encoder)'] as const) {
   test(`${layout} layout: a padded batch gives each item's unpadded valid frames and masked-mean logits`, async () => {
     const rt = await getRuntime();
     const over = layout === 'stable (XLSR)' ? {} : { do_stable_layer_norm: false, conv_bias: false };
-    const model = randomModel(rt, tinyConfig(over), { seed: 11 });
+    const config = tinyConfig(over);
+    const model = randomModel(rt, config, { seed: 11 });
     const clips = [waveform(4000, 1), waveform(2999, 2), waveform(1700, 3)];
     const { input, mask } = padBatch(rt, clips);
     const batched = noGrad(() => model.forward({ inputValues: input, attentionMask: mask }));
@@ -195,7 +192,7 @@ for (const layout of ['stable (XLSR)', 'post-LN (base encoder)'] as const) {
     const last = await batched.last_hidden_state.readFloat();
     const maskedLogits = await maskedHead.logits.readFloat();
     const plainLogits = await batched.logits!.readFloat();
-    assert.equal(batched.frameLengths, clips.map((c) => convOutputLength(model.config, c.length)));
+    assert.equal(batched.frameLengths, clips.map((c) => convOutputLength(config, c.length)));
     for (let b = 0; b < clips.length; b++) {
       const single = tidy(() => {
         const x = Tensor.fromData(rt, Float32Array.from(clips[b]), [1, clips[b].length], 'f32', 'single');

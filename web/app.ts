@@ -3,12 +3,12 @@
 // rewritten by the build to the library bundle (../../dist/ser.browser.js), so the page loads it like any user would.
 import * as ser from '../src/browser.js';
 
-type Model = ser.Wav2Vec2ForSpeechClassification;
+type Model = ser.SpeechClassifier;
 
 interface LoadedModel {
   model: Model;
-  config: ser.Wav2Vec2Config;
-  preprocessor: ser.PreprocessorConfig;
+  config: ser.ModelConfigBase;
+  preprocessor: ser.AudioPreprocessor;
   name: string;
 }
 
@@ -103,7 +103,7 @@ async function loadModel(files: File[]): Promise<void> {
   modelStatus.dataset.loaded = 'false';
   const t0 = performance.now();
   const mf = await ser.openModelFiles(entries, name);
-  const { model, report } = await ser.Wav2Vec2ForSpeechClassification.fromSource(rt, mf.config, mf.weights, {
+  const { model, report } = await ser.SpeechClassifier.fromSource(rt, mf.config, mf.weights, {
     checkpoint: mf.weightsFile,
     onTensor: (tensorName, i, n) => {
       if (i % 16 === 0 || i === n - 1) setStatus(modelStatus, `Loading ${name}: ${i + 1}/${n} tensors (${tensorName})`);
@@ -122,13 +122,13 @@ async function loadModel(files: File[]): Promise<void> {
   for (const w of c.warnings) notes.push(w);
   setStatus(
     modelStatus,
-    `Loaded ${name} in ${ms(performance.now() - t0)}: ${c.do_stable_layer_norm ? 'XLSR/large (stable layer norm)' : 'base'} layout, ` +
+    `Loaded ${name} in ${ms(performance.now() - t0)}: ${model.family.name} (${model.architectures()[0]}), ` +
       `${c.num_hidden_layers} layers, hidden ${c.hidden_size}, ${(params / 1e6).toFixed(params < 1e6 ? 2 : 1)} M parameters, ` +
       `labels: ${c.labels.join(', ')}${notes.length ? `\n${notes.join('\n')}` : ''}`,
   );
   modelStatus.dataset.loaded = 'true';
   updateButtons();
-  if (clip && clip.rate !== mf.preprocessor.sampling_rate) await useAudio(clip.blob, clip.name); // decodes again at this model's rate, then predicts
+  if (clip && clip.rate !== mf.preprocessor.samplingRate) await useAudio(clip.blob, clip.name); // decodes again at this model's rate, then predicts
   else if (clip) await predict();
 }
 
@@ -176,7 +176,7 @@ async function decodeToRate(blob: Blob, name: string, rate: number): Promise<{ s
 
 async function useAudio(blob: Blob, name: string): Promise<void> {
   errorBox.textContent = '';
-  const rate = loaded?.preprocessor.sampling_rate ?? 16000;
+  const rate = loaded?.preprocessor.samplingRate ?? 16000;
   setStatus(audioStatus, `Decoding ${name}…`);
   const t0 = performance.now();
   const { samples, sourceRate } = await decodeToRate(blob, name, rate);
@@ -230,13 +230,13 @@ async function predict(): Promise<void> {
   try {
     const { model, config, preprocessor } = loaded;
     const rt = model.rt;
-    const need = ser.receptiveField(config);
-    if (clip.samples.length < need) throw new Error(`${clip.name} is ${clip.samples.length} samples long; the model needs at least ${need} (${((need / preprocessor.sampling_rate) * 1000).toFixed(0)} ms)`);
-    const x = preprocessor.do_normalize ? ser.zeroMeanUnitVar(clip.samples) : clip.samples;
+    const need = preprocessor.minSamples;
+    if (clip.samples.length < need) throw new Error(`${clip.name} is ${clip.samples.length} samples long; the model needs at least ${need} (${((need / preprocessor.samplingRate) * 1000).toFixed(0)} ms)`);
+    const x = preprocessor.prepare([clip.samples]);
     const t0 = performance.now();
     const probsT = ser.noGrad(() =>
       ser.tidy(() => {
-        const input = ser.Tensor.fromData(rt, x, [1, x.length], 'f32', 'input_values');
+        const input = ser.Tensor.fromData(rt, x.values, x.shape, 'f32', 'input_values');
         const out = model.forward({ inputValues: input });
         const p = ser.softmax(out.logits!);
         ser.disposeOutput(out);
@@ -247,7 +247,7 @@ async function predict(): Promise<void> {
     probsT.dispose();
     const inferenceMs = performance.now() - t0;
     predictions++;
-    show(config.labels, probs, { inferenceMs, decodeMs: clip.decodeMs, seconds: clip.samples.length / preprocessor.sampling_rate, first: predictions === 1 });
+    show(config.labels, probs, { inferenceMs, decodeMs: clip.decodeMs, seconds: clip.samples.length / preprocessor.samplingRate, first: predictions === 1 });
   } finally {
     busy = false;
     updateButtons();

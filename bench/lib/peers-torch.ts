@@ -11,8 +11,8 @@ import type { Runtime } from '../../src/runtime/runtime.js';
 import { Tensor } from '../../src/tensor.js';
 import { backward, noGrad, tidy } from '../../src/autograd.js';
 import { AdamW, clipGradNorm } from '../../src/ops/optim.js';
-import { parseWav2Vec2Config } from '../../src/io/config.js';
-import { Wav2Vec2ForSpeechClassification, disposeOutput } from '../../src/model/wav2vec2.js';
+import { parseWav2Vec2Config } from '../../src/model/wav2vec2/config.js';
+import { Wav2Vec2ForSpeechClassification, disposeOutput } from '../../src/model/classifier.js';
 import { timeAsync, timeGPU, type Row, type Timing } from './harness.js';
 import { randArray, type Peaks } from './peers-common.js';
 

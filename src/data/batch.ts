@@ -1,4 +1,4 @@
-// Batching for wav2vec2: clips are normalized each over its own real samples (Wav2Vec2FeatureExtractor), padded with
+// Batching: by default (the raw-waveform families) clips are normalized each over its own real samples (Wav2Vec2FeatureExtractor), padded with
 // zeros to the longest clip of the batch, and described by an attention mask (i32 [B, T], 1 = real sample).
 // Length bucketing keeps similar lengths together to cut padding: indices are sorted by (cropped) length with a random
 // tie-break, cut into buckets of `bucketSize`, shuffled within each bucket, concatenated and cut into batches, and the
@@ -9,11 +9,14 @@ import { zeroMeanUnitVar } from '../audio/normalize.js';
 import { deriveSeed, mulberry32, randInt, shuffleInPlace, type Rng } from './random.js';
 
 export interface Batch {
-  /** [B * T] row-major, normalized clips padded with 0 */
+  /** the model input, row-major: [B * T] normalized clips padded with 0 (or the family's features) */
   input: Float32Array;
-  /** [B * T] 1 for real samples, 0 for padding */
-  mask: Int32Array;
+  /** shape of `input`: [B, T] for waveforms, [B, mel, frames] for log-mel features */
+  shape: number[];
+  /** [B * T] 1 for real samples, 0 for padding (null: the model takes no mask, e.g. Whisper) */
+  mask: Int32Array | null;
   B: number;
+  /** samples of the longest clip (the padded length) */
   T: number;
   /** real length of each row */
   lengths: number[];
@@ -23,7 +26,12 @@ export interface Batch {
   indices: number[];
 }
 
+/** A family's input preparation (AudioPreprocessor.prepare): clips -> model input, shape, lengths, mask. */
+export type PrepareInput = (clips: readonly Float32Array[]) => { values: Float32Array; shape: number[]; lengths: number[]; mask: Int32Array | null };
+
 export interface CollateOptions {
+  /** the model family's preparation; default: zero-mean unit-variance per clip (unless normalize is false) and padding */
+  prepare?: PrepareInput;
   /** zero-mean unit-variance per clip over its real samples (default true, as the feature extractor) */
   normalize?: boolean;
   /** round T up to a multiple of this (default 1) */
@@ -34,6 +42,10 @@ export interface CollateOptions {
 export function collate(clips: readonly Float32Array[], labels: readonly number[] = [], indices: readonly number[] = [], opts: CollateOptions = {}): Batch {
   const B = clips.length;
   if (B === 0) throw new Error('collate: empty batch');
+  if (opts.prepare) {
+    const p = opts.prepare(clips);
+    return { input: p.values, shape: p.shape, mask: p.mask, B, T: Math.max(...p.lengths), lengths: p.lengths, labels: Int32Array.from(labels), indices: [...indices] };
+  }
   const mult = Math.max(1, opts.padMultiple ?? 1);
   let T = 0;
   for (const c of clips) T = Math.max(T, c.length);
@@ -47,7 +59,7 @@ export function collate(clips: readonly Float32Array[], labels: readonly number[
     mask.fill(1, b * T, b * T + c.length);
     lengths.push(c.length);
   }
-  return { input, mask, B, T, lengths, labels: Int32Array.from(labels), indices: [...indices] };
+  return { input, shape: [B, T], mask, B, T, lengths, labels: Int32Array.from(labels), indices: [...indices] };
 }
 
 export type CropMode = 'random' | 'start' | 'center';

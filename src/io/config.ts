@@ -1,112 +1,60 @@
-// Hugging Face config files of a wav2vec2 model: config.json (Wav2Vec2Config) and preprocessor_config.json
-// (Wav2Vec2FeatureExtractor). Absent fields take transformers' defaults (v4.30, configuration_wav2vec2.py and
-// PretrainedConfig); values this engine cannot run are refused with the field and file named. Field names are kept
-// exactly as in the JSON so they can be checked against the Hugging Face documentation one to one.
-// The writers emit what save_pretrained would for a fine-tuned classifier: the source config's fields (unknown ones
-// passed through), plus architectures, id2label/label2id and the notebook's pooling_mode.
+// Hugging Face config files, the family-independent part: a checked reader for config.json fields (errors name the
+// file and the field), the fields every classifier head reads (labels, problem_type, pooling, projector size,
+// weighted layer sum), the writer of a fine-tuned config.json, and preprocessor_config.json of the raw-waveform
+// families (Wav2Vec2FeatureExtractor). Each family parses its own architecture fields with Hugging Face's defaults
+// in src/model/<family>/config.ts; the model registry picks the family by model_type.
 import { isPlainObject } from './source.js';
 
 export type PoolingMode = 'mean' | 'sum' | 'max';
+export type ProblemType = 'single_label_classification' | 'regression';
 
-export interface Wav2Vec2Config {
-  model_type: 'wav2vec2';
-  architectures: string[];
-  // feature encoder (7 strided convolutions in the XLSR layout)
-  conv_dim: number[];
-  conv_kernel: number[];
-  conv_stride: number[];
-  conv_bias: boolean;
-  num_feat_extract_layers: number;
-  /** 'group': GroupNorm after the first conv only (base models); 'layer': LayerNorm after every conv (XLSR, large) */
-  feat_extract_norm: 'group' | 'layer';
-  feat_extract_activation: 'gelu';
-  // transformer encoder
-  /** true: pre-LN transformer with a final LayerNorm (XLSR, large); false: post-LN (base) */
-  do_stable_layer_norm: boolean;
-  hidden_size: number;
-  num_hidden_layers: number;
-  num_attention_heads: number;
-  intermediate_size: number;
-  hidden_act: 'gelu';
-  layer_norm_eps: number;
-  num_conv_pos_embeddings: number;
-  num_conv_pos_embedding_groups: number;
-  // regularisation
-  hidden_dropout: number;
-  attention_dropout: number;
-  activation_dropout: number;
-  feat_proj_dropout: number;
-  final_dropout: number;
-  layerdrop: number;
-  // SpecAugment
-  apply_spec_augment: boolean;
-  mask_time_prob: number;
-  mask_time_length: number;
-  mask_time_min_masks: number;
-  mask_feature_prob: number;
-  mask_feature_length: number;
-  mask_feature_min_masks: number;
-  // heads
+/** What the heads need from any family's config (PretrainedConfig and the *ForSequenceClassification fields). */
+export interface HeadConfig {
   use_weighted_layer_sum: boolean;
   classifier_proj_size: number;
   num_labels: number;
   id2label: Record<number, string>;
   label2id: Record<string, number>;
-  /** label names by class index (id2label as a list) */
+  /** label names by output index (id2label as a list); for regression, the names of the targets */
   labels: string[];
   /** the notebook's Wav2Vec2ForSpeechClassification pooling over time (default 'mean') */
   pooling_mode: PoolingMode;
-  problem_type: string | null;
+  /** null: classification (cross entropy); 'regression': MSE on float targets, one output per label */
+  problem_type: ProblemType | null;
   finetuning_task: string | null;
-  vocab_size: number;
+  final_dropout: number;
   initializer_range: number;
-  add_adapter: false;
+}
+
+/** Every family's parsed config has these (hidden_size: the width of the encoder output). */
+export interface ModelConfigBase extends HeadConfig {
+  model_type: string;
+  architectures: string[];
+  hidden_size: number;
+  num_hidden_layers: number;
   /** the JSON as read, for writing back unknown fields unchanged */
   raw: Record<string, unknown>;
   /** notes about the file that are not errors (e.g. num_labels disagreeing with id2label) */
   warnings: string[];
 }
 
-/** transformers v4.30 Wav2Vec2Config.__init__ defaults */
-export const WAV2VEC2_DEFAULTS = {
-  vocab_size: 32,
-  hidden_size: 768,
-  num_hidden_layers: 12,
-  num_attention_heads: 12,
-  intermediate_size: 3072,
-  hidden_act: 'gelu',
-  hidden_dropout: 0.1,
-  activation_dropout: 0.1,
-  attention_dropout: 0.1,
-  feat_proj_dropout: 0.0,
-  final_dropout: 0.1,
-  layerdrop: 0.1,
-  initializer_range: 0.02,
-  layer_norm_eps: 1e-5,
-  feat_extract_norm: 'group',
-  feat_extract_activation: 'gelu',
-  conv_dim: [512, 512, 512, 512, 512, 512, 512],
-  conv_stride: [5, 2, 2, 2, 2, 2, 2],
-  conv_kernel: [10, 3, 3, 3, 3, 2, 2],
-  conv_bias: false,
-  num_conv_pos_embeddings: 128,
-  num_conv_pos_embedding_groups: 16,
-  do_stable_layer_norm: false,
-  apply_spec_augment: true,
-  mask_time_prob: 0.05,
-  mask_time_length: 10,
-  mask_time_min_masks: 2,
-  mask_feature_prob: 0.0,
-  mask_feature_length: 10,
-  mask_feature_min_masks: 0,
-  use_weighted_layer_sum: false,
-  classifier_proj_size: 256,
-  add_adapter: false,
-  // PretrainedConfig: num_labels is 2 when there is no id2label
-  num_labels: 2,
-} as const;
+/** Parse JSON text (or pass an object through), naming the file on failure. */
+export function configObject(json: unknown, fileName: string): Record<string, unknown> {
+  if (typeof json === 'string') {
+    try {
+      json = JSON.parse(json);
+    } catch (e) {
+      throw new Error(`${fileName}: not valid JSON (${(e as Error).message})`);
+    }
+  }
+  if (!isPlainObject(json)) throw new Error(`${fileName}: expected a JSON object`);
+  return json;
+}
 
-class ConfigReader {
+/** Upper bounds on sizes a config may ask for: a hostile config.json must not make us allocate or loop forever. */
+export const CONFIG_LIMITS = { width: 1 << 16, layers: 1024, heads: 1024, labels: 1 << 16, kernel: 4096, stride: 4096, convLayers: 64 } as const;
+
+export class ConfigReader {
   constructor(
     readonly json: Record<string, unknown>,
     readonly file: string,
@@ -124,6 +72,13 @@ class ConfigReader {
     const v = this.has(field) ? this.json[field] : def;
     if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < min) this.fail(field, `must be an integer >= ${min}, got ${JSON.stringify(v)}`);
     return v as number;
+  }
+
+  /** an integer in [min, max]: the max bounds what a hostile file can make us allocate */
+  bounded(field: string, def: number, min: number, max: number): number {
+    const v = this.int(field, def, min);
+    if (v > max) this.fail(field, `is ${v}; the largest supported value is ${max}`);
+    return v;
   }
 
   num(field: string, def: number, lo = -Infinity, hi = Infinity, what = ''): number {
@@ -152,65 +107,37 @@ class ConfigReader {
     return v as T;
   }
 
-  intList(field: string, def: readonly number[]): number[] {
+  intList(field: string, def: readonly number[], max = Number.MAX_SAFE_INTEGER, maxLength: number = CONFIG_LIMITS.convLayers): number[] {
     const v = this.has(field) ? this.json[field] : def;
-    if (!Array.isArray(v) || v.length === 0 || !v.every((x) => typeof x === 'number' && Number.isSafeInteger(x) && x >= 1)) {
-      this.fail(field, `must be a non-empty list of positive integers, got ${JSON.stringify(v)}`);
+    if (!Array.isArray(v) || v.length === 0 || v.length > maxLength || !v.every((x) => typeof x === 'number' && Number.isSafeInteger(x) && x >= 1 && x <= max)) {
+      this.fail(field, `must be a non-empty list (at most ${maxLength}) of integers in [1, ${max}], got ${JSON.stringify(v).slice(0, 200)}`);
     }
     return [...(v as number[])];
   }
+
+  optString(field: string): string | null {
+    if (!this.has(field)) return null;
+    if (typeof this.json[field] !== 'string') this.fail(field, 'must be a string');
+    return this.json[field] as string;
+  }
 }
 
-export function parseWav2Vec2Config(json: unknown, fileName = 'config.json'): Wav2Vec2Config {
-  if (typeof json === 'string') {
-    try {
-      json = JSON.parse(json);
-    } catch (e) {
-      throw new Error(`${fileName}: not valid JSON (${(e as Error).message})`);
-    }
-  }
-  if (!isPlainObject(json)) throw new Error(`${fileName}: expected a JSON object`);
-  const r = new ConfigReader(json, fileName);
-  const D = WAV2VEC2_DEFAULTS;
-  const warnings: string[] = [];
-
-  if (r.has('model_type') && json.model_type !== 'wav2vec2') {
-    r.fail('model_type', `is ${JSON.stringify(json.model_type)}; only "wav2vec2" models (e.g. XLSR-53) are supported`);
-  }
-  if (r.has('add_adapter') && r.bool('add_adapter', false)) {
-    r.fail('add_adapter', 'is true: the convolutional adapter on top of the encoder (num_adapter_layers etc.) is not supported');
-  }
-  if (r.has('adapter_attn_dim')) r.fail('adapter_attn_dim', 'is set: attention adapters inside the encoder layers are not supported');
-
-  const conv_dim = r.intList('conv_dim', D.conv_dim);
-  const conv_kernel = r.intList('conv_kernel', D.conv_kernel);
-  const conv_stride = r.intList('conv_stride', D.conv_stride);
-  if (conv_kernel.length !== conv_dim.length || conv_stride.length !== conv_dim.length) {
-    r.fail(
-      'conv_dim',
-      `has ${conv_dim.length} layers but conv_kernel has ${conv_kernel.length} and conv_stride ${conv_stride.length}; the three lists must have the same length`,
-    );
-  }
-  if (r.has('num_feat_extract_layers') && json.num_feat_extract_layers !== conv_dim.length) {
-    r.fail('num_feat_extract_layers', `is ${JSON.stringify(json.num_feat_extract_layers)} but conv_dim has ${conv_dim.length} layers`);
-  }
-  const hidden_size = r.int('hidden_size', D.hidden_size, 1);
-  const num_attention_heads = r.int('num_attention_heads', D.num_attention_heads, 1);
-  if (hidden_size % num_attention_heads) r.fail('num_attention_heads', `(${num_attention_heads}) must divide hidden_size (${hidden_size})`);
-  const num_conv_pos_embedding_groups = r.int('num_conv_pos_embedding_groups', D.num_conv_pos_embedding_groups, 1);
-  if (hidden_size % num_conv_pos_embedding_groups) {
-    r.fail('num_conv_pos_embedding_groups', `(${num_conv_pos_embedding_groups}) must divide hidden_size (${hidden_size})`);
-  }
-  if (r.has('output_hidden_size') && json.output_hidden_size !== hidden_size) {
-    r.fail('output_hidden_size', `is ${JSON.stringify(json.output_hidden_size)}; without an adapter it must equal hidden_size (${hidden_size})`);
-  }
-
+/**
+ * The head fields of config.json (PretrainedConfig labels and problem_type, the *ForSequenceClassification fields,
+ * the notebook's pooling_mode), with transformers' defaults. `finalDropoutField` names the family's dropout before
+ * the classifier (final_dropout in wav2vec2; Whisper has none).
+ */
+export function parseHeadConfig(r: ConfigReader, warnings: string[], defaults: { finalDropout?: number; initializerRange?: number; initializerField?: string; classifierProjSize?: number } = {}): HeadConfig {
+  const json = r.json;
+  const fileName = r.file;
   // labels (PretrainedConfig): id2label wins over num_labels; keys are strings in JSON
   let labels: string[];
   if (r.has('id2label')) {
     const raw = json.id2label;
     if (!isPlainObject(raw)) r.fail('id2label', 'must be an object of class index -> label name');
-    const pairs = Object.entries(raw as Record<string, unknown>).map(([k, v]) => {
+    const entries = Object.entries(raw as Record<string, unknown>);
+    if (entries.length > CONFIG_LIMITS.labels) r.fail('id2label', `has ${entries.length} labels; at most ${CONFIG_LIMITS.labels} are supported`);
+    const pairs = entries.map(([k, v]) => {
       const i = Number(k);
       if (!Number.isSafeInteger(i) || i < 0 || String(i) !== k.trim()) r.fail('id2label', `has a key ${JSON.stringify(k)} that is not a class index`);
       if (typeof v !== 'string') r.fail('id2label', `["${k}"] must be a string`);
@@ -226,7 +153,7 @@ export function parseWav2Vec2Config(json: unknown, fileName = 'config.json'): Wa
       warnings.push(`${fileName}: num_labels=${JSON.stringify(json.num_labels)} disagrees with id2label (${labels.length} labels); using id2label, as transformers does`);
     }
   } else {
-    const n = r.int('num_labels', D.num_labels, 1);
+    const n = r.bounded('num_labels', 2, 1, CONFIG_LIMITS.labels);
     labels = Array.from({ length: n }, (_, i) => `LABEL_${i}`);
   }
   if (labels.length < 1) r.fail('id2label', 'is empty');
@@ -243,87 +170,41 @@ export function parseWav2Vec2Config(json: unknown, fileName = 'config.json'): Wa
       if (label2id[k] !== Number(v)) r.fail('label2id', `["${k}"] = ${JSON.stringify(v)} disagrees with id2label`);
     }
   }
-
-  let architectures: string[] = [];
-  if (r.has('architectures')) {
-    if (!Array.isArray(json.architectures) || !json.architectures.every((a) => typeof a === 'string')) r.fail('architectures', 'must be a list of strings');
-    architectures = [...(json.architectures as string[])];
+  const problem = r.optString('problem_type');
+  if (problem !== null && problem !== 'single_label_classification' && problem !== 'regression') {
+    r.fail('problem_type', `is ${JSON.stringify(problem)}; supported: "single_label_classification" (cross entropy over labels) and "regression" (MSE, one float target per label)`);
   }
-  const optStr = (f: string): string | null => {
-    if (!r.has(f)) return null;
-    if (typeof json[f] !== 'string') r.fail(f, 'must be a string');
-    return json[f] as string;
-  };
-  const problem_type = optStr('problem_type');
-  if (problem_type !== null && problem_type !== 'single_label_classification') {
-    r.fail('problem_type', `is ${JSON.stringify(problem_type)}; only "single_label_classification" (cross-entropy over labels) is supported`);
-  }
-
   return {
-    model_type: 'wav2vec2',
-    architectures,
-    conv_dim,
-    conv_kernel,
-    conv_stride,
-    conv_bias: r.bool('conv_bias', D.conv_bias),
-    num_feat_extract_layers: conv_dim.length,
-    feat_extract_norm: r.str('feat_extract_norm', D.feat_extract_norm, ['group', 'layer'] as const),
-    feat_extract_activation: r.str('feat_extract_activation', 'gelu', ['gelu'] as const, 'other activations are not implemented'),
-    do_stable_layer_norm: r.bool('do_stable_layer_norm', D.do_stable_layer_norm),
-    hidden_size,
-    num_hidden_layers: r.int('num_hidden_layers', D.num_hidden_layers, 1),
-    num_attention_heads,
-    intermediate_size: r.int('intermediate_size', D.intermediate_size, 1),
-    hidden_act: r.str('hidden_act', 'gelu', ['gelu'] as const, 'other activations are not implemented'),
-    layer_norm_eps: r.num('layer_norm_eps', D.layer_norm_eps, Number.MIN_VALUE, 1, ' > 0'),
-    num_conv_pos_embeddings: r.int('num_conv_pos_embeddings', D.num_conv_pos_embeddings, 1),
-    num_conv_pos_embedding_groups,
-    hidden_dropout: r.prob('hidden_dropout', D.hidden_dropout),
-    attention_dropout: r.prob('attention_dropout', D.attention_dropout),
-    activation_dropout: r.prob('activation_dropout', D.activation_dropout),
-    feat_proj_dropout: r.prob('feat_proj_dropout', D.feat_proj_dropout),
-    final_dropout: r.prob('final_dropout', D.final_dropout),
-    layerdrop: r.prob('layerdrop', D.layerdrop),
-    apply_spec_augment: r.bool('apply_spec_augment', D.apply_spec_augment),
-    mask_time_prob: r.prob('mask_time_prob', D.mask_time_prob),
-    mask_time_length: r.int('mask_time_length', D.mask_time_length, 1),
-    mask_time_min_masks: r.int('mask_time_min_masks', D.mask_time_min_masks, 0),
-    mask_feature_prob: r.prob('mask_feature_prob', D.mask_feature_prob),
-    mask_feature_length: r.int('mask_feature_length', D.mask_feature_length, 1),
-    mask_feature_min_masks: r.int('mask_feature_min_masks', D.mask_feature_min_masks, 0),
-    use_weighted_layer_sum: r.bool('use_weighted_layer_sum', D.use_weighted_layer_sum),
-    classifier_proj_size: r.int('classifier_proj_size', D.classifier_proj_size, 1),
+    use_weighted_layer_sum: r.bool('use_weighted_layer_sum', false),
+    classifier_proj_size: r.bounded('classifier_proj_size', defaults.classifierProjSize ?? 256, 1, CONFIG_LIMITS.width),
     num_labels: labels.length,
     id2label,
     label2id,
     labels,
     pooling_mode: r.str('pooling_mode', 'mean', ['mean', 'sum', 'max'] as const),
-    problem_type,
-    finetuning_task: optStr('finetuning_task'),
-    vocab_size: r.int('vocab_size', D.vocab_size, 1),
-    initializer_range: r.num('initializer_range', D.initializer_range, 0),
-    add_adapter: false,
-    raw: { ...json },
-    warnings,
+    problem_type: problem,
+    finetuning_task: r.optString('finetuning_task'),
+    final_dropout: r.prob('final_dropout', defaults.finalDropout ?? 0.1),
+    initializer_range: r.num(defaults.initializerField ?? 'initializer_range', defaults.initializerRange ?? 0.02, 0),
   };
 }
 
-/** the fields parseWav2Vec2Config normalises (written back from the parsed values, not the raw JSON) */
-const KNOWN_FIELDS = [
-  'architectures', 'conv_dim', 'conv_kernel', 'conv_stride', 'conv_bias', 'num_feat_extract_layers', 'feat_extract_norm',
-  'feat_extract_activation', 'do_stable_layer_norm', 'hidden_size', 'num_hidden_layers', 'num_attention_heads',
-  'intermediate_size', 'hidden_act', 'layer_norm_eps', 'num_conv_pos_embeddings', 'num_conv_pos_embedding_groups',
-  'hidden_dropout', 'attention_dropout', 'activation_dropout', 'feat_proj_dropout', 'final_dropout', 'layerdrop',
-  'apply_spec_augment', 'mask_time_prob', 'mask_time_length', 'mask_time_min_masks', 'mask_feature_prob',
-  'mask_feature_length', 'mask_feature_min_masks', 'use_weighted_layer_sum', 'classifier_proj_size', 'id2label',
-  'label2id', 'pooling_mode', 'vocab_size', 'initializer_range', 'add_adapter', 'model_type',
-] as const;
+/** Architectures list of config.json (empty when absent). */
+export function parseArchitectures(r: ConfigReader): string[] {
+  if (!r.has('architectures')) return [];
+  const a = r.json.architectures;
+  if (!Array.isArray(a) || a.length > 64 || !a.every((x) => typeof x === 'string')) r.fail('architectures', 'must be a list of strings');
+  return [...(a as string[])];
+}
+
+/** the head fields every family's config writes back from parsed values */
+export const HEAD_CONFIG_FIELDS = ['architectures', 'use_weighted_layer_sum', 'classifier_proj_size', 'id2label', 'label2id', 'pooling_mode', 'model_type'] as const;
 
 export interface FineTunedConfigOptions {
   /** class names in index order (replaces id2label/label2id) */
   labels?: string[];
   pooling_mode?: PoolingMode;
-  /** default ['Wav2Vec2ForSpeechClassification'] (the notebook's model class) */
+  /** default ['Wav2Vec2ForSpeechClassification'] (the notebook's model class; SpeechClassifier.architectures() names the right one) */
   architectures?: string[];
   finetuning_task?: string;
   /** any further fields to set (e.g. dropout used for training) */
@@ -333,12 +214,13 @@ export interface FineTunedConfigOptions {
 /**
  * config.json of a fine-tuned classifier as a JSON object: every field of the source config (unknown ones passed
  * through), the parsed values of the known ones, then the classifier fields. Like save_pretrained it does not store
- * num_labels (transformers derives it from id2label); parseWav2Vec2Config(result) round-trips.
+ * num_labels (transformers derives it from id2label); the family's parser round-trips it.
  */
-export function fineTunedConfigJson(base: Wav2Vec2Config, opts: FineTunedConfigOptions = {}): Record<string, unknown> {
+export function fineTunedConfigJson(base: ModelConfigBase, opts: FineTunedConfigOptions = {}, parsedFields: readonly string[] = HEAD_CONFIG_FIELDS): Record<string, unknown> {
   const out: Record<string, unknown> = { ...base.raw };
   delete out.num_labels;
-  for (const f of KNOWN_FIELDS) out[f] = (base as unknown as Record<string, unknown>)[f];
+  const parsed = new Map<string, unknown>(Object.entries(base));
+  for (const f of new Set([...HEAD_CONFIG_FIELDS, ...parsedFields])) if (parsed.get(f) !== undefined) out[f] = parsed.get(f);
   const labels = opts.labels ?? base.labels;
   if (!labels.length || new Set(labels).size !== labels.length) throw new Error(`labels must be a non-empty list of distinct names, got ${JSON.stringify(labels)}`);
   out.id2label = Object.fromEntries(labels.map((l, i) => [String(i), l]));
@@ -388,15 +270,8 @@ export const PREPROCESSOR_DEFAULTS = {
   padding_side: 'right',
 } as const;
 
-export function parsePreprocessorConfig(json: unknown, fileName = 'preprocessor_config.json'): PreprocessorConfig {
-  if (typeof json === 'string') {
-    try {
-      json = JSON.parse(json);
-    } catch (e) {
-      throw new Error(`${fileName}: not valid JSON (${(e as Error).message})`);
-    }
-  }
-  if (!isPlainObject(json)) throw new Error(`${fileName}: expected a JSON object`);
+export function parsePreprocessorConfig(input: unknown, fileName = 'preprocessor_config.json'): PreprocessorConfig {
+  const json = configObject(input, fileName);
   const r = new ConfigReader(json, fileName);
   const D = PREPROCESSOR_DEFAULTS;
   if (r.has('feature_extractor_type') && json.feature_extractor_type !== 'Wav2Vec2FeatureExtractor') {

@@ -4,7 +4,9 @@
 import { type ByteReader, type TensorSource, blobReader, openSharded, parseShardIndex } from './source.js';
 import { readSafetensors } from './safetensors.js';
 import { readPytorch } from './pytorch.js';
-import { type PreprocessorConfig, type Wav2Vec2Config, parsePreprocessorConfig, parseWav2Vec2Config } from './config.js';
+import { configObject, type ModelConfigBase } from './config.js';
+import { familyOf, parseModelConfig } from '../model/registry.js';
+import type { AudioPreprocessor } from '../model/family.js';
 
 /** weight files in the order transformers prefers them */
 export const WEIGHT_FILES = ['model.safetensors', 'model.safetensors.index.json', 'pytorch_model.bin', 'pytorch_model.bin.index.json'] as const;
@@ -29,8 +31,9 @@ export async function readTensorFile(reader: ByteReader, fileName: string): Prom
 }
 
 export interface ModelFiles {
-  config: Wav2Vec2Config;
-  preprocessor: PreprocessorConfig;
+  config: ModelConfigBase;
+  /** the family's input preparation, from preprocessor_config.json (defaults when absent) */
+  preprocessor: AudioPreprocessor;
   preprocessorFound: boolean;
   weightsFile: string;
   weights: TensorSource;
@@ -42,9 +45,10 @@ export async function openModelFiles(files: Map<string, Blob> | Iterable<readonl
   for (const [name, blob] of files) byName.set(name.split(/[\\/]/).pop()!, blob);
   const text = async (name: string) => byName.get(name)!.text();
   if (!byName.has('config.json')) throw new Error(`${folder}: no config.json (a Hugging Face model folder needs one)`);
-  const config = parseWav2Vec2Config(await text('config.json'), `${folder}/config.json`);
+  const config = parseModelConfig(await text('config.json'), `${folder}/config.json`);
   const preprocessorFound = byName.has('preprocessor_config.json');
-  const preprocessor = parsePreprocessorConfig(preprocessorFound ? await text('preprocessor_config.json') : {}, `${folder}/preprocessor_config.json`);
+  const ppFile = `${folder}/preprocessor_config.json`;
+  const preprocessor = familyOf(config).parsePreprocessor(configObject(preprocessorFound ? await text('preprocessor_config.json') : {}, ppFile), ppFile, config);
   const weightsFile = pickWeightsFile([...byName.keys()], folder);
   let weights: TensorSource;
   if (weightsFile.endsWith('.index.json')) {

@@ -1,81 +1,33 @@
-// Checkpoint keys -> model parameters. Canonical parameter names are Hugging Face's, with the `wav2vec2.` prefix
-// (wav2vec2.encoder.layers.3.attention.q_proj.weight, wav2vec2.encoder.pos_conv_embed.conv.weight_g, classifier.*),
-// so a model saved by this engine loads in transformers and the other way round. mapCheckpointKeys decides, for each
-// expected parameter, which checkpoint tensor fills it, tolerating the spellings real checkpoints use:
-//   - keys with or without the `wav2vec2.` prefix (Wav2Vec2Model checkpoints have none)
+// Checkpoint keys -> model parameters, for any model family. Canonical parameter names are Hugging Face's, with the
+// family's base-model prefix (`wav2vec2.`, `hubert.`, `wavlm.`, `data2vec_audio.`, `encoder.` for Whisper's
+// classifier), so a model saved by this engine loads in transformers and the other way round. The family supplies
+// its KeyRules (prefix, the base model's top-level modules, aliases such as a seq2seq checkpoint's `model.encoder.`,
+// keys skipped on purpose); this file knows no family. mapCheckpointKeys decides, for each expected parameter,
+// which checkpoint tensor fills it, tolerating the spellings real checkpoints use:
+//   - keys with or without the base-model prefix (a *Model checkpoint has none)
 //   - weight norm as weight_g / weight_v (torch < 2.1) or parametrizations.weight.original0 / original1 (torch >= 2.1)
 //   - LayerNorm gamma / beta (old TF-style names, renamed by transformers too)
-// and reports like transformers' from_pretrained: unused checkpoint weights (lm_head.* of CTC checkpoints and the
-// pretraining heads quantizer.* / project_q.* / project_hid.* are skipped with a notice), newly initialised head
-// weights (classifier.*, projector.*, layer_weights, masked_spec_embed), and errors for missing encoder weights and
-// shape mismatches. loadIntoTensors then streams the mapped tensors one at a time into the model.
-import type { Wav2Vec2Config } from './config.js';
+// and reports like transformers' from_pretrained: unused checkpoint weights (a CTC lm_head, pretraining heads, a
+// decoder, layers beyond the config's count are skipped with a notice), newly initialised head weights, and errors
+// for missing encoder weights and shape mismatches. loadIntoTensors then streams the mapped tensors one at a time.
 import { type TensorSource, shapeString } from './source.js';
 
+/** Which classifier head a model carries ('ctc' and 'none' only describe checkpoints). */
 export type HeadKind = 'speech-classification' | 'sequence-classification' | 'ctc' | 'none';
 
-/**
- * Parameter names and shapes of a wav2vec2 model with the given head, in PyTorch state_dict order.
- *   'speech-classification': the notebook's Wav2Vec2ForSpeechClassification (classifier.dense [H,H], classifier.out_proj [L,H])
- *   'sequence-classification': transformers' Wav2Vec2ForSequenceClassification (projector [P,H], classifier [L,P])
- *   'ctc': Wav2Vec2ForCTC (lm_head [vocab,H]);  'none': Wav2Vec2Model only
- * layer_weights [num_hidden_layers + 1] comes first with 'sequence-classification' when use_weighted_layer_sum is set.
- */
-export function expectedParameterShapes(c: Wav2Vec2Config, head: HeadKind = 'speech-classification'): Map<string, number[]> {
-  const m = new Map<string, number[]>();
-  const H = c.hidden_size;
-  const add = (name: string, shape: number[]) => m.set(name, shape);
-  const linear = (name: string, out: number, inp: number) => {
-    add(`${name}.weight`, [out, inp]);
-    add(`${name}.bias`, [out]);
-  };
-  const norm = (name: string, n: number) => {
-    add(`${name}.weight`, [n]);
-    add(`${name}.bias`, [n]);
-  };
-  if (c.use_weighted_layer_sum && head === 'sequence-classification') add('layer_weights', [c.num_hidden_layers + 1]);
-  const p = 'wav2vec2.';
-  if (c.mask_time_prob > 0 || c.mask_feature_prob > 0) add(`${p}masked_spec_embed`, [H]);
-  for (let i = 0; i < c.conv_dim.length; i++) {
-    const base = `${p}feature_extractor.conv_layers.${i}`;
-    add(`${base}.conv.weight`, [c.conv_dim[i], i === 0 ? 1 : c.conv_dim[i - 1], c.conv_kernel[i]]);
-    if (c.conv_bias) add(`${base}.conv.bias`, [c.conv_dim[i]]);
-    // 'group': GroupNorm(C groups) after the first conv only, still named layer_norm
-    if (c.feat_extract_norm === 'layer' || i === 0) norm(`${base}.layer_norm`, c.conv_dim[i]);
-  }
-  const C = c.conv_dim[c.conv_dim.length - 1];
-  norm(`${p}feature_projection.layer_norm`, C);
-  linear(`${p}feature_projection.projection`, H, C);
-  const K = c.num_conv_pos_embeddings;
-  add(`${p}encoder.pos_conv_embed.conv.bias`, [H]);
-  add(`${p}encoder.pos_conv_embed.conv.weight_g`, [1, 1, K]);
-  add(`${p}encoder.pos_conv_embed.conv.weight_v`, [H, H / c.num_conv_pos_embedding_groups, K]);
-  norm(`${p}encoder.layer_norm`, H);
-  for (let l = 0; l < c.num_hidden_layers; l++) {
-    const base = `${p}encoder.layers.${l}`;
-    for (const proj of ['k_proj', 'v_proj', 'q_proj', 'out_proj']) linear(`${base}.attention.${proj}`, H, H);
-    norm(`${base}.layer_norm`, H);
-    linear(`${base}.feed_forward.intermediate_dense`, c.intermediate_size, H);
-    linear(`${base}.feed_forward.output_dense`, H, c.intermediate_size);
-    norm(`${base}.final_layer_norm`, H);
-  }
-  if (head === 'speech-classification') {
-    linear('classifier.dense', H, H);
-    linear('classifier.out_proj', c.num_labels, H);
-  } else if (head === 'sequence-classification') {
-    linear('projector', c.classifier_proj_size, H);
-    linear('classifier', c.num_labels, c.classifier_proj_size);
-  } else if (head === 'ctc') {
-    linear('lm_head', c.vocab_size, H);
-  }
-  return m;
+/** How a family's parameter names relate to checkpoint keys. */
+export interface KeyRules {
+  /** the base model's attribute prefix, e.g. 'wav2vec2.' */
+  prefix: string;
+  /** top-level modules of the base model: a key starting with one of these lacks the prefix (a *Model checkpoint) */
+  baseModelParts: ReadonlySet<string>;
+  /** other key prefixes holding the base model's weights, as [theirs, ours] (Whisper seq2seq: ['model.encoder.', 'encoder.']) */
+  aliases?: readonly (readonly [string, string])[];
+  /** why a checkpoint key (canonical spelling, our prefix) is skipped on purpose, or null */
+  skipReason?(key: string): string | null;
+  /** base-model parameters a checkpoint may lack (initialised then, like heads), e.g. masked_spec_embed */
+  mayBeNew?(name: string): boolean;
 }
-
-// ---------------------------------------------------------------------------------------------------------------
-
-const PREFIX = 'wav2vec2.';
-/** top-level modules of Wav2Vec2Model: a key starting with one of these lacks the prefix */
-const BASE_MODEL_PARTS = new Set(['feature_extractor', 'feature_projection', 'encoder', 'masked_spec_embed', 'adapter']);
 
 /** One spelling per parameter: weight norm as weight_g/weight_v, LayerNorm as weight/bias. */
 export function canonicalParameterName(key: string): string {
@@ -115,6 +67,8 @@ export interface KeyMapping {
 }
 
 export interface MapOptions {
+  /** the family's key rules (default: no prefix, nothing skipped beyond the common heads) */
+  rules?: KeyRules;
   /** names the checkpoint in messages (a path or hub id) */
   checkpoint?: string;
   /** names the model in messages (default Wav2Vec2ForSpeechClassification) */
@@ -124,14 +78,22 @@ export interface MapOptions {
   ignoreMismatchedSizes?: boolean;
 }
 
-function isHead(name: string): boolean {
-  return !name.startsWith(PREFIX) || name === `${PREFIX}masked_spec_embed`;
+/** Skip reasons every family shares: output layers of speech-recognition and pretraining checkpoints. */
+export function commonSkipReason(key: string): string | null {
+  if (key.startsWith('lm_head.')) return 'the CTC output layer of a speech-recognition checkpoint';
+  if (key.startsWith('quantizer.') || key.startsWith('project_q.') || key.startsWith('project_hid.') || key.startsWith('label_embeddings_concat') || key.startsWith('final_proj.')) {
+    return 'a pretraining head (quantizer, project_q, project_hid, final_proj)';
+  }
+  return null;
 }
 
-function skipReason(key: string): string | null {
-  if (key.startsWith('lm_head.')) return 'the CTC output layer of a speech-recognition checkpoint';
-  if (key.startsWith('quantizer.') || key.startsWith('project_q.') || key.startsWith('project_hid.')) return 'a pretraining head (quantizer, project_q, project_hid)';
-  return null;
+/** A skip rule for `<prefix>encoder.layers.<i>.` keys with i >= layers: a config cut to its first N layers (audeering's 24 -> 12). */
+export function extraLayerSkip(layersPrefix: string, layers: number): (key: string) => string | null {
+  return (key) => {
+    if (!key.startsWith(layersPrefix)) return null;
+    const i = Number(key.slice(layersPrefix.length).split('.')[0]);
+    return Number.isInteger(i) && i >= layers ? `encoder layers beyond num_hidden_layers = ${layers} in config.json (only the first ${layers} are used)` : null;
+  };
 }
 
 function list(names: readonly string[], max = 12): string {
@@ -150,6 +112,10 @@ function sameShape(a: readonly number[], b: readonly number[]): boolean {
 export function mapCheckpointKeys(source: Iterable<readonly [string, readonly number[]]>, expected: ReadonlyMap<string, readonly number[]>, opts: MapOptions = {}): KeyMapping {
   const ckpt = opts.checkpoint ?? 'the checkpoint';
   const model = opts.model ?? 'Wav2Vec2ForSpeechClassification';
+  const rules: KeyRules = opts.rules ?? { prefix: '', baseModelParts: new Set() };
+  const PREFIX = rules.prefix;
+  const isHead = (name: string) => (PREFIX !== '' && !name.startsWith(PREFIX)) || (rules.mayBeNew?.(name) ?? false);
+  const skipReason = (key: string) => rules.skipReason?.(key) ?? commonSkipReason(key);
   // the model's names by canonical spelling (the model may itself use either weight-norm spelling)
   const expectedByCanon = new Map<string, string>();
   for (const name of expected.keys()) expectedByCanon.set(canonicalParameterName(name), name);
@@ -160,7 +126,13 @@ export function mapCheckpointKeys(source: Iterable<readonly [string, readonly nu
   for (const [key, shape] of source) {
     sourceShapes.set(key, shape);
     let canon = canonicalParameterName(key);
-    if (!canon.startsWith(PREFIX) && (expectedByCanon.has(PREFIX + canon) || BASE_MODEL_PARTS.has(canon.split('.')[0]))) canon = PREFIX + canon;
+    for (const [theirs, ours] of rules.aliases ?? []) {
+      if (canon.startsWith(theirs)) {
+        canon = ours + canon.slice(theirs.length);
+        break;
+      }
+    }
+    if (PREFIX && !canon.startsWith(PREFIX) && (expectedByCanon.has(PREFIX + canon) || rules.baseModelParts.has(canon.split('.')[0]))) canon = PREFIX + canon;
     const target = expectedByCanon.get(canon);
     if (target === undefined) {
       const why = skipReason(canon);
@@ -202,10 +174,10 @@ export function mapCheckpointKeys(source: Iterable<readonly [string, readonly nu
   }
   if (out.missing.length) {
     let hint = '';
-    if (out.missing.some((n) => n.includes('pos_conv_embed.conv.weight_')) && sourceShapes.has('wav2vec2.encoder.pos_conv_embed.conv.weight')) {
+    if (out.missing.some((n) => n.includes('pos_conv_embed.conv.weight_')) && sourceShapes.has(`${PREFIX}encoder.pos_conv_embed.conv.weight`)) {
       hint = ' (the checkpoint stores the positional convolution without weight norm; re-save it with weight_g/weight_v)';
     } else if (out.mapping.size === 0) {
-      hint = ` (no key matched at all: is this a wav2vec2 checkpoint? its first keys: ${list([...sourceShapes.keys()], 5)})`;
+      hint = ` (no key matched at all: is this checkpoint of the family config.json names? its first keys: ${list([...sourceShapes.keys()], 5)})`;
     }
     out.errors.push(`${ckpt}: ${out.missing.length} encoder weight(s) missing from the checkpoint: ${list(out.missing)}${hint}`);
   }

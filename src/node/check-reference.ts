@@ -1,4 +1,4 @@
-// `ser check-reference <dir>`: runs our wav2vec2 in f32 on a reference fixture (inputs, activations, logits, losses
+// `ser check-reference <dir>`: runs our model (any registered family) in f32 on a reference fixture (inputs, activations, logits, losses
 // and gradients computed by the real Hugging Face code in float64; format of ../shared/fixtures/xlsr_tiny) and
 // compares tensor by tensor. Fails (exit 1) when a forward tensor's relative L2 error exceeds 1e-4 or a gradient's
 // exceeds 1e-3; a gradient whose reference is analytically zero (e.g. d loss / d attention.k_proj.bias, which softmax
@@ -7,7 +7,10 @@
 // Fixture directory: config.json, model.safetensors and/or pytorch_model.bin, reference.safetensors (F64 tensors plus
 // input_values, attention_mask (optional), labels), manifest.json (tensor list; weights.keys; weights.frozen_parameters).
 // Gradients are of loss_masked_mean (the masked-mean head's cross entropy; loss_plain_mean if the reference has
-// grad.pooled_plain_mean instead), in train mode with dropout 0.
+// grad.pooled_plain_mean instead), in train mode with dropout 0. Fixtures of HF's own heads
+// (*ForSequenceClassification) name their outputs projected_states, pooled_output, logits, loss instead. A fixture
+// without input_values (Whisper) has raw_waveform.<i>: our own feature extractor turns them into the model input,
+// which is compared with the reference's input_features, and the model runs on what we computed.
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
@@ -15,11 +18,11 @@ import type { Runtime } from '../runtime/runtime.js';
 import { Tensor } from '../tensor.js';
 import { autocast, backward, keep, noGrad, record } from '../autograd.js';
 import { scale } from '../ops/elementwise.js';
-import { parseWav2Vec2Config } from '../io/config.js';
+import { parseModelConfig, familyOf } from '../model/registry.js';
 import type { TensorEntry, TensorSource } from '../io/source.js';
 import { weightNorm } from '../ops/norm.js';
 import { linear } from '../ops/matmul.js';
-import { Wav2Vec2ForSpeechClassification, disposeOutput, type HeadOutput } from '../model/wav2vec2.js';
+import { SpeechClassifier, disposeOutput, type HeadOutput } from '../model/classifier.js';
 import { createNodeRuntime } from './dawn.js';
 import { FileByteReader, type OpenedSource } from './modeldir.js';
 import { readSafetensors } from '../io/safetensors.js';
@@ -145,12 +148,14 @@ export async function runReferenceCheck(rt: Runtime, dir: string, choice: Weight
   const judge = (name: string, shape: number[], got: ArrayLike<number>, ref: ArrayLike<number>, kind: 'forward' | 'grad') => judgeWith(limits, name, shape, got, ref, kind);
   const manifestPath = path.join(dir, 'manifest.json');
   const manifest: Manifest = fs.existsSync(manifestPath) ? JSON.parse(await fsp.readFile(manifestPath, 'utf8')) : {};
-  const config = parseWav2Vec2Config(await fsp.readFile(path.join(dir, 'config.json'), 'utf8'), path.join(dir, 'config.json'));
+  const config = parseModelConfig(await fsp.readFile(path.join(dir, 'config.json'), 'utf8'), path.join(dir, 'config.json'));
+  const family = familyOf(config);
+  const prefix = family.keyRules(config).prefix;
   const weightsFile = pickWeights(dir, choice);
   const refPath = path.join(dir, 'reference.safetensors');
   if (!fs.existsSync(refPath)) throw new Error(`${dir}: no reference.safetensors`);
   const opened: OpenedSource[] = [];
-  let model: Wav2Vec2ForSpeechClassification | null = null;
+  let model: SpeechClassifier | null = null;
   const live: Tensor[] = [];
   try {
     const weights = await openByExtension(weightsFile);
@@ -165,43 +170,65 @@ export async function runReferenceCheck(rt: Runtime, dir: string, choice: Weight
     };
 
     // the feature encoder is trained only when the reference has gradients for it
-    const freeze = !ref.entries.has('grad.wav2vec2.feature_extractor.conv_layers.0.conv.weight');
-    const built = await Wav2Vec2ForSpeechClassification.fromSource(rt, config, weights, { freezeFeatureEncoder: freeze, checkpoint: weightsFile });
+    const freeze = ![...ref.entries.keys()].some((n) => n.startsWith('grad.') && family.isFeatureEncoderParameter(n.slice(5)));
+    const built = await SpeechClassifier.fromSource(rt, config, weights, { freezeFeatureEncoder: freeze, checkpoint: weightsFile });
     model = built.model;
     if (built.report.newlyInitialized.length) {
       throw new Error(`${weightsFile}: lacks ${built.report.newlyInitialized.join(', ')}; a reference check needs every weight`);
     }
     model.eval(); // dropout is 0 in the fixtures; eval keeps SpecAugment and layerdrop off as in the reference
 
-    const inputEntry = need('input_values');
-    const [B, S] = inputEntry.shape;
-    const input = Tensor.fromData(rt, Float32Array.from(await readF64(inputEntry)), [B, S], 'f32', 'input_values');
-    live.push(input);
-    const maskEntry = refEntry('attention_mask');
-    const attentionMask = maskEntry ? Int32Array.from(await readF64(maskEntry)) : null;
-    const labels = Int32Array.from(await readF64(need('labels')));
-
-    // identities on the named intermediates that capture the gradient flowing through them (grad.<name> references)
-    const tapped = new Map<string, Tensor>();
-    const tapName = (name: string) => (name === 'pos_conv_weight' ? 'derived.wav2vec2.encoder.pos_conv_embed.conv.weight' : name);
-    const tap = (prefix: string) => (name: string, t: Tensor) => (ref.entries.has(`grad.${prefix}${tapName(name)}`) ? gradientTap(t, (g) => tapped.set(`grad.${prefix}${tapName(name)}`, g)) : t);
-    const out = precision(() => model!.forward({ inputValues: input, attentionMask }, { outputHiddenStates: true, encoderOnly: true, hook: tap('') }));
     const ours = new Map<string, Tensor>();
     const put = (name: string, t: Tensor | null | undefined) => {
       if (t) ours.set(name, t);
     };
-    put('extract_features', out.extract_features);
-    put('extract_features_normed', out.extract_features_normed);
-    put('feature_projection_output', out.feature_projection_output);
-    put('pos_conv_embed_output', out.pos_conv_embed_output);
+    let input: Tensor;
+    const inputEntry = refEntry('input_values');
+    if (inputEntry) input = Tensor.fromData(rt, Float32Array.from(await readF64(inputEntry)), [...inputEntry.shape], 'f32', 'input_values');
+    else {
+      // the model input is made by our feature extractor from the raw waveforms (Whisper's log-mel)
+      const raws: Float32Array[] = [];
+      for (let i = 0; refEntry(`raw_waveform.${i}`); i++) raws.push(Float32Array.from(await readF64(need(`raw_waveform.${i}`))));
+      if (!raws.length) throw new Error(`${refPath}: neither input_values nor raw_waveform.0`);
+      const ppPath = path.join(dir, 'preprocessor_config.json');
+      const pp = family.parsePreprocessor(fs.existsSync(ppPath) ? JSON.parse(await fsp.readFile(ppPath, 'utf8')) : {}, ppPath, config);
+      const prepared = pp.prepare(raws);
+      input = Tensor.fromData(rt, prepared.values, prepared.shape, 'f32', 'input_features');
+      put('input_features', input);
+    }
+    live.push(input);
+    const maskEntry = refEntry('attention_mask');
+    const attentionMask = maskEntry && inputEntry ? Int32Array.from(await readF64(maskEntry)) : null;
+    const labelValues = await readF64(need('labels'));
+    const labels = config.problem_type === 'regression' ? Float32Array.from(labelValues) : Int32Array.from(labelValues);
+
+    // identities on the named intermediates that capture the gradient flowing through them (grad.<name> references)
+    const tapped = new Map<string, Tensor>();
+    const tapName = (name: string) => (name === 'pos_conv_weight' ? `derived.${prefix}encoder.pos_conv_embed.conv.weight` : name);
+    const tap = (prefix: string) => (name: string, t: Tensor) => (ref.entries.has(`grad.${prefix}${tapName(name)}`) ? gradientTap(t, (g) => tapped.set(`grad.${prefix}${tapName(name)}`, g)) : t);
+    const out = precision(() => model!.forward({ inputValues: input, attentionMask }, { outputHiddenStates: true, encoderOnly: true, hook: tap('') }));
+    for (const [name, t] of out.intermediates) put(name, t);
     out.hidden_states.forEach((t, i) => put(`hidden_states.${i}`, t));
-    put('encoder_last_layer_output', out.encoder_last_layer_output);
     put('last_hidden_state', out.last_hidden_state);
     // the gradients are of one pooling's loss (loss_masked_mean in the fixtures so far; grad.pooled_<kind> says
     // which); the other head runs without a graph
     const gradKind = ref.entries.has('grad.pooled_plain_mean') ? 'plain_mean' : 'masked_mean';
     let graded: HeadOutput | null = null;
-    if (model.head !== 'none') {
+    const hfHeadNames: Record<string, string> = { pooled: 'pooled_output', logits: 'logits', projected_states: 'projected_states' };
+    if (model.head !== 'none' && ref.entries.has('logits')) {
+      // HF's own head, as its *ForSequenceClassification runs it: masked mean when the batch has a mask
+      const hook = (name: string, t: Tensor) => {
+        const refName = hfHeadNames[name] ?? name;
+        if (name === 'projected_states') put(refName, keep(noGrad(() => scale(t, 1))));
+        return tap('')(refName, t);
+      };
+      const h = precision(() => model!.classify(out.last_hidden_state, out.hidden_states, out.frameMask, { labels, hook }));
+      graded = h;
+      put('pooled_output', h.pooled);
+      put('logits', h.logits);
+      put('loss', h.loss);
+      live.push(...[h.pooled, h.logits, h.loss].filter((t): t is Tensor => !!t));
+    } else if (model.head !== 'none') {
       for (const kind of ['plain_mean', 'masked_mean'] as const) {
         const hook = kind === gradKind ? (name: string, t: Tensor) => tap('')(`${name}_${kind}`, t) : undefined;
         const run = () => model!.classify(out.last_hidden_state, out.hidden_states, out.frameMask, { pooling: 'mean', poolExcludePadding: kind === 'masked_mean', labels, hook });
@@ -217,11 +244,10 @@ export async function runReferenceCheck(rt: Runtime, dir: string, choice: Weight
         }
       }
     }
-    const derivedName = 'derived.wav2vec2.encoder.pos_conv_embed.conv.weight';
-    if (ref.entries.has(derivedName)) {
-      const p = model.params;
-      put(derivedName, noGrad(() => weightNorm(p.get('wav2vec2.encoder.pos_conv_embed.conv.weight_g')!, p.get('wav2vec2.encoder.pos_conv_embed.conv.weight_v')!, 2)));
-    }
+    const derivedName = `derived.${prefix}encoder.pos_conv_embed.conv.weight`;
+    const weightG = model.params.get(`${prefix}encoder.pos_conv_embed.conv.weight_g`);
+    const weightV = model.params.get(`${prefix}encoder.pos_conv_embed.conv.weight_v`);
+    if (ref.entries.has(derivedName) && weightG && weightV) put(derivedName, noGrad(() => weightNorm(weightG, weightV, 2)));
 
     const tensors: TensorComparison[] = [];
     const skipped: string[] = [];

@@ -8,7 +8,9 @@ import path from 'node:path';
 import { type ByteReader, type TensorSource, openSharded, parseShardIndex } from '../io/source.js';
 import { writeSafetensors, type TensorToSave } from '../io/safetensors.js';
 import { WEIGHT_FILES, pickWeightsFile, readTensorFile } from '../io/modelfiles.js';
-import { type PreprocessorConfig, type Wav2Vec2Config, configJsonText, parsePreprocessorConfig, parseWav2Vec2Config } from '../io/config.js';
+import { type ModelConfigBase, configJsonText, configObject } from '../io/config.js';
+import { familyOf, parseModelConfig } from '../model/registry.js';
+import type { AudioPreprocessor } from '../model/family.js';
 
 export class FileByteReader implements ByteReader {
   private constructor(
@@ -92,8 +94,9 @@ export { WEIGHT_FILES };
 
 export interface ModelDir {
   dir: string;
-  config: Wav2Vec2Config;
-  preprocessor: PreprocessorConfig;
+  config: ModelConfigBase;
+  /** the family's input preparation, from preprocessor_config.json (defaults when absent) */
+  preprocessor: AudioPreprocessor;
   /** false when preprocessor_config.json is absent and defaults are used */
   preprocessorFound: boolean;
   /** the weights file (or index) that was opened */
@@ -107,10 +110,10 @@ export async function openModelDir(dir: string): Promise<ModelDir> {
   if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) throw new Error(`${dir}: not a directory`);
   const configPath = path.join(dir, 'config.json');
   if (!fs.existsSync(configPath)) throw new Error(`${dir}: no config.json (a Hugging Face model directory needs one)`);
-  const config = parseWav2Vec2Config(await fsp.readFile(configPath, 'utf8'), configPath);
+  const config = parseModelConfig(await fsp.readFile(configPath, 'utf8'), configPath);
   const ppPath = path.join(dir, 'preprocessor_config.json');
   const preprocessorFound = fs.existsSync(ppPath);
-  const preprocessor = parsePreprocessorConfig(preprocessorFound ? await fsp.readFile(ppPath, 'utf8') : {}, ppPath);
+  const preprocessor = familyOf(config).parsePreprocessor(configObject(preprocessorFound ? await fsp.readFile(ppPath, 'utf8') : {}, ppPath), ppPath, config);
   const found = pickWeightsFile(fs.readdirSync(dir), dir);
   const weightsFile = path.join(dir, found);
   const weights = found.endsWith('.index.json') ? await openShardedIndex(weightsFile) : await openTensorFile(weightsFile);

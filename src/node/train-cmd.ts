@@ -9,14 +9,15 @@ import type { Runtime } from '../runtime/runtime.js';
 import { Tensor } from '../tensor.js';
 import { noGrad, tidy } from '../autograd.js';
 import { softmax } from '../ops/loss.js';
-import { parseWav2Vec2Config, fineTunedConfigJson, preprocessorConfigJson, parsePreprocessorConfig, type Wav2Vec2Config, type PreprocessorConfig } from '../io/config.js';
+import { configObject, fineTunedConfigJson, type ModelConfigBase } from '../io/config.js';
+import { familyOf, parseModelConfig } from '../model/registry.js';
+import type { AudioPreprocessor } from '../model/family.js';
 import { loadCheckpointFile, writeCheckpointFile } from './train-checkpoint.js';
-import { Wav2Vec2ForSpeechClassification, disposeOutput, receptiveField } from '../model/wav2vec2.js';
+import { SpeechClassifier, disposeOutput } from '../model/classifier.js';
 import { Trainer, DEFAULT_TRAIN_CONFIG, DEFAULT_LOSS_SCALE, type ClipSet, type TrainConfig, type TrainerIO } from '../train/trainer.js';
 import { LabelSet, SHEMO_LABELS, selectLabels, labelCounts } from '../data/labels.js';
 import type { DataItem } from '../data/manifest.js';
 import { applySplits, describeSplits } from '../data/split.js';
-import { zeroMeanUnitVar } from '../audio/normalize.js';
 import { computeMetrics, formatMetrics, type Metrics } from '../metrics.js';
 import { buildReport, type PredictionRecord } from '../report/html.js';
 import { createNodeRuntime } from './dawn.js';
@@ -28,9 +29,9 @@ import { synthesizeDemoCorpus } from './demo-corpus.js';
 // model loading
 
 export interface LoadedModel {
-  model: Wav2Vec2ForSpeechClassification;
-  config: Wav2Vec2Config;
-  preprocessor: PreprocessorConfig;
+  model: SpeechClassifier;
+  config: ModelConfigBase;
+  preprocessor: AudioPreprocessor;
   /** what was loaded and what was initialised, in words */
   notes: string[];
 }
@@ -43,38 +44,38 @@ export interface LoadedModel {
 export async function loadModel(rt: Runtime, dir: string, opts: { labels?: readonly string[]; seed?: number } = {}): Promise<LoadedModel> {
   const configPath = path.join(dir, 'config.json');
   if (!fs.existsSync(configPath)) throw new Error(`${dir}: no config.json (a Hugging Face model directory needs one)`);
-  let config = parseWav2Vec2Config(JSON.parse(await fsp.readFile(configPath, 'utf8')), configPath);
+  let config = parseModelConfig(await fsp.readFile(configPath, 'utf8'), configPath);
+  const family = familyOf(config);
   const relabel = opts.labels && (opts.labels.length !== config.labels.length || opts.labels.some((l, i) => config.labels[i] !== l));
-  if (relabel) config = parseWav2Vec2Config(fineTunedConfigJson(config, { labels: [...opts.labels!] }), configPath);
+  if (relabel) config = family.parseConfig(fineTunedConfigJson(config, { labels: [...opts.labels!] }, family.configFields), configPath);
   const hasWeights = fs.readdirSync(dir).some((f) => /^(model\.safetensors|pytorch_model\.bin)(\.index\.json)?$/.test(f));
   const notes: string[] = [];
   if (!hasWeights) {
     const ppPath = path.join(dir, 'preprocessor_config.json');
-    const preprocessor = parsePreprocessorConfig(fs.existsSync(ppPath) ? JSON.parse(fs.readFileSync(ppPath, 'utf8')) : {}, ppPath);
+    const preprocessor = family.parsePreprocessor(configObject(fs.existsSync(ppPath) ? fs.readFileSync(ppPath, 'utf8') : {}, ppPath), ppPath, config);
     notes.push(`${dir} has no weights: every parameter is randomly initialised (Hugging Face's init, seed ${opts.seed ?? 0})`);
-    const model = Wav2Vec2ForSpeechClassification.random(rt, config, { initSeed: opts.seed ?? 0, head: 'speech-classification' });
+    const model = SpeechClassifier.random(rt, config, { initSeed: opts.seed ?? 0, head: 'speech-classification' });
     return { model, config, preprocessor, notes };
   }
   const md = await openModelDir(dir);
   try {
-    const { model, report } = await Wav2Vec2ForSpeechClassification.fromSource(rt, config, md.weights, {
+    const { model, report } = await SpeechClassifier.fromSource(rt, config, md.weights, {
       checkpoint: md.weightsFile,
       initSeed: opts.seed ?? 0,
       ignoreMismatchedSizes: Boolean(relabel),
     });
-    for (const n of (report as unknown as { messages?: string[] }).messages ?? []) notes.push(n);
-    if (report.newlyInitialized.length) notes.push(`newly initialised (not in ${path.basename(md.weightsFile)}): ${report.newlyInitialized.join(', ')}`);
+    for (const n of report.notices) notes.push(n);
     return { model, config, preprocessor: md.preprocessor, notes };
   } finally {
     await md.close();
   }
 }
 
-export async function saveModel(model: Wav2Vec2ForSpeechClassification, config: Wav2Vec2Config, preprocessor: PreprocessorConfig, dir: string): Promise<void> {
+export async function saveModel(model: SpeechClassifier, config: ModelConfigBase, preprocessor: AudioPreprocessor, dir: string): Promise<void> {
   const tensors = model.namedParameters().map(([name, t]) => ({ name, shape: [...t.shape], data: () => t.readFloat() }));
   await saveModelDir(dir, {
-    config: fineTunedConfigJson(config, { pooling_mode: model.pooling }),
-    preprocessor: preprocessorConfigJson(preprocessor),
+    config: fineTunedConfigJson(config, { pooling_mode: model.pooling, architectures: model.architectures() }, model.family.configFields),
+    preprocessor: preprocessor.json(),
     tensors,
   });
 }
@@ -217,7 +218,7 @@ export async function trainCommand(argv: string[]): Promise<number> {
     checkpointing: Boolean(v.checkpointing),
     fp16: Boolean(v.fp16),
     lossScale: { ...DEFAULT_LOSS_SCALE, init: num('loss-scale', v['loss-scale'], DEFAULT_LOSS_SCALE.init, (x) => x > 0 && Number.isFinite(x)) },
-    augment: v.augment ? { gainDb: [-6, 6], noiseSnrDb: [15, 30], speeds: [0.9, 1.0, 1.1], probability: 0.5 } as never : null,
+    augment: v.augment ? { gainDb: [-6, 6], noiseSnrDb: [15, 30], speeds: [0.9, 1.0, 1.1], speedProb: 0.5, gainProb: 0.5, noiseProb: 0.5 } : null,
   };
   const testFraction = num('test-fraction', v['test-fraction'], 0.2, (x) => x >= 0 && x < 1);
   const valFraction = num('val-fraction', v['val-fraction'], 0.1, (x) => x >= 0 && x < 1);
@@ -288,8 +289,8 @@ export async function train(run: TrainRun): Promise<TrainResult> {
   const rt = await createNodeRuntime();
   const { model, config, preprocessor, notes } = await loadModel(rt, run.modelDir, { labels: labelSet.labels, seed: run.initSeed ?? run.cfg.seed });
   for (const n of notes) say(n);
-  const minSamples = receptiveField(config);
-  const store = new ClipStore({ sampleRate: preprocessor.sampling_rate, minSamples });
+  const minSamples = preprocessor.minSamples;
+  const store = new ClipStore({ sampleRate: preprocessor.samplingRate, minSamples });
   const train = await buildClipSet(parts.train, labelSet, store, minSamples, say);
   const valid = validItems.length ? await buildClipSet(validItems, labelSet, store, minSamples, say) : null;
   const test = parts.test.length ? await buildClipSet(parts.test, labelSet, store, minSamples, say) : null;
@@ -310,7 +311,7 @@ export async function train(run: TrainRun): Promise<TrainResult> {
       await saveModel(model, config, preprocessor, bestDir);
     },
   };
-  const trainer = new Trainer(model, { train: train.set, valid: valid?.set ?? null }, labelSet.labels, run.cfg, io);
+  const trainer = new Trainer(model, { train: train.set, valid: valid?.set ?? null, preprocessor }, labelSet.labels, run.cfg, io);
   if (resuming) {
     trainer.restore(await loadCheckpointFile(ckPath));
     say(`resumed from ${ckPath} at optimizer step ${trainer.position.step} (epoch ${trainer.position.epoch}, micro-batch ${trainer.position.microBatch})`);
@@ -328,7 +329,7 @@ export async function train(run: TrainRun): Promise<TrainResult> {
   // reload the best model (selected on validation, never on test) and evaluate it
   model.dispose();
   const best = await loadModel(rt, bestDir);
-  const evalTrainer = new Trainer(best.model, { train: train.set, valid: null }, labelSet.labels, run.cfg, { log: () => {}, saveCheckpoint: async () => {}, saveBest: async () => {} });
+  const evalTrainer = new Trainer(best.model, { train: train.set, valid: null, preprocessor: best.preprocessor }, labelSet.labels, run.cfg, { log: () => {}, saveCheckpoint: async () => {}, saveBest: async () => {} });
   const results: { name: string; metrics: Metrics }[] = [];
   let validMetrics: Metrics | null = null;
   if (valid) {
@@ -373,7 +374,7 @@ export async function evalCommand(argv: string[]): Promise<number> {
   const { values: v } = parseArgs({ args: argv, options: { model: { type: 'string' }, data: { type: 'string' }, 'data-root': { type: 'string' }, labels: { type: 'string' }, splits: { type: 'string' }, part: { type: 'string', default: 'test' }, json: { type: 'boolean' }, 'batch-size': { type: 'string', default: '4' } } });
   if (!v.model || !v.data) throw new Error(`eval needs --model and --data\n\n${EVAL_USAGE}`);
   const rt = await createNodeRuntime();
-  const probe = parseWav2Vec2Config(JSON.parse(fs.readFileSync(path.join(v.model, 'config.json'), 'utf8')), path.join(v.model, 'config.json'));
+  const probe = parseModelConfig(fs.readFileSync(path.join(v.model, 'config.json'), 'utf8'), path.join(v.model, 'config.json'));
   const labelSet = v.labels ? new LabelSet(v.labels.split(',')) : new LabelSet(probe.labels);
   const { model, config, preprocessor } = await loadModel(rt, v.model, { labels: labelSet.labels });
   const ds = loadDataset({ source: v.data, dataRoot: v['data-root'] });
@@ -385,9 +386,9 @@ export async function evalCommand(argv: string[]): Promise<number> {
     items = p[v.part!];
   }
   const log = (m: string) => { if (!v.json) console.error(m); };
-  const store = new ClipStore({ sampleRate: preprocessor.sampling_rate });
-  const set = await buildClipSet(items, labelSet, store, receptiveField(config), log);
-  const trainer = new Trainer(model, { train: set.set, valid: null }, labelSet.labels, { ...DEFAULT_TRAIN_CONFIG, batchSize: Number(v['batch-size']) }, { log: () => {}, saveCheckpoint: async () => {}, saveBest: async () => {} });
+  const store = new ClipStore({ sampleRate: preprocessor.samplingRate });
+  const set = await buildClipSet(items, labelSet, store, preprocessor.minSamples, log);
+  const trainer = new Trainer(model, { train: set.set, valid: null, preprocessor }, labelSet.labels, { ...DEFAULT_TRAIN_CONFIG, batchSize: Number(v['batch-size']) }, { log: () => {}, saveCheckpoint: async () => {}, saveBest: async () => {} });
   const r = await trainer.evaluate(set.set);
   const m = r.metrics;
   if (v.json) console.log(JSON.stringify({ wa: m.wa, ua: m.ua, per_class: m.per_class, confusion: m.confusion, labels: m.labels }));
@@ -410,10 +411,10 @@ export async function predictCommand(argv: string[]): Promise<number> {
   let failures = 0;
   for (const file of files) {
     try {
-      const { samples } = await readAudioFile(file, { sampleRate: preprocessor.sampling_rate, minSamples: receptiveField(config) });
-      const x = preprocessor.do_normalize ? zeroMeanUnitVar(samples) : samples;
+      const { samples } = await readAudioFile(file, { sampleRate: preprocessor.samplingRate, minSamples: preprocessor.minSamples });
+      const x = preprocessor.prepare([samples]);
       const probsT = noGrad(() => tidy(() => {
-        const input = Tensor.fromData(rt, x, [1, x.length], 'f32', 'input_values');
+        const input = Tensor.fromData(rt, x.values, x.shape, 'f32', 'input_values');
         const o = model.forward({ inputValues: input });
         const p = softmax(o.logits!);
         disposeOutput(o);

@@ -1,12 +1,12 @@
-// Classification loss (mean cross-entropy over the batch) and softmax over the last axis, with the forward dispatch
+// Classification loss (mean cross-entropy over the batch), regression loss (MSE) and softmax over the last axis, with the forward dispatch
 // next to its backward.
 import source from '../../kernels/loss.wgsl';
 import { defineKernel } from '../runtime/kernel.js';
 import { Tensor } from '../tensor.js';
 import { record } from '../autograd.js';
 import { grid1d } from './grid.js';
-import { reduceToScalar } from './reduce.js';
-import './elementwise.js'; // registers the gradient helpers backward() needs
+import { mean, reduceToScalar } from './reduce.js';
+import { mul, sub } from './elementwise.js'; // also registers the gradient helpers backward() needs
 
 export const lossKernel = defineKernel('loss', source);
 const WG = 64;
@@ -44,4 +44,20 @@ export function softmax(x: Tensor): Tensor {
   const y = Tensor.empty(x.rt, x.shape, 'f32', 'softmax');
   x.rt.dispatch(lossKernel, 'softmaxRows', { rp: { rows, len: L, scale: 1 }, x, y }, grid1d(rows, 1));
   return y;
+}
+
+/**
+ * Regression loss: mean over all B*L elements of (predictions - targets)^2 (torch's MSELoss(), as the notebook's
+ * problem_type "regression" branch). Built from sub, mul and mean, whose backward passes are tested on their own.
+ */
+export function mseLoss(predictions: Tensor, targets: Tensor): Tensor {
+  if (predictions.dtype !== 'f32' || targets.dtype !== 'f32' || predictions.shape.join() !== targets.shape.join()) {
+    throw new Error(`mseLoss: predictions ${predictions.dtype} [${predictions.shape}] and targets ${targets.dtype} [${targets.shape}] must be f32 of one shape`);
+  }
+  const d = sub(predictions, targets);
+  const sq = mul(d, d);
+  d.dispose();
+  const out = mean(sq);
+  sq.dispose();
+  return out;
 }

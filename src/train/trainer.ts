@@ -13,7 +13,8 @@ import { softmax } from '../ops/loss.js';
 import { linear } from '../ops/matmul.js';
 import { dropout } from '../ops/activation.js';
 import { crossEntropy } from '../ops/loss.js';
-import { disposeOutput, type Wav2Vec2ForSpeechClassification } from '../model/wav2vec2.js';
+import { disposeOutput, type SpeechClassifier } from '../model/classifier.js';
+import type { AudioPreprocessor } from '../model/family.js';
 import { makeBatch, planBatches, type Batch } from '../data/batch.js';
 import { deriveSeed } from '../data/random.js';
 import type { AugmentOptions } from '../audio/augment.js';
@@ -125,28 +126,31 @@ export function totalOptimizerSteps(batchesPerEpoch: number, cfg: Pick<TrainConf
 }
 
 /** Which parameters train: the feature encoder only on request, the whole encoder not in head-only mode, the top K layers with unfreezeTop. */
-export function selectTrainable(model: Wav2Vec2ForSpeechClassification, cfg: Pick<TrainConfig, 'headOnly' | 'unfreezeTop' | 'trainFeatureEncoder'>): void {
+export function selectTrainable(model: SpeechClassifier, cfg: Pick<TrainConfig, 'headOnly' | 'unfreezeTop' | 'trainFeatureEncoder'>): void {
   model.freezeFeatureEncoder = !cfg.trainFeatureEncoder;
   const L = model.config.num_hidden_layers;
+  const family = model.family;
   for (const [name, t] of model.namedParameters()) {
-    if (!name.startsWith('wav2vec2.')) continue; // the head always trains
+    if (model.isHeadParameter(name)) continue; // the head always trains
     if (cfg.headOnly) {
       t.requiresGrad = false;
       continue;
     }
     if (cfg.unfreezeTop !== undefined) {
-      const m = name.match(/^wav2vec2\.encoder\.layers\.(\d+)\./);
-      const top = m ? Number(m[1]) >= L - cfg.unfreezeTop : name.startsWith('wav2vec2.encoder.layer_norm.') && model.config.do_stable_layer_norm;
+      const layer = family.layerOf(name);
+      const top = layer !== null ? layer >= L - cfg.unfreezeTop : family.isTopParameter(name, model.config);
       if (!top) t.requiresGrad = false;
     }
   }
 }
 
 export class Trainer {
-  readonly model: Wav2Vec2ForSpeechClassification;
+  readonly model: SpeechClassifier;
   readonly cfg: TrainConfig;
   readonly train: ClipSet;
   readonly valid: ClipSet | null;
+  /** the model's input preparation (default: Wav2Vec2FeatureExtractor's normalise-and-pad) */
+  readonly preprocessor: AudioPreprocessor | null;
   readonly labels: readonly string[];
   readonly io: TrainerIO;
   readonly optimizer: AdamW;
@@ -160,11 +164,12 @@ export class Trainer {
   /** pooled features cached for head-only training, per ClipSet */
   private pooledCache = new Map<ClipSet, Float32Array>();
 
-  constructor(model: Wav2Vec2ForSpeechClassification, sets: { train: ClipSet; valid: ClipSet | null }, labels: readonly string[], cfg: TrainConfig, io: TrainerIO) {
+  constructor(model: SpeechClassifier, sets: { train: ClipSet; valid: ClipSet | null; preprocessor?: AudioPreprocessor | null }, labels: readonly string[], cfg: TrainConfig, io: TrainerIO) {
     this.model = model;
     this.cfg = cfg;
     this.train = sets.train;
     this.valid = sets.valid;
+    this.preprocessor = sets.preprocessor ?? null;
     this.labels = labels;
     this.io = io;
     if (cfg.headOnly && model.head !== 'speech-classification') throw new Error('--head-only needs the notebook head (classifier.dense / classifier.out_proj)');
@@ -213,6 +218,7 @@ export class Trainer {
       augment: train ? this.cfg.augment : null,
       seed: this.cfg.seed,
       epoch,
+      prepare: this.preprocessor ? (clips) => this.preprocessor!.prepare(clips) : undefined,
     }, (i) => set.ids[i]);
   }
 
@@ -227,9 +233,9 @@ export class Trainer {
     this.model.seed(seed);
     const rt = this.model.rt;
     const lossT = this.precision(() => tidy(() => {
-      const input = Tensor.fromData(rt, batch.input, [batch.B, batch.T], 'f32', 'input_values');
+      const input = Tensor.fromData(rt, batch.input, batch.shape, 'f32', 'input_values');
       if (this.cfg.headOnly) return this.headLoss(batch);
-      const out = this.model.forward({ inputValues: input, attentionMask: batch.mask, labels: batch.labels });
+      const out = this.model.forward({ inputValues: input, attentionMask: batch.mask ?? null, labels: batch.labels });
       const loss = out.loss!;
       out.loss = null;
       disposeOutput(out);
@@ -273,8 +279,8 @@ export class Trainer {
     for (const idx of batches) {
       const batch = await this.batchOf(set, idx, false, 0);
       const pooled = noGrad(() => this.precision(() => tidy(() => {
-        const input = Tensor.fromData(this.model.rt, batch.input, [batch.B, batch.T], 'f32', 'input_values');
-        const o = this.model.forward({ inputValues: input, attentionMask: batch.mask });
+        const input = Tensor.fromData(this.model.rt, batch.input, batch.shape, 'f32', 'input_values');
+        const o = this.model.forward({ inputValues: input, attentionMask: batch.mask ?? null });
         const pl = o.pooled!;
         o.pooled = null;
         disposeOutput(o);
@@ -300,8 +306,8 @@ export class Trainer {
     for (const idx of batches) {
       const batch = await this.batchOf(set, idx, false, 0);
       const [p, loss] = noGrad(() => this.precision(() => tidy(() => {
-        const input = Tensor.fromData(this.model.rt, batch.input, [batch.B, batch.T], 'f32', 'input_values');
-        const o = this.model.forward({ inputValues: input, attentionMask: batch.mask, labels: batch.labels });
+        const input = Tensor.fromData(this.model.rt, batch.input, batch.shape, 'f32', 'input_values');
+        const o = this.model.forward({ inputValues: input, attentionMask: batch.mask ?? null, labels: batch.labels });
         const pr = softmax(o.logits!);
         const l = o.loss!;
         o.loss = null;
