@@ -197,6 +197,22 @@ fn relative_bias_table(@builtin(global_invocation_id) gid: vec3u, @builtin(num_w
   rel_table_out[i] = rel_embed[u32(bucket_of[e]) * p.heads + h];
 }
 
+// For reports only (check-reference): the ungated bias as HF materialises it, [H, T, T] (row = query), and the
+// buckets [T, T]. The attention kernels never need these.
+@group(0) @binding(40) var<storage, read_write> dense_bias_out: array<f32>;
+@group(0) @binding(41) var<storage, read_write> dense_bucket_out: array<i32>;
+@compute @workgroup_size(64)
+fn relative_bias_dense(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let i = gid.x + gid.y * nwg.x * 64u;
+  if (i >= p.heads * p.seq * p.seq) { return; }
+  let h = i / (p.seq * p.seq);
+  let query = (i / p.seq) % p.seq;
+  let key = i % p.seq;
+  let bucket = bucket_of[key + p.seq - 1u - query];
+  dense_bias_out[i] = rel_embed[u32(bucket) * p.heads + h];
+  if (h == 0u) { dense_bucket_out[query * p.seq + key] = bucket; }
+}
+
 // grad_rel_embed[bucket, h] = sum over e in the bucket, b and row blocks of the partial diagonal sums (buckets that no
 // e of this T reaches, and the last one when num_buckets is odd, get 0)
 @compute @workgroup_size(64)

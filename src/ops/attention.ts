@@ -144,6 +144,26 @@ export function relativePositionGate(x: Tensor, weight: Tensor, bias: Tensor, ga
   });
 }
 
+/**
+ * The ungated bias as Hugging Face materialises it, f32 [H, T, T] (row = query), and the buckets, i32 [T, T], for
+ * reports and reference checks (no gradient; the attention kernels never build these T x T arrays).
+ */
+export function relativePositionBiasMatrix(embedding: Tensor, T: number, numBuckets: number, maxDistance: number): { bias: Tensor; buckets: Tensor } {
+  if (embedding.dtype !== 'f32' || embedding.shape.length !== 2 || embedding.shape[0] !== numBuckets) {
+    throw new Error(`relativePositionBiasMatrix: embedding must be f32 [${numBuckets}, H], got ${embedding.dtype} [${embedding.shape}]`);
+  }
+  const H = embedding.shape[1];
+  const rt = embedding.rt;
+  const bucketOf = relativePositionBuckets(rt, T, numBuckets, maxDistance);
+  const bias = Tensor.empty(rt, [H, T, T], 'f32', 'attention.position_bias');
+  const buckets = Tensor.empty(rt, [T, T], 'i32', 'attention.relative_position_bucket');
+  const params = { ...plainParams(1, T, H), ...bucketParams(numBuckets, maxDistance), rel_blocks: 1 };
+  const bindings = { p: params, bucket_of: bucketOf, rel_embed: embedding, dense_bias_out: bias, dense_bucket_out: buckets };
+  rt.dispatch(attentionKernel, 'relative_bias_dense', bindings, grid1d(H * T * T, 64));
+  bucketOf.dispose();
+  return { bias, buckets };
+}
+
 /** Params of the kernels with dropout and relative bias off. */
 function plainParams(batch: number, seq: number, heads: number) {
   return { batch, seq, heads, masked: 0, scale: 1, seed: 0, offset: 0, threshold: 0, keep_scale: 1 };
