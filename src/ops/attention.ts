@@ -283,7 +283,8 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOption
       options: {
         defines: {
           ...portable.defines, SG: `${sg}u`, ROWS_PER_LANE: `${shape.rowsPerLane}u`, STREAM_ROWS: `${streamRows}u`,
-          DIAG_SIZE: `${bias ? rows * streamRows : 1}u`,
+          // the subgroup dq kernel reduces its diagonals with shuffles: no workgroup block
+          DIAG_SIZE: '1u',
         },
       },
       blocks: [ceilDiv(T, rows), B * heads] as [number, number],
