@@ -1,6 +1,9 @@
 // Micro-bench of the fused attention kernels: forward and backward at 16 heads x 64, batch 1, T = 200 and 1000.
-//   node build/bench/attention.mjs [T ...] [--forward] [--portable]
+//   node build/bench/attention.mjs [T ...] [--forward] [--portable] [--bias] [--reps=N]
 //     --forward   forward only;  --portable  the workgroup-memory kernels even where subgroup ones can run
+//     --bias      WavLM's gated relative position bias (320 buckets, max distance 800) against plain attention,
+//                 alternating plain / bias call by call; prints medians of wall time and of worker CPU time, and the
+//                 bias / plain ratios (the CPU-time ratio is the steadier one on a shared machine)
 // Forward counts 4*B*H*T*T*D flops (QK^T and PV); backward counts 10*B*H*T*T*D (the five matmuls of
 // FlashAttention-2's backward, not counting the recomputation of QK^T in its two passes).
 // Besides wall time it prints the CPU time of the process's non-main threads (where lavapipe runs shaders), read from
@@ -62,6 +65,60 @@ function report(what: string, flops: number, t: Timing): string {
   return `${what} ${t.ms.toFixed(1)} ms ${(flops / t.ms / 1e6).toFixed(1)} GFLOP/s${cpu}`;
 }
 
+/** One call of fn (then a sync): wall ms and worker CPU seconds. */
+async function once(rt: Awaited<ReturnType<typeof createNodeRuntime>>, fn: () => void): Promise<Timing> {
+  await rt.sync();
+  const cpu0 = workerCpuSeconds();
+  const t0 = performance.now();
+  fn();
+  await rt.sync();
+  return { ms: performance.now() - t0, cpuSeconds: workerCpuSeconds() - cpu0 };
+}
+
+const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+
+/** Plain vs relative-bias attention, alternating call by call, forward and forward+backward. */
+async function benchBias(rt: Awaited<ReturnType<typeof createNodeRuntime>>, T: number, reps: number, forwardOnly: boolean): Promise<void> {
+  const n = B * T * H * D;
+  const q = Tensor.fromData(rt, randomData(n, 1), [B, T, H * D]);
+  const k = Tensor.fromData(rt, randomData(n, 2), [B, T, H * D]);
+  const v = Tensor.fromData(rt, randomData(n, 3), [B, T, H * D]);
+  const g = Tensor.fromData(rt, randomData(n, 4), [B, T, H * D]);
+  const embedding = Tensor.fromData(rt, randomData(320 * H, 5), [320, H]);
+  const gate = Tensor.fromData(rt, randomData(B * H * T, 6).map((x) => 1 + 0.5 * x), [B, H, T]);
+  const mask = Tensor.fromData(rt, new Int32Array(B * T).fill(1), [B, T], 'i32');
+  const bias = { embedding, gate, numBuckets: 320, maxDistance: 800 };
+  const inputs = [q, k, v, embedding, gate];
+  const call = (withBias: boolean, withBackward: boolean) => () => {
+    const y = attention(q, k, v, { heads: H, keyMask: mask, relativeBias: withBias ? bias : null });
+    if (withBackward) backward(y, g);
+    y.dispose();
+    for (const x of inputs) {
+      x.grad?.dispose();
+      x.grad = null;
+    }
+  };
+  const modes = forwardOnly ? [false] : [false, true];
+  for (const withBackward of modes) {
+    for (const x of inputs) x.requiresGrad = withBackward;
+    await once(rt, call(false, withBackward)); // compile and warm up
+    await once(rt, call(true, withBackward));
+    const plain: Timing[] = [];
+    const biased: Timing[] = [];
+    for (let r = 0; r < reps; r++) {
+      plain.push(await once(rt, call(false, withBackward)));
+      biased.push(await once(rt, call(true, withBackward)));
+    }
+    const ms = [median(plain.map((t) => t.ms)), median(biased.map((t) => t.ms))];
+    // CPU time is read in 10 ms ticks: the mean over the reps, not the median of per-call tick counts
+    const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
+    const cpu = [mean(plain.map((t) => t.cpuSeconds)), mean(biased.map((t) => t.cpuSeconds))];
+    const what = withBackward ? 'forward+backward' : 'forward';
+    console.log(`T=${T} ${what}: plain ${ms[0].toFixed(1)} ms / ${cpu[0].toFixed(3)} CPU-s, bias ${ms[1].toFixed(1)} ms / ${cpu[1].toFixed(3)} CPU-s; bias/plain wall ${(ms[1] / ms[0]).toFixed(3)}x, CPU ${(cpu[1] / cpu[0]).toFixed(3)}x (wall: medians, CPU: means of ${reps}, alternating)`);
+  }
+  for (const x of [...inputs, g, mask]) x.dispose();
+}
+
 async function main(): Promise<void> {
   const args = process.argv.slice(2);
   const forwardOnly = args.includes('--forward');
@@ -69,6 +126,12 @@ async function main(): Promise<void> {
   const rt = await createNodeRuntime();
   console.log(`adapter: ${rt.adapter.description || rt.adapter.device || rt.adapter.vendor}`);
   const sizes = args.map(Number).filter((x) => x > 0);
+  if (args.includes('--bias')) {
+    const reps = Number(args.find((a) => a.startsWith('--reps='))?.slice(7) ?? 7);
+    for (const T of sizes.length ? sizes : [200, 1000]) await benchBias(rt, T, reps, forwardOnly);
+    rt.destroy();
+    return;
+  }
   for (const T of sizes.length ? sizes : [200, 1000]) {
     const n = B * T * H * D;
     const q = Tensor.fromData(rt, randomData(n, 1), [B, T, H * D]);

@@ -8,7 +8,7 @@ import { fileURLToPath } from 'node:url';
 import { createNodeRuntime } from '../src/node/dawn.js';
 import type { Runtime } from '../src/runtime/runtime.js';
 import { measureCopyBandwidth, measureFmaPeak, fmt, type Row } from './lib/harness.js';
-import { benchGemm, benchConv, benchAttention, benchLayerNorm, benchAdamW, type Peaks } from './lib/kernels.js';
+import { benchGemm, benchConv, benchAttention, benchAttentionRelativeBias, benchLayerNorm, benchAdamW, type Peaks } from './lib/kernels.js';
 import { benchTfjs } from './lib/peers-tfjs.js';
 import { benchOrt } from './lib/peers-ort.js';
 import { benchTorch } from './lib/peers-torch.js';
@@ -32,6 +32,7 @@ const sections: [string, Section][] = [
   ['gemm', benchGemm],
   ['conv', benchConv],
   ['attention', benchAttention],
+  ['attention-bias', benchAttentionRelativeBias],
   ['layernorm', benchLayerNorm],
   ['adamw', benchAdamW],
   ['model', benchModel],

@@ -14,6 +14,22 @@
 //              only the value accumulation uses P*Z: out_i = sum_j P_ij Z_ij v_j. Backward: row_dot_i = dout_i . out_i
 //              as before (out includes dropout), dP_ij = Z_ij (dout_i . v_j), dS_ij = P_ij (dP_ij - row_dot_i),
 //              dv_j = sum_i P_ij Z_ij dout_i; dk, dq from dS unchanged. With DROPOUT = false none of it is compiled.
+//   relative position bias (template flag REL_BIAS, WavLM's gated bias; off: none of it is compiled):
+//              s_ij += gate[b, h, i] * table[h, j - i + T - 1], with table[h, e] = E[bucket(e - T + 1), h] (E the
+//              [num_buckets, H] embedding) and bucket() the T5-style bidirectional bucket (relative_bucket below, f32
+//              log as PyTorch's). rel_bias packs [table (H x (2T-1)) | gate (B x H x T)]. The backward adds
+//              dgate_i = sum_j dS_ij table[h, j - i + T - 1] (free: the dq kernels own query rows) and the per-diagonal
+//              sums dtable[b, h, blk, e] = sum_{i in row block blk} gate_i dS_{i, i + e - T + 1}. Why per diagonal and
+//              per block: dE needs a sum over (b, i, j) per bucket, and a bucket is a set of diagonals; the dq kernels
+//              already hold dS for (own rows) x (streamed keys), so each step reduces gate*dS of its rows x keys to
+//              the step's rows+keys-1 diagonal sums and adds them into its block's row of the partial buffer (portable:
+//              through workgroup memory, diag_c; subgroup: gathered with subgroupShuffle, no barrier). Each diagonal e
+//              is always added by the same invocation (the owner of e mod window), so the read-modify-write needs no
+//              atomics and no storage barrier. Size B*H*blocks*(2T-1): T x T / block
+//              rows, never T x T (blocks of 24 rows in the subgroup kernels, 64 in the portable ones: ~48 MB at B=4,
+//              H=16, T=1500 with subgroups; very long batches can exceed maxStorageBufferBindingSize, which the
+//              runtime reports by name). relative_bias_grad_embed then sums the partials per (bucket, h).
+//              rel_bias_grad packs [dgate (B x H x T) | partial diagonal sums].
 // Two implementations of the same math; src/ops/attention.ts picks one.
 //  * Portable (this first part): each invocation owns one row (a query; a key in attention_backward_kv) in private
 //    memory; the other side streams through workgroup memory in tiles of BLOCK_STREAM rows, read at addresses common
@@ -25,6 +41,9 @@ const HEAD_DIM: u32 = 64u;
 const BLOCK_ROWS: u32 = 64u;
 const BLOCK_STREAM: u32 = 32u;
 const DROPOUT: bool = false;
+const REL_BIAS: bool = false;
+// workgroup floats for the dq kernels' gate*dS block (rows x streamed keys) with REL_BIAS, else 1
+const DIAG_SIZE: u32 = 1u;
 
 const HEAD_VEC: u32 = (HEAD_DIM + 3u) / 4u;
 const TILE: u32 = BLOCK_STREAM * HEAD_DIM;
@@ -34,7 +53,12 @@ const TILE_LOADS: u32 = (TILE + BLOCK_ROWS - 1u) / BLOCK_ROWS;
 const NEG_BIG: f32 = -3.0e38;
 const POS_BIG: f32 = 3.0e38;
 
-struct Params { batch: u32, seq: u32, heads: u32, masked: u32, scale: f32, seed: u32, offset: u32, threshold: u32, keep_scale: f32 }
+// rel_*: relative position bias (unused without REL_BIAS): num_buckets, num_buckets / 2, max_exact = that / 2,
+// f32(log(max_distance / max_exact)), row blocks of the dq kernel (rows of the partial diagonal sums)
+struct Params {
+  batch: u32, seq: u32, heads: u32, masked: u32, scale: f32, seed: u32, offset: u32, threshold: u32, keep_scale: f32,
+  rel_buckets: u32, rel_half_buckets: u32, rel_max_exact: u32, rel_log_ratio: f32, rel_blocks: u32,
+}
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> q: array<f32>;
@@ -51,12 +75,24 @@ struct Params { batch: u32, seq: u32, heads: u32, masked: u32, scale: f32, seed:
 @group(0) @binding(12) var<storage, read_write> grad_q: array<f32>;
 @group(0) @binding(13) var<storage, read_write> grad_k: array<f32>;
 @group(0) @binding(14) var<storage, read_write> grad_v: array<f32>;
+// relative position bias: [table H x (2T-1) | gate B x H x T] and [dgate B x H x T | partial diagonal sums]
+@group(0) @binding(23) var<storage, read> rel_bias: array<f32>;
+@group(0) @binding(24) var<storage, read_write> rel_bias_grad: array<f32>;
+// bucket of each relative position e - (T - 1), e in [0, 2T-1); the embedding E [num_buckets, H], its gradient, and
+// the table half of rel_bias as written by relative_bias_table
+@group(0) @binding(25) var<storage, read_write> bucket_of: array<i32>;
+@group(0) @binding(26) var<storage, read> rel_embed: array<f32>;
+@group(0) @binding(27) var<storage, read_write> grad_rel_embed: array<f32>;
+@group(0) @binding(28) var<storage, read_write> rel_table_out: array<f32>;
 
 // streamed blocks: two [BLOCK_STREAM, HEAD_DIM] tiles and two per-row scalars
 var<workgroup> tile_a: array<f32, TILE>;
 var<workgroup> tile_b: array<f32, TILE>;
 var<workgroup> row_a: array<f32, BLOCK_STREAM>;
 var<workgroup> row_b: array<f32, BLOCK_STREAM>;
+var<workgroup> row_c: array<f32, BLOCK_STREAM>;
+// gate * dS of the dq kernels' rows x streamed keys (REL_BIAS), row-major
+var<workgroup> diag_c: array<f32, DIAG_SIZE>;
 
 // offset of element [b, t, h, 0]
 fn row_offset(b: u32, t: u32, h: u32) -> u32 {
@@ -83,6 +119,235 @@ fn dropout_keep_counter(counter: u32) -> bool {
 
 fn dropout_keep(b: u32, h: u32, i: u32, j: u32) -> bool {
   return dropout_keep_counter(dropout_counter(b, h, i, j));
+}
+
+// ---- relative position bias
+// T5/WavLM bucket of relative position delta = key - query: (delta > 0) * nb + (|delta| if below max_exact, else
+// min(nb - 1, trunc(max_exact + log(|delta| / max_exact) / log(max_distance / max_exact) * (nb - max_exact)))), every
+// step in f32 as PyTorch computes it (the division by the Python-float log ratio happens in f32 too).
+fn relative_bucket(delta: i32) -> u32 {
+  let nb = p.rel_half_buckets;
+  let max_exact = p.rel_max_exact;
+  let side = select(0u, nb, delta > 0);
+  let n = u32(abs(delta));
+  if (n < max_exact) { return side + n; }
+  let ratio = log(f32(n) / f32(max_exact)) / p.rel_log_ratio * f32(nb - max_exact);
+  // n >= max_exact: ratio >= 0, so truncation is a floor; clamped before the conversion (huge n)
+  let large = min(f32(max_exact) + ratio, f32(nb - 1u));
+  return side + min(u32(large), nb - 1u);
+}
+
+fn rel_span() -> u32 { return 2u * p.seq - 1u; }
+
+// table[h, key - query + T - 1] (query, key < T)
+fn rel_table(h: u32, query: u32, key: u32) -> f32 {
+  return rel_bias[h * rel_span() + key + p.seq - 1u - query];
+}
+
+fn rel_gate(b: u32, h: u32, query: u32) -> f32 {
+  return rel_bias[p.heads * rel_span() + (b * p.heads + h) * p.seq + query];
+}
+
+// start of row block blk's partial diagonal sums for head (b, h) in rel_bias_grad
+fn rel_partial_base(b: u32, h: u32, blk: u32) -> u32 {
+  return p.batch * p.heads * p.seq + ((b * p.heads + h) * p.rel_blocks + blk) * rel_span();
+}
+
+// Zero this invocation's diagonals of a block's partial row: diagonal e belongs to invocation (e mod window) mod lanes,
+// the same owner flush_diagonals uses, so the later read-modify-writes need no barrier between invocations.
+fn zero_diagonals(base: u32, window: u32, lane: u32, lanes: u32) {
+  for (var rho = lane; rho < window; rho += lanes) {
+    for (var e = rho; e < rel_span(); e += window) { rel_bias_grad[base + e] = 0.0; }
+  }
+}
+
+// Add the diagonal sums of diag_c (rows x cols: gate_i * dS_ij for query row0 + r, key start + jj) into the block's
+// partial row at base: pair (r, jj) lies on e = start + jj - row0 - r + T - 1, so the block's window of rows + cols - 1
+// diagonals starts at e_lo = start + T - row0 - rows. Pairs outside the sequence hold 0 and e outside [0, 2T-1) is
+// skipped.
+fn flush_diagonals(base: u32, row0: u32, start: u32, rows: u32, cols: u32, lane: u32, lanes: u32) {
+  let window = rows + cols - 1u;
+  let e_lo = i32(start + p.seq) - i32(row0 + rows);
+  for (var rho = lane; rho < window; rho += lanes) {
+    // the diagonal d of this window with e_lo + d = rho (mod window)
+    let d = u32(((i32(rho) - e_lo) % i32(window) + i32(window)) % i32(window));
+    let e = e_lo + i32(d);
+    if (e < 0 || e >= i32(rel_span())) { continue; }
+    var sum = 0.0;
+    for (var jj = 0u; jj < cols; jj++) {
+      let r = i32(jj + rows - 1u) - i32(d);
+      if (r >= 0 && r < i32(rows)) { sum += diag_c[u32(r) * cols + jj]; }
+    }
+    rel_bias_grad[base + u32(e)] += sum;
+  }
+}
+
+// bucket_of[e] = bucket(e - (T - 1)) for e < 2T - 1; x + y * width grid
+@compute @workgroup_size(64)
+fn relative_position_buckets(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let e = gid.x + gid.y * nwg.x * 64u;
+  if (e >= rel_span()) { return; }
+  bucket_of[e] = i32(relative_bucket(i32(e) - i32(p.seq - 1u)));
+}
+
+// rel_table_out[h * (2T-1) + e] = E[bucket_of[e], h]: the ungated bias of every relative position
+@compute @workgroup_size(64)
+fn relative_bias_table(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let i = gid.x + gid.y * nwg.x * 64u;
+  if (i >= p.heads * rel_span()) { return; }
+  let h = i / rel_span();
+  let e = i % rel_span();
+  rel_table_out[i] = rel_embed[u32(bucket_of[e]) * p.heads + h];
+}
+
+// For reports only (check-reference): the ungated bias as HF materialises it, [H, T, T] (row = query), and the
+// buckets [T, T]. The attention kernels never need these.
+@group(0) @binding(40) var<storage, read_write> dense_bias_out: array<f32>;
+@group(0) @binding(41) var<storage, read_write> dense_bucket_out: array<i32>;
+@compute @workgroup_size(64)
+fn relative_bias_dense(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let i = gid.x + gid.y * nwg.x * 64u;
+  if (i >= p.heads * p.seq * p.seq) { return; }
+  let h = i / (p.seq * p.seq);
+  let query = (i / p.seq) % p.seq;
+  let key = i % p.seq;
+  let bucket = bucket_of[key + p.seq - 1u - query];
+  dense_bias_out[i] = rel_embed[u32(bucket) * p.heads + h];
+  if (h == 0u) { dense_bucket_out[query * p.seq + key] = bucket; }
+}
+
+// grad_rel_embed[bucket, h] = sum over e in the bucket, b and row blocks of the partial diagonal sums (buckets that no
+// e of this T reaches, and the last one when num_buckets is odd, get 0)
+@compute @workgroup_size(64)
+fn relative_bias_grad_embed(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let i = gid.x + gid.y * nwg.x * 64u;
+  if (i >= p.rel_buckets * p.heads) { return; }
+  let bucket = i32(i / p.heads);
+  let h = i % p.heads;
+  var sum = 0.0;
+  for (var e = 0u; e < rel_span(); e++) {
+    if (bucket_of[e] != bucket) { continue; }
+    for (var b = 0u; b < p.batch; b++) {
+      for (var blk = 0u; blk < p.rel_blocks; blk++) { sum += rel_bias_grad[rel_partial_base(b, h, blk) + e]; }
+    }
+  }
+  grad_rel_embed[i] = sum;
+}
+
+// ---- the gate of the relative bias (WavLM), from the attention input x [B, T, H*D] (heads interleaved, before the
+// q/k/v projections) and gru_rel_pos_linear (W [8, D], bias [8]) and gru_rel_pos_const [H]: per (b, h, t),
+//   r = W x[b, t, h, :] + bias, a = sigmoid(r0 + r1 + r2 + r3), c = sigmoid(r4 + r5 + r6 + r7),
+//   gate[b, h, t] = a * (c * k[h] - 1) + 2.
+// backward: dza = dgate (c k - 1) a (1 - a), dzc = dgate a k c (1 - c), dx = dza (W0 + .. + W3) + dzc (W4 + .. + W7),
+// dW[e<4] = sum dza x, dW[e>=4] = sum dzc x, dbias likewise, dk[h] = sum_{b,t} dgate a c. gate_dz keeps
+// (dza, dzc, dgate a c) per (b, h, t) for the reductions. D = HEAD_DIM.
+@group(0) @binding(29) var<storage, read> gate_x: array<f32>;
+@group(0) @binding(30) var<storage, read> gate_weight: array<f32>;
+@group(0) @binding(31) var<storage, read> gate_bias: array<f32>;
+@group(0) @binding(32) var<storage, read> gate_const: array<f32>;
+@group(0) @binding(33) var<storage, read_write> gate_out: array<f32>;
+@group(0) @binding(34) var<storage, read> grad_gate_in: array<f32>;
+@group(0) @binding(35) var<storage, read_write> gate_dz: array<f32>;
+@group(0) @binding(36) var<storage, read_write> grad_gate_x: array<f32>;
+@group(0) @binding(37) var<storage, read_write> grad_gate_weight: array<f32>;
+@group(0) @binding(38) var<storage, read_write> grad_gate_bias: array<f32>;
+@group(0) @binding(39) var<storage, read_write> grad_gate_const: array<f32>;
+
+struct GateTerms { a: f32, c: f32 }
+
+fn gate_terms(base: u32) -> GateTerms {
+  var za = 0.0;
+  var zc = 0.0;
+  for (var e = 0u; e < 4u; e++) {
+    var ra = gate_bias[e];
+    var rc = gate_bias[e + 4u];
+    for (var d = 0u; d < HEAD_DIM; d++) {
+      ra += gate_weight[e * HEAD_DIM + d] * gate_x[base + d];
+      rc += gate_weight[(e + 4u) * HEAD_DIM + d] * gate_x[base + d];
+    }
+    za += ra;
+    zc += rc;
+  }
+  return GateTerms(1.0 / (1.0 + exp(-za)), 1.0 / (1.0 + exp(-zc)));
+}
+
+// gate index i = (b * H + h) * T + t; x + y * width grid
+fn gate_site(i: u32) -> vec4u {
+  let t = i % p.seq;
+  let h = (i / p.seq) % p.heads;
+  let b = i / (p.seq * p.heads);
+  return vec4u(b, h, t, row_offset(b, t, h));
+}
+
+@compute @workgroup_size(64)
+fn relative_gate_forward(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let i = gid.x + gid.y * nwg.x * 64u;
+  if (i >= p.batch * p.heads * p.seq) { return; }
+  let site = gate_site(i);
+  let g = gate_terms(site.w);
+  gate_out[i] = g.a * (g.c * gate_const[site.y] - 1.0) + 2.0;
+}
+
+@compute @workgroup_size(64)
+fn relative_gate_backward(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let i = gid.x + gid.y * nwg.x * 64u;
+  if (i >= p.batch * p.heads * p.seq) { return; }
+  let site = gate_site(i);
+  let g = gate_terms(site.w);
+  let k = gate_const[site.y];
+  let dg = grad_gate_in[i];
+  let dza = dg * (g.c * k - 1.0) * g.a * (1.0 - g.a);
+  let dzc = dg * g.a * k * g.c * (1.0 - g.c);
+  gate_dz[3u * i] = dza;
+  gate_dz[3u * i + 1u] = dzc;
+  gate_dz[3u * i + 2u] = dg * g.a * g.c;
+  for (var d = 0u; d < HEAD_DIM; d++) {
+    var wa = 0.0;
+    var wc = 0.0;
+    for (var e = 0u; e < 4u; e++) {
+      wa += gate_weight[e * HEAD_DIM + d];
+      wc += gate_weight[(e + 4u) * HEAD_DIM + d];
+    }
+    grad_gate_x[site.w + d] = dza * wa + dzc * wc;
+  }
+}
+
+// One workgroup per output: o < 2D the weight column d = o % D of the first (o < D) or last four rows, o = 2D, 2D + 1
+// the bias halves, o >= 2D + 2 the const of head o - 2D - 2. Strided partial sums, then a tree in workgroup memory.
+var<workgroup> gate_sums: array<f32, 64>;
+@compute @workgroup_size(64)
+fn relative_gate_backward_params(@builtin(local_invocation_index) lane: u32, @builtin(workgroup_id) wg: vec3u) {
+  let o = wg.x;
+  let n = p.batch * p.heads * p.seq;
+  var sum = 0.0;
+  if (o < 2u * HEAD_DIM) {
+    let half = o / HEAD_DIM;
+    let d = o % HEAD_DIM;
+    for (var i = lane; i < n; i += 64u) { sum += gate_dz[3u * i + half] * gate_x[gate_site(i).w + d]; }
+  } else if (o < 2u * HEAD_DIM + 2u) {
+    for (var i = lane; i < n; i += 64u) { sum += gate_dz[3u * i + o - 2u * HEAD_DIM]; }
+  } else {
+    let h = o - 2u * HEAD_DIM - 2u;
+    for (var i = lane; i < p.batch * p.seq; i += 64u) {
+      sum += gate_dz[3u * ((i / p.seq * p.heads + h) * p.seq + i % p.seq) + 2u];
+    }
+  }
+  gate_sums[lane] = sum;
+  for (var width = 32u; width > 0u; width >>= 1u) {
+    workgroupBarrier();
+    if (lane < width) { gate_sums[lane] += gate_sums[lane + width]; }
+  }
+  if (lane == 0u) {
+    let total = gate_sums[0];
+    if (o < 2u * HEAD_DIM) {
+      let half = o / HEAD_DIM;
+      for (var e = 0u; e < 4u; e++) { grad_gate_weight[(4u * half + e) * HEAD_DIM + o % HEAD_DIM] = total; }
+    } else if (o < 2u * HEAD_DIM + 2u) {
+      for (var e = 0u; e < 4u; e++) { grad_gate_bias[4u * (o - 2u * HEAD_DIM) + e] = total; }
+    } else {
+      grad_gate_const[o - 2u * HEAD_DIM - 2u] = total;
+    }
+  }
 }
 
 fn key_is_real(b: u32, t: u32) -> bool {
@@ -122,6 +387,9 @@ fn attention_forward(@builtin(local_invocation_index) lane: u32, @builtin(workgr
   }
   var m = NEG_BIG;
   var l = 0.0;
+  let tc = min(t, p.seq - 1u);
+  var gate = 0.0;
+  if (REL_BIAS) { gate = rel_gate(b, h, tc); }
   for (var start = 0u; start < p.seq; start += BLOCK_STREAM) {
     workgroupBarrier();
     load_key_tiles(b, h, start, lane);
@@ -133,6 +401,7 @@ fn attention_forward(@builtin(local_invocation_index) lane: u32, @builtin(workgr
       for (var d = 0u; d < HEAD_DIM; d++) {
         dot += qr[d] * tile_a[j * HEAD_DIM + d];
       }
+      if (REL_BIAS) { dot += gate * rel_table(h, tc, min(start + j, p.seq - 1u)); }
       s[j] = select(NEG_BIG, dot, row_a[j] != 0.0);
       m_new = max(m_new, s[j]);
     }
@@ -206,6 +475,12 @@ fn attention_backward_q(@builtin(local_invocation_index) lane: u32, @builtin(wor
   let stat = (b * p.heads + h) * p.seq + tc;
   let row_lse = lse_saved[stat];
   let row_d = row_dot_saved[stat];
+  var gate = 0.0;
+  var dgate = 0.0;
+  if (REL_BIAS) {
+    gate = rel_gate(b, h, tc);
+    zero_diagonals(rel_partial_base(b, h, wg.x), BLOCK_ROWS + BLOCK_STREAM - 1u, lane, BLOCK_ROWS);
+  }
   for (var start = 0u; start < p.seq; start += BLOCK_STREAM) {
     workgroupBarrier();
     load_key_tiles(b, h, start, lane);
@@ -217,18 +492,32 @@ fn attention_backward_q(@builtin(local_invocation_index) lane: u32, @builtin(wor
         s += qr[d] * tile_a[j * HEAD_DIM + d];
         dp += gor[d] * tile_b[j * HEAD_DIM + d];
       }
+      var bias = 0.0;
+      if (REL_BIAS) {
+        bias = rel_table(h, tc, min(start + j, p.seq - 1u));
+        s += gate * bias;
+      }
       let prob = select(0.0, exp(s - row_lse), row_a[j] != 0.0 && row_lse != POS_BIG);
       if (DROPOUT) { dp = select(0.0, dp * p.keep_scale, dropout_keep(b, h, t, start + j)); }
       let ds = prob * (dp - row_d);
       for (var d = 0u; d < HEAD_DIM; d++) {
         dq[d] += ds * tile_a[j * HEAD_DIM + d];
       }
+      if (REL_BIAS) {
+        dgate += ds * bias;
+        diag_c[lane * BLOCK_STREAM + j] = select(0.0, gate * ds, t < p.seq);
+      }
+    }
+    if (REL_BIAS) {
+      workgroupBarrier();
+      flush_diagonals(rel_partial_base(b, h, wg.x), wg.x * BLOCK_ROWS, start, BLOCK_ROWS, BLOCK_STREAM, lane, BLOCK_ROWS);
     }
   }
   if (t < p.seq) {
     for (var d = 0u; d < HEAD_DIM; d++) {
       grad_q[base + d] = dq[d] * p.scale;
     }
+    if (REL_BIAS) { rel_bias_grad[stat] = dgate; }
   }
 }
 
@@ -268,6 +557,7 @@ fn attention_backward_kv(@builtin(local_invocation_index) lane: u32, @builtin(wo
       // queries past T get lse = +BIG: zero probability
       row_a[lane] = select(POS_BIG, lse_saved[stat], tq < p.seq);
       row_b[lane] = row_dot_saved[stat];
+      if (REL_BIAS) { row_c[lane] = rel_gate(b, h, min(tq, p.seq - 1u)); }
     }
     workgroupBarrier();
     for (var i = 0u; i < BLOCK_STREAM; i++) {
@@ -277,6 +567,7 @@ fn attention_backward_kv(@builtin(local_invocation_index) lane: u32, @builtin(wo
         s += kr[d] * tile_a[i * HEAD_DIM + d];
         dp += vr[d] * tile_b[i * HEAD_DIM + d];
       }
+      if (REL_BIAS) { s += row_c[i] * rel_table(h, min(start + i, p.seq - 1u), min(t, p.seq - 1u)); }
       let prob = select(0.0, exp(s - row_a[i]), real && row_a[i] != POS_BIG);
       var prob_dropped = prob;
       if (DROPOUT) {
@@ -465,6 +756,41 @@ fn own_base(b: u32, h: u32, row_block: u32, r: u32, lane: u32) -> u32 {
   return row_offset(b, min(own_row(row_block, r, lane), p.seq - 1u), h);
 }
 
+// REL_BIAS: pair_a[r][j] += gate[r] * table(own row r, key start + j), for the forward and dq kernels
+fn add_bias_own_queries(h: u32, row_block: u32, start: u32, lane: u32, gate: ptr<function, array<f32, ROWS_PER_LANE>>) {
+  for (var r = 0u; r < ROWS_PER_LANE; r++) {
+    let query = min(own_row(row_block, r, lane), p.seq - 1u);
+    for (var j = 0u; j < STREAM_ROWS; j++) {
+      pair_a[r][j] += (*gate)[r] * rel_table(h, query, min(start + j, p.seq - 1u));
+    }
+  }
+}
+
+// The subgroup kernels' flush_diagonals, without workgroup memory or barriers (a barrier here makes lavapipe save and
+// restore every lane's private rows: measured +30% on forward+backward at T=1000): pair (own row r of lane l, key
+// start + j) holds gate * dS in pair_b[r][j] and lies on diagonal d = j - (r * SG + l) + rows - 1; the lane that owns
+// diagonal d (as in zero_diagonals) gathers its pairs with subgroupShuffle, one per (r, j).
+fn flush_diagonals_sg(base: u32, row0: u32, start: u32, lane: u32) {
+  let rows = SG * ROWS_PER_LANE;
+  let window = rows + STREAM_ROWS - 1u;
+  let e_lo = i32(start + p.seq) - i32(row0 + rows);
+  // the same number of iterations on every lane: the shuffles need uniform control flow
+  for (var k = 0u; k < (window + SG - 1u) / SG; k++) {
+    let rho = lane + k * SG;
+    let d = ((i32(rho) - e_lo) % i32(window) + i32(window)) % i32(window);
+    var sum = 0.0;
+    for (var r = 0u; r < ROWS_PER_LANE; r++) {
+      for (var j = 0u; j < STREAM_ROWS; j++) {
+        let src = i32(j + rows - 1u - r * SG) - d;
+        let v = subgroupShuffle(pair_b[r][j], u32(clamp(src, 0, i32(SG) - 1)));
+        sum += select(0.0, v, src >= 0 && src < i32(SG));
+      }
+    }
+    let e = e_lo + d;
+    if (rho < window && e >= 0 && e < i32(rel_span())) { rel_bias_grad[base + u32(e)] += sum; }
+  }
+}
+
 fn clear_rows(acc: ptr<private, OwnRows>) {
   for (var r = 0u; r < ROWS_PER_LANE; r++) {
     for (var c = 0u; c < HEAD_VEC; c++) { (*acc)[r][c] = vec4f(0.0); }
@@ -483,14 +809,18 @@ fn attention_forward_sg(@builtin(subgroup_invocation_id) lane: u32, @builtin(wor
   clear_rows(&acc_a);
   var m: array<f32, ROWS_PER_LANE>;
   var l: array<f32, ROWS_PER_LANE>;
+  var gate: array<f32, ROWS_PER_LANE>;
   for (var r = 0u; r < ROWS_PER_LANE; r++) {
     m[r] = NEG_BIG;
     l[r] = 0.0;
+    gate[r] = 0.0;
+    if (REL_BIAS) { gate[r] = rel_gate(b, h, min(own_row(wg.x, r, lane), p.seq - 1u)); }
   }
   for (var start = 0u; start < p.seq; start += STREAM_ROWS) {
     stream_keys(b, h, start, lane);
     let lane_key_real = select(0.0, 1.0, key_is_real(b, start + lane));
     dot_block(&own_a, &stream_a, &pair_a);
+    if (REL_BIAS) { add_bias_own_queries(h, wg.x, start, lane, &gate); }
     for (var r = 0u; r < ROWS_PER_LANE; r++) {
       var m_new = m[r];
       for (var j = 0u; j < STREAM_ROWS; j++) {
@@ -549,16 +879,24 @@ fn attention_backward_q_sg(@builtin(subgroup_invocation_id) lane: u32, @builtin(
   clear_rows(&acc_a);
   var row_lse: array<f32, ROWS_PER_LANE>;
   var row_d: array<f32, ROWS_PER_LANE>;
+  var gate: array<f32, ROWS_PER_LANE>;
+  var dgate: array<f32, ROWS_PER_LANE>;
   for (var r = 0u; r < ROWS_PER_LANE; r++) {
     let stat = (b * p.heads + h) * p.seq + min(own_row(wg.x, r, lane), p.seq - 1u);
     row_lse[r] = lse_saved[stat];
     row_d[r] = row_dot_saved[stat];
+    gate[r] = 0.0;
+    dgate[r] = 0.0;
+    if (REL_BIAS) { gate[r] = rel_gate(b, h, min(own_row(wg.x, r, lane), p.seq - 1u)); }
   }
+  let block_rows = SG * ROWS_PER_LANE;
+  if (REL_BIAS) { zero_diagonals(rel_partial_base(b, h, wg.x), block_rows + STREAM_ROWS - 1u, lane, SG); }
   for (var start = 0u; start < p.seq; start += STREAM_ROWS) {
     stream_keys(b, h, start, lane);
     let lane_key_real = key_is_real(b, start + lane);
     dot_block(&own_a, &stream_a, &pair_a);
     dot_block(&own_b, &stream_b, &pair_b);
+    if (REL_BIAS) { add_bias_own_queries(h, wg.x, start, lane, &gate); }
     for (var r = 0u; r < ROWS_PER_LANE; r++) {
       for (var j = 0u; j < STREAM_ROWS; j++) {
         let real = subgroupShuffle(select(0.0, 1.0, lane_key_real), j) != 0.0 && row_lse[r] != POS_BIG;
@@ -568,6 +906,19 @@ fn attention_backward_q_sg(@builtin(subgroup_invocation_id) lane: u32, @builtin(
         pair_a[r][j] = prob * (dp - row_d[r]);
       }
     }
+    if (REL_BIAS) {
+      // dgate from the table values (reloaded: cached, and cheaper than keeping them live across the dots); gate * dS
+      // of this lane's rows into pair_b (free after the dS step), then the step's diagonal sums to the partial row
+      for (var r = 0u; r < ROWS_PER_LANE; r++) {
+        let t = own_row(wg.x, r, lane);
+        let query = min(t, p.seq - 1u);
+        for (var j = 0u; j < STREAM_ROWS; j++) {
+          dgate[r] += pair_a[r][j] * rel_table(h, query, min(start + j, p.seq - 1u));
+          pair_b[r][j] = select(0.0, gate[r] * pair_a[r][j], t < p.seq);
+        }
+      }
+      flush_diagonals_sg(rel_partial_base(b, h, wg.x), wg.x * block_rows, start, lane);
+    }
     accumulate_block(&acc_a, &pair_a, &stream_a);
   }
   for (var r = 0u; r < ROWS_PER_LANE; r++) {
@@ -575,6 +926,7 @@ fn attention_backward_q_sg(@builtin(subgroup_invocation_id) lane: u32, @builtin(
     if (t < p.seq) {
       let base = row_offset(b, t, h);
       for (var c = 0u; c < HEAD_VEC; c++) { store_grad_q(base, c, acc_a[r][c] * p.scale); }
+      if (REL_BIAS) { rel_bias_grad[(b * p.heads + h) * p.seq + t] = dgate[r]; }
     }
   }
 }
@@ -602,12 +954,20 @@ fn attention_backward_kv_sg(@builtin(subgroup_invocation_id) lane: u32, @builtin
     let stat = (b * p.heads + h) * p.seq + min(start + lane, p.seq - 1u);
     let lane_lse = select(POS_BIG, lse_saved[stat], start + lane < p.seq);
     let lane_d = row_dot_saved[stat];
+    var lane_gate = 0.0;
+    if (REL_BIAS) { lane_gate = rel_gate(b, h, min(start + lane, p.seq - 1u)); }
     dot_block(&own_a, &stream_a, &pair_a);
     dot_block(&own_b, &stream_b, &pair_b);
     for (var i = 0u; i < STREAM_ROWS; i++) {
       let query_lse = subgroupShuffle(lane_lse, i);
       let query_d = subgroupShuffle(lane_d, i);
+      var query_gate = 0.0;
+      if (REL_BIAS) { query_gate = subgroupShuffle(lane_gate, i); }
       for (var r = 0u; r < ROWS_PER_LANE; r++) {
+        if (REL_BIAS) {
+          let key = min(own_row(wg.x, r, lane), p.seq - 1u);
+          pair_a[r][i] += query_gate * rel_table(h, min(start + i, p.seq - 1u), key);
+        }
         let prob = select(0.0, exp(pair_a[r][i] - query_lse), own_real[r] && query_lse != POS_BIG);
         var dp = pair_b[r][i];
         var prob_dropped = prob;

@@ -14,7 +14,10 @@ export { matmul, linear, gemm, gemmStrategy, type Activation, type GemmStrategy,
 export { conv1d, type Conv1dOptions } from './ops/conv.js';
 export { layerNorm, layerNormChannels, groupNormPerChannel, weightNorm } from './ops/norm.js';
 export { gelu, tanh, dropout } from './ops/activation.js';
-export { attention, attentionUsesSubgroups, setAttentionSubgroups, type AttentionOptions } from './ops/attention.js';
+export {
+  attention, attentionUsesSubgroups, setAttentionSubgroups, relativePositionGate, relativePositionBucket, relativePositionBuckets, relativePositionBiasMatrix,
+  type AttentionOptions, type RelativePositionBias,
+} from './ops/attention.js';
 export { transposeLast2, sliceLast, maskRows, replaceRows, maskColumns } from './ops/shape.js';
 export { sum, mean, poolTime, weightedLayerSum } from './ops/reduce.js';
 export { crossEntropy, mseLoss, softmax } from './ops/loss.js';
@@ -31,6 +34,7 @@ export { convOutputLength, receptiveField, frameMaskFromSampleLengths, frameMask
 export { WaveformPreprocessor } from './model/wav2vec2/preprocess.js';
 export { parseHubertConfig, type HubertConfig } from './model/hubert/index.js';
 export { parseData2VecAudioConfig, type Data2VecAudioConfig } from './model/data2vec_audio/index.js';
+export { parseWavLMConfig, WavLMEncoder, WAVLM_DEFAULTS, type WavLMConfig } from './model/wavlm/index.js';
 
 // checkpoints and configs (ByteReader: bytesReader over memory, blobReader over a Blob / File)
 export * from './io/config.js';

@@ -10,7 +10,7 @@ import { attention } from '../../src/ops/attention.js';
 import { layerNorm, residualLayerNorm } from '../../src/ops/norm.js';
 import { softmax } from '../../src/ops/loss.js';
 import { AdamW } from '../../src/ops/optim.js';
-import { timeGPU, type Row } from './harness.js';
+import { timeGPU, summarize, type Row, type Timing } from './harness.js';
 
 function rand(rt: Runtime, shape: number[], label: string, scale = 1): Tensor {
   const n = shape.reduce((a, b) => a * b, 1);
@@ -116,6 +116,73 @@ function bandwidthRow(name: string, bytes: number, t: { median: number; min: num
 }
 
 /** Memory-bound rows (layer norm forward/backward, fused residual + layer norm, softmax): device-resident data. */
+/** Time fnA and fnB alternately (A, B, A, B, ...) so that load from other jobs hits both alike. */
+async function timeInterleaved(rt: Runtime, fnA: () => void, fnB: () => void, reps: number): Promise<[Timing, Timing]> {
+  const once = async (fn: () => void): Promise<number> => {
+    await rt.sync();
+    const t0 = performance.now();
+    fn();
+    await rt.sync();
+    return (performance.now() - t0) / 1000;
+  };
+  await once(fnA); // compile and warm up
+  await once(fnB);
+  const a: number[] = [];
+  const b: number[] = [];
+  for (let r = 0; r < reps; r++) {
+    a.push(await once(fnA));
+    b.push(await once(fnB));
+  }
+  return [summarize(a), summarize(b)];
+}
+
+/**
+ * WavLM-large-sized attention (16 heads x 64) with the gated relative position bias (HF defaults: 320 buckets, max
+ * distance 800) against plain attention, interleaved in one process; rows give the bias path's GFLOP/s (flops of the
+ * plain attention) and the time ratio bias / plain in the note (goal for the forward: under 1.25).
+ */
+export async function benchAttentionRelativeBias(rt: Runtime, peaks: Peaks, quick: boolean): Promise<Row[]> {
+  const rows: Row[] = [];
+  const H = 16;
+  const D = 64;
+  const numBuckets = 320;
+  for (const T of quick ? [200] : [200, 1000]) {
+    const q = rand(rt, [1, T, H * D], 'q');
+    const k = rand(rt, [1, T, H * D], 'k', 0.9);
+    const v = rand(rt, [1, T, H * D], 'v', 1.1);
+    const embedding = rand(rt, [numBuckets, H], 'rel_attn_embed');
+    const gate = rand(rt, [1, H, T], 'gate', 0.5);
+    const bias = { embedding, gate, numBuckets, maxDistance: 800 };
+    const fwdFlops = 4 * H * T * T * D;
+    const reps = quick ? 3 : 5;
+    const [plain, biased] = await timeInterleaved(
+      rt,
+      () => noGrad(() => tidy(() => { attention(q, k, v, { heads: H }); })),
+      () => noGrad(() => tidy(() => { attention(q, k, v, { heads: H, relativeBias: bias }); })),
+      reps,
+    );
+    const ratio = biased.median / plain.median;
+    rows.push({ name: `attention+rel. bias forward T=${T} 16x64`, unit: 'GFLOP/s', ours: fwdFlops / biased.median / 1e9, peak_fraction: fwdFlops / biased.median / 1e9 / peaks.fma, spread: [fwdFlops / biased.max / 1e9, fwdFlops / biased.min / 1e9], note: `time ${ratio.toFixed(3)}x plain attention (interleaved medians ${(plain.median * 1e3).toFixed(1)} / ${(biased.median * 1e3).toFixed(1)} ms; goal < 1.25x)` });
+    for (const t of [q, k, v, embedding, gate]) t.requiresGrad = true;
+    const gy = rand(rt, [1, T, H * D], 'gy');
+    const step = (withBias: boolean) => () => tidy(() => {
+      const o = attention(q, k, v, { heads: H, relativeBias: withBias ? bias : null });
+      backward(o, gy);
+      for (const t of [q, k, v, embedding, gate]) {
+        t.grad?.dispose();
+        t.grad = null;
+      }
+    });
+    const [plainStep, biasedStep] = await timeInterleaved(rt, step(false), step(true), reps);
+    const bwdFlops = fwdFlops * 2.5;
+    const plainBwd = Math.max(plainStep.median - plain.median, 1e-9);
+    const biasedBwd = Math.max(biasedStep.median - biased.median, 1e-9);
+    rows.push({ name: `attention+rel. bias backward T=${T} 16x64`, unit: 'GFLOP/s', ours: bwdFlops / biasedBwd / 1e9, peak_fraction: bwdFlops / biasedBwd / 1e9 / peaks.fma, note: `time of forward+backward minus forward; ${(biasedBwd / plainBwd).toFixed(3)}x plain attention's backward (interleaved, ${(plainBwd * 1e3).toFixed(1)} / ${(biasedBwd * 1e3).toFixed(1)} ms; includes dE and dgate)` });
+    for (const t of [q, k, v, embedding, gate, gy]) t.dispose();
+  }
+  return rows;
+}
+
 export async function benchLayerNorm(rt: Runtime, peaks: Peaks, quick: boolean): Promise<Row[]> {
   const rows: Row[] = [];
   const R = quick ? 800 : 4000;

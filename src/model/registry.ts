@@ -6,6 +6,7 @@ import { wav2vec2Family } from './wav2vec2/index.js';
 import { hubertFamily } from './hubert/index.js';
 import { data2vecAudioFamily } from './data2vec_audio/index.js';
 import { whisperFamily } from './whisper/index.js';
+import { wavlmFamily } from './wavlm/index.js';
 
 /** A family as the rest of the engine uses it: its config typed as the common base. A family only ever receives
  * configs its own parseConfig made (the classifier keeps the pair together). */
@@ -17,6 +18,7 @@ const FAMILIES: readonly AnyFamily[] = [
   hubertFamily,
   data2vecAudioFamily,
   whisperFamily,
+  wavlmFamily,
 ];
 
 export function registeredFamilies(): readonly AnyFamily[] {

@@ -41,6 +41,8 @@ export const DEMO_CONFIGS: Record<string, Record<string, unknown>> = {
     // 2 stacked positional convs of kernel 7 (num_conv_pos_embeddings counts layers in data2vec-audio)
     return { ...rest, model_type: 'data2vec-audio', architectures: ['Data2VecAudioForSequenceClassification'], num_conv_pos_embeddings: 2, conv_pos_kernel_size: 7 };
   })(),
+  // WavLM with the gated relative position bias; the demo's ~80 frames use buckets up to 100 frames apart
+  wavlm: { ...DEMO_CONFIG, model_type: 'wavlm', architectures: ['WavLMForSequenceClassification'], num_buckets: 32, max_bucket_distance: 100 },
   // Whisper's encoder on 3-second windows (its feature extractor pads every clip to chunk_length): 300 log-mel frames,
   // 150 encoder frames, so max_source_positions 150
   whisper: {

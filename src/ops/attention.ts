@@ -2,7 +2,9 @@
 // saves its logsumexp; the backward recomputes the probabilities from it (FlashAttention-2: row dots, then dk/dv with
 // workgroups owning key blocks and dq with workgroups owning query blocks, no atomics). Optional dropout on the
 // probabilities (Hugging Face's attention_dropout) is hashed from a counter per (b, h, query, key), so backward
-// regenerates the mask instead of storing it. The math and both kernel sets are described in kernels/attention.wgsl.
+// regenerates the mask instead of storing it. Optional WavLM relative position bias (gate[b, h, query] times an embedding
+// row picked by the T5 bucket of key - query) is added to the scores inside the same kernels, with gradients for the
+// embedding and the gate. The math and both kernel sets are described in kernels/attention.wgsl.
 import source from '../../kernels/attention.wgsl';
 import { defineKernel } from '../runtime/kernel.js';
 import { Tensor } from '../tensor.js';
@@ -29,6 +31,21 @@ const SUBGROUP_FORWARD = { rowsPerLane: 4, streamRows: 4 };
 const SUBGROUP_BACKWARD = { rowsPerLane: 3, streamRows: 4 };
 /** Largest head dim: two [BLOCK_STREAM, D] f32 tiles must fit 32 KiB of workgroup memory. */
 const MAX_HEAD_DIM = 8192 / BLOCK_STREAM / 2;
+/** With the relative bias the portable dq kernel also holds a [BLOCK_ROWS, BLOCK_STREAM] block of gate * dS. */
+const MAX_HEAD_DIM_REL_BIAS = Math.floor((8192 - BLOCK_ROWS * BLOCK_STREAM - 3 * BLOCK_STREAM) / BLOCK_STREAM / 2);
+
+/**
+ * WavLM's gated relative position bias: score[b, h, i, j] += gate[b, h, i] * embedding[bucket(j - i), h], bucket()
+ * the T5 bidirectional bucket of Hugging Face's WavLMAttention._relative_positions_bucket over the padded length.
+ */
+export interface RelativePositionBias {
+  /** f32 [numBuckets, H] (layer 0's rel_attn_embed.weight); gets a gradient when it requires one */
+  embedding: Tensor;
+  /** f32 [B, H, T], per (batch, head, query); gets a gradient when it requires one */
+  gate: Tensor;
+  numBuckets: number;
+  maxDistance: number;
+}
 
 export interface AttentionOptions {
   heads: number;
@@ -42,7 +59,116 @@ export interface AttentionOptions {
    * stream with nextRandom() (counters wrap mod 2^32: beyond 2^32 per call, masks would repeat).
    */
   dropout?: number;
+  relativeBias?: RelativePositionBias | null;
 }
+
+/** The bucket parameters the kernels get, checked: numBuckets >= 4 (max_exact >= 1), maxDistance > max_exact. */
+function bucketParams(numBuckets: number, maxDistance: number): { rel_buckets: number; rel_half_buckets: number; rel_max_exact: number; rel_log_ratio: number } {
+  if (!Number.isInteger(numBuckets) || numBuckets < 4 || numBuckets > 1 << 20) throw new Error(`relative position bias: numBuckets must be an integer in 4..2^20, got ${numBuckets}`);
+  const half = Math.floor(numBuckets / 2);
+  const maxExact = Math.floor(half / 2);
+  if (!Number.isInteger(maxDistance) || maxDistance <= maxExact || maxDistance > 2 ** 30) {
+    throw new Error(`relative position bias: maxDistance must be an integer above max_exact = ${maxExact}, got ${maxDistance}`);
+  }
+  // PyTorch divides the f32 log by the Python float log(max_distance / max_exact): the divisor becomes f32
+  return { rel_buckets: numBuckets, rel_half_buckets: half, rel_max_exact: maxExact, rel_log_ratio: Math.fround(Math.log(maxDistance / maxExact)) };
+}
+
+/**
+ * Hugging Face's WavLM bucket of relative position delta = key - query, in the f32 steps PyTorch takes (JS reference;
+ * the kernels compute their own).
+ */
+export function relativePositionBucket(delta: number, numBuckets: number, maxDistance: number): number {
+  const { rel_half_buckets: nb, rel_max_exact: maxExact, rel_log_ratio: logRatio } = bucketParams(numBuckets, maxDistance);
+  const side = delta > 0 ? nb : 0;
+  const n = Math.abs(delta);
+  if (n < maxExact) return side + n;
+  const f = Math.fround;
+  const large = f(maxExact + f(f(f(Math.log(f(n / maxExact))) / logRatio) * (nb - maxExact)));
+  return side + Math.min(Math.trunc(large), nb - 1);
+}
+
+/** The buckets the kernel computes for relative positions -(T-1)..T-1, as i32 [2T-1] (index delta + T - 1). */
+export function relativePositionBuckets(rt: Runtime, T: number, numBuckets: number, maxDistance: number): Tensor {
+  if (!Number.isInteger(T) || T < 1) throw new Error(`relativePositionBuckets: T must be a positive integer, got ${T}`);
+  const span = 2 * T - 1;
+  const out = Tensor.empty(rt, [span], 'i32', 'attention.relative_buckets');
+  const params = { ...plainParams(1, T, 1), ...bucketParams(numBuckets, maxDistance), rel_blocks: 1 };
+  rt.dispatch(attentionKernel, 'relative_position_buckets', { p: params, bucket_of: out }, grid1d(span, 64));
+  return out;
+}
+
+/**
+ * WavLM's gate of the relative bias, [B, H, T]: x [B, T, H*D] is the attention input (before the q/k/v projections),
+ * split per head; r = linear(x[b, t, h, :], weight [8, D], bias [8]) (gru_rel_pos_linear); a, c = sigmoid of the sums of
+ * r's first and last four; gate[b, h, t] = a * (c * gateConst[h] - 1) + 2, gateConst holding H values
+ * (gru_rel_pos_const, any shape such as [1, H, 1, 1]). Gradients for x, weight, bias and gateConst.
+ */
+export function relativePositionGate(x: Tensor, weight: Tensor, bias: Tensor, gateConst: Tensor, heads: number): Tensor {
+  if (x.dtype !== 'f32' || x.shape.length !== 3) throw new Error(`relativePositionGate: x must be f32 [B, T, H*D], got ${x.dtype} [${x.shape}]`);
+  const [B, T, C] = x.shape;
+  if (!Number.isInteger(heads) || heads <= 0 || C % heads !== 0) throw new Error(`relativePositionGate: ${C} channels do not split into ${heads} heads`);
+  const D = C / heads;
+  const expect = (t: Tensor, name: string, shape: number[], anyShape = false) => {
+    const ok = t.dtype === 'f32' && (anyShape ? t.size === shape[0] : t.shape.join() === shape.join());
+    if (!ok) throw new Error(`relativePositionGate: ${name} must be f32 ${anyShape ? `with ${shape[0]} values` : `[${shape}]`}, got ${t.dtype} [${t.shape}]`);
+  };
+  expect(weight, 'weight', [8, D]);
+  expect(bias, 'bias', [8]);
+  expect(gateConst, 'gateConst', [heads], true);
+  const rt = x.rt;
+  const gate = Tensor.empty(rt, [B, heads, T], 'f32', 'attention.gate');
+  const n = B * heads * T;
+  const params = { ...plainParams(B, T, heads), ...NO_REL_BIAS };
+  const options = { defines: { HEAD_DIM: `${D}u` } };
+  const inputs = { p: params, gate_x: x, gate_weight: weight, gate_bias: bias, gate_const: gateConst };
+  rt.dispatch(attentionKernel, 'relative_gate_forward', { ...inputs, gate_out: gate }, grid1d(n, 64), options);
+  return record('relative_gate', gate, [x, weight, bias, gateConst], [x, weight, bias, gateConst], (gradGate, needs) => {
+    const dz = Tensor.empty(rt, [n, 3], 'f32', 'attention.gate_dz');
+    const gx = Tensor.empty(rt, [B, T, C], 'f32', 'attention.grad_gate_x');
+    rt.dispatch(attentionKernel, 'relative_gate_backward', { ...inputs, grad_gate_in: gradGate, gate_dz: dz, grad_gate_x: gx }, grid1d(n, 64), options);
+    const gw = Tensor.empty(rt, [8, D], 'f32', 'attention.grad_gate_weight');
+    const gb = Tensor.empty(rt, [8], 'f32', 'attention.grad_gate_bias');
+    const gk = Tensor.empty(rt, gateConst.shape, 'f32', 'attention.grad_gate_const');
+    if (needs[1] || needs[2] || needs[3]) {
+      const bindings = { p: params, gate_x: x, gate_dz: dz, grad_gate_weight: gw, grad_gate_bias: gb, grad_gate_const: gk };
+      rt.dispatch(attentionKernel, 'relative_gate_backward_params', bindings, [2 * D + 2 + heads], options);
+    }
+    dz.dispose();
+    const keep = (t: Tensor, needed: boolean): Tensor | null => {
+      if (needed) return t;
+      t.dispose();
+      return null;
+    };
+    return [keep(gx, needs[0]), keep(gw, needs[1]), keep(gb, needs[2]), keep(gk, needs[3])];
+  });
+}
+
+/**
+ * The ungated bias as Hugging Face materialises it, f32 [H, T, T] (row = query), and the buckets, i32 [T, T], for
+ * reports and reference checks (no gradient; the attention kernels never build these T x T arrays).
+ */
+export function relativePositionBiasMatrix(embedding: Tensor, T: number, numBuckets: number, maxDistance: number): { bias: Tensor; buckets: Tensor } {
+  if (embedding.dtype !== 'f32' || embedding.shape.length !== 2 || embedding.shape[0] !== numBuckets) {
+    throw new Error(`relativePositionBiasMatrix: embedding must be f32 [${numBuckets}, H], got ${embedding.dtype} [${embedding.shape}]`);
+  }
+  const H = embedding.shape[1];
+  const rt = embedding.rt;
+  const bucketOf = relativePositionBuckets(rt, T, numBuckets, maxDistance);
+  const bias = Tensor.empty(rt, [H, T, T], 'f32', 'attention.position_bias');
+  const buckets = Tensor.empty(rt, [T, T], 'i32', 'attention.relative_position_bucket');
+  const params = { ...plainParams(1, T, H), ...bucketParams(numBuckets, maxDistance), rel_blocks: 1 };
+  const bindings = { p: params, bucket_of: bucketOf, rel_embed: embedding, dense_bias_out: bias, dense_bucket_out: buckets };
+  rt.dispatch(attentionKernel, 'relative_bias_dense', bindings, grid1d(H * T * T, 64));
+  bucketOf.dispose();
+  return { bias, buckets };
+}
+
+/** Params of the kernels with dropout and relative bias off. */
+function plainParams(batch: number, seq: number, heads: number) {
+  return { batch, seq, heads, masked: 0, scale: 1, seed: 0, offset: 0, threshold: 0, keep_scale: 1 };
+}
+const NO_REL_BIAS = { rel_buckets: 0, rel_half_buckets: 0, rel_max_exact: 0, rel_log_ratio: 1, rel_blocks: 0 };
 
 let subgroupsAllowed = true;
 /** Tests and benches: false forces the portable kernels where the subgroup ones would run. */
@@ -62,14 +188,15 @@ export function attentionUsesSubgroups(rt: Runtime): boolean {
  * registers (not measured here: no GPU).
  */
 /** storage buffers bound by the widest subgroup entry point (attention_backward_kv_sg) */
-const SUBGROUP_STORAGE_BUFFERS = 15;
+const SUBGROUP_STORAGE_BUFFERS = 16;
 
 function subgroupKernelSize(rt: Runtime): number | null {
   if (!subgroupsAllowed || !rt.hasSubgroups || !rt.adapter.isCPU) return null;
   const info = (rt.device as unknown as { adapterInfo?: { subgroupMinSize?: number; subgroupMaxSize?: number } }).adapterInfo;
   const size = info?.subgroupMinSize;
   if (!size || size !== info?.subgroupMaxSize || size < 4 || size > 64) return null;
-  // the subgroup backward binds 15 storage buffers; browsers often allow only the WebGPU default of 8-10 per stage
+  // the subgroup backward binds 16 storage buffers (the bias buffers are declared, so bound, even when unused);
+  // browsers often allow only the WebGPU default of 8-10 per stage
   if (rt.limits.maxStorageBuffersPerShaderStage < SUBGROUP_STORAGE_BUFFERS) return null;
   return size;
 }
@@ -93,6 +220,17 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOption
   const scale = opts.scale ?? 1 / Math.sqrt(D);
   const dropout = opts.dropout ?? 0;
   if (!(dropout >= 0 && dropout <= 1)) throw new Error(`attention: dropout must be in [0, 1], got ${dropout}`);
+  const bias = opts.relativeBias ?? null;
+  const biasParams = bias ? bucketParams(bias.numBuckets, bias.maxDistance) : null;
+  if (bias) {
+    const { embedding, gate } = bias;
+    if (embedding.dtype !== 'f32' || embedding.shape.join() !== [bias.numBuckets, heads].join()) {
+      throw new Error(`attention: relativeBias.embedding must be f32 [${bias.numBuckets}, ${heads}], got ${embedding.dtype} [${embedding.shape}]`);
+    }
+    if (gate.dtype !== 'f32' || gate.shape.join() !== [B, heads, T].join()) {
+      throw new Error(`attention: relativeBias.gate must be f32 [${B}, ${heads}, ${T}], got ${gate.dtype} [${gate.shape}]`);
+    }
+  }
   // drawn before any early return, so the random stream advances the same whatever the sizes
   const random = dropout > 0 ? nextRandom(B * heads * T * T) : { seed: 0, offset: 0 };
   const rt = q.rt;
@@ -100,25 +238,58 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOption
   const lse = Tensor.empty(rt, [B, heads, T], 'f32', 'attention.lse');
   if (B * T === 0) return out;
 
+  const sg = subgroupKernelSize(rt);
+  if (bias && !sg && D > MAX_HEAD_DIM_REL_BIAS) {
+    throw new Error(`attention: head dim ${D} exceeds the ${MAX_HEAD_DIM_REL_BIAS} supported with a relative position bias`);
+  }
+  // rows of the dq kernel's blocks: the partial diagonal sums have one row per block
+  const dqBlockRows = sg ? sg * SUBGROUP_BACKWARD.rowsPerLane : BLOCK_ROWS;
+  const relBlocks = ceilDiv(T, dqBlockRows);
+  const span = 2 * T - 1;
   const params = {
-    batch: B, seq: T, heads, masked: mask ? 1 : 0, scale,
+    ...plainParams(B, T, heads), masked: mask ? 1 : 0, scale,
     ...random, threshold: dropoutThreshold(dropout), keep_scale: dropout >= 1 ? 0 : 1 / (1 - dropout),
+    ...(biasParams ? { ...biasParams, rel_blocks: relBlocks } : NO_REL_BIAS),
   };
-  // Placeholders bind what a kernel declares but never touches: key_mask without a mask, and in the subgroup kernels
-  // the view of each tensor (vec4 or scalar) that this D does not use.
+  // Placeholders bind what a kernel declares but never touches: key_mask without a mask, the bias buffers without a
+  // bias, and in the subgroup kernels the view of each tensor (vec4 or scalar) that this D does not use.
   const unusedBuffer = (dtype: 'f32' | 'i32', what: string): Tensor =>
     Tensor.fromData(rt, dtype === 'i32' ? new Int32Array(4) : new Float32Array(4), [4], dtype, `attention.unused_${what}`);
   const keyMask = mask ?? unusedBuffer('i32', 'key_mask');
-  const sg = subgroupKernelSize(rt);
-  // DROPOUT is a template flag: with p = 0 the dropout code is not compiled at all
-  const portable = { defines: { HEAD_DIM: `${D}u`, BLOCK_ROWS: `${BLOCK_ROWS}u`, BLOCK_STREAM: `${BLOCK_STREAM}u`, DROPOUT: dropout > 0 ? 'true' : 'false' } };
-  // the row dot is the same with or without dropout (out already has it): one pipeline for both
-  const rowDotOptions = { defines: { ...portable.defines, DROPOUT: 'false' } };
+  // the bias as the kernels read it: [table H x (2T-1) | gate B x H x T]; buckets kept for dE
+  let buckets: Tensor | null = null;
+  let relBias: Tensor;
+  if (bias && biasParams) {
+    buckets = Tensor.empty(rt, [span], 'i32', 'attention.relative_buckets');
+    rt.dispatch(attentionKernel, 'relative_position_buckets', { p: params, bucket_of: buckets }, grid1d(span, 64));
+    relBias = Tensor.empty(rt, [heads * span + B * heads * T], 'f32', 'attention.relative_bias');
+    rt.dispatch(attentionKernel, 'relative_bias_table', { p: params, bucket_of: buckets, rel_embed: bias.embedding, rel_table_out: relBias }, grid1d(heads * span, 64));
+    rt.copy(bias.gate, relBias, B * heads * T * 4, 0, heads * span * 4);
+  } else relBias = unusedBuffer('f32', 'rel_bias');
+  // DROPOUT and REL_BIAS are template flags: off, their code is not compiled at all
+  const portable = {
+    defines: {
+      HEAD_DIM: `${D}u`, BLOCK_ROWS: `${BLOCK_ROWS}u`, BLOCK_STREAM: `${BLOCK_STREAM}u`, DROPOUT: dropout > 0 ? 'true' : 'false',
+      REL_BIAS: bias ? 'true' : 'false', DIAG_SIZE: `${bias ? BLOCK_ROWS * BLOCK_STREAM : 1}u`,
+    },
+  };
+  // the row dot is the same with or without dropout and bias (out already has them): one pipeline for all
+  const rowDotOptions = { defines: { ...portable.defines, DROPOUT: 'false', REL_BIAS: 'false', DIAG_SIZE: '1u' } };
   const portableBlocks: [number, number] = [ceilDiv(T, BLOCK_ROWS), B * heads];
-  const subgroupShape = (shape: { rowsPerLane: number; streamRows: number }) => ({
-    options: { defines: { ...portable.defines, SG: `${sg}u`, ROWS_PER_LANE: `${shape.rowsPerLane}u`, STREAM_ROWS: `${Math.min(shape.streamRows, sg ?? 4)}u` } },
-    blocks: [ceilDiv(T, (sg ?? 1) * shape.rowsPerLane), B * heads] as [number, number],
-  });
+  const subgroupShape = (shape: { rowsPerLane: number; streamRows: number }) => {
+    const streamRows = Math.min(shape.streamRows, sg ?? 4);
+    const rows = (sg ?? 1) * shape.rowsPerLane;
+    return {
+      options: {
+        defines: {
+          ...portable.defines, SG: `${sg}u`, ROWS_PER_LANE: `${shape.rowsPerLane}u`, STREAM_ROWS: `${streamRows}u`,
+          // the subgroup dq kernel reduces its diagonals with shuffles: no workgroup block
+          DIAG_SIZE: '1u',
+        },
+      },
+      blocks: [ceilDiv(T, rows), B * heads] as [number, number],
+    };
+  };
   const subgroupForward = subgroupShape(SUBGROUP_FORWARD);
   const subgroupBackward = subgroupShape(SUBGROUP_BACKWARD);
   // The subgroup kernels read q, k, v, grad_out through vec4 views when D % 4 == 0 (else through the scalar ones)...
@@ -132,7 +303,7 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOption
     return D % 4 === 0 ? { [name]: other, [`${name}4`]: x } : { [name]: x, [`${name}4`]: other };
   };
 
-  const inputs = { p: params, q, k, v, key_mask: keyMask };
+  const inputs = { p: params, q, k, v, key_mask: keyMask, rel_bias: relBias };
   const inputViews = { q4: vec4View(q), k4: vec4View(k), v4: vec4View(v) };
   const forwardPlaceholders: Tensor[] = [];
   if (sg) {
@@ -141,14 +312,21 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOption
   } else rt.dispatch(attentionKernel, 'attention_forward', { ...inputs, out, lse }, portableBlocks, portable);
   for (const t of forwardPlaceholders) t.dispose();
 
-  const saved = [q, k, v, out, lse, keyMask, ...(unusedVec4 ? [unusedVec4] : [])];
-  const result = record('attention', out, [q, k, v], saved, (gradOut, needs) => {
+  const differentiable = bias ? [q, k, v, bias.embedding, bias.gate] : [q, k, v];
+  const saved = [q, k, v, out, lse, keyMask, relBias, ...(buckets ? [buckets] : []), ...(unusedVec4 ? [unusedVec4] : [])];
+  const result = record('attention', out, differentiable, saved, (gradOut, needs) => {
     const rowDot = Tensor.empty(rt, [B, heads, T], 'f32', 'attention.row_dot');
     rt.dispatch(attentionKernel, 'attention_backward_row_dot', { p: params, grad_out: gradOut, out_saved: out, row_dot: rowDot }, grid1d(B * T * heads, BLOCK_ROWS), rowDotOptions);
-    const gq = needs[0] ? Tensor.empty(rt, [B, T, C], 'f32', 'attention.grad_q') : null;
+    const needsBias = !!bias && (needs[3] || needs[4]);
+    // the dq kernel also makes the bias gradients: it runs when either is needed
+    const gq = needs[0] || needsBias ? Tensor.empty(rt, [B, T, C], 'f32', 'attention.grad_q') : null;
     // one kernel makes dk and dv together
     const gk = needs[1] || needs[2] ? Tensor.empty(rt, [B, T, C], 'f32', 'attention.grad_k') : null;
     const gv = needs[1] || needs[2] ? Tensor.empty(rt, [B, T, C], 'f32', 'attention.grad_v') : null;
+    // [dgate B x H x T | partial diagonal sums B x H x blocks x (2T-1)]
+    const relBiasGrad = needsBias
+      ? Tensor.empty(rt, [B * heads * T + B * heads * relBlocks * span], 'f32', 'attention.relative_bias_grad')
+      : unusedBuffer('f32', 'rel_bias_grad');
     const common = { ...inputs, grad_out: gradOut, lse_saved: lse, row_dot_saved: rowDot };
     if (sg) {
       const views = { ...common, ...inputViews, grad_out4: vec4View(gradOut) };
@@ -158,21 +336,39 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOption
         rt.dispatch(attentionSubgroupKernel, 'attention_backward_kv_sg', bindings, subgroupBackward.blocks, subgroupBackward.options);
       }
       if (gq) {
-        const bindings = { ...views, ...outputViews('grad_q', gq, placeholders) };
+        const bindings = { ...views, ...outputViews('grad_q', gq, placeholders), rel_bias_grad: relBiasGrad };
         rt.dispatch(attentionSubgroupKernel, 'attention_backward_q_sg', bindings, subgroupBackward.blocks, subgroupBackward.options);
       }
       for (const t of placeholders) t.dispose();
     } else {
       if (gk && gv) rt.dispatch(attentionKernel, 'attention_backward_kv', { ...common, grad_k: gk, grad_v: gv }, portableBlocks, portable);
-      if (gq) rt.dispatch(attentionKernel, 'attention_backward_q', { ...common, grad_q: gq }, portableBlocks, portable);
+      if (gq) rt.dispatch(attentionKernel, 'attention_backward_q', { ...common, grad_q: gq, rel_bias_grad: relBiasGrad }, portableBlocks, portable);
     }
     rowDot.dispose();
+    let gEmbed: Tensor | null = null;
+    let gGate: Tensor | null = null;
+    if (bias && needsBias && buckets) {
+      if (needs[3]) {
+        gEmbed = Tensor.empty(rt, [bias.numBuckets, heads], 'f32', 'attention.grad_relative_embedding');
+        const bindings = { p: params, bucket_of: buckets, rel_bias_grad: relBiasGrad, grad_rel_embed: gEmbed };
+        rt.dispatch(attentionKernel, 'relative_bias_grad_embed', bindings, grid1d(bias.numBuckets * heads, 64));
+      }
+      if (needs[4]) {
+        gGate = Tensor.empty(rt, [B, heads, T], 'f32', 'attention.grad_gate');
+        rt.copy(relBiasGrad, gGate, B * heads * T * 4);
+      }
+    }
+    relBiasGrad.dispose();
+    if (!needs[0]) gq?.dispose();
     if (!needs[1]) gk?.dispose();
     if (!needs[2]) gv?.dispose();
-    return [gq, needs[1] ? gk : null, needs[2] ? gv : null];
+    const grads = [needs[0] ? gq : null, needs[1] ? gk : null, needs[2] ? gv : null];
+    return bias ? [...grads, gEmbed, gGate] : grads;
   });
-  // a recorded backward holds its own references to the placeholders it reads
+  // a recorded backward holds its own references to the placeholders and the bias buffers it reads
   if (!mask) keyMask.dispose();
   unusedVec4?.dispose();
+  relBias.dispose();
+  buckets?.dispose();
   return result;
 }
