@@ -77,7 +77,7 @@ test('the registry: model_type picks the family; an unknown one is refused with 
     assert.is(familyOf(parseModelConfig(fs.readFileSync(file, 'utf8'), file)).name, c.family);
   }
   const types = registeredFamilies().flatMap((f) => f.modelTypes);
-  for (const t of ['wav2vec2', 'hubert', 'data2vec-audio']) assert.ok(types.includes(t), t);
+  for (const t of ['wav2vec2', 'hubert', 'data2vec-audio', 'wavlm', 'whisper']) assert.ok(types.includes(t), t);
   assert.throws(() => parseModelConfig({ model_type: 'bert' }, 'x/config.json'), (e: Error) => e.message.includes('x/config.json') && e.message.includes('"bert"') && e.message.includes('"hubert"'));
   // no model_type: an old wav2vec2 config
   assert.is(parseModelConfig({}, 'old.json').model_type, 'wav2vec2');
