@@ -400,7 +400,272 @@ def validate_whisper(verbose=True):
     return res
 
 
-if __name__ == '__main__' and '--validate-only' in sys.argv:
+
+# ----------------------------------------------------------------------------------------------------------------------
+# fixture generation
+
+LABELS = FR.LABELS
+
+
+def random_weights(shapes, cfg, seed):
+    gen = torch.Generator().manual_seed(seed)
+    out = OrderedDict()
+    for name, shape in shapes.items():
+        rnd = lambda: torch.randn(shape, generator=gen, dtype=torch.float64)
+        if name.endswith('weight_g'):
+            t = (cfg['hidden_size'] / shape[2]) ** 0.5 * (0.5 + 0.9 * torch.rand(shape, generator=gen, dtype=torch.float64))
+        elif name.endswith('gru_rel_pos_const'):
+            t = 1.0 + 0.5 * rnd()  # HF: ones; spread so the gate differs per head
+        elif name.endswith('rel_attn_embed.weight') or name.endswith('embed_positions.weight'):
+            t = rnd()  # nn.Embedding's N(0, 1): the bias and the positions matter
+        elif name.endswith('.bias') or name in ('layer_weights',) or name.endswith('masked_spec_embed'):
+            t = 0.3 * rnd()
+        elif 'norm' in name:
+            t = 1.0 + 0.1 * rnd()
+        else:
+            t = rnd() / int(np.prod(shape[1:])) ** 0.5
+        out[name] = t.to(torch.float32)
+    return out
+
+
+def waves(lengths, seed):
+    return FR.waves(lengths, seed)
+
+
+CASES = OrderedDict([
+    # WavLM base layout (GroupNorm conv 0, post-LN, conv_bias false as microsoft/wavlm-base): 3 heads of 12, 3 layers
+    # (the bias from layer 0 re-gated by each), 20 buckets (10 per direction, 5 exact) with max_bucket_distance 24 and
+    # 41 padded frames: distances 5..23 take the log branch, 24..40 the cap (buckets 9 and 19); a 400-sample clip
+    # (one frame: softmax over one key) in the batch
+    ('fam_wavlm_base_cap', dict(family='wavlm', cfg=dict(
+        model_type='wavlm', feat_extract_norm='group', do_stable_layer_norm=False, conv_bias=False, hidden_size=36,
+        num_attention_heads=3, intermediate_size=60, num_hidden_layers=3, num_conv_pos_embeddings=12,
+        num_conv_pos_embedding_groups=3, conv_dim=[20] * 7, num_buckets=20, max_bucket_distance=24,
+        use_weighted_layer_sum=False, classifier_proj_size=14), lengths=[13300, 400, 7777], labels=[2, 0, 4])),
+    # WavLM stable layout (wavlm-large's) with the weighted layer sum and an ODD num_buckets (HF allows it: nb = 15 // 2
+    # = 7 per direction, the 15th row is never looked up and gets a zero gradient), 5 heads of 8, 4 items
+    ('fam_wavlm_stable_weighted_oddbuckets', dict(family='wavlm', cfg=dict(
+        model_type='wavlm', feat_extract_norm='layer', do_stable_layer_norm=True, conv_bias=True, hidden_size=40,
+        num_attention_heads=5, intermediate_size=56, num_hidden_layers=2, num_conv_pos_embeddings=9,
+        num_conv_pos_embedding_groups=5, conv_dim=[16] * 7, num_buckets=15, max_bucket_distance=13,
+        use_weighted_layer_sum=True, classifier_proj_size=10), lengths=[9000, 6001, 3333, 11111], labels=[1, 3, 0, 2])),
+    # Whisper large-v3 style: 128 mel bins, no weighted sum, chunk_length 2 s (200 log-mel frames, so
+    # max_source_positions = 100), 3 heads of 16, clips of odd lengths: 401 samples, and one longer than the chunk
+    # (truncated to 2 s)
+    ('fam_whisper_mel128_2s', dict(family='whisper', cfg=dict(
+        model_type='whisper', num_mel_bins=128, d_model=48, encoder_layers=2, encoder_attention_heads=3,
+        encoder_ffn_dim=80, max_source_positions=100, use_weighted_layer_sum=False, classifier_proj_size=12),
+        chunk_length=2, lengths=[12345, 401, 40001], labels=[3, 1, 4])),
+    # a seq2seq checkpoint (WhisperForConditionalGeneration naming: model.encoder.*, some model.decoder.*, proj_out)
+    # without head weights; the reference holds the encoder's outputs only: loading must skip the decoder with a
+    # notice and initialise the head, and the encoder then reproduce the reference
+    ('fam_whisper_seq2seq_encoder', dict(family='whisper', seq2seq=True, cfg=dict(
+        model_type='whisper', num_mel_bins=80, d_model=32, encoder_layers=2, encoder_attention_heads=2,
+        encoder_ffn_dim=64, max_source_positions=50, use_weighted_layer_sum=True, classifier_proj_size=8,
+        decoder_layers=1, decoder_attention_heads=2, decoder_ffn_dim=64, vocab_size=60, max_target_positions=16),
+        chunk_length=1, lengths=[9999, 16000], labels=[0, 1])),
+])
+
+
+def wavlm_config(spec):
+    cfg = dict(spec, conv_kernel=[10, 3, 3, 3, 3, 2, 2], conv_stride=[5, 2, 2, 2, 2, 2, 2], layer_norm_eps=1e-5,
+               hidden_dropout=0.0, attention_dropout=0.0, activation_dropout=0.0, feat_proj_dropout=0.0, final_dropout=0.0,
+               layerdrop=0.0, apply_spec_augment=False, mask_time_prob=0.05, hidden_act='gelu', feat_extract_activation='gelu',
+               id2label={str(i): l for i, l in enumerate(LABELS)}, label2id={l: i for i, l in enumerate(LABELS)},
+               architectures=['WavLMForSequenceClassification'])
+    return cfg
+
+
+def whisper_config(spec, seq2seq):
+    cfg = dict(activation_dropout=0.0, activation_function='gelu', attention_dropout=0.0, dropout=0.0, encoder_layerdrop=0.0,
+               decoder_layerdrop=0.0, init_std=0.02, scale_embedding=False, is_encoder_decoder=True, apply_spec_augment=False,
+               decoder_layers=2, decoder_attention_heads=spec['encoder_attention_heads'], decoder_ffn_dim=spec['encoder_ffn_dim'],
+               max_target_positions=448, vocab_size=51865, num_hidden_layers=spec['encoder_layers'],
+               pad_token_id=50256, bos_token_id=50257, eos_token_id=50256, decoder_start_token_id=50257,
+               id2label={str(i): l for i, l in enumerate(LABELS)}, label2id={l: i for i, l in enumerate(LABELS)},
+               architectures=['WhisperForConditionalGeneration' if seq2seq else 'WhisperForAudioClassification'])
+    cfg.update(spec)
+    if seq2seq:
+        cfg['pad_token_id'] = cfg['eos_token_id'] = cfg['vocab_size'] - 2
+        cfg['bos_token_id'] = cfg['decoder_start_token_id'] = cfg['vocab_size'] - 1
+    return cfg
+
+
+def whisper_preprocessor(mels, chunk_length):
+    sr, hop = 16000, 160
+    return {'chunk_length': chunk_length, 'feature_extractor_type': 'WhisperFeatureExtractor', 'feature_size': mels,
+            'hop_length': hop, 'n_fft': 400, 'n_samples': chunk_length * sr, 'nb_max_frames': chunk_length * sr // hop,
+            'padding_side': 'right', 'padding_value': 0.0, 'return_attention_mask': False, 'sampling_rate': sr}
+
+
+def decoder_shapes(cfg):
+    """A few of WhisperForConditionalGeneration's decoder keys (enough to be skipped; not a working decoder)."""
+    D, V, I = cfg['d_model'], cfg['vocab_size'], cfg['decoder_ffn_dim']
+    s = OrderedDict()
+    s['model.decoder.embed_tokens.weight'] = [V, D]
+    s['model.decoder.embed_positions.weight'] = [cfg['max_target_positions'], D]
+    for i in range(cfg['decoder_layers']):
+        L = 'model.decoder.layers.%d.' % i
+        s[L + 'self_attn.k_proj.weight'] = [D, D]
+        s[L + 'encoder_attn.q_proj.weight'] = [D, D]
+        s[L + 'encoder_attn.q_proj.bias'] = [D]
+        s[L + 'fc1.weight'] = [I, D]
+        s[L + 'fc1.bias'] = [I]
+        s[L + 'final_layer_norm.weight'] = [D]
+    s['model.decoder.layer_norm.weight'] = [D]
+    s['model.decoder.layer_norm.bias'] = [D]
+    return s
+
+
+def relative_position_facts(cfg, T):
+    nb = cfg['num_buckets'] // 2
+    max_exact = nb // 2
+    delta = torch.arange(-(T - 1), T)
+    b = relative_bucket(delta, cfg['num_buckets'], cfg['max_bucket_distance'], torch.float32)
+    log_branch = [int(d) for d, k in zip(delta.abs(), b) if d >= max_exact and k % nb < nb - 1]
+    capped = [int(d) for d, k in zip(delta.abs(), b) if k % nb == nb - 1]
+    return {'T': T, 'buckets_per_direction': nb, 'max_exact': max_exact, 'max_distance_in_batch': T - 1,
+            'distinct_buckets_used': sorted(set(int(x) for x in b)), 'num_buckets_rows': cfg['num_buckets'],
+            'log_branch_distances': [min(log_branch), max(log_branch)] if log_branch else None,
+            'capped_distances': [min(capped), max(capped)] if capped else None,
+            'float32_vs_float64_bucket_mismatches': int((b != relative_bucket(delta, cfg['num_buckets'], cfg['max_bucket_distance'], torch.float64)).sum())}
+
+
+def float32_check(weights, cfg, inputs, labels, ours):
+    """Our reference in float32 against the float64 values (what a correct f32 engine roughly reaches)."""
+    torch.backends.mkldnn.enabled = False  # torch 1.13's oneDNN f32 GELU backward bug (see whisper_tiny_cls's manifest)
+    try:
+        fam = cfg['model_type']
+        P = OrderedDict((k, v.clone().requires_grad_(not k.startswith('wavlm.feature_extractor.'))) for k, v in weights.items())
+        lab = torch.as_tensor(np.asarray(labels, dtype=np.int64))
+        if fam == 'wavlm':
+            o = wavlm_forward(P, cfg, torch.as_tensor(inputs[0], dtype=torch.float32), torch.as_tensor(inputs[1]), lab)
+        else:
+            o = whisper_forward(P, cfg, torch.as_tensor(np.asarray(inputs), dtype=torch.float32), lab)
+        o['loss'].backward()
+        rel = lambda a, b: float((a.double() - b).abs().max()) / max(float(b.abs().max()), 1e-300)
+        fwd = max(rel(o[k].detach(), ours[k]) for k in ('logits', 'loss', 'hidden_states.%d' % (cfg.get('num_hidden_layers') or cfg['encoder_layers'])))
+        grads = [rel(v.grad, ours['grad.' + k]) for k, v in P.items() if v.grad is not None and float(ours['grad.' + k].abs().max()) > 1e-12]
+        return {'forward_max_rel_err': fwd, 'grads_max_rel_err': max(grads), 'grads_median_rel_err': float(np.median(grads))}
+    finally:
+        torch.backends.mkldnn.enabled = True
+
+
+def write_case(name, case, seed, validation):
+    fam, seq2seq = case['family'], case.get('seq2seq', False)
+    lengths, labels = case['lengths'], case['labels']
+    d = os.path.join(ROOT, 'test', 'fixtures', name)
+    os.makedirs(d, exist_ok=True)
+    clips = waves(lengths, seed + 1)
+    ref = OrderedDict()
+    extra = {}
+    if fam == 'wavlm':
+        cfg = wavlm_config(case['cfg'])
+        shapes = wavlm_shapes(cfg)
+        pp = {'feature_extractor_type': 'Wav2Vec2FeatureExtractor', 'feature_size': 1, 'sampling_rate': 16000, 'padding_value': 0.0,
+              'do_normalize': True, 'return_attention_mask': True, 'padding_side': 'right'}
+        weights = random_weights(shapes, cfg, seed)
+        input_values, mask = W.feature_extractor(clips)
+        inputs = (input_values, mask)
+        for i, c in enumerate(clips):
+            ref['raw_waveform.%d' % i] = torch.as_tensor(c)
+        ref['input_values'] = torch.as_tensor(input_values).to(torch.float64)
+        ref['attention_mask'] = torch.as_tensor(mask).to(torch.int32)
+    else:
+        cfg = whisper_config(case['cfg'], seq2seq)
+        pp = whisper_preprocessor(cfg['num_mel_bins'], case['chunk_length'])
+        if 2 * cfg['max_source_positions'] != pp['nb_max_frames']:
+            raise SystemExit('%s: max_source_positions must be half of the chunk\'s frames' % name)
+        shapes = whisper_shapes(cfg)
+        weights = random_weights(shapes, dict(cfg, hidden_size=cfg['d_model']), seed)
+        feats = np.stack([whisper_log_mel(c, pp) for c in clips])
+        inputs = feats
+        for i, c in enumerate(clips):
+            ref['raw_waveform.%d' % i] = torch.as_tensor(c)
+        ref['input_features'] = torch.as_tensor(feats)
+        bank = mel_filter_bank(pp['n_fft'] // 2 + 1, pp['feature_size'], pp['sampling_rate'])
+        extra['mel_filters_all_zero_columns'] = [int(i) for i in np.where(bank.max(axis=0) == 0.0)[0]]
+        extra['clips_truncated_to_chunk'] = [i for i, n in enumerate(lengths) if n > pp['chunk_length'] * pp['sampling_rate']]
+    ref['labels'] = torch.as_tensor(np.asarray(labels, dtype=np.int64))
+    ref['input_lengths'] = torch.as_tensor(np.asarray(lengths, dtype=np.int64))
+    ours = run(weights, cfg, inputs, labels)
+    f32 = float32_check(weights, cfg, inputs, labels, ours)
+    for k, v in ours.items():
+        if seq2seq and (k.startswith('grad.') or k in ('projected_states', 'pooled_output', 'logits', 'loss', 'layer_weights_softmax')):
+            continue  # no head in the checkpoint: the reference is the encoder's
+        if k == 'frame_lengths':
+            ref[k] = v.to(torch.int64)
+        elif k in ('frame_mask', 'relative_position_bucket'):
+            ref[k] = v.to(torch.int32)
+        else:
+            ref[k] = v.to(torch.float64)
+    if seq2seq:
+        del ref['labels']
+        dec = random_weights(decoder_shapes(cfg), dict(cfg, hidden_size=cfg['d_model']), seed + 5)
+        saved = OrderedDict([('model.' + k, v) for k, v in weights.items() if k.startswith('encoder.')])
+        saved.update(dec)
+        saved['proj_out.weight'] = dec['model.decoder.embed_tokens.weight']  # tied in the real model
+    else:
+        saved = weights
+    json.dump(cfg, open(os.path.join(d, 'config.json'), 'w'), indent=2, sort_keys=True)
+    json.dump(pp, open(os.path.join(d, 'preprocessor_config.json'), 'w'), indent=2, sort_keys=True)
+    # safetensors refuses tensors sharing storage (HF drops tied proj_out there); the .bin keeps both names
+    W.write_safetensors(os.path.join(d, 'model.safetensors'), OrderedDict((k, v) for k, v in saved.items() if k != 'proj_out.weight'), {'format': 'pt'})
+    torch.save(OrderedDict((k, v.clone()) for k, v in saved.items()), os.path.join(d, 'pytorch_model.bin'))
+    W.write_safetensors(os.path.join(d, 'reference.safetensors'), ref)
+    what = {'wavlm': 'WavLM with HF\'s sequence-classification head (WavLMForSequenceClassification), feature encoder frozen',
+            'whisper': 'Whisper encoder with HF\'s WhisperForAudioClassification head (weighted layer sum with the v4.37-fixed semantics), every parameter trainable'}[fam]
+    if seq2seq:
+        what = ('Whisper encoder saved as WhisperForConditionalGeneration names it (model.encoder.*, a few model.decoder.* keys, proj_out.weight '
+                'in the .bin only, as safetensors drops the tied copy) WITHOUT head weights: a loading test. The reference holds the encoder\'s outputs '
+                '(no head, no loss, no gradients); loading must skip the decoder with a notice and initialise projector/classifier/layer_weights.')
+    manifest = OrderedDict([
+        ('set', name),
+        ('family', fam),
+        ('description', 'Generated by tools/ref/wavlm_whisper_ref.py (our float64 reimplementation, validated against the real-HF fixtures '
+                        'in ../shared before writing): %s; random weights.' % what),
+        ('checkpoint', 'seq2seq_encoder_only' if seq2seq else 'sequence_classification'),
+        ('seeds', {'weights': seed, 'data': seed + 1}),
+        ('batch', {'input_lengths': lengths, 'labels': labels}),
+        ('provenance', {'validated_against_hf': validation, 'generator': 'tools/ref/wavlm_whisper_ref.py',
+                        'torch_version': torch.__version__, 'numpy_version': np.__version__}),
+        ('verification', {'float32_reference_vs_float64': f32}),
+        ('tensors', [{'name': k, 'dtype': W.TORCH_TO_ST[v.dtype], 'shape': list(v.shape)} for k, v in ref.items()]),
+        ('weights', {'keys': [{'name': k, 'shape': list(v.shape)} for k, v in saved.items()],
+                     'frozen_parameters': [k for k in saved if k.startswith('wavlm.feature_extractor.')]}),
+    ])
+    if fam == 'wavlm':
+        manifest['wavlm_relative_position_bias'] = relative_position_facts(cfg, int(ref['relative_position_bucket'].shape[0]))
+        manifest['analytically_zero_gradients'] = sorted(k for k, v in ref.items() if k.startswith('grad.') and float(v.abs().max()) < 1e-12)
+    else:
+        manifest['whisper_features'] = extra
+    if seq2seq:
+        manifest['expected_loading'] = {
+            'skipped_keys': [k for k in saved if not k.startswith('model.encoder.')],
+            'newly_initialized': [k for k in shapes if not k.startswith('encoder.')],
+        }
+    json.dump(manifest, open(os.path.join(d, 'manifest.json'), 'w'), indent=1)
+    sizes = sum(os.path.getsize(os.path.join(d, f)) for f in os.listdir(d))
+    print('wrote %s (%d reference tensors, %.2f MB; f32 vs f64: forward %.1e, grads max %.1e)' % (d, len(ref), sizes / 1e6, f32['forward_max_rel_err'], f32['grads_max_rel_err']))
+
+
+def main(argv):
     torch.set_num_threads(1)
-    validate_wavlm()
-    validate_whisper()
+    names = [a for a in argv if not a.startswith('--')]
+    validation = {}
+    for label, fn in (('wavlm_tiny', validate_wavlm), ('whisper_tiny_cls', validate_whisper)):
+        if os.path.isdir(os.path.join(SHARED, label)):
+            r = fn()
+            validation[label] = {k: r[k] for k in r if k != 'not_computed'}
+        elif '--force' not in argv:
+            raise SystemExit('%s absent: refusing to write fixtures without validation (--force overrides)' % label)
+    if '--validate-only' in argv:
+        return
+    for i, (name, case) in enumerate(CASES.items()):
+        if not names or name in names:
+            v = {k: validation[k] for k in validation if k.startswith(case['family'])}
+            write_case(name, case, 9000 + 10 * i, v)
+
+
+if __name__ == '__main__':
+    main(sys.argv[1:])
