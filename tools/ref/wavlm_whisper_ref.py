@@ -394,7 +394,7 @@ def validate_whisper(verbose=True):
     res.update(input_features_max_abs=fe_err, mel_filters_max_abs=bank_err, window_max_abs=win_err)
     grads = sum(1 for k in ref if k.startswith('grad.'))
     if verbose:
-        print('whisper_tiny_cls: %d tensors (%d gradients) agree with the real HF code, worst relative error %.2g (%s); '
+        print('whisper_tiny_cls: %d tensors (%d gradients) agree with the real HF code, worst relative error %.2g (%s: 0 means bit-identical); '
               'input_features from the raw waveforms max abs %.2g, mel filters %.2g, window %.2g'
               % (res['compared'], grads, res['worst_rel'], res['worst'], fe_err, bank_err, win_err))
     return res
@@ -435,7 +435,8 @@ def waves(lengths, seed):
 CASES = OrderedDict([
     # WavLM base layout (GroupNorm conv 0, post-LN, conv_bias false as microsoft/wavlm-base): 3 heads of 12, 3 layers
     # (the bias from layer 0 re-gated by each), 20 buckets (10 per direction, 5 exact) with max_bucket_distance 24 and
-    # 41 padded frames: distances 5..23 take the log branch, 24..40 the cap (buckets 9 and 19); a 400-sample clip
+    # 41 padded frames: distances 5..17 take the log branch, 18..40 the last bucket per side (9 and 19; the min() cap
+    # binds from 24 on); a 400-sample clip
     # (one frame: softmax over one key) in the batch
     ('fam_wavlm_base_cap', dict(family='wavlm', cfg=dict(
         model_type='wavlm', feat_extract_norm='group', do_stable_layer_norm=False, conv_bias=False, hidden_size=36,
