@@ -7,12 +7,21 @@ import type { Tensor } from './tensor.js';
 export type BackwardFn = (gradOut: Tensor, needs: boolean[]) => (Tensor | null)[];
 
 export class GraphNode {
+  /** profile sections open when the op ran forward (only while profiling): backward time is booked under them */
+  sections: string[] | null = null;
+
   constructor(
     readonly op: string,
     readonly inputs: Tensor[],
     readonly saved: Tensor[],
     readonly backwardFn: BackwardFn,
   ) {}
+}
+
+/** Run fn inside the named sections, outermost first (a profile's section path is a handful of names deep). */
+function inSections<R>(rt: Tensor['rt'], names: readonly string[], fn: () => R, from = 0): R {
+  if (from >= names.length) return fn();
+  return rt.section(names[from], () => inSections(rt, names, fn, from + 1));
 }
 
 interface GraphState {
@@ -138,6 +147,7 @@ export function record(op: string, out: Tensor, inputs: Tensor[], saved: Tensor[
   for (const t of saved) t.retain();
   out.requiresGrad = true;
   out.node = new GraphNode(op, inputs, saved, backwardFn);
+  out.node.sections = out.rt.sectionStack();
   return out;
 }
 
@@ -195,7 +205,8 @@ export function backward(root: Tensor, gradOut?: Tensor): void {
       grads.delete(t);
       if (g) {
         const needs = node.inputs.map((x) => x.requiresGrad);
-        const inGrads = node.backwardFn(g, needs);
+        const run = () => node.backwardFn(g, needs);
+        const inGrads = node.sections?.length ? inSections(t.rt, node.sections, run) : run();
         if (g !== gradOut) g.dispose();
         node.inputs.forEach((x, i) => {
           const gi = inGrads[i];

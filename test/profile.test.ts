@@ -9,9 +9,9 @@ import { fileURLToPath } from 'node:url';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { getRuntime, upload, randn, close } from './helpers.js';
-import { add, mul, scale } from '../src/ops/elementwise.js';
+import { add, mul, onesLike, scale } from '../src/ops/elementwise.js';
 import { layerNorm } from '../src/ops/norm.js';
-import { tidy, noGrad } from '../src/autograd.js';
+import { backward, tidy, noGrad } from '../src/autograd.js';
 import type { Profile } from '../src/runtime/profile.js';
 import type { Runtime } from '../src/runtime/runtime.js';
 import type { Tensor } from '../src/tensor.js';
@@ -177,6 +177,26 @@ test('layer norm forward+backward profile names norm kernels', async () => {
   x.dispose();
 });
 
+test('backward time is booked under the sections the forward ran in (backward/<forward sections>)', async () => {
+  const rt = await getRuntime();
+  const x = upload(rt, randn(5 * 33, 6), [5, 33], { requiresGrad: true });
+  const { profile } = await rt.profile(() => {
+    const y = rt.section('fwd', () => rt.section('norm', () => layerNorm(x, null, null, 1e-5)));
+    const loss = rt.section('fwd', () => rt.section('square', () => mul(y, y)));
+    rt.section('backward', () => backward(loss, onesLike(loss)));
+    y.dispose();
+    loss.dispose();
+  });
+  const paths = profile.bySection().map((r) => r.name);
+  for (const p of ['fwd/norm', 'fwd/square', 'backward/fwd/norm', 'backward/fwd/square']) assert.ok(paths.includes(p), `${p} in ${paths.join(', ')}`);
+  const normBackward = profile.bySection().find((r) => r.name === 'backward/fwd/norm')!;
+  assert.ok(normBackward.calls >= 1);
+  const inNormBackward = profile.sections.filter((s) => [...s.parents, s.name].join('/') === 'backward/fwd/norm').flatMap((s) => profile.dispatches.slice(s.first, s.end).map((d) => d.kernel));
+  assert.ok(inNormBackward.some((k) => /^norm(_subgroups)?\./.test(k)), `layer norm backward kernels under backward/fwd/norm: ${inNormBackward.join()}`);
+  x.grad?.dispose();
+  x.dispose();
+});
+
 test('ser profile --train on the tiny XLSR fixture: JSON summary and a Chrome trace (skipped without ../shared)', () => {
   const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
   const model = path.join(root, '../shared/fixtures/xlsr_tiny');
@@ -191,7 +211,12 @@ test('ser profile --train on the tiny XLSR fixture: JSON summary and a Chrome tr
     assert.is(r.status, 0, `ser profile exited with ${r.status ?? r.signal}: ${(r.stderr || '').slice(-2000)}`);
     const summary = JSON.parse(r.stdout.trim().split('\n').pop()!);
     assert.ok(summary.dispatches > 10, `dispatches ${summary.dispatches}`);
-    assert.equal(summary.sections.map((x: { name: string }) => x.name).sort(), ['backward', 'forward', 'optimizer']);
+    const names: string[] = summary.sections.map((x: { name: string }) => x.name);
+    assert.equal(names.filter((n) => !n.includes('/')).sort(), ['backward', 'forward', 'optimizer']);
+    // the model's own sections, and backward time booked under the forward sections it belongs to
+    for (const n of ['forward/feature_projection', 'forward/encoder.layer.0', 'forward/encoder.layer.1', 'forward/head', 'backward/forward/encoder.layer.1', 'backward/forward/head']) {
+      assert.ok(names.includes(n), `${n} in ${names.join(', ')}`);
+    }
     assert.ok(summary.kernels.some((k: { name: string }) => k.name.endsWith('.adamwStep4') || k.name.endsWith('.adamwStep')), 'the optimizer step is profiled');
     const events = JSON.parse(fs.readFileSync(trace, 'utf8')).traceEvents;
     assert.is(events.filter((e: { cat: string }) => e.cat === 'kernel').length, summary.dispatches);

@@ -234,6 +234,11 @@ export class Runtime {
     }
   }
 
+  /** The open section names while profiling (autograd books backward time under the forward's sections), else null. */
+  sectionStack(): string[] | null {
+    return this.recorder ? [...this.recorder.stack] : null;
+  }
+
   /** True while profile() records. */
   get profiling(): boolean {
     return this.recorder !== null;
