@@ -246,3 +246,191 @@ fn sumPartials(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroup
   for (var c = 0u; c < p.count; c++) { s += parts[c * p.n + i]; }
   sum[i] = T(s);
 }
+
+// Input-gradient weights for the implicit-GEMM kernels: the input gradient of phase r (input times t = q*S + r - P)
+// is a stride-1 convolution of dy with the taps k = r + S*j reversed, so per phase the weights become
+//   wt[r][ci][c][i] = w[g*CoutG + c, ci - g*CinG, r + S*(J - 1 - i)]   (0 where that tap is >= K), J = ceil(K / S)
+// for input channel ci of group g, c < CoutG, i < J. p.n = S * Cin * CoutG * J elements, p.ksize = K, p.count = J.
+@group(0) @binding(10) var<storage, read_write> wt: array<T>;
+
+@compute @workgroup_size(WG)
+fn transposeWeights(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let e = threadIndex(gid, nwg);
+  if (e >= p.n) { return; }
+  let J = p.count;
+  let i = e % J;
+  let c = (e / J) % p.coutG;
+  let ci = (e / (J * p.coutG)) % p.cin;
+  let r = e / (J * p.coutG * p.cin);
+  let g = ci / p.cinG;
+  let k = r + p.stride * (J - 1u - i);
+  let src = ((g * p.coutG + c) * p.cinG + ci - g * p.cinG) * p.ksize + min(k, p.ksize - 1u);
+  wt[e] = select(T(0.0), w[src], k < p.ksize);
+}
+
+// ==== SUBGROUP KERNEL ====
+// Compiled only where the adapter has 'subgroups' (the op wrapper prepends `enable subgroups;` and this part).
+//
+// conv1dSubgroup: the convolution as an implicit GEMM in the style of kernels/matmul.wgsl's matmul_subgroup (for CPU
+// adapters with 8-wide subgroups, where every storage load is a loop over the lanes and loads, not FMAs, bound the
+// speed). GEMM view: rows = output channels (per group), columns = output times, contraction over (input channel,
+// tap):   out[b, row, col] = bias[row] + sum_{ci < inG, k < K} w[row, ci, k] * x[b, g*inG + ci, col*S - P + k]
+// One workgroup = one subgroup of 8 lanes = a tile of 8*RB rows x 32 columns; lane l owns columns col0 + 4l .. +3
+// (a vec4 accumulator per row). Per step (CS input channels x KB taps) each lane loads
+//   weights: its own row of each 8-row block, CS*KB consecutive values as NWV vec4 (16-byte loads when aligned), then
+//            shared with the subgroup by constant-lane shuffles (register broadcasts);
+//   input:   per input channel one window x[pos .. pos + NW), NW = 3S + KB: its 4 columns' taps are win[4j*S.. ] as
+//            win[j*S + q] (column j, tap q), no im2col buffer. The window is read as NCH aligned vec4 chunks and
+//            shifted by the (subgroup-uniform) misalignment with selects, which is far cheaper than NW scalar loads.
+// Small kernels (K <= 16): KB = K and CS = 4 / gcd(K, 4) channels per step (so each step's weights are whole vec4s);
+// long kernels: CS = 1, KB = 4 (K % 4 == 0 for 16-byte weight loads), p.tapBlocks = ceil(K / KB).
+// The same kernel computes the input gradient, one dispatch per stride phase: x = dy, w = wt (above), S = 1, a
+// signed padding, and outputs stored at time col*outStride + outOffset (see src/ops/conv.ts).
+
+const SG: u32 = 8u;
+const RB: u32 = 4u;          // 8-row blocks per tile (1..4)
+const KB: u32 = 3u;          // taps per step
+const CS: u32 = 4u;          // input channels per step
+const SS: u32 = 2u;          // stride
+const NW: u32 = 9u;          // window length 3*SS + KB
+const NCH: u32 = 3u;         // vec4 chunks per window: ceil((NW + 3) / 4)
+const NWV: u32 = 3u;         // weight vec4s per row and step: ceil(CS * KB / 4)
+const VEC_W: bool = false;   // weight runs start 16-byte aligned (row length, base and step multiples of 4)
+
+struct ConvGemm {
+  rows: u32, rowsG: u32, inG: u32, inTotal: u32, tin: u32, cols: u32, ksize: u32, padding: i32,
+  wRowLen: u32, wBase: u32, yRowLen: u32, outStride: u32, outOffset: u32, hasBias: u32, tapBlocks: u32, xLen: u32,
+  wLen: u32,
+}
+
+@group(0) @binding(11) var<uniform> cg: ConvGemm;
+@group(0) @binding(12) var<storage, read> xv: array<vec4<T>>;
+@group(0) @binding(13) var<storage, read> xs: array<T>;
+@group(0) @binding(14) var<storage, read> wv: array<vec4<T>>;
+@group(0) @binding(15) var<storage, read> ws: array<T>;
+@group(0) @binding(16) var<storage, read> cbias: array<T>;
+@group(0) @binding(17) var<storage, read_write> cy: array<T>;
+
+// Elements 4c .. 4c+3 of x. Chunk indices below 0 read chunk 0 (those elements are masked by the caller); the
+// buffer's last partial chunk (when xLen % 4 != 0) is not addressable as a vec4, so it is read element-wise.
+fn xChunk(c: i32) -> vec4f {
+  let full = i32(cg.xLen / 4u);
+  if (c < full) { return vec4f(xv[u32(max(c, 0))]); }
+  let last = cg.xLen - 1u;
+  let e = u32(c) * 4u;
+  return vec4f(f32(xs[min(e, last)]), f32(xs[min(e + 1u, last)]), f32(xs[min(e + 2u, last)]), f32(xs[min(e + 3u, last)]));
+}
+
+// win[i] = x[rowBase + pos + i] where 0 <= pos + i < tin and the channel is valid, else 0
+fn loadWindow(rowBase: u32, pos: i32, valid: bool) -> array<f32, NW> {
+  let g = i32(rowBase) + pos;
+  let c0 = g >> 2u;           // floor(g / 4), also for negative g
+  let a = u32(g & 3);         // misalignment, the same in every lane (columns start at multiples of 4*S)
+  var f: array<f32, NCH * 4u>;
+  for (var c = 0u; c < NCH; c++) {
+    let v = xChunk(c0 + i32(c));
+    f[4u * c] = v.x;
+    f[4u * c + 1u] = v.y;
+    f[4u * c + 2u] = v.z;
+    f[4u * c + 3u] = v.w;
+  }
+  var win: array<f32, NW>;
+  for (var i = 0u; i < NW; i++) {
+    let v = select(select(f[i], f[i + 1u], a == 1u), select(f[i + 2u], f[i + 3u], a == 3u), a >= 2u);
+    let q = pos + i32(i);
+    win[i] = select(0.0, v, valid && q >= 0 && q < i32(cg.tin));
+  }
+  return win;
+}
+
+// weights e0 .. e0+3 of the step for one row (element offset `at`): zero where the step runs past the channels or taps
+fn loadWeights4(at: u32, e0: u32, ci0: u32, k0: u32) -> vec4f {
+  var v: vec4f;
+  if (VEC_W) {
+    v = vec4f(wv[min(at / 4u, cg.wLen / 4u - 1u)]);
+  } else {
+    let last = cg.wLen - 1u;
+    v = vec4f(f32(ws[min(at, last)]), f32(ws[min(at + 1u, last)]), f32(ws[min(at + 2u, last)]), f32(ws[min(at + 3u, last)]));
+  }
+  for (var i = 0u; i < 4u; i++) {
+    let e = e0 + i;
+    if (e >= CS * KB || ci0 + e / KB >= cg.inG || k0 + e % KB >= cg.ksize) { v[i] = 0.0; }
+  }
+  return v;
+}
+
+fn bcastConv(v: f32, lane: u32) -> f32 { return subgroupShuffle(v, lane); }
+
+struct ConvAcc { b0: array<vec4f, 8>, b1: array<vec4f, 8>, b2: array<vec4f, 8>, b3: array<vec4f, 8> }
+struct ConvW { b0: array<vec4f, NWV>, b1: array<vec4f, NWV>, b2: array<vec4f, NWV>, b3: array<vec4f, NWV> }
+
+fn accumulateConv(acc: ptr<function, array<vec4f, 8>>, wl: array<vec4f, NWV>, e: u32, bvec: vec4f) {
+  for (var r = 0u; r < 8u; r++) {
+    (*acc)[r] = fma(vec4f(bcastConv(wl[e / 4u][e % 4u], r)), bvec, (*acc)[r]);
+  }
+}
+
+fn storeConv(tile: array<vec4f, 8>, b: u32, g: u32, rowLocal0: u32, col0: u32) {
+  for (var r = 0u; r < 8u; r++) {
+    let rl = rowLocal0 + r;
+    if (rl >= cg.rowsG) { break; }
+    let row = g * cg.rowsG + rl;
+    let bv = select(0.0, f32(cbias[min(row, arrayLength(&cbias) - 1u)]), cg.hasBias != 0u);
+    let ybase = (b * cg.rows + row) * cg.yRowLen;
+    for (var j = 0u; j < 4u; j++) {
+      let col = col0 + j;
+      let t = col * cg.outStride + cg.outOffset;
+      if (col < cg.cols && t < cg.yRowLen) { cy[ybase + t] = T(tile[r][j] + bv); }
+    }
+  }
+}
+
+@compute @workgroup_size(SG)
+fn conv1dSubgroup(@builtin(workgroup_id) wid: vec3u, @builtin(subgroup_invocation_id) lane: u32) {
+  let rowTiles = (cg.rowsG + 8u * RB - 1u) / (8u * RB);
+  let g = wid.y / rowTiles;
+  let rl0 = (wid.y % rowTiles) * 8u * RB;
+  let col0 = wid.x * 32u + 4u * lane;
+  let b = wid.z;
+  // this lane's row in each block (clamped: rows past the group are computed and not stored)
+  var wrow: array<u32, 4>;
+  for (var i = 0u; i < 4u; i++) {
+    wrow[i] = cg.wBase + (g * cg.rowsG + min(rl0 + 8u * i + lane, cg.rowsG - 1u)) * cg.wRowLen;
+  }
+  let xb = (b * cg.inTotal + g * cg.inG) * cg.tin;
+  let pos0 = i32(col0 * SS) - cg.padding;
+  var acc: ConvAcc;
+  for (var ci0 = 0u; ci0 < cg.inG; ci0 += CS) {
+    for (var tb = 0u; tb < cg.tapBlocks; tb++) {
+      let k0 = tb * KB;
+      let kk0 = ci0 * cg.ksize + k0;
+      // all loads first, then the FMAs
+      var wl: ConvW;
+      for (var v = 0u; v < NWV; v++) {
+        wl.b0[v] = loadWeights4(wrow[0] + kk0 + 4u * v, 4u * v, ci0, k0);
+        if (RB > 1u) { wl.b1[v] = loadWeights4(wrow[1] + kk0 + 4u * v, 4u * v, ci0, k0); }
+        if (RB > 2u) { wl.b2[v] = loadWeights4(wrow[2] + kk0 + 4u * v, 4u * v, ci0, k0); }
+        if (RB > 3u) { wl.b3[v] = loadWeights4(wrow[3] + kk0 + 4u * v, 4u * v, ci0, k0); }
+      }
+      var win: array<array<f32, NW>, CS>;
+      for (var c = 0u; c < CS; c++) {
+        let ci = min(ci0 + c, cg.inG - 1u);
+        win[c] = loadWindow(xb + ci * cg.tin, pos0 + i32(k0), ci0 + c < cg.inG);
+      }
+      for (var c = 0u; c < CS; c++) {
+        for (var q = 0u; q < KB; q++) {
+          let e = c * KB + q;
+          let bvec = vec4f(win[c][q], win[c][SS + q], win[c][2u * SS + q], win[c][3u * SS + q]);
+          accumulateConv(&acc.b0, wl.b0, e, bvec);
+          if (RB > 1u) { accumulateConv(&acc.b1, wl.b1, e, bvec); }
+          if (RB > 2u) { accumulateConv(&acc.b2, wl.b2, e, bvec); }
+          if (RB > 3u) { accumulateConv(&acc.b3, wl.b3, e, bvec); }
+        }
+      }
+    }
+  }
+  storeConv(acc.b0, b, g, rl0, col0);
+  if (RB > 1u) { storeConv(acc.b1, b, g, rl0 + 8u, col0); }
+  if (RB > 2u) { storeConv(acc.b2, b, g, rl0 + 16u, col0); }
+  if (RB > 3u) { storeConv(acc.b3, b, g, rl0 + 24u, col0); }
+}

@@ -3,7 +3,8 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { getRuntime, randn, upload, close, finiteDifference, probeIndices } from './helpers.js';
-import { conv1d } from '../src/ops/conv.js';
+import { conv1d, convConfig, type ConvStrategy } from '../src/ops/conv.js';
+import { hasSubgroupGemm } from '../src/ops/matmul.js';
 import '../src/ops/elementwise.js'; // registers the gradient helpers backward() uses
 import { backward, tidy, noGrad } from '../src/autograd.js';
 import type { Runtime } from '../src/runtime/runtime.js';
@@ -112,26 +113,60 @@ const odd: Cfg[] = [
   { name: '1x1 conv', B: 2, Cin: 11, Cout: 13, T: 29, K: 1, S: 1, P: 0, G: 1, bias: true },
 ];
 
-test('conv1d on odd sizes: forward, grads of x, w, bias, finite differences', async () => {
-  const rt = await getRuntime();
-  let seed = 10;
-  for (const c of odd) await checkConv(rt, c, (seed += 10));
-});
+/**
+ * Run with one strategy forced (and the subgroup kernel's row blocks); false when the adapter cannot run it.
+ * 'subgroup' is the implicit GEMM (forward, input gradient), 'tiled' the register-tiled portable kernels.
+ */
+async function withStrategy(rt: Runtime, strategy: ConvStrategy, rowBlocks: number, fn: () => Promise<void>): Promise<boolean> {
+  if (strategy === 'subgroup' && !hasSubgroupGemm(rt)) return false;
+  const prev = { ...convConfig };
+  convConfig.strategy = strategy;
+  convConfig.rowBlocks = rowBlocks;
+  try {
+    await fn();
+  } finally {
+    Object.assign(convConfig, prev);
+  }
+  return true;
+}
+
+// every path and every row-block count the subgroup kernel can be given (the default, 4, is what ships)
+const paths: [ConvStrategy, number][] = [['tiled', 4], ['subgroup', 4], ['subgroup', 1], ['subgroup', 2], ['subgroup', 3]];
+
+for (const [strategy, rb] of paths) {
+  const tag = strategy === 'subgroup' ? `subgroup rb${rb}` : strategy;
+  test(`${tag}: conv1d on odd sizes: forward, grads of x, w, bias, finite differences`, async () => {
+    const rt = await getRuntime();
+    let seed = 10;
+    const ran = await withStrategy(rt, strategy, rb, async () => {
+      for (const c of odd) await checkConv(rt, { ...c, fd: c.fd && rb === 4 }, (seed += 10));
+    });
+    if (!ran) console.log(`  (skipped: the adapter has no 8-wide subgroups)`);
+  });
+}
 
 // wav2vec2 shapes, channels reduced (feature encoder 512 -> 24/40, positional conv 1024 -> 64 with 16 groups)
 const wav2vec2: Cfg[] = [
   { name: 'feature encoder layer 0 (1->40, k10 s5)', B: 2, Cin: 1, Cout: 40, T: 1603, K: 10, S: 5, P: 0, G: 1, bias: false, fd: true },
   { name: 'feature encoder k3 s2 (24->24)', B: 2, Cin: 24, Cout: 24, T: 319, K: 3, S: 2, P: 0, G: 1, bias: false },
   { name: 'feature encoder k2 s2 (24->24)', B: 2, Cin: 24, Cout: 24, T: 79, K: 2, S: 2, P: 0, G: 1, bias: false },
+  { name: 'feature encoder k3 s2 (40->36, bigger than a tile)', B: 1, Cin: 40, Cout: 36, T: 163, K: 3, S: 2, P: 0, G: 1, bias: true },
   { name: 'positional conv (64 ch, k128 p64, 16 groups)', B: 2, Cin: 64, Cout: 64, T: 57, K: 128, S: 1, P: 64, G: 16, bias: true, fd: true },
   { name: 'positional conv (256 ch, k128 p64, 16 groups)', B: 1, Cin: 256, Cout: 256, T: 33, K: 128, S: 1, P: 64, G: 16, bias: true },
+  { name: 'positional conv (2 groups of 40 ch, k128 p64)', B: 1, Cin: 80, Cout: 80, T: 41, K: 128, S: 1, P: 64, G: 2, bias: true },
 ];
 
-test('conv1d on wav2vec2 configurations (reduced channels)', async () => {
-  const rt = await getRuntime();
-  let seed = 200;
-  for (const c of wav2vec2) await checkConv(rt, c, (seed += 10));
-});
+for (const [strategy, rb] of paths) {
+  const tag = strategy === 'subgroup' ? `subgroup rb${rb}` : strategy;
+  test(`${tag}: conv1d on wav2vec2 configurations (reduced channels)`, async () => {
+    const rt = await getRuntime();
+    let seed = 200;
+    const ran = await withStrategy(rt, strategy, rb, async () => {
+      for (const c of wav2vec2) await checkConv(rt, { ...c, fd: c.fd && rb === 4 }, (seed += 10));
+    });
+    if (!ran) console.log(`  (skipped: the adapter has no 8-wide subgroups)`);
+  });
+}
 
 test('conv1d with f16 storage where the adapter has shader-f16', async () => {
   const rt = await getRuntime();

@@ -2,13 +2,40 @@
 // transposed convolution, grad weight as per-chunk partial sums over (batch, time) added by a second pass (no float
 // atomics), grad bias as a per-channel reduction. Tile sizes are template parameters of kernels/conv1d.wgsl.
 import source from '../../kernels/conv1d.wgsl';
-import { defineKernel } from '../runtime/kernel.js';
+import { defineKernel, type Defines } from '../runtime/kernel.js';
 import type { Runtime } from '../runtime/runtime.js';
 import { Tensor } from '../tensor.js';
 import { record } from '../autograd.js';
 import { ceilDiv, grid1d } from './grid.js';
+import { hasSubgroupGemm } from './matmul.js';
 
-export const conv1dKernel = defineKernel('conv1d', source);
+const SUBGROUP_MARKER = '// ==== SUBGROUP KERNEL ====';
+const markerAt = source.indexOf(SUBGROUP_MARKER);
+if (markerAt < 0) throw new Error('kernels/conv1d.wgsl: subgroup kernel marker missing');
+/** Portable part only: compiles on every adapter. */
+export const conv1dKernel = defineKernel('conv1d', source.slice(0, markerAt));
+/** Whole file with `enable subgroups;`: only compiled where the adapter has the feature. */
+export const conv1dSubgroupKernel = defineKernel('conv1d_subgroup', `enable subgroups;\n${source}`);
+
+export type ConvStrategy = 'subgroup' | 'tiled';
+
+export const convConfig = {
+  /** 'auto': the implicit-GEMM subgroup kernel where matmul uses its subgroup GEMM (CPU adapters with 8-wide
+   * subgroups), else the register-tiled kernels; tests and benches force one */
+  strategy: 'auto' as 'auto' | ConvStrategy,
+  /** subgroup kernel: 8-row blocks per tile (1..4), capped by the channels per group */
+  rowBlocks: 4,
+};
+
+export function convStrategy(rt: Runtime): ConvStrategy {
+  const s = convConfig.strategy;
+  if (s === 'subgroup') {
+    if (!hasSubgroupGemm(rt)) throw new Error("conv1d: strategy 'subgroup' needs the 'subgroups' feature with 8-wide subgroups");
+    return s;
+  }
+  if (s === 'tiled') return s;
+  return rt.adapter.isCPU && hasSubgroupGemm(rt) ? 'subgroup' : 'tiled';
+}
 
 const WG = 64;
 /** kernel sizes and strides up to this get baked into the pipeline */
@@ -120,11 +147,12 @@ export function conv1d(x: Tensor, w: Tensor, bias: Tensor | null, opts: Conv1dOp
   const rt = x.rt;
 
   const y = Tensor.empty(rt, [batch, cout, tout], x.dtype, 'conv1d');
-  const tile = outputTile(ksize, cinG);
-  const tm = channelTile(g.coutG, groups, tile.tm);
-  rt.dispatch(conv1dKernel, 'conv1dForward', { p: uniforms(g, { hasBias: bias ? 1 : 0 }), x, w, bias: bias ?? w, y }, grid1d(ceilDiv(tout, tile.tn) * ceilDiv(cout, tm) * batch, WG), {
-    defines: { T: x.dtype, WG, TM: tm, TN: tile.tn, ...fixedDefines(g) },
-  });
+  if (useSubgroup(rt, g)) {
+    implicitGemm(rt, {
+      x, w, bias, y, batch, rows: cout, groups, inG: cinG, inTotal: cin, tin, cols: tout, ksize, stride, padding,
+      wRowLen: cinG * ksize, wBase: 0, yRowLen: tout, outStride: 1, outOffset: 0,
+    });
+  } else forwardTiled(rt, g, x, w, bias, y);
 
   const inputs = bias ? [x, w, bias] : [x, w];
   // keep only what the requested gradients need: x for grad w, w for grad x
@@ -136,8 +164,21 @@ export function conv1d(x: Tensor, w: Tensor, bias: Tensor | null, opts: Conv1dOp
   ]);
 }
 
+function forwardTiled(rt: Runtime, g: Geometry, x: Tensor, w: Tensor, bias: Tensor | null, y: Tensor): void {
+  const { ksize, cinG, cout, tout, batch, groups } = g;
+  const tile = outputTile(ksize, cinG);
+  const tm = channelTile(g.coutG, groups, tile.tm);
+  rt.dispatch(conv1dKernel, 'conv1dForward', { p: uniforms(g, { hasBias: bias ? 1 : 0 }), x, w, bias: bias ?? w, y }, grid1d(ceilDiv(tout, tile.tn) * ceilDiv(cout, tm) * batch, WG), {
+    defines: { T: x.dtype, WG, TM: tm, TN: tile.tn, ...fixedDefines(g) },
+  });
+}
+
 function conv1dBackwardInput(rt: Runtime, g: Geometry, gy: Tensor, w: Tensor): Tensor {
   const dx = Tensor.empty(rt, [g.batch, g.cin, g.tin], gy.dtype, 'conv1d.grad_x');
+  if (useSubgroup(rt, g)) {
+    backwardInputSubgroup(rt, g, gy, w, dx);
+    return dx;
+  }
   const tile = outputTile(g.ksize, g.coutG);
   const tm = channelTile(g.cinG, g.groups, tile.tm);
   // positions q per stride phase, from the first q with t >= 0 in any phase to the last with t < Tin in any
@@ -181,4 +222,100 @@ function conv1dBackwardBias(rt: Runtime, g: Geometry, gy: Tensor): Tensor {
   const db = Tensor.empty(rt, [g.cout], gy.dtype, 'conv1d.grad_bias');
   rt.dispatch(conv1dKernel, 'conv1dBackwardBias', { p: uniforms(g), dy: gy, sum: db }, [g.cout], { defines: { T: gy.dtype, WG } });
   return db;
+}
+
+// ---- implicit GEMM on the subgroup kernel (conv1dSubgroup in kernels/conv1d.wgsl) ----
+
+/** longest stride the subgroup kernel takes (its per-lane input window is 3*stride + taps long) */
+const SUBGROUP_MAX_STRIDE = 8;
+
+function useSubgroup(rt: Runtime, g: Geometry): boolean {
+  return convStrategy(rt) === 'subgroup' && g.stride <= SUBGROUP_MAX_STRIDE;
+}
+
+interface ImplicitGemm {
+  x: Tensor;
+  w: Tensor;
+  bias: Tensor | null;
+  y: Tensor;
+  batch: number;
+  /** output rows (channels) in all, split evenly over the groups */
+  rows: number;
+  groups: number;
+  /** input channels per group and in all; input row length */
+  inG: number;
+  inTotal: number;
+  tin: number;
+  /** output columns computed per row */
+  cols: number;
+  ksize: number;
+  stride: number;
+  /** may be negative (the input gradient's phases) */
+  padding: number;
+  /** elements per weight row (inG * ksize) and the offset of row 0 */
+  wRowLen: number;
+  wBase: number;
+  /** output row length; column c is stored at time c * outStride + outOffset */
+  yRowLen: number;
+  outStride: number;
+  outOffset: number;
+}
+
+function gcd(a: number, b: number): number {
+  while (b) [a, b] = [b, a % b];
+  return a;
+}
+
+/** Step shape of conv1dSubgroup: channels x taps per step, window and weight-load sizes (see the kernel's header). */
+export function subgroupStep(ksize: number, stride: number, inG: number, wRowLen: number, wBase: number) {
+  const small = ksize <= SMALL_KERNEL;
+  const kb = small ? ksize : 4;
+  const cs = small ? Math.min(4 / gcd(ksize, 4), inG) : 1;
+  const nw = 3 * stride + kb;
+  const vecW = wRowLen % 4 === 0 && wBase % 4 === 0 && (small || ksize % 4 === 0);
+  return { KB: kb, CS: cs, SS: stride, NW: nw, NCH: Math.ceil((nw + 3) / 4), NWV: Math.ceil((cs * kb) / 4), VEC_W: String(vecW), tapBlocks: ceilDiv(ksize, kb) };
+}
+
+function implicitGemm(rt: Runtime, a: ImplicitGemm): void {
+  const rowsG = a.rows / a.groups;
+  const rb = Math.min(convConfig.rowBlocks, ceilDiv(rowsG, 8));
+  if (!(Number.isInteger(convConfig.rowBlocks) && convConfig.rowBlocks >= 1 && convConfig.rowBlocks <= 4)) {
+    throw new Error(`conv1d: rowBlocks must be 1..4, got ${convConfig.rowBlocks}`);
+  }
+  const { tapBlocks, ...step } = subgroupStep(a.ksize, a.stride, a.inG, a.wRowLen, a.wBase);
+  const grid: [number, number, number] = [ceilDiv(a.cols, 32), ceilDiv(rowsG, 8 * rb) * a.groups, a.batch];
+  const max = rt.limits.maxComputeWorkgroupsPerDimension;
+  if (grid.some((n) => n > max)) throw new Error(`conv1d: grid [${grid}] exceeds the adapter's ${max} workgroups per dimension`);
+  const defines: Defines = { T: a.x.dtype, RB: `${rb}u`, ...step };
+  const cg = {
+    rows: a.rows, rowsG, inG: a.inG, inTotal: a.inTotal, tin: a.tin, cols: a.cols, ksize: a.ksize, padding: a.padding,
+    wRowLen: a.wRowLen, wBase: a.wBase, yRowLen: a.yRowLen, outStride: a.outStride, outOffset: a.outOffset,
+    hasBias: a.bias ? 1 : 0, tapBlocks, xLen: a.x.size, wLen: a.w.size,
+  };
+  rt.dispatch(conv1dSubgroupKernel, 'conv1dSubgroup', { cg, xv: a.x, xs: a.x, wv: a.w, ws: a.w, cbias: a.bias ?? a.w, cy: a.y }, grid, { defines });
+}
+
+/**
+ * Input gradient, one implicit GEMM per stride phase r: input times t = q*S + r - P receive taps k = r + S*j from
+ * dy[q - j], a stride-1 convolution of dy with the phase's taps reversed (weights relaid by transposeWeights into
+ * [S][Cin][CoutG * J], J = ceil(K / S)). Every t lies in exactly one phase, so each dx element is written once.
+ */
+function backwardInputSubgroup(rt: Runtime, g: Geometry, gy: Tensor, w: Tensor, dx: Tensor): void {
+  const J = ceilDiv(g.ksize, g.stride);
+  const perPhase = g.cin * g.coutG * J;
+  const wt = Tensor.empty(rt, [g.stride * perPhase], w.dtype, 'conv1d.grad_x.weights');
+  rt.dispatch(conv1dKernel, 'transposeWeights', { p: uniforms(g, { n: g.stride * perPhase, count: J }), w, wt }, grid1d(g.stride * perPhase, WG), {
+    defines: { T: w.dtype, WG },
+  });
+  for (let r = 0; r < g.stride; r++) {
+    const qmin = Math.max(0, Math.ceil((g.padding - r) / g.stride));
+    const qmax = Math.floor((g.tin - 1 + g.padding - r) / g.stride);
+    if (qmax < qmin) continue;
+    implicitGemm(rt, {
+      x: gy, w: wt, bias: null, y: dx, batch: g.batch, rows: g.cin, groups: g.groups, inG: g.coutG, inTotal: g.cout,
+      tin: g.tout, cols: qmax - qmin + 1, ksize: J, stride: 1, padding: J - 1 - qmin, wRowLen: g.coutG * J,
+      wBase: r * perPhase, yRowLen: g.tin, outStride: g.stride, outOffset: qmin * g.stride + r - g.padding,
+    });
+  }
+  wt.dispose();
 }
