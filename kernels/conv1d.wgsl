@@ -247,60 +247,73 @@ fn sumPartials(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroup
   sum[i] = T(s);
 }
 
-// Input-gradient weights for the implicit-GEMM kernels: the input gradient of phase r (input times t = q*S + r - P)
-// is a stride-1 convolution of dy with the taps k = r + S*j reversed, so per phase the weights become
-//   wt[r][ci][c][i] = w[g*CoutG + c, ci - g*CinG, r + S*(J - 1 - i)]   (0 where that tap is >= K), J = ceil(K / S)
-// for input channel ci of group g, c < CoutG, i < J. p.n = S * Cin * CoutG * J elements, p.ksize = K, p.count = J.
+// Weights for the implicit-GEMM kernels, each (row, channel) run of taps padded with zeros to KP (a multiple of 4
+// where the subgroup kernel loads its taps 4 at a time), so that every step's weights are one aligned vec4.
+//   Forward (p.stride = 0):  wt[co][ci][i] = w[co, ci, i]                        (i < K, else 0), i < KP
+//   Input gradient (phases): the input gradient of phase r (input times t = q*S + r - P) is a stride-1 convolution of
+//   dy with the taps k = r + S*j reversed:
+//     wt[r][ci][c][i] = w[g*CoutG + c, ci - g*CinG, r + S*(J - 1 - i)]   (0 where i >= J or that tap is >= K)
+//   for input channel ci of group g, c < CoutG, i < KP, J = ceil(K / S).
+// p.n = elements of wt, p.count = J (taps per row, before padding), p.chunk = KP.
 @group(0) @binding(10) var<storage, read_write> wt: array<T>;
 
 @compute @workgroup_size(WG)
-fn transposeWeights(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+fn relayoutWeights(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
   let e = threadIndex(gid, nwg);
   if (e >= p.n) { return; }
   let J = p.count;
-  let i = e % J;
-  let c = (e / J) % p.coutG;
-  let ci = (e / (J * p.coutG)) % p.cin;
-  let r = e / (J * p.coutG * p.cin);
+  let KP = p.chunk;
+  let i = e % KP;
+  if (p.stride == 0u) {
+    let row = e / KP;  // co * CinG + ci
+    wt[e] = select(T(0.0), w[row * p.ksize + min(i, p.ksize - 1u)], i < p.ksize);
+    return;
+  }
+  let c = (e / KP) % p.coutG;
+  let ci = (e / (KP * p.coutG)) % p.cin;
+  let r = e / (KP * p.coutG * p.cin);
   let g = ci / p.cinG;
-  let k = r + p.stride * (J - 1u - i);
+  let k = r + p.stride * (J - 1u - min(i, J - 1u));
   let src = ((g * p.coutG + c) * p.cinG + ci - g * p.cinG) * p.ksize + min(k, p.ksize - 1u);
-  wt[e] = select(T(0.0), w[src], k < p.ksize);
+  wt[e] = select(T(0.0), w[src], i < J && k < p.ksize);
 }
 
 // ==== SUBGROUP KERNEL ====
 // Compiled only where the adapter has 'subgroups' (the op wrapper prepends `enable subgroups;` and this part).
 //
 // conv1dSubgroup: the convolution as an implicit GEMM in the style of kernels/matmul.wgsl's matmul_subgroup (for CPU
-// adapters with 8-wide subgroups, where every storage load is a loop over the lanes and loads, not FMAs, bound the
+// adapters with 8-wide subgroups, where every storage load is a loop over the lanes, so loads, not FMAs, bound the
 // speed). GEMM view: rows = output channels (per group), columns = output times, contraction over (input channel,
 // tap):   out[b, row, col] = bias[row] + sum_{ci < inG, k < K} w[row, ci, k] * x[b, g*inG + ci, col*S - P + k]
-// One workgroup = one subgroup of 8 lanes = a tile of 8*RB rows x 32 columns; lane l owns columns col0 + 4l .. +3
-// (a vec4 accumulator per row). Per step (CS input channels x KB taps) each lane loads
-//   weights: its own row of each 8-row block, CS*KB consecutive values as NWV vec4 (16-byte loads when aligned), then
-//            shared with the subgroup by constant-lane shuffles (register broadcasts);
-//   input:   per input channel one window x[pos .. pos + NW), NW = 3S + KB: its 4 columns' taps are win[4j*S.. ] as
-//            win[j*S + q] (column j, tap q), no im2col buffer. The window is read as NCH aligned vec4 chunks and
-//            shifted by the (subgroup-uniform) misalignment with selects, which is far cheaper than NW scalar loads.
-// Small kernels (K <= 16): KB = K and CS = 4 / gcd(K, 4) channels per step (so each step's weights are whole vec4s);
-// long kernels: CS = 1, KB = 4 (K % 4 == 0 for 16-byte weight loads), p.tapBlocks = ceil(K / KB).
-// The same kernel computes the input gradient, one dispatch per stride phase: x = dy, w = wt (above), S = 1, a
-// signed padding, and outputs stored at time col*outStride + outOffset (see src/ops/conv.ts).
+// One workgroup = one subgroup of 8 lanes = a tile of 8*RB rows x 32 columns; lane l owns columns col0 = 4l .. +3
+// (a vec4 accumulator per row). A step covers CS input channels x KB taps (CS*KB <= 4: K=1: 4x1, K=2: 2x2, K=3: 1x3,
+// K >= 4: 1x4 per tap block). Per step each lane loads
+//   weights: one vec4 of its own row per 8-row block (the weights are laid out with each channel's taps padded to KP,
+//            see relayoutWeights, so the vec4 is aligned), shared with the subgroup by constant-lane shuffles;
+//   input:   per channel one window win[i] = x[col0*S - P + k0 + i], i < NW = 3S + KB: column j's tap q is win[j*S + q].
+//            No im2col buffer: the window is read as NCH aligned vec4 chunks and shifted by the misalignment (the
+//            same in every lane: columns start at multiples of 4S) with selects, much cheaper than NW scalar loads.
+// Per step: RB + CS*NCH loads for 32*RB*CS*KB vec4 FMAs (K=3, S=2: 7 loads for 3 taps; the GEMM: 8 for 4).
+// The step's loop body is kept as small as the GEMM's: the shader compiler only keeps the accumulators in registers
+// when every index is constant after unrolling, and it declines to unroll big bodies (measured: 4 channels x 3 taps
+// per step ran at half the speed).
+// The same kernel computes the input gradient, one dispatch per stride phase: x = dy, w = the phase's relaid weights,
+// S = 1, a signed padding, outputs stored at time col*outStride + outOffset (see src/ops/conv.ts).
 
 const SG: u32 = 8u;
 const RB: u32 = 4u;          // 8-row blocks per tile (1..4)
 const KB: u32 = 3u;          // taps per step
-const CS: u32 = 4u;          // input channels per step
+const CS: u32 = 1u;          // input channels per step
 const SS: u32 = 2u;          // stride
 const NW: u32 = 9u;          // window length 3*SS + KB
 const NCH: u32 = 3u;         // vec4 chunks per window: ceil((NW + 3) / 4)
-const NWV: u32 = 3u;         // weight vec4s per row and step: ceil(CS * KB / 4)
-const VEC_W: bool = false;   // weight runs start 16-byte aligned (row length, base and step multiples of 4)
+const VEC_W: bool = false;   // weight rows (and so every step) start 16-byte aligned
+const MASK_W: bool = true;   // zero the weights of channels past inG / taps past K
 
 struct ConvGemm {
   rows: u32, rowsG: u32, inG: u32, inTotal: u32, tin: u32, cols: u32, ksize: u32, padding: i32,
   wRowLen: u32, wBase: u32, yRowLen: u32, outStride: u32, outOffset: u32, hasBias: u32, tapBlocks: u32, xLen: u32,
-  wLen: u32,
+  wLen: u32, kpad: u32,
 }
 
 @group(0) @binding(11) var<uniform> cg: ConvGemm;
@@ -311,10 +324,12 @@ struct ConvGemm {
 @group(0) @binding(16) var<storage, read> cbias: array<T>;
 @group(0) @binding(17) var<storage, read_write> cy: array<T>;
 
-// Elements 4c .. 4c+3 of x. Chunk indices below 0 read chunk 0 (those elements are masked by the caller); the
-// buffer's last partial chunk (when xLen % 4 != 0) is not addressable as a vec4, so it is read element-wise.
-fn xChunk(c: i32) -> vec4f {
+// Elements 4c .. 4c+3 of x. Chunk indices below 0 read chunk 0 (those elements are masked by the caller). The
+// buffer's last partial chunk (when xLen % 4 != 0) is not addressable as a vec4: `tail` (subgroup-uniform) reads
+// element-wise.
+fn xChunk(c: i32, tail: bool) -> vec4f {
   let full = i32(cg.xLen / 4u);
+  if (!tail) { return vec4f(xv[u32(clamp(c, 0, full - 1))]); }
   if (c < full) { return vec4f(xv[u32(max(c, 0))]); }
   let last = cg.xLen - 1u;
   let e = u32(c) * 4u;
@@ -325,10 +340,11 @@ fn xChunk(c: i32) -> vec4f {
 fn loadWindow(rowBase: u32, pos: i32, valid: bool) -> array<f32, NW> {
   let g = i32(rowBase) + pos;
   let c0 = g >> 2u;           // floor(g / 4), also for negative g
-  let a = u32(g & 3);         // misalignment, the same in every lane (columns start at multiples of 4*S)
+  let a = u32(g & 3);         // misalignment, the same in every lane
+  let tail = subgroupAny(c0 + i32(NCH) > i32(cg.xLen / 4u));
   var f: array<f32, NCH * 4u>;
   for (var c = 0u; c < NCH; c++) {
-    let v = xChunk(c0 + i32(c));
+    let v = xChunk(c0 + i32(c), tail);
     f[4u * c] = v.x;
     f[4u * c + 1u] = v.y;
     f[4u * c + 2u] = v.z;
@@ -343,8 +359,9 @@ fn loadWindow(rowBase: u32, pos: i32, valid: bool) -> array<f32, NW> {
   return win;
 }
 
-// weights e0 .. e0+3 of the step for one row (element offset `at`): zero where the step runs past the channels or taps
-fn loadWeights4(at: u32, e0: u32, ci0: u32, k0: u32) -> vec4f {
+// the step's weights of one row (element offset `at`): e = c*KB + q for channel ci0 + c, tap k0 + q; zero past the
+// channels or taps
+fn loadWeights(at: u32, ci0: u32, k0: u32) -> vec4f {
   var v: vec4f;
   if (VEC_W) {
     v = vec4f(wv[min(at / 4u, cg.wLen / 4u - 1u)]);
@@ -352,21 +369,26 @@ fn loadWeights4(at: u32, e0: u32, ci0: u32, k0: u32) -> vec4f {
     let last = cg.wLen - 1u;
     v = vec4f(f32(ws[min(at, last)]), f32(ws[min(at + 1u, last)]), f32(ws[min(at + 2u, last)]), f32(ws[min(at + 3u, last)]));
   }
-  for (var i = 0u; i < 4u; i++) {
-    let e = e0 + i;
-    if (e >= CS * KB || ci0 + e / KB >= cg.inG || k0 + e % KB >= cg.ksize) { v[i] = 0.0; }
+  // lanes e >= CS*KB are never used (the FMAs are compiled out); MASK_W when a step can run past the channels or
+  // the taps (taps past K in relaid weights are zeros already)
+  for (var e = 0u; e < 4u; e++) {
+    if (MASK_W && (ci0 + e / KB >= cg.inG || k0 + e % KB >= cg.ksize)) { v[e] = 0.0; }
   }
   return v;
 }
 
 fn bcastConv(v: f32, lane: u32) -> f32 { return subgroupShuffle(v, lane); }
 
-struct ConvAcc { b0: array<vec4f, 8>, b1: array<vec4f, 8>, b2: array<vec4f, 8>, b3: array<vec4f, 8> }
-struct ConvW { b0: array<vec4f, NWV>, b1: array<vec4f, NWV>, b2: array<vec4f, NWV>, b3: array<vec4f, NWV> }
+// B values of the step: bs[e] = this lane's 4 columns at (channel c, tap q), e = c*KB + q (zero for e >= CS*KB)
+struct ConvB { x: vec4f, y: vec4f, z: vec4f, w: vec4f }
 
-fn accumulateConv(acc: ptr<function, array<vec4f, 8>>, wl: array<vec4f, NWV>, e: u32, bvec: vec4f) {
+fn accumulateConv(acc: ptr<function, array<vec4f, 8>>, wl: vec4f, bs: ConvB) {
   for (var r = 0u; r < 8u; r++) {
-    (*acc)[r] = fma(vec4f(bcastConv(wl[e / 4u][e % 4u], r)), bvec, (*acc)[r]);
+    var a = fma(vec4f(bcastConv(wl.x, r)), bs.x, (*acc)[r]);
+    if (CS * KB > 1u) { a = fma(vec4f(bcastConv(wl.y, r)), bs.y, a); }
+    if (CS * KB > 2u) { a = fma(vec4f(bcastConv(wl.z, r)), bs.z, a); }
+    if (CS * KB > 3u) { a = fma(vec4f(bcastConv(wl.w, r)), bs.w, a); }
+    (*acc)[r] = a;
   }
 }
 
@@ -385,52 +407,210 @@ fn storeConv(tile: array<vec4f, 8>, b: u32, g: u32, rowLocal0: u32, col0: u32) {
   }
 }
 
+struct ConvAcc { b0: array<vec4f, 8>, b1: array<vec4f, 8>, b2: array<vec4f, 8>, b3: array<vec4f, 8> }
+
+fn convStep(acc: ptr<function, ConvAcc>, wrow: vec4u, xb: u32, pos0: i32, ci0: u32, k0: u32) {
+  // all loads first, then the FMAs
+  let at = ci0 * cg.kpad + k0;
+  let w0 = loadWeights(wrow.x + at, ci0, k0);
+  var w1 = vec4f(0.0);
+  var w2 = vec4f(0.0);
+  var w3 = vec4f(0.0);
+  if (RB > 1u) { w1 = loadWeights(wrow.y + at, ci0, k0); }
+  if (RB > 2u) { w2 = loadWeights(wrow.z + at, ci0, k0); }
+  if (RB > 3u) { w3 = loadWeights(wrow.w + at, ci0, k0); }
+  var b: array<vec4f, 4>;
+  for (var c = 0u; c < CS; c++) {
+    let ci = min(ci0 + c, cg.inG - 1u);
+    let win = loadWindow(xb + ci * cg.tin, pos0 + i32(k0), ci0 + c < cg.inG);
+    for (var q = 0u; q < KB; q++) {
+      b[c * KB + q] = vec4f(win[q], win[SS + q], win[2u * SS + q], win[3u * SS + q]);
+    }
+  }
+  let bs = ConvB(b[0], b[1], b[2], b[3]);
+  accumulateConv(&(*acc).b0, w0, bs);
+  if (RB > 1u) { accumulateConv(&(*acc).b1, w1, bs); }
+  if (RB > 2u) { accumulateConv(&(*acc).b2, w2, bs); }
+  if (RB > 3u) { accumulateConv(&(*acc).b3, w3, bs); }
+}
+
 @compute @workgroup_size(SG)
 fn conv1dSubgroup(@builtin(workgroup_id) wid: vec3u, @builtin(subgroup_invocation_id) lane: u32) {
   let rowTiles = (cg.rowsG + 8u * RB - 1u) / (8u * RB);
-  let g = wid.y / rowTiles;
-  let rl0 = (wid.y % rowTiles) * 8u * RB;
-  let col0 = wid.x * 32u + 4u * lane;
+  let tiles = wid.yx;   // (column tile, row tile): row tiles fastest
+  let g = tiles.y / rowTiles;
+  let rl0 = (tiles.y % rowTiles) * 8u * RB;
+  let col0 = tiles.x * 32u + 4u * lane;
   let b = wid.z;
-  // this lane's row in each block (clamped: rows past the group are computed and not stored)
-  var wrow: array<u32, 4>;
-  for (var i = 0u; i < 4u; i++) {
-    wrow[i] = cg.wBase + (g * cg.rowsG + min(rl0 + 8u * i + lane, cg.rowsG - 1u)) * cg.wRowLen;
-  }
+  // this lane's weight row in each block (clamped: rows past the group are computed and not stored)
+  let rowsLast = cg.rowsG - 1u;
+  let r0 = g * cg.rowsG;
+  let wrow = cg.wBase + cg.wRowLen * (r0 + min(vec4u(rl0 + lane) + vec4u(0u, 8u, 16u, 24u), vec4u(rowsLast)));
   let xb = (b * cg.inTotal + g * cg.inG) * cg.tin;
   let pos0 = i32(col0 * SS) - cg.padding;
   var acc: ConvAcc;
   for (var ci0 = 0u; ci0 < cg.inG; ci0 += CS) {
-    for (var tb = 0u; tb < cg.tapBlocks; tb++) {
-      let k0 = tb * KB;
-      let kk0 = ci0 * cg.ksize + k0;
-      // all loads first, then the FMAs
-      var wl: ConvW;
-      for (var v = 0u; v < NWV; v++) {
-        wl.b0[v] = loadWeights4(wrow[0] + kk0 + 4u * v, 4u * v, ci0, k0);
-        if (RB > 1u) { wl.b1[v] = loadWeights4(wrow[1] + kk0 + 4u * v, 4u * v, ci0, k0); }
-        if (RB > 2u) { wl.b2[v] = loadWeights4(wrow[2] + kk0 + 4u * v, 4u * v, ci0, k0); }
-        if (RB > 3u) { wl.b3[v] = loadWeights4(wrow[3] + kk0 + 4u * v, 4u * v, ci0, k0); }
-      }
-      var win: array<array<f32, NW>, CS>;
-      for (var c = 0u; c < CS; c++) {
-        let ci = min(ci0 + c, cg.inG - 1u);
-        win[c] = loadWindow(xb + ci * cg.tin, pos0 + i32(k0), ci0 + c < cg.inG);
-      }
-      for (var c = 0u; c < CS; c++) {
-        for (var q = 0u; q < KB; q++) {
-          let e = c * KB + q;
-          let bvec = vec4f(win[c][q], win[c][SS + q], win[c][2u * SS + q], win[c][3u * SS + q]);
-          accumulateConv(&acc.b0, wl.b0, e, bvec);
-          if (RB > 1u) { accumulateConv(&acc.b1, wl.b1, e, bvec); }
-          if (RB > 2u) { accumulateConv(&acc.b2, wl.b2, e, bvec); }
-          if (RB > 3u) { accumulateConv(&acc.b3, wl.b3, e, bvec); }
-        }
-      }
-    }
+    for (var tb = 0u; tb < cg.tapBlocks; tb++) { convStep(&acc, wrow, xb, pos0, ci0, tb * KB); }
   }
   storeConv(acc.b0, b, g, rl0, col0);
   if (RB > 1u) { storeConv(acc.b1, b, g, rl0 + 8u, col0); }
   if (RB > 2u) { storeConv(acc.b2, b, g, rl0 + 16u, col0); }
   if (RB > 3u) { storeConv(acc.b3, b, g, rl0 + 24u, col0); }
+}
+
+// conv1dWeightGradSubgroup: the weight gradient as an implicit GEMM on the same scheme.
+//   dw[co, ci, k] = sum_{b, to} dy[b, co, to] * x[b, g*CinG + ci, to*S - P + k]
+// GEMM view per group: rows = output channels, columns = (input channel, tap) with the taps padded to KP (as the
+// forward's weight layout), contraction over (b, to) in steps of 8 time steps. Lane l owns 4 columns: CS channels x
+// KB taps (K <= 2: 4/K channels; else one channel, taps k0 .. k0+3). Per step each lane loads
+//   dy: its own row of each 8-row block, 8 consecutive values (3 vec4 chunks, shifted by this lane's misalignment),
+//       shared with the subgroup by constant-lane shuffles;
+//   x:  per channel one window x[to*S - P + k0 + i], i < WNW = 7S + KB: time step l, tap q is win[l*S + q].
+// Per step: 3*RB + CS*WNCH loads for 8*8*RB vec4 FMAs (K=3, S=2: 18 loads for 256; the GEMM: 16 for 256).
+// The whole contraction runs in one workgroup (no split over time): the gradient has Cout*CinG*K elements, enough
+// workgroups for a CPU adapter.
+const WNW: u32 = 18u;        // x window: 7*SS + KB
+const WNCH: u32 = 6u;        // its vec4 chunks: ceil((WNW + 3) / 4)
+
+struct ConvWGrad {
+  rows: u32, rowsG: u32, inG: u32, inTotal: u32, tin: u32, tout: u32, batch: u32, ksize: u32, kpad: u32, padding: i32,
+  xLen: u32, dyLen: u32,
+}
+
+@group(0) @binding(18) var<uniform> wg: ConvWGrad;
+@group(0) @binding(19) var<storage, read> dyv: array<vec4<T>>;
+@group(0) @binding(20) var<storage, read> dys: array<T>;
+@group(0) @binding(21) var<storage, read_write> dwOut: array<T>;
+
+fn xChunkW(c: i32, tail: bool) -> vec4f {
+  let full = i32(wg.xLen / 4u);
+  if (!tail) { return vec4f(xv[u32(clamp(c, 0, full - 1))]); }
+  if (c < full) { return vec4f(xv[u32(max(c, 0))]); }
+  let last = wg.xLen - 1u;
+  let e = u32(c) * 4u;
+  return vec4f(f32(xs[min(e, last)]), f32(xs[min(e + 1u, last)]), f32(xs[min(e + 2u, last)]), f32(xs[min(e + 3u, last)]));
+}
+
+fn dyChunk(c: i32, tail: bool) -> vec4f {
+  let full = i32(wg.dyLen / 4u);
+  if (!tail) { return vec4f(dyv[u32(clamp(c, 0, full - 1))]); }
+  if (c < full) { return vec4f(dyv[u32(max(c, 0))]); }
+  let last = wg.dyLen - 1u;
+  let e = u32(c) * 4u;
+  return vec4f(f32(dys[min(e, last)]), f32(dys[min(e + 1u, last)]), f32(dys[min(e + 2u, last)]), f32(dys[min(e + 3u, last)]));
+}
+
+// win[i] = x[rowBase + pos + i] where 0 <= pos + i < tin and the channel is valid, else 0 (misalignment per lane)
+fn loadWindowW(rowBase: u32, pos: i32, valid: bool) -> array<f32, WNW> {
+  let g = i32(rowBase) + pos;
+  let c0 = g >> 2u;
+  let a = u32(g & 3);
+  let tail = subgroupAny(c0 + i32(WNCH) > i32(wg.xLen / 4u));
+  var f: array<f32, WNCH * 4u>;
+  for (var c = 0u; c < WNCH; c++) {
+    let v = xChunkW(c0 + i32(c), tail);
+    f[4u * c] = v.x;
+    f[4u * c + 1u] = v.y;
+    f[4u * c + 2u] = v.z;
+    f[4u * c + 3u] = v.w;
+  }
+  var win: array<f32, WNW>;
+  for (var i = 0u; i < WNW; i++) {
+    let v = select(select(f[i], f[i + 1u], a == 1u), select(f[i + 2u], f[i + 3u], a == 3u), a >= 2u);
+    let q = pos + i32(i);
+    win[i] = select(0.0, v, valid && q >= 0 && q < i32(wg.tin));
+  }
+  return win;
+}
+
+// dy[at .. at+8) as two vec4, zero from time step `n` on
+struct Dy8 { lo: vec4f, hi: vec4f }
+fn loadDy8(at: u32, n: u32) -> Dy8 {
+  let c0 = at / 4u;
+  let a = at % 4u;
+  let tail = subgroupAny(c0 + 3u > wg.dyLen / 4u);
+  let f0 = dyChunk(i32(c0), tail);
+  let f1 = dyChunk(i32(c0 + 1u), tail);
+  let f2 = dyChunk(i32(c0 + 2u), tail);
+  let f = array<f32, 12>(f0.x, f0.y, f0.z, f0.w, f1.x, f1.y, f1.z, f1.w, f2.x, f2.y, f2.z, f2.w);
+  var d: array<f32, 8>;
+  for (var i = 0u; i < 8u; i++) {
+    let v = select(select(f[i], f[i + 1u], a == 1u), select(f[i + 2u], f[i + 3u], a == 3u), a >= 2u);
+    d[i] = select(0.0, v, i < n);
+  }
+  return Dy8(vec4f(d[0], d[1], d[2], d[3]), vec4f(d[4], d[5], d[6], d[7]));
+}
+
+// x values of this lane's 4 columns at 4 time steps: b[l] for time step l0 + l
+struct WB { x: vec4f, y: vec4f, z: vec4f, w: vec4f }
+
+fn accumulateW(acc: ptr<function, array<vec4f, 8>>, d: vec4f, bs: WB) {
+  for (var r = 0u; r < 8u; r++) {
+    var a = fma(vec4f(bcastConv(d.x, r)), bs.x, (*acc)[r]);
+    a = fma(vec4f(bcastConv(d.y, r)), bs.y, a);
+    a = fma(vec4f(bcastConv(d.z, r)), bs.z, a);
+    (*acc)[r] = fma(vec4f(bcastConv(d.w, r)), bs.w, a);
+  }
+}
+
+fn storeW(tile: array<vec4f, 8>, g: u32, rowLocal0: u32, ci0: u32, k0: u32) {
+  for (var r = 0u; r < 8u; r++) {
+    let rl = rowLocal0 + r;
+    if (rl >= wg.rowsG) { break; }
+    let co = g * wg.rowsG + rl;
+    for (var e = 0u; e < 4u; e++) {
+      let ci = ci0 + e / KB;
+      let k = k0 + e % KB;
+      if (e < CS * KB && ci < wg.inG && k < wg.ksize) { dwOut[(co * wg.inG + ci) * wg.ksize + k] = T(tile[r][e]); }
+    }
+  }
+}
+
+@compute @workgroup_size(SG)
+fn conv1dWeightGradSubgroup(@builtin(workgroup_id) wid: vec3u, @builtin(subgroup_invocation_id) lane: u32) {
+  let rowTiles = (wg.rowsG + 8u * RB - 1u) / (8u * RB);
+  let g = wid.x / rowTiles;
+  let rl0 = (wid.x % rowTiles) * 8u * RB;
+  // this lane's 4 columns: channels ci0 .. ci0+CS-1, taps k0 .. k0+KB-1
+  let n0 = wid.y * 32u + 4u * lane;
+  let ci0 = n0 / wg.kpad;
+  let k0 = n0 % wg.kpad;
+  let rowsLast = wg.rowsG - 1u;
+  let rows = g * wg.rowsG + min(vec4u(rl0 + lane) + vec4u(0u, 8u, 16u, 24u), vec4u(rowsLast));
+  var acc: ConvAcc;
+  for (var b = 0u; b < wg.batch; b++) {
+    let dyb = (b * wg.rows) * wg.tout;
+    let dyrow = dyb + rows * wg.tout;
+    for (var to = 0u; to < wg.tout; to += 8u) {
+      let n = wg.tout - to;
+      // all loads first, then the FMAs
+      let d0 = loadDy8(dyrow.x + to, n);
+      var d1: Dy8;
+      var d2: Dy8;
+      var d3: Dy8;
+      if (RB > 1u) { d1 = loadDy8(dyrow.y + to, n); }
+      if (RB > 2u) { d2 = loadDy8(dyrow.z + to, n); }
+      if (RB > 3u) { d3 = loadDy8(dyrow.w + to, n); }
+      var bl: array<vec4f, 8>;
+      let pos = i32(to * SS + k0) - wg.padding;
+      for (var c = 0u; c < CS; c++) {
+        let ci = min(ci0 + c, wg.inG - 1u);
+        let win = loadWindowW((b * wg.inTotal + g * wg.inG + ci) * wg.tin, pos, ci0 + c < wg.inG);
+        for (var l = 0u; l < 8u; l++) {
+          for (var q = 0u; q < KB; q++) { bl[l][c * KB + q] = win[l * SS + q]; }
+        }
+      }
+      let lo = WB(bl[0], bl[1], bl[2], bl[3]);
+      let hi = WB(bl[4], bl[5], bl[6], bl[7]);
+      accumulateW(&acc.b0, d0.lo, lo);
+      accumulateW(&acc.b0, d0.hi, hi);
+      if (RB > 1u) { accumulateW(&acc.b1, d1.lo, lo); accumulateW(&acc.b1, d1.hi, hi); }
+      if (RB > 2u) { accumulateW(&acc.b2, d2.lo, lo); accumulateW(&acc.b2, d2.hi, hi); }
+      if (RB > 3u) { accumulateW(&acc.b3, d3.lo, lo); accumulateW(&acc.b3, d3.hi, hi); }
+    }
+  }
+  storeW(acc.b0, g, rl0, ci0, k0);
+  if (RB > 1u) { storeW(acc.b1, g, rl0 + 8u, ci0, k0); }
+  if (RB > 2u) { storeW(acc.b2, g, rl0 + 16u, ci0, k0); }
+  if (RB > 3u) { storeW(acc.b3, g, rl0 + 24u, ci0, k0); }
 }
