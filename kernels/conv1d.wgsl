@@ -278,6 +278,23 @@ fn relayoutWeights(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workg
   wt[e] = select(T(0.0), w[src], i < J && k < p.ksize);
 }
 
+// Padded copy for the implicit-GEMM kernels: dst[row, j] = src[row, j - p.padding] for 0 <= j - padding < tin, else 0;
+// rows of p.chunk elements (a multiple of 4, so that every row starts 16-byte aligned), p.n = rows * p.chunk. The
+// zeros are the convolution's padding and cover every window the kernel reads past the row, so its loads need no
+// bounds checks, no masks and no realignment. p.tin = source row length; rows = p.count.
+@group(0) @binding(22) var<storage, read> padSrc: array<T>;
+@group(0) @binding(23) var<storage, read_write> padDst: array<T>;
+
+@compute @workgroup_size(WG)
+fn padRows(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let e = threadIndex(gid, nwg);
+  if (e >= p.n) { return; }
+  let row = e / p.chunk;
+  let j = i32(e % p.chunk) - i32(p.padding);
+  let inside = j >= 0 && j < i32(p.tin);
+  padDst[e] = select(T(0.0), padSrc[row * p.tin + u32(clamp(j, 0, i32(p.tin) - 1))], inside);
+}
+
 // ==== SUBGROUP KERNEL ====
 // Compiled only where the adapter has 'subgroups' (the op wrapper prepends `enable subgroups;` and this part).
 //
@@ -285,20 +302,23 @@ fn relayoutWeights(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workg
 // adapters with 8-wide subgroups, where every storage load is a loop over the lanes, so loads, not FMAs, bound the
 // speed). GEMM view: rows = output channels (per group), columns = output times, contraction over (input channel,
 // tap):   out[b, row, col] = bias[row] + sum_{ci < inG, k < K} w[row, ci, k] * x[b, g*inG + ci, col*S - P + k]
+// The input is read from a padded copy xp (padRows: rows of `pitch` elements, a multiple of 4, holding x shifted
+// right by the left padding, zeros around), so that x[.., t] = xp[.., t + PL] and every window is in bounds.
 // One workgroup = one subgroup of 8 lanes = a tile of 8*RB rows x 32 columns; lane l owns columns col0 = 4l .. +3
 // (a vec4 accumulator per row). A step covers CS input channels x KB taps (CS*KB <= 4: K=1: 4x1, K=2: 2x2, K=3: 1x3,
 // K >= 4: 1x4 per tap block). Per step each lane loads
 //   weights: one vec4 of its own row per 8-row block (the weights are laid out with each channel's taps padded to KP,
 //            see relayoutWeights, so the vec4 is aligned), shared with the subgroup by constant-lane shuffles;
-//   input:   per channel one window win[i] = x[col0*S - P + k0 + i], i < NW = 3S + KB: column j's tap q is win[j*S + q].
-//            No im2col buffer: the window is read as NCH aligned vec4 chunks and shifted by the misalignment (the
-//            same in every lane: columns start at multiples of 4S) with selects, much cheaper than NW scalar loads.
+//   input:   per channel one window win[i] = xp[col0*S + shift + k0 + i], i < NW = 3S + KB: column j's tap q is
+//            win[j*S + q]. No im2col buffer: the window is read as NCH aligned vec4 chunks; the misalignment
+//            ASH = shift % 4 is a compile-time constant (columns start at multiples of 4S, rows 16-byte aligned).
 // Per step: RB + CS*NCH loads for 32*RB*CS*KB vec4 FMAs (K=3, S=2: 7 loads for 3 taps; the GEMM: 8 for 4).
 // The step's loop body is kept as small as the GEMM's: the shader compiler only keeps the accumulators in registers
 // when every index is constant after unrolling, and it declines to unroll big bodies (measured: 4 channels x 3 taps
-// per step ran at half the speed).
-// The same kernel computes the input gradient, one dispatch per stride phase: x = dy, w = the phase's relaid weights,
-// S = 1, a signed padding, outputs stored at time col*outStride + outOffset (see src/ops/conv.ts).
+// per step ran at half the speed). Realigning windows at run time with selects cost a quarter of the speed: hence
+// the padded copy.
+// The same kernel computes the input gradient, one dispatch per stride phase: x = padded dy, w = the phase's relaid
+// weights, S = 1, outputs stored at time col*outStride + outOffset (see src/ops/conv.ts).
 
 const SG: u32 = 8u;
 const RB: u32 = 4u;          // 8-row blocks per tile (1..4)
@@ -306,62 +326,43 @@ const KB: u32 = 3u;          // taps per step
 const CS: u32 = 1u;          // input channels per step
 const SS: u32 = 2u;          // stride
 const NW: u32 = 9u;          // window length 3*SS + KB
-const NCH: u32 = 3u;         // vec4 chunks per window: ceil((NW + 3) / 4)
+const ASH: u32 = 0u;         // window misalignment: shift % 4
+const NCH: u32 = 3u;         // vec4 chunks per window: ceil((NW + ASH) / 4)
 const VEC_W: bool = false;   // weight rows (and so every step) start 16-byte aligned
-const MASK_W: bool = true;   // zero the weights of channels past inG / taps past K
+const MASK_W: bool = true;   // a step can run past the channels (inG % CS != 0): zero those weights and inputs
 
 struct ConvGemm {
-  rows: u32, rowsG: u32, inG: u32, inTotal: u32, tin: u32, cols: u32, ksize: u32, padding: i32,
-  wRowLen: u32, wBase: u32, yRowLen: u32, outStride: u32, outOffset: u32, hasBias: u32, tapBlocks: u32, xLen: u32,
-  wLen: u32, kpad: u32,
+  rows: u32, rowsG: u32, inG: u32, inTotal: u32, pitch: u32, cols: u32, ksize: u32, shift: u32,
+  wRowLen: u32, wBase: u32, yRowLen: u32, outStride: u32, outOffset: u32, hasBias: u32, tapBlocks: u32, kpad: u32,
+  wLen: u32,
 }
 
 @group(0) @binding(11) var<uniform> cg: ConvGemm;
 @group(0) @binding(12) var<storage, read> xv: array<vec4<T>>;
-@group(0) @binding(13) var<storage, read> xs: array<T>;
 @group(0) @binding(14) var<storage, read> wv: array<vec4<T>>;
 @group(0) @binding(15) var<storage, read> ws: array<T>;
 @group(0) @binding(16) var<storage, read> cbias: array<T>;
 @group(0) @binding(17) var<storage, read_write> cy: array<T>;
 
-// Elements 4c .. 4c+3 of x. Chunk indices below 0 read chunk 0 (those elements are masked by the caller). The
-// buffer's last partial chunk (when xLen % 4 != 0) is not addressable as a vec4: `tail` (subgroup-uniform) reads
-// element-wise.
-fn xChunk(c: i32, tail: bool) -> vec4f {
-  let full = i32(cg.xLen / 4u);
-  if (!tail) { return vec4f(xv[u32(clamp(c, 0, full - 1))]); }
-  if (c < full) { return vec4f(xv[u32(max(c, 0))]); }
-  let last = cg.xLen - 1u;
-  let e = u32(c) * 4u;
-  return vec4f(f32(xs[min(e, last)]), f32(xs[min(e + 1u, last)]), f32(xs[min(e + 2u, last)]), f32(xs[min(e + 3u, last)]));
-}
-
-// win[i] = x[rowBase + pos + i] where 0 <= pos + i < tin and the channel is valid, else 0
-fn loadWindow(rowBase: u32, pos: i32, valid: bool) -> array<f32, NW> {
-  let g = i32(rowBase) + pos;
-  let c0 = g >> 2u;           // floor(g / 4), also for negative g
-  let a = u32(g & 3);         // misalignment, the same in every lane
-  let tail = subgroupAny(c0 + i32(NCH) > i32(cg.xLen / 4u));
+// win[i] = xp[at + i] for a 16-byte aligned `at` - ASH
+fn loadWindow(at: u32) -> array<f32, NW> {
+  let c0 = (at - ASH) / 4u;
   var f: array<f32, NCH * 4u>;
   for (var c = 0u; c < NCH; c++) {
-    let v = xChunk(c0 + i32(c), tail);
+    let v = vec4f(xv[c0 + c]);
     f[4u * c] = v.x;
     f[4u * c + 1u] = v.y;
     f[4u * c + 2u] = v.z;
     f[4u * c + 3u] = v.w;
   }
   var win: array<f32, NW>;
-  for (var i = 0u; i < NW; i++) {
-    let v = select(select(f[i], f[i + 1u], a == 1u), select(f[i + 2u], f[i + 3u], a == 3u), a >= 2u);
-    let q = pos + i32(i);
-    win[i] = select(0.0, v, valid && q >= 0 && q < i32(cg.tin));
-  }
+  for (var i = 0u; i < NW; i++) { win[i] = f[i + ASH]; }
   return win;
 }
 
-// the step's weights of one row (element offset `at`): e = c*KB + q for channel ci0 + c, tap k0 + q; zero past the
-// channels or taps
-fn loadWeights(at: u32, ci0: u32, k0: u32) -> vec4f {
+// the step's weights of one row (element offset `at`): e = c*KB + q for channel ci0 + c, tap k0 + q. Lanes
+// e >= CS*KB are never used (their FMAs are compiled out); taps past K are zeros in the relaid layouts.
+fn loadWeights(at: u32, ci0: u32) -> vec4f {
   var v: vec4f;
   if (VEC_W) {
     v = vec4f(wv[min(at / 4u, cg.wLen / 4u - 1u)]);
@@ -369,10 +370,10 @@ fn loadWeights(at: u32, ci0: u32, k0: u32) -> vec4f {
     let last = cg.wLen - 1u;
     v = vec4f(f32(ws[min(at, last)]), f32(ws[min(at + 1u, last)]), f32(ws[min(at + 2u, last)]), f32(ws[min(at + 3u, last)]));
   }
-  // lanes e >= CS*KB are never used (the FMAs are compiled out); MASK_W when a step can run past the channels or
-  // the taps (taps past K in relaid weights are zeros already)
-  for (var e = 0u; e < 4u; e++) {
-    if (MASK_W && (ci0 + e / KB >= cg.inG || k0 + e % KB >= cg.ksize)) { v[e] = 0.0; }
+  if (MASK_W) {
+    for (var e = 0u; e < 4u; e++) {
+      if (ci0 + e / KB >= cg.inG) { v[e] = 0.0; }
+    }
   }
   return v;
 }
@@ -409,20 +410,20 @@ fn storeConv(tile: array<vec4f, 8>, b: u32, g: u32, rowLocal0: u32, col0: u32) {
 
 struct ConvAcc { b0: array<vec4f, 8>, b1: array<vec4f, 8>, b2: array<vec4f, 8>, b3: array<vec4f, 8> }
 
-fn convStep(acc: ptr<function, ConvAcc>, wrow: vec4u, xb: u32, pos0: i32, ci0: u32, k0: u32) {
+fn convStep(acc: ptr<function, ConvAcc>, wrow: vec4u, xb: u32, pos0: u32, ci0: u32, k0: u32) {
   // all loads first, then the FMAs
   let at = ci0 * cg.kpad + k0;
-  let w0 = loadWeights(wrow.x + at, ci0, k0);
+  let w0 = loadWeights(wrow.x + at, ci0);
   var w1 = vec4f(0.0);
   var w2 = vec4f(0.0);
   var w3 = vec4f(0.0);
-  if (RB > 1u) { w1 = loadWeights(wrow.y + at, ci0, k0); }
-  if (RB > 2u) { w2 = loadWeights(wrow.z + at, ci0, k0); }
-  if (RB > 3u) { w3 = loadWeights(wrow.w + at, ci0, k0); }
+  if (RB > 1u) { w1 = loadWeights(wrow.y + at, ci0); }
+  if (RB > 2u) { w2 = loadWeights(wrow.z + at, ci0); }
+  if (RB > 3u) { w3 = loadWeights(wrow.w + at, ci0); }
   var b: array<vec4f, 4>;
   for (var c = 0u; c < CS; c++) {
     let ci = min(ci0 + c, cg.inG - 1u);
-    let win = loadWindow(xb + ci * cg.tin, pos0 + i32(k0), ci0 + c < cg.inG);
+    let win = loadWindow(xb + ci * cg.pitch + pos0 + k0);
     for (var q = 0u; q < KB; q++) {
       b[c * KB + q] = vec4f(win[q], win[SS + q], win[2u * SS + q], win[3u * SS + q]);
     }
@@ -437,17 +438,17 @@ fn convStep(acc: ptr<function, ConvAcc>, wrow: vec4u, xb: u32, pos0: i32, ci0: u
 @compute @workgroup_size(SG)
 fn conv1dSubgroup(@builtin(workgroup_id) wid: vec3u, @builtin(subgroup_invocation_id) lane: u32) {
   let rowTiles = (cg.rowsG + 8u * RB - 1u) / (8u * RB);
-  let tiles = wid.yx;   // (column tile, row tile): row tiles fastest
-  let g = tiles.y / rowTiles;
-  let rl0 = (tiles.y % rowTiles) * 8u * RB;
-  let col0 = tiles.x * 32u + 4u * lane;
+  // row tiles fastest: consecutive workgroups share the input windows and stream the weights
+  let g = wid.x / rowTiles;
+  let rl0 = (wid.x % rowTiles) * 8u * RB;
+  let col0 = wid.y * 32u + 4u * lane;
   let b = wid.z;
   // this lane's weight row in each block (clamped: rows past the group are computed and not stored)
   let rowsLast = cg.rowsG - 1u;
   let r0 = g * cg.rowsG;
   let wrow = cg.wBase + cg.wRowLen * (r0 + min(vec4u(rl0 + lane) + vec4u(0u, 8u, 16u, 24u), vec4u(rowsLast)));
-  let xb = (b * cg.inTotal + g * cg.inG) * cg.tin;
-  let pos0 = i32(col0 * SS) - cg.padding;
+  let xb = (b * cg.inTotal + g * cg.inG) * cg.pitch;
+  let pos0 = col0 * SS + cg.shift;
   var acc: ConvAcc;
   for (var ci0 = 0u; ci0 < cg.inG; ci0 += CS) {
     for (var tb = 0u; tb < cg.tapBlocks; tb++) { convStep(&acc, wrow, xb, pos0, ci0, tb * KB); }
@@ -462,86 +463,45 @@ fn conv1dSubgroup(@builtin(workgroup_id) wid: vec3u, @builtin(subgroup_invocatio
 //   dw[co, ci, k] = sum_{b, to} dy[b, co, to] * x[b, g*CinG + ci, to*S - P + k]
 // GEMM view per group: rows = output channels, columns = (input channel, tap) with the taps padded to KP (as the
 // forward's weight layout), contraction over (b, to) in steps of 8 time steps. Lane l owns 4 columns: CS channels x
-// KB taps (K <= 2: 4/K channels; else one channel, taps k0 .. k0+3). Per step each lane loads
-//   dy: its own row of each 8-row block, 8 consecutive values (3 vec4 chunks, shifted by this lane's misalignment),
-//       shared with the subgroup by constant-lane shuffles;
-//   x:  per channel one window x[to*S - P + k0 + i], i < WNW = 7S + KB: time step l, tap q is win[l*S + q].
-// Per step: 3*RB + CS*WNCH loads for 8*8*RB vec4 FMAs (K=3, S=2: 18 loads for 256; the GEMM: 16 for 256).
+// KB taps (K <= 2: 4/K channels; else one channel, taps k0 .. k0+3). Reads padded copies: xp as the forward's
+// (x[.., t] = xp[.., t + P]), dyp with rows of wg.dyPitch (a multiple of 8) and zeros past Tout. Per step each lane
+// loads
+//   dy: its own row of each 8-row block, 8 consecutive values (2 aligned vec4), shared by constant-lane shuffles;
+//   x:  per channel one window xp[to*S + k0 + i], i < WNW = 7S + KB: time step l, tap q is win[l*S + q].
+// Per step: 2*RB + CS*WNCH loads for 8*8*RB vec4 FMAs (K=3, S=2: 13 loads for 256; the GEMM: 16 for 256).
 // The whole contraction runs in one workgroup (no split over time): the gradient has Cout*CinG*K elements, enough
 // workgroups for a CPU adapter.
 const WNW: u32 = 18u;        // x window: 7*SS + KB
-const WNCH: u32 = 6u;        // its vec4 chunks: ceil((WNW + 3) / 4)
+const WNCH: u32 = 5u;        // its vec4 chunks: ceil(WNW / 4)
 
 struct ConvWGrad {
-  rows: u32, rowsG: u32, inG: u32, inTotal: u32, tin: u32, tout: u32, batch: u32, ksize: u32, kpad: u32, padding: i32,
-  xLen: u32, dyLen: u32,
+  rows: u32, rowsG: u32, inG: u32, inTotal: u32, pitch: u32, tout: u32, dyPitch: u32, batch: u32, ksize: u32, kpad: u32,
 }
 
 @group(0) @binding(18) var<uniform> wg: ConvWGrad;
 @group(0) @binding(19) var<storage, read> dyv: array<vec4<T>>;
-@group(0) @binding(20) var<storage, read> dys: array<T>;
 @group(0) @binding(21) var<storage, read_write> dwOut: array<T>;
 
-fn xChunkW(c: i32, tail: bool) -> vec4f {
-  let full = i32(wg.xLen / 4u);
-  if (!tail) { return vec4f(xv[u32(clamp(c, 0, full - 1))]); }
-  if (c < full) { return vec4f(xv[u32(max(c, 0))]); }
-  let last = wg.xLen - 1u;
-  let e = u32(c) * 4u;
-  return vec4f(f32(xs[min(e, last)]), f32(xs[min(e + 1u, last)]), f32(xs[min(e + 2u, last)]), f32(xs[min(e + 3u, last)]));
-}
-
-fn dyChunk(c: i32, tail: bool) -> vec4f {
-  let full = i32(wg.dyLen / 4u);
-  if (!tail) { return vec4f(dyv[u32(clamp(c, 0, full - 1))]); }
-  if (c < full) { return vec4f(dyv[u32(max(c, 0))]); }
-  let last = wg.dyLen - 1u;
-  let e = u32(c) * 4u;
-  return vec4f(f32(dys[min(e, last)]), f32(dys[min(e + 1u, last)]), f32(dys[min(e + 2u, last)]), f32(dys[min(e + 3u, last)]));
-}
-
-// win[i] = x[rowBase + pos + i] where 0 <= pos + i < tin and the channel is valid, else 0 (misalignment per lane)
-fn loadWindowW(rowBase: u32, pos: i32, valid: bool) -> array<f32, WNW> {
-  let g = i32(rowBase) + pos;
-  let c0 = g >> 2u;
-  let a = u32(g & 3);
-  let tail = subgroupAny(c0 + i32(WNCH) > i32(wg.xLen / 4u));
+// win[i] = xp[at + i], `at` 16-byte aligned
+fn loadWindowW(at: u32) -> array<f32, WNW> {
+  let c0 = at / 4u;
   var f: array<f32, WNCH * 4u>;
   for (var c = 0u; c < WNCH; c++) {
-    let v = xChunkW(c0 + i32(c), tail);
+    let v = vec4f(xv[c0 + c]);
     f[4u * c] = v.x;
     f[4u * c + 1u] = v.y;
     f[4u * c + 2u] = v.z;
     f[4u * c + 3u] = v.w;
   }
   var win: array<f32, WNW>;
-  for (var i = 0u; i < WNW; i++) {
-    let v = select(select(f[i], f[i + 1u], a == 1u), select(f[i + 2u], f[i + 3u], a == 3u), a >= 2u);
-    let q = pos + i32(i);
-    win[i] = select(0.0, v, valid && q >= 0 && q < i32(wg.tin));
-  }
+  for (var i = 0u; i < WNW; i++) { win[i] = f[i]; }
   return win;
 }
 
-// dy[at .. at+8) as two vec4, zero from time step `n` on
 struct Dy8 { lo: vec4f, hi: vec4f }
-fn loadDy8(at: u32, n: u32) -> Dy8 {
-  let c0 = at / 4u;
-  let a = at % 4u;
-  let tail = subgroupAny(c0 + 3u > wg.dyLen / 4u);
-  let f0 = dyChunk(i32(c0), tail);
-  let f1 = dyChunk(i32(c0 + 1u), tail);
-  let f2 = dyChunk(i32(c0 + 2u), tail);
-  let f = array<f32, 12>(f0.x, f0.y, f0.z, f0.w, f1.x, f1.y, f1.z, f1.w, f2.x, f2.y, f2.z, f2.w);
-  var d: array<f32, 8>;
-  for (var i = 0u; i < 8u; i++) {
-    let v = select(select(f[i], f[i + 1u], a == 1u), select(f[i + 2u], f[i + 3u], a == 3u), a >= 2u);
-    d[i] = select(0.0, v, i < n);
-  }
-  return Dy8(vec4f(d[0], d[1], d[2], d[3]), vec4f(d[4], d[5], d[6], d[7]));
-}
+fn loadDy8(at: u32) -> Dy8 { return Dy8(vec4f(dyv[at / 4u]), vec4f(dyv[at / 4u + 1u])); }
 
-// x values of this lane's 4 columns at 4 time steps: b[l] for time step l0 + l
+// x values of this lane's 4 columns at 4 time steps
 struct WB { x: vec4f, y: vec4f, z: vec4f, w: vec4f }
 
 fn accumulateW(acc: ptr<function, array<vec4f, 8>>, d: vec4f, bs: WB) {
@@ -561,7 +521,7 @@ fn storeW(tile: array<vec4f, 8>, g: u32, rowLocal0: u32, ci0: u32, k0: u32) {
     for (var e = 0u; e < 4u; e++) {
       let ci = ci0 + e / KB;
       let k = k0 + e % KB;
-      if (e < CS * KB && ci < wg.inG && k < wg.ksize) { dwOut[(co * wg.inG + ci) * wg.ksize + k] = T(tile[r][e]); }
+      if (ci < wg.inG && k < wg.ksize) { dwOut[(co * wg.inG + ci) * wg.ksize + k] = T(tile[r][e]); }
     }
   }
 }
@@ -571,7 +531,7 @@ fn conv1dWeightGradSubgroup(@builtin(workgroup_id) wid: vec3u, @builtin(subgroup
   let rowTiles = (wg.rowsG + 8u * RB - 1u) / (8u * RB);
   let g = wid.x / rowTiles;
   let rl0 = (wid.x % rowTiles) * 8u * RB;
-  // this lane's 4 columns: channels ci0 .. ci0+CS-1, taps k0 .. k0+KB-1
+  // this lane's 4 columns: channels ci0 .. ci0+CS-1 (clamped; the extra ones are not stored), taps k0 .. k0+KB-1
   let n0 = wid.y * 32u + 4u * lane;
   let ci0 = n0 / wg.kpad;
   let k0 = n0 % wg.kpad;
@@ -579,23 +539,21 @@ fn conv1dWeightGradSubgroup(@builtin(workgroup_id) wid: vec3u, @builtin(subgroup
   let rows = g * wg.rowsG + min(vec4u(rl0 + lane) + vec4u(0u, 8u, 16u, 24u), vec4u(rowsLast));
   var acc: ConvAcc;
   for (var b = 0u; b < wg.batch; b++) {
-    let dyb = (b * wg.rows) * wg.tout;
-    let dyrow = dyb + rows * wg.tout;
+    let dyrow = (b * wg.rows + rows) * wg.dyPitch;
+    let xb = (b * wg.inTotal + g * wg.inG) * wg.pitch;
     for (var to = 0u; to < wg.tout; to += 8u) {
-      let n = wg.tout - to;
       // all loads first, then the FMAs
-      let d0 = loadDy8(dyrow.x + to, n);
+      let d0 = loadDy8(dyrow.x + to);
       var d1: Dy8;
       var d2: Dy8;
       var d3: Dy8;
-      if (RB > 1u) { d1 = loadDy8(dyrow.y + to, n); }
-      if (RB > 2u) { d2 = loadDy8(dyrow.z + to, n); }
-      if (RB > 3u) { d3 = loadDy8(dyrow.w + to, n); }
+      if (RB > 1u) { d1 = loadDy8(dyrow.y + to); }
+      if (RB > 2u) { d2 = loadDy8(dyrow.z + to); }
+      if (RB > 3u) { d3 = loadDy8(dyrow.w + to); }
       var bl: array<vec4f, 8>;
-      let pos = i32(to * SS + k0) - wg.padding;
       for (var c = 0u; c < CS; c++) {
         let ci = min(ci0 + c, wg.inG - 1u);
-        let win = loadWindowW((b * wg.inTotal + g * wg.inG + ci) * wg.tin, pos, ci0 + c < wg.inG);
+        let win = loadWindowW(xb + ci * wg.pitch + to * SS + k0);
         for (var l = 0u; l < 8u; l++) {
           for (var q = 0u; q < KB; q++) { bl[l][c * KB + q] = win[l * SS + q]; }
         }

@@ -225,17 +225,32 @@ function conv1dBackwardBias(rt: Runtime, g: Geometry, gy: Tensor): Tensor {
   return db;
 }
 
-// ---- implicit GEMM on the subgroup kernel (conv1dSubgroup in kernels/conv1d.wgsl) ----
+// ---- implicit GEMM on the subgroup kernels (conv1dSubgroup, conv1dWeightGradSubgroup in kernels/conv1d.wgsl) ----
 
-/** longest stride the subgroup kernel takes (its per-lane input window is 3*stride + taps long) */
+/** longest stride the subgroup kernels take (their per-lane input windows are 3*stride + 4 and 7*stride + 4 long) */
 const SUBGROUP_MAX_STRIDE = 8;
 
 function useSubgroup(rt: Runtime, g: Geometry): boolean {
   return convStrategy(rt) === 'subgroup' && g.stride <= SUBGROUP_MAX_STRIDE;
 }
 
+const roundUp = (n: number, m: number) => m * ceilDiv(n, m);
+
+/**
+ * Padded copy of `src` viewed as `rows` rows of `len`: rows of `pitch` (a multiple of 4) holding each source row at
+ * offset `left`, zeros elsewhere (see padRows).
+ */
+function padRows(rt: Runtime, g: Geometry, src: Tensor, rows: number, len: number, left: number, pitch: number, label: string): Tensor {
+  const n = rows * pitch;
+  const dst = Tensor.empty(rt, [n], src.dtype, label);
+  const p = { ...uniforms(g, { n, chunk: pitch, count: rows }), tin: len, padding: left };
+  rt.dispatch(conv1dKernel, 'padRows', { p, padSrc: src, padDst: dst }, grid1d(n, WG), { defines: { T: src.dtype, WG } });
+  return dst;
+}
+
 interface ImplicitGemm {
-  x: Tensor;
+  /** padded input (padRows), rows of `pitch` */
+  xp: Tensor;
   w: Tensor;
   bias: Tensor | null;
   y: Tensor;
@@ -243,17 +258,17 @@ interface ImplicitGemm {
   /** output rows (channels) in all, split evenly over the groups */
   rows: number;
   groups: number;
-  /** input channels per group and in all; input row length */
+  /** input channels per group and in all */
   inG: number;
   inTotal: number;
-  tin: number;
+  pitch: number;
   /** output columns computed per row */
   cols: number;
   ksize: number;
   stride: number;
-  /** may be negative (the input gradient's phases) */
-  padding: number;
-  /** elements per weight row (inG * ksize) and the offset of row 0 */
+  /** column c, tap k reads xp[c*stride + shift + k] */
+  shift: number;
+  /** elements per weight row (inG * KP) and the offset of row 0 */
   wRowLen: number;
   wBase: number;
   /** output row length; column c is stored at time c * outStride + outOffset */
@@ -269,32 +284,45 @@ interface ImplicitGemm {
 export function subgroupStep(taps: number, stride: number, inG: number) {
   const kb = Math.min(taps, 4);
   const cs = taps <= 2 ? Math.min(4 / taps, inG) : 1;
-  const kp = taps <= 2 ? taps : 4 * ceilDiv(taps, 4);
-  const nw = 3 * stride + kb;
-  return { KB: kb, CS: cs, KP: kp, SS: stride, NW: nw, NCH: Math.ceil((nw + 3) / 4), tapBlocks: ceilDiv(taps, kb) };
+  const kp = taps <= 2 ? taps : roundUp(taps, 4);
+  return { KB: kb, CS: cs, KP: kp, NW: 3 * stride + kb, tapBlocks: ceilDiv(taps, kb) };
+}
+
+/** Row pitch of the padded input for conv1dSubgroup: every window of every column tile lies inside the row. */
+function gemmPitch(left: number, len: number, cols: number, stride: number, taps: number, maxShift: number, inG: number): number {
+  const st = subgroupStep(taps, stride, inG);
+  return roundUp(Math.max(left + len, roundUp(cols, 32) * stride + maxShift + st.tapBlocks * st.KB + st.NW + 4), 4);
+}
+
+function checkGrid(rt: Runtime, grid: [number, number, number]): void {
+  const max = rt.limits.maxComputeWorkgroupsPerDimension;
+  if (grid.some((n) => n > max)) throw new Error(`conv1d: grid [${grid}] exceeds the adapter's ${max} workgroups per dimension`);
+}
+
+function rowBlocks(rowsG: number): number {
+  const rb = convConfig.rowBlocks;
+  if (!(Number.isInteger(rb) && rb >= 1 && rb <= 4)) throw new Error(`conv1d: rowBlocks must be 1..4, got ${rb}`);
+  return Math.min(rb, ceilDiv(rowsG, 8));
 }
 
 function implicitGemm(rt: Runtime, a: ImplicitGemm): void {
   const rowsG = a.rows / a.groups;
-  if (!(Number.isInteger(convConfig.rowBlocks) && convConfig.rowBlocks >= 1 && convConfig.rowBlocks <= 4)) {
-    throw new Error(`conv1d: rowBlocks must be 1..4, got ${convConfig.rowBlocks}`);
-  }
-  const rb = Math.min(convConfig.rowBlocks, ceilDiv(rowsG, 8));
-  const { tapBlocks, KP, ...step } = subgroupStep(a.ksize, a.stride, a.inG);
+  const rb = rowBlocks(rowsG);
+  const { tapBlocks, KP, KB, CS, NW } = subgroupStep(a.ksize, a.stride, a.inG);
   if (a.wRowLen !== a.inG * KP) throw new Error(`conv1d: weight rows of ${a.wRowLen} elements, expected ${a.inG} x ${KP}`);
-  const vecW = a.wRowLen % 4 === 0 && a.wBase % 4 === 0;
-  // row tiles fastest: consecutive workgroups share the input windows (in cache) and stream the weights (measured
-  // 1.18x over time tiles fastest at 512 channels, k3 s2, on lavapipe)
-  const grid: [number, number, number] = [ceilDiv(rowsG, 8 * rb) * a.groups, ceilDiv(a.cols, 32), a.batch];
-  const max = rt.limits.maxComputeWorkgroupsPerDimension;
-  if (grid.some((n) => n > max)) throw new Error(`conv1d: grid [${grid}] exceeds the adapter's ${max} workgroups per dimension`);
-  const defines: Defines = { T: a.x.dtype, RB: `${rb}u`, ...step, VEC_W: String(vecW), MASK_W: String(a.inG % step.CS !== 0) };
-  const cg = {
-    rows: a.rows, rowsG, inG: a.inG, inTotal: a.inTotal, tin: a.tin, cols: a.cols, ksize: a.ksize, padding: a.padding,
-    wRowLen: a.wRowLen, wBase: a.wBase, yRowLen: a.yRowLen, outStride: a.outStride, outOffset: a.outOffset,
-    hasBias: a.bias ? 1 : 0, tapBlocks, xLen: a.x.size, wLen: a.w.size, kpad: KP,
+  const ash = a.shift % 4;
+  const defines: Defines = {
+    T: a.xp.dtype, RB: `${rb}u`, KB: `${KB}u`, CS: `${CS}u`, SS: `${a.stride}u`, NW: `${NW}u`, ASH: `${ash}u`,
+    NCH: `${ceilDiv(NW + ash, 4)}u`, VEC_W: String(a.wRowLen % 4 === 0 && a.wBase % 4 === 0), MASK_W: String(a.inG % CS !== 0),
   };
-  rt.dispatch(conv1dSubgroupKernel, 'conv1dSubgroup', { cg, xv: a.x, xs: a.x, wv: a.w, ws: a.w, cbias: a.bias ?? a.w, cy: a.y }, grid, { defines });
+  const grid: [number, number, number] = [ceilDiv(rowsG, 8 * rb) * a.groups, ceilDiv(a.cols, 32), a.batch];
+  checkGrid(rt, grid);
+  const cg = {
+    rows: a.rows, rowsG, inG: a.inG, inTotal: a.inTotal, pitch: a.pitch, cols: a.cols, ksize: a.ksize, shift: a.shift,
+    wRowLen: a.wRowLen, wBase: a.wBase, yRowLen: a.yRowLen, outStride: a.outStride, outOffset: a.outOffset,
+    hasBias: a.bias ? 1 : 0, tapBlocks, kpad: KP, wLen: a.w.size,
+  };
+  rt.dispatch(conv1dSubgroupKernel, 'conv1dSubgroup', { cg, xv: a.xp, wv: a.w, ws: a.w, cbias: a.bias ?? a.w, cy: a.y }, grid, { defines });
 }
 
 /** w relaid by relayoutWeights: forward (phases = 0) with taps padded to KP, or the input gradient's phases */
@@ -306,58 +334,73 @@ function relayoutWeights(rt: Runtime, g: Geometry, w: Tensor, phases: number, ta
   return wt;
 }
 
-/** Forward on the subgroup kernel; weights whose taps need padding (K = 3, K > 4 not a multiple of 4) are relaid. */
+/** Forward on the subgroup kernel: x padded (x[t] = xp[t + P]); weights whose taps need padding to KP relaid. */
 function forwardSubgroup(rt: Runtime, g: Geometry, x: Tensor, w: Tensor, bias: Tensor | null, y: Tensor): void {
   const { KP } = subgroupStep(g.ksize, g.stride, g.cinG);
   const wp = KP === g.ksize ? w : relayoutWeights(rt, g, w, 0, g.ksize, KP);
+  const pitch = gemmPitch(g.padding, g.tin, g.tout, g.stride, g.ksize, 0, g.cinG);
+  const xp = padRows(rt, g, x, g.batch * g.cin, g.tin, g.padding, pitch, 'conv1d.x.padded');
   implicitGemm(rt, {
-    x, w: wp, bias, y, batch: g.batch, rows: g.cout, groups: g.groups, inG: g.cinG, inTotal: g.cin, tin: g.tin,
-    cols: g.tout, ksize: g.ksize, stride: g.stride, padding: g.padding, wRowLen: g.cinG * KP, wBase: 0,
+    xp, w: wp, bias, y, batch: g.batch, rows: g.cout, groups: g.groups, inG: g.cinG, inTotal: g.cin, pitch,
+    cols: g.tout, ksize: g.ksize, stride: g.stride, shift: 0, wRowLen: g.cinG * KP, wBase: 0,
     yRowLen: g.tout, outStride: 1, outOffset: 0,
   });
+  xp.dispose();
   if (wp !== w) wp.dispose();
 }
 
 /**
  * Input gradient, one implicit GEMM per stride phase r: input times t = q*S + r - P receive taps k = r + S*j from
- * dy[q - j], a stride-1 convolution of dy with the phase's taps reversed (weights relaid by transposeWeights into
- * [S][Cin][CoutG * J], J = ceil(K / S)). Every t lies in exactly one phase, so each dx element is written once.
+ * dy[q - j], a stride-1 convolution of dy (padding J - 1 - qmin) with the phase's taps reversed (weights relaid into
+ * [S][Cin][CoutG * KP], J = ceil(K / S)). Every t lies in exactly one phase, so each dx element is written once.
  */
 function backwardInputSubgroup(rt: Runtime, g: Geometry, gy: Tensor, w: Tensor, dx: Tensor): void {
   const J = ceilDiv(g.ksize, g.stride);
   const { KP } = subgroupStep(J, 1, g.coutG);
-  const wt = relayoutWeights(rt, g, w, g.stride, J, KP);
-  const perPhase = g.cin * g.coutG * KP;
+  const phases: { r: number; qmin: number; cols: number; pad: number }[] = [];
   for (let r = 0; r < g.stride; r++) {
     const qmin = Math.max(0, Math.ceil((g.padding - r) / g.stride));
     const qmax = Math.floor((g.tin - 1 + g.padding - r) / g.stride);
-    if (qmax < qmin) continue;
+    if (qmax >= qmin) phases.push({ r, qmin, cols: qmax - qmin + 1, pad: J - 1 - qmin });
+  }
+  // one padded dy for every phase: left padding the largest phase padding, each phase's shift the difference
+  const left = Math.max(0, ...phases.map((f) => f.pad));
+  const maxShift = Math.max(...phases.map((f) => left - f.pad));
+  const pitch = gemmPitch(left, g.tout, Math.max(...phases.map((f) => f.cols)), 1, J, maxShift, g.coutG);
+  const dyp = padRows(rt, g, gy, g.batch * g.cout, g.tout, left, pitch, 'conv1d.grad_x.dy.padded');
+  const wt = relayoutWeights(rt, g, w, g.stride, J, KP);
+  for (const f of phases) {
     implicitGemm(rt, {
-      x: gy, w: wt, bias: null, y: dx, batch: g.batch, rows: g.cin, groups: g.groups, inG: g.coutG, inTotal: g.cout,
-      tin: g.tout, cols: qmax - qmin + 1, ksize: J, stride: 1, padding: J - 1 - qmin, wRowLen: g.coutG * KP,
-      wBase: r * perPhase, yRowLen: g.tin, outStride: g.stride, outOffset: qmin * g.stride + r - g.padding,
+      xp: dyp, w: wt, bias: null, y: dx, batch: g.batch, rows: g.cin, groups: g.groups, inG: g.coutG, inTotal: g.cout,
+      pitch, cols: f.cols, ksize: J, stride: 1, shift: left - f.pad, wRowLen: g.coutG * KP,
+      wBase: f.r * g.cin * g.coutG * KP, yRowLen: g.tin, outStride: g.stride, outOffset: f.qmin * g.stride + f.r - g.padding,
     });
   }
   wt.dispose();
+  dyp.dispose();
 }
 
 /**
  * Weight gradient on conv1dWeightGradSubgroup: rows = output channels, columns = (input channel, tap padded to KP),
- * contraction over (batch, time) inside each workgroup; writes dw directly (no partial sums).
+ * contraction over (batch, time) inside each workgroup, from padded copies of x and dy; writes dw directly.
  */
 function backwardWeightSubgroup(rt: Runtime, g: Geometry, gy: Tensor, x: Tensor, dw: Tensor): void {
-  const rb = Math.min(convConfig.rowBlocks, ceilDiv(g.coutG, 8));
+  const rb = rowBlocks(g.coutG);
   const kb = g.ksize <= 2 ? g.ksize : 4;
-  const cs = 4 / kb;
-  const kp = g.ksize <= 2 ? g.ksize : 4 * ceilDiv(g.ksize, 4);
+  const kp = g.ksize <= 2 ? g.ksize : roundUp(g.ksize, 4);
   const nw = 7 * g.stride + kb;
+  const dyPitch = roundUp(g.tout, 8);
+  const pitch = roundUp(Math.max(g.padding + g.tin, dyPitch * g.stride + kp + nw + 4), 4);
   const grid: [number, number, number] = [ceilDiv(g.coutG, 8 * rb) * g.groups, ceilDiv(g.cinG * kp, 32), 1];
-  const max = rt.limits.maxComputeWorkgroupsPerDimension;
-  if (grid.some((n) => n > max)) throw new Error(`conv1d: grid [${grid}] exceeds the adapter's ${max} workgroups per dimension`);
+  checkGrid(rt, grid);
+  const xp = padRows(rt, g, x, g.batch * g.cin, g.tin, g.padding, pitch, 'conv1d.grad_w.x.padded');
+  const dyp = padRows(rt, g, gy, g.batch * g.cout, g.tout, 0, dyPitch, 'conv1d.grad_w.dy.padded');
   const wg = {
-    rows: g.cout, rowsG: g.coutG, inG: g.cinG, inTotal: g.cin, tin: g.tin, tout: g.tout, batch: g.batch, ksize: g.ksize,
-    kpad: kp, padding: g.padding, xLen: x.size, dyLen: gy.size,
+    rows: g.cout, rowsG: g.coutG, inG: g.cinG, inTotal: g.cin, pitch, tout: g.tout, dyPitch, batch: g.batch,
+    ksize: g.ksize, kpad: kp,
   };
-  const defines: Defines = { T: gy.dtype, RB: `${rb}u`, KB: `${kb}u`, CS: `${cs}u`, SS: `${g.stride}u`, WNW: `${nw}u`, WNCH: `${Math.ceil((nw + 3) / 4)}u` };
-  rt.dispatch(conv1dSubgroupKernel, 'conv1dWeightGradSubgroup', { wg, xv: x, xs: x, dyv: gy, dys: gy, dwOut: dw }, grid, { defines });
+  const defines: Defines = { T: gy.dtype, RB: `${rb}u`, KB: `${kb}u`, CS: `${4 / kb}u`, SS: `${g.stride}u`, WNW: `${nw}u`, WNCH: `${ceilDiv(nw, 4)}u` };
+  rt.dispatch(conv1dSubgroupKernel, 'conv1dWeightGradSubgroup', { wg, xv: xp, dyv: dyp, dwOut: dw }, grid, { defines });
+  xp.dispose();
+  dyp.dispose();
 }
