@@ -1,12 +1,12 @@
 // conv1d micro-bench: GFLOP/s of the conv kernels per strategy on the wav2vec2 (XLSR) feature encoder and positional
 // conv, next to a GEMM of the same size (M = Cout/groups, N = output frames, K = Cin/groups * kernel, batched over
 // the groups) timed in the same rounds.
-//   node build/bench/conv.mjs [--rounds N] [--cases 0,1,2,6,pos] [--backward]
+//   node build/bench/conv.mjs [--rounds N] [--cases 0,1,2,6,pos] [--backward] [--parts]
 // Variants are interleaved round by round (the machine may be shared). Two figures per variant: GFLOP/s from the
 // median wall time, and GFLOP per CPU-second of the driver's worker threads (on a CPU adapter that is robust to
 // other load on the machine; the main thread only waits). 'tiled' = the register-tiled kernels (the portable path,
 // and every path before the implicit GEMM); 'subgroup' = the implicit-GEMM subgroup kernels. fwd+bwd times the
-// forward, grad x and grad w (no bias) and counts 3x the forward's flops.
+// forward, grad x and grad w (no bias) and counts 3x the forward's flops; --parts adds fwd+dx and fwd+dw (2x).
 import fs from 'node:fs';
 import { createNodeRuntime } from '../src/node/dawn.js';
 import { Tensor } from '../src/tensor.js';
@@ -21,6 +21,7 @@ const opt = (name: string, dflt: string) => {
 };
 const rounds = Number(opt('rounds', '3'));
 const withBackward = args.includes('--backward');
+const withParts = args.includes('--parts');
 
 const rt = await createNodeRuntime();
 console.log(`adapter: ${rt.adapter.description || rt.adapter.device} (isCPU ${rt.adapter.isCPU}, 8-wide subgroups ${hasSubgroupGemm(rt)})`);
@@ -78,6 +79,28 @@ for (const c of cases) {
   const variants: Variant[] = [{ name: 'GEMM', flops, run: () => noGrad(() => tidy(() => { matmul(ga, gb); })) }];
   for (const s of strategies) {
     variants.push({ name: `${s} fwd`, flops, run: () => { convConfig.strategy = s; noGrad(() => tidy(() => { conv1d(x, w, null, opts); })); } });
+  }
+  if (withParts) {
+    // one gradient at a time: forward + grad x, forward + grad w (2x the forward's flops each)
+    for (const s of strategies) {
+      for (const which of ['dx', 'dw'] as const) {
+        variants.push({
+          name: `${s} fwd+${which}`,
+          flops: 2 * flops,
+          run: () => {
+            convConfig.strategy = s;
+            const t = which === 'dx' ? x : w;
+            t.requiresGrad = true;
+            tidy(() => {
+              backward(conv1d(x, w, null, opts), gy);
+              t.grad?.dispose();
+              t.grad = null;
+            });
+            t.requiresGrad = false;
+          },
+        });
+      }
+    }
   }
   if (withBackward) {
     for (const s of strategies) {

@@ -318,7 +318,8 @@ fn padRows(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) n
 // per step ran at half the speed). Realigning windows at run time with selects cost a quarter of the speed: hence
 // the padded copy.
 // The same kernel computes the input gradient, one dispatch per stride phase: x = padded dy, w = the phase's relaid
-// weights, S = 1, outputs stored at time col*outStride + outOffset (see src/ops/conv.ts).
+// weights (or, for stride 1 and K % 4 == 0, w itself read transposed with the taps reversed), S = 1, outputs stored
+// at time col*outStride + outOffset (see src/ops/conv.ts).
 
 const SG: u32 = 8u;
 const RB: u32 = 4u;          // 8-row blocks per tile (1..4)
@@ -330,11 +331,15 @@ const ASH: u32 = 0u;         // window misalignment: shift % 4
 const NCH: u32 = 3u;         // vec4 chunks per window: ceil((NW + ASH) / 4)
 const VEC_W: bool = false;   // weight rows (and so every step) start 16-byte aligned
 const MASK_W: bool = true;   // a step can run past the channels (inG % CS != 0): zero those weights and inputs
+// weights read in reverse tap order (the stride-1 input gradient straight from w: no relayout; needs KB = 4)
+const REVERSE: bool = false;
 
 struct ConvGemm {
   rows: u32, rowsG: u32, inG: u32, inTotal: u32, pitch: u32, cols: u32, ksize: u32, shift: u32,
-  wRowLen: u32, wBase: u32, yRowLen: u32, outStride: u32, outOffset: u32, hasBias: u32, tapBlocks: u32, kpad: u32,
-  wLen: u32,
+  // weight (row rl of group g, channel c, tap k) at wBase + g*wGroupStride + rl*wRowStride + c*wChanStride + k
+  // (REVERSE: tap kpad - 1 - k)
+  wGroupStride: u32, wRowStride: u32, wChanStride: u32, wBase: u32,
+  yRowLen: u32, outStride: u32, outOffset: u32, hasBias: u32, tapBlocks: u32, kpad: u32, wLen: u32,
 }
 
 @group(0) @binding(11) var<uniform> cg: ConvGemm;
@@ -366,6 +371,7 @@ fn loadWeights(at: u32, ci0: u32) -> vec4f {
   var v: vec4f;
   if (VEC_W) {
     v = vec4f(wv[min(at / 4u, cg.wLen / 4u - 1u)]);
+    if (REVERSE) { v = v.wzyx; }
   } else {
     let last = cg.wLen - 1u;
     v = vec4f(f32(ws[min(at, last)]), f32(ws[min(at + 1u, last)]), f32(ws[min(at + 2u, last)]), f32(ws[min(at + 3u, last)]));
@@ -412,7 +418,7 @@ struct ConvAcc { b0: array<vec4f, 8>, b1: array<vec4f, 8>, b2: array<vec4f, 8>, 
 
 fn convStep(acc: ptr<function, ConvAcc>, wrow: vec4u, xb: u32, pos0: u32, ci0: u32, k0: u32) {
   // all loads first, then the FMAs
-  let at = ci0 * cg.kpad + k0;
+  let at = ci0 * cg.wChanStride + select(k0, cg.kpad - 4u - k0, REVERSE);
   let w0 = loadWeights(wrow.x + at, ci0);
   var w1 = vec4f(0.0);
   var w2 = vec4f(0.0);
@@ -445,8 +451,7 @@ fn conv1dSubgroup(@builtin(workgroup_id) wid: vec3u, @builtin(subgroup_invocatio
   let b = wid.z;
   // this lane's weight row in each block (clamped: rows past the group are computed and not stored)
   let rowsLast = cg.rowsG - 1u;
-  let r0 = g * cg.rowsG;
-  let wrow = cg.wBase + cg.wRowLen * (r0 + min(vec4u(rl0 + lane) + vec4u(0u, 8u, 16u, 24u), vec4u(rowsLast)));
+  let wrow = cg.wBase + g * cg.wGroupStride + cg.wRowStride * min(vec4u(rl0 + lane) + vec4u(0u, 8u, 16u, 24u), vec4u(rowsLast));
   let xb = (b * cg.inTotal + g * cg.inG) * cg.pitch;
   let pos0 = col0 * SS + cg.shift;
   var acc: ConvAcc;

@@ -172,7 +172,8 @@ function forwardTiled(rt: Runtime, g: Geometry, x: Tensor, w: Tensor, bias: Tens
 
 function conv1dBackwardInput(rt: Runtime, g: Geometry, gy: Tensor, w: Tensor): Tensor {
   const dx = Tensor.empty(rt, [g.batch, g.cin, g.tin], gy.dtype, 'conv1d.grad_x');
-  if (useSubgroup(rt, g)) {
+  // (fewer than 8 input channels per group, e.g. the first layer's audio input, would leave most of an 8-row tile idle)
+  if (useSubgroup(rt, g) && g.cinG >= 8) {
     backwardInputSubgroup(rt, g, gy, w, dx);
     return dx;
   }
@@ -189,7 +190,8 @@ function conv1dBackwardInput(rt: Runtime, g: Geometry, gy: Tensor, w: Tensor): T
 
 function conv1dBackwardWeight(rt: Runtime, g: Geometry, gy: Tensor, x: Tensor): Tensor {
   const dw = Tensor.empty(rt, [g.cout, g.cinG, g.ksize], gy.dtype, 'conv1d.grad_w');
-  if (useSubgroup(rt, g)) {
+  // (fewer than 32 (channel, tap) columns, e.g. the first layer's 1 x 10, would leave most of a 32-column tile idle)
+  if (useSubgroup(rt, g) && g.cinG * (g.ksize <= 2 ? g.ksize : roundUp(g.ksize, 4)) >= 32) {
     backwardWeightSubgroup(rt, g, gy, x, dw);
     return dw;
   }
@@ -268,9 +270,12 @@ interface ImplicitGemm {
   stride: number;
   /** column c, tap k reads xp[c*stride + shift + k] */
   shift: number;
-  /** elements per weight row (inG * KP) and the offset of row 0 */
-  wRowLen: number;
+  /** weight addressing (see the kernel's ConvGemm) */
+  wGroupStride: number;
+  wRowStride: number;
+  wChanStride: number;
   wBase: number;
+  reverse: boolean;
   /** output row length; column c is stored at time c * outStride + outOffset */
   yRowLen: number;
   outStride: number;
@@ -309,17 +314,21 @@ function implicitGemm(rt: Runtime, a: ImplicitGemm): void {
   const rowsG = a.rows / a.groups;
   const rb = rowBlocks(rowsG);
   const { tapBlocks, KP, KB, CS, NW } = subgroupStep(a.ksize, a.stride, a.inG);
-  if (a.wRowLen !== a.inG * KP) throw new Error(`conv1d: weight rows of ${a.wRowLen} elements, expected ${a.inG} x ${KP}`);
+  if (a.reverse && KB !== 4) throw new Error('conv1d: reversed weights need 4 taps per step');
+  // 16-byte weight loads: every step's first weight aligned (steps of CS channels x KB taps, or 4-tap blocks)
+  // a step's CS channels x KB taps are read as one run: several channels per step need contiguous channels
+  if (CS > 1 && a.wChanStride !== KP) throw new Error('conv1d: steps over several channels need contiguous weight channels');
+  const vecW = [a.wBase, a.wGroupStride, a.wRowStride, CS * a.wChanStride].every((n) => n % 4 === 0);
   const ash = a.shift % 4;
   const defines: Defines = {
     T: a.xp.dtype, RB: `${rb}u`, KB: `${KB}u`, CS: `${CS}u`, SS: `${a.stride}u`, NW: `${NW}u`, ASH: `${ash}u`,
-    NCH: `${ceilDiv(NW + ash, 4)}u`, VEC_W: String(a.wRowLen % 4 === 0 && a.wBase % 4 === 0), MASK_W: String(a.inG % CS !== 0),
+    NCH: `${ceilDiv(NW + ash, 4)}u`, VEC_W: String(vecW), MASK_W: String(a.inG % CS !== 0), REVERSE: String(a.reverse),
   };
   const grid: [number, number, number] = [ceilDiv(rowsG, 8 * rb) * a.groups, ceilDiv(a.cols, 32), a.batch];
   checkGrid(rt, grid);
   const cg = {
     rows: a.rows, rowsG, inG: a.inG, inTotal: a.inTotal, pitch: a.pitch, cols: a.cols, ksize: a.ksize, shift: a.shift,
-    wRowLen: a.wRowLen, wBase: a.wBase, yRowLen: a.yRowLen, outStride: a.outStride, outOffset: a.outOffset,
+    wGroupStride: a.wGroupStride, wRowStride: a.wRowStride, wChanStride: a.wChanStride, wBase: a.wBase, yRowLen: a.yRowLen, outStride: a.outStride, outOffset: a.outOffset,
     hasBias: a.bias ? 1 : 0, tapBlocks, kpad: KP, wLen: a.w.size,
   };
   rt.dispatch(conv1dSubgroupKernel, 'conv1dSubgroup', { cg, xv: a.xp, wv: a.w, ws: a.w, cbias: a.bias ?? a.w, cy: a.y }, grid, { defines });
@@ -342,7 +351,8 @@ function forwardSubgroup(rt: Runtime, g: Geometry, x: Tensor, w: Tensor, bias: T
   const xp = padRows(rt, g, x, g.batch * g.cin, g.tin, g.padding, pitch, 'conv1d.x.padded');
   implicitGemm(rt, {
     xp, w: wp, bias, y, batch: g.batch, rows: g.cout, groups: g.groups, inG: g.cinG, inTotal: g.cin, pitch,
-    cols: g.tout, ksize: g.ksize, stride: g.stride, shift: 0, wRowLen: g.cinG * KP, wBase: 0,
+    cols: g.tout, ksize: g.ksize, stride: g.stride, shift: 0, wGroupStride: g.coutG * g.cinG * KP, wRowStride: g.cinG * KP,
+    wChanStride: KP, wBase: 0, reverse: false,
     yRowLen: g.tout, outStride: 1, outOffset: 0,
   });
   xp.dispose();
@@ -368,15 +378,20 @@ function backwardInputSubgroup(rt: Runtime, g: Geometry, gy: Tensor, w: Tensor, 
   const maxShift = Math.max(...phases.map((f) => left - f.pad));
   const pitch = gemmPitch(left, g.tout, Math.max(...phases.map((f) => f.cols)), 1, J, maxShift, g.coutG);
   const dyp = padRows(rt, g, gy, g.batch * g.cout, g.tout, left, pitch, 'conv1d.grad_x.dy.padded');
-  const wt = relayoutWeights(rt, g, w, g.stride, J, KP);
+  // stride 1 with whole 4-tap blocks: w read in place (transposed, taps reversed); else relaid per phase
+  const direct = g.stride === 1 && g.ksize % 4 === 0;
+  const wt = direct ? w : relayoutWeights(rt, g, w, g.stride, J, KP);
   for (const f of phases) {
+    const addressing = direct
+      ? { wGroupStride: g.coutG * g.cinG * g.ksize, wRowStride: g.ksize, wChanStride: g.cinG * g.ksize, wBase: 0, reverse: true }
+      : { wGroupStride: g.cinG * g.coutG * KP, wRowStride: g.coutG * KP, wChanStride: KP, wBase: f.r * g.cin * g.coutG * KP, reverse: false };
     implicitGemm(rt, {
       xp: dyp, w: wt, bias: null, y: dx, batch: g.batch, rows: g.cin, groups: g.groups, inG: g.coutG, inTotal: g.cout,
-      pitch, cols: f.cols, ksize: J, stride: 1, shift: left - f.pad, wRowLen: g.coutG * KP,
-      wBase: f.r * g.cin * g.coutG * KP, yRowLen: g.tin, outStride: g.stride, outOffset: f.qmin * g.stride + f.r - g.padding,
+      pitch, cols: f.cols, ksize: J, stride: 1, shift: left - f.pad, ...addressing,
+      yRowLen: g.tin, outStride: g.stride, outOffset: f.qmin * g.stride + f.r - g.padding,
     });
   }
-  wt.dispose();
+  if (wt !== w) wt.dispose();
   dyp.dispose();
 }
 
