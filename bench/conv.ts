@@ -1,17 +1,17 @@
 // conv1d micro-bench: GFLOP/s of the conv kernels per strategy on the wav2vec2 (XLSR) feature encoder and positional
 // conv, next to a GEMM of the same size (M = Cout/groups, N = output frames, K = Cin/groups * kernel, batched over
 // the groups) timed in the same rounds.
-//   node build/bench/conv.mjs [--rounds N] [--cases 0,1,2,6,pos] [--backward] [--parts]
+//   node build/bench/conv.mjs [--rounds N] [--cases 0,1,2,6,pos] [--backward] [--parts] [--tiled]
 // Variants are interleaved round by round (the machine may be shared). Two figures per variant: GFLOP/s from the
 // median wall time, and GFLOP per CPU-second of the driver's worker threads (on a CPU adapter that is robust to
-// other load on the machine; the main thread only waits). 'tiled' = the register-tiled kernels (the portable path,
-// and every path before the implicit GEMM); 'subgroup' = the implicit-GEMM subgroup kernels. fwd+bwd times the
+// other load on the machine; the main thread only waits). 'direct' = the register-tiled direct kernels (every path
+// before the implicit GEMMs); 'subgroup' / 'tiled' = the implicit GEMMs (see src/ops/conv.ts). fwd+bwd times the
 // forward, grad x and grad w (no bias) and counts 3x the forward's flops; --parts adds fwd+dx and fwd+dw (2x).
 import fs from 'node:fs';
 import { createNodeRuntime } from '../src/node/dawn.js';
 import { Tensor } from '../src/tensor.js';
 import { noGrad, tidy, backward } from '../src/autograd.js';
-import { conv1d, convConfig, type ConvStrategy } from '../src/ops/conv.js';
+import { conv1d, convConfig, convStrategy, type ConvStrategy } from '../src/ops/conv.js';
 import { matmul, hasSubgroupGemm } from '../src/ops/matmul.js';
 
 const args = process.argv.slice(2);
@@ -25,7 +25,10 @@ const withParts = args.includes('--parts');
 
 const rt = await createNodeRuntime();
 console.log(`adapter: ${rt.adapter.description || rt.adapter.device} (isCPU ${rt.adapter.isCPU}, 8-wide subgroups ${hasSubgroupGemm(rt)})`);
-const strategies: ConvStrategy[] = hasSubgroupGemm(rt) ? ['tiled', 'subgroup'] : ['tiled'];
+// 'direct' (the kernels before the implicit GEMMs) and the implicit GEMM the adapter picks; --tiled adds the
+// workgroup-memory implicit GEMM (the GPU path) where that is not the pick
+const strategies: ConvStrategy[] = ['direct', convStrategy(rt)];
+if (args.includes('--tiled') && !strategies.includes('tiled')) strategies.push('tiled');
 
 function workerCpuSeconds(): number {
   let ticks = 0;

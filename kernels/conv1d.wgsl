@@ -295,6 +295,105 @@ fn padRows(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) n
   padDst[e] = select(T(0.0), padSrc[row * p.tin + u32(clamp(j, 0, i32(p.tin) - 1))], inside);
 }
 
+// ---- portable implicit GEMM: workgroup-memory tiles (the GPU path), as kernels/matmul.wgsl's matmul_tiled ----
+// Y[b, row, col] = bias[row] + sum_{c < inG, j < taps} A(row, c, j) * B(c, j, col), per group g (rows of one group):
+//   A(row, c, j) = w[g*wGroupStride + rl*wRowStride + c*wChanStride + tap0 + tapStep*j]   (0 where that tap >= ksize)
+//   B(c, j, col) = xin[b, g*inG + c, col*colStride + posOffset + tapDir*j]               (0 outside [0, tin))
+// stored at Y[b, row, col*outStride + outOffset]. Forward: A = w, B = x (tapDir 1, posOffset -P). Input gradient,
+// per stride phase r: rows = input channels, A = w transposed with taps r + S*j, B = dy (tapDir -1), see conv.ts.
+// The contraction index kk = c*taps + j walks A's rows contiguously in the forward; im2col only exists tile by tile
+// in workgroup memory.
+const TG_M: u32 = 16u;   // threads along rows
+const TG_N: u32 = 16u;   // threads along columns
+const TT_M: u32 = 4u;    // outputs per thread along rows (ty + TG_M * r)
+const TT_N: u32 = 4u;    // outputs per thread along columns (tx + TG_N * c)
+const TBK: u32 = 16u;    // contraction slice held in workgroup memory
+const TTILE_M: u32 = TG_M * TT_M;
+const TTILE_N: u32 = TG_N * TT_N;
+
+struct ConvTiled {
+  rows: u32, rowsG: u32, inG: u32, inTotal: u32, tin: u32, cols: u32, taps: u32, ksize: u32,
+  colStride: u32, posOffset: i32, tapDir: i32,
+  wGroupStride: u32, wRowStride: u32, wChanStride: u32, tap0: u32, tapStep: u32,
+  yRowLen: u32, outStride: u32, outOffset: u32, hasBias: u32,
+}
+
+@group(0) @binding(24) var<uniform> ct: ConvTiled;
+@group(0) @binding(25) var<storage, read> tx: array<T>;
+@group(0) @binding(26) var<storage, read> tw: array<T>;
+@group(0) @binding(27) var<storage, read> tbias: array<T>;
+@group(0) @binding(28) var<storage, read_write> ty: array<T>;
+
+var<workgroup> ctA: array<f32, TBK * TTILE_M>;   // [kk][m]
+var<workgroup> ctB: array<f32, TBK * TTILE_N>;   // [kk][n]
+
+fn tiledA(wg0: u32, rl: u32, kk: u32) -> f32 {
+  if (rl >= ct.rowsG || kk >= ct.inG * ct.taps) { return 0.0; }
+  let c = kk / ct.taps;
+  let j = kk % ct.taps;
+  let tap = ct.tap0 + ct.tapStep * j;
+  if (tap >= ct.ksize) { return 0.0; }
+  return f32(tw[wg0 + rl * ct.wRowStride + c * ct.wChanStride + tap]);
+}
+
+fn tiledB(xg0: u32, kk: u32, col: u32) -> f32 {
+  if (col >= ct.cols || kk >= ct.inG * ct.taps) { return 0.0; }
+  let c = kk / ct.taps;
+  let j = kk % ct.taps;
+  let pos = i32(col * ct.colStride) + ct.posOffset + ct.tapDir * i32(j);
+  if (pos < 0 || pos >= i32(ct.tin)) { return 0.0; }
+  return f32(tx[xg0 + c * ct.tin + u32(pos)]);
+}
+
+@compute @workgroup_size(TG_N, TG_M)
+fn conv1dTiled(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: vec3u,
+               @builtin(local_invocation_index) li: u32) {
+  let rowTiles = (ct.rowsG + TTILE_M - 1u) / TTILE_M;
+  let g = wid.y / rowTiles;
+  let m0 = (wid.y % rowTiles) * TTILE_M;
+  let n0 = wid.x * TTILE_N;
+  let b = wid.z;
+  let wg0 = g * ct.wGroupStride;
+  let xg0 = (b * ct.inTotal + g * ct.inG) * ct.tin;
+  let KK = ct.inG * ct.taps;
+  var acc: array<array<f32, TT_N>, TT_M>;
+  for (var k0 = 0u; k0 < KK; k0 += TBK) {
+    // cooperative loads; consecutive threads walk A's contraction axis (contiguous in the forward) and B's columns
+    for (var e = li; e < TBK * TTILE_M; e += TG_M * TG_N) {
+      let mm = e / TBK;
+      let kk = e % TBK;
+      ctA[kk * TTILE_M + mm] = tiledA(wg0, m0 + mm, k0 + kk);
+    }
+    for (var e = li; e < TBK * TTILE_N; e += TG_M * TG_N) {
+      let kk = e / TTILE_N;
+      let nn = e % TTILE_N;
+      ctB[kk * TTILE_N + nn] = tiledB(xg0, k0 + kk, n0 + nn);
+    }
+    workgroupBarrier();
+    for (var kk = 0u; kk < TBK; kk++) {
+      var av: array<f32, TT_M>;
+      var bv: array<f32, TT_N>;
+      for (var r = 0u; r < TT_M; r++) { av[r] = ctA[kk * TTILE_M + lid.y + TG_M * r]; }
+      for (var c = 0u; c < TT_N; c++) { bv[c] = ctB[kk * TTILE_N + lid.x + TG_N * c]; }
+      for (var r = 0u; r < TT_M; r++) {
+        for (var c = 0u; c < TT_N; c++) { acc[r][c] = fma(av[r], bv[c], acc[r][c]); }
+      }
+    }
+    workgroupBarrier();
+  }
+  for (var r = 0u; r < TT_M; r++) {
+    let rl = m0 + lid.y + TG_M * r;
+    if (rl >= ct.rowsG) { break; }
+    let row = g * ct.rowsG + rl;
+    let bv = select(0.0, f32(tbias[min(row, arrayLength(&tbias) - 1u)]), ct.hasBias != 0u);
+    for (var c = 0u; c < TT_N; c++) {
+      let col = n0 + lid.x + TG_N * c;
+      let t = col * ct.outStride + ct.outOffset;
+      if (col < ct.cols && t < ct.yRowLen) { ty[(b * ct.rows + row) * ct.yRowLen + t] = T(acc[r][c] + bv); }
+    }
+  }
+}
+
 // ==== SUBGROUP KERNEL ====
 // Compiled only where the adapter has 'subgroups' (the op wrapper prepends `enable subgroups;` and this part).
 //

@@ -17,14 +17,22 @@ export const conv1dKernel = defineKernel('conv1d', source.slice(0, markerAt));
 /** Whole file with `enable subgroups;`: only compiled where the adapter has the feature. */
 export const conv1dSubgroupKernel = defineKernel('conv1d_subgroup', `enable subgroups;\n${source}`);
 
-export type ConvStrategy = 'subgroup' | 'tiled';
+/**
+ * 'subgroup': implicit GEMM on 8-wide subgroups (conv1dSubgroup, conv1dWeightGradSubgroup): CPU adapters (lavapipe).
+ * 'tiled':    implicit GEMM on workgroup-memory tiles (conv1dTiled, forward and input gradient; the weight gradient
+ *             runs on the direct kernel): GPUs, as matmul's 'tiled'.
+ * 'direct':   the register-tiled direct convolution (conv1dForward, conv1dBackwardInput, conv1dBackwardWeight):
+ *             CPU adapters without 8-wide subgroups, and small channel counts on the subgroup path.
+ */
+export type ConvStrategy = 'subgroup' | 'tiled' | 'direct';
 
 export const convConfig = {
-  /** 'auto': the implicit-GEMM subgroup kernel where matmul uses its subgroup GEMM (CPU adapters with 8-wide
-   * subgroups), else the register-tiled kernels; tests and benches force one */
+  /** 'auto' picks per adapter (see ConvStrategy); tests and benches force one */
   strategy: 'auto' as 'auto' | ConvStrategy,
   /** subgroup kernel: 8-row blocks per tile (1..4), capped by the channels per group */
   rowBlocks: 4,
+  /** tiled kernel: threads (tgM x tgN), outputs per thread (ttM x ttN), contraction slice (bk) */
+  tiled: { tgM: 16, tgN: 16, ttM: 4, ttN: 4, bk: 16 },
 };
 
 export function convStrategy(rt: Runtime): ConvStrategy {
@@ -33,8 +41,9 @@ export function convStrategy(rt: Runtime): ConvStrategy {
     if (!hasSubgroupGemm(rt)) throw new Error("conv1d: strategy 'subgroup' needs the 'subgroups' feature with 8-wide subgroups");
     return s;
   }
-  if (s === 'tiled') return s;
-  return rt.adapter.isCPU && hasSubgroupGemm(rt) ? 'subgroup' : 'tiled';
+  if (s === 'tiled' || s === 'direct') return s;
+  if (!rt.adapter.isCPU) return 'tiled';
+  return hasSubgroupGemm(rt) ? 'subgroup' : 'direct';
 }
 
 const WG = 64;
@@ -149,7 +158,13 @@ export function conv1d(x: Tensor, w: Tensor, bias: Tensor | null, opts: Conv1dOp
   const y = Tensor.empty(rt, [batch, cout, tout], x.dtype, 'conv1d');
   if (useSubgroup(rt, g)) {
     forwardSubgroup(rt, g, x, w, bias, y);
-  } else forwardTiled(rt, g, x, w, bias, y);
+  } else if (convStrategy(rt) === 'tiled') {
+    tiledGemm(rt, {
+      x, w, bias, y, batch, rows: cout, groups, inG: cinG, inTotal: cin, tin, cols: tout, taps: ksize, ksize,
+      colStride: stride, posOffset: -padding, tapDir: 1, wGroupStride: g.coutG * cinG * ksize, wRowStride: cinG * ksize,
+      wChanStride: ksize, tap0: 0, tapStep: 1, yRowLen: tout, outStride: 1, outOffset: 0,
+    });
+  } else forwardDirect(rt, g, x, w, bias, y);
 
   const inputs = bias ? [x, w, bias] : [x, w];
   // keep only what the requested gradients need: x for grad w, w for grad x
@@ -161,7 +176,7 @@ export function conv1d(x: Tensor, w: Tensor, bias: Tensor | null, opts: Conv1dOp
   ]);
 }
 
-function forwardTiled(rt: Runtime, g: Geometry, x: Tensor, w: Tensor, bias: Tensor | null, y: Tensor): void {
+function forwardDirect(rt: Runtime, g: Geometry, x: Tensor, w: Tensor, bias: Tensor | null, y: Tensor): void {
   const { ksize, cinG, cout, tout, batch, groups } = g;
   const tile = outputTile(ksize, cinG);
   const tm = channelTile(g.coutG, groups, tile.tm);
@@ -175,6 +190,10 @@ function conv1dBackwardInput(rt: Runtime, g: Geometry, gy: Tensor, w: Tensor): T
   // (fewer than 8 input channels per group, e.g. the first layer's audio input, would leave most of an 8-row tile idle)
   if (useSubgroup(rt, g) && g.cinG >= 8) {
     backwardInputSubgroup(rt, g, gy, w, dx);
+    return dx;
+  }
+  if (convStrategy(rt) === 'tiled') {
+    backwardInputTiled(rt, g, gy, w, dx);
     return dx;
   }
   const tile = outputTile(g.ksize, g.coutG);
@@ -418,4 +437,61 @@ function backwardWeightSubgroup(rt: Runtime, g: Geometry, gy: Tensor, x: Tensor,
   rt.dispatch(conv1dSubgroupKernel, 'conv1dWeightGradSubgroup', { wg, xv: xp, dyv: dyp, dwOut: dw }, grid, { defines });
   xp.dispose();
   dyp.dispose();
+}
+
+// ---- implicit GEMM on workgroup-memory tiles (conv1dTiled in kernels/conv1d.wgsl) ----
+
+interface TiledGemm {
+  x: Tensor;
+  w: Tensor;
+  bias: Tensor | null;
+  y: Tensor;
+  batch: number;
+  rows: number;
+  groups: number;
+  inG: number;
+  inTotal: number;
+  tin: number;
+  cols: number;
+  taps: number;
+  ksize: number;
+  colStride: number;
+  posOffset: number;
+  tapDir: number;
+  wGroupStride: number;
+  wRowStride: number;
+  wChanStride: number;
+  tap0: number;
+  tapStep: number;
+  yRowLen: number;
+  outStride: number;
+  outOffset: number;
+}
+
+function tiledGemm(rt: Runtime, a: TiledGemm): void {
+  const t = convConfig.tiled;
+  const rowsG = a.rows / a.groups;
+  const grid: [number, number, number] = [ceilDiv(a.cols, t.tgN * t.ttN), ceilDiv(rowsG, t.tgM * t.ttM) * a.groups, a.batch];
+  checkGrid(rt, grid);
+  const { x, w, bias, y, batch: _b, groups: _g, ...rest } = a;
+  const ct = { ...rest, rowsG, hasBias: bias ? 1 : 0 };
+  rt.dispatch(conv1dKernel, 'conv1dTiled', { ct, tx: x, tw: w, tbias: bias ?? w, ty: y }, grid, {
+    defines: { T: x.dtype, TG_M: `${t.tgM}u`, TG_N: `${t.tgN}u`, TT_M: `${t.ttM}u`, TT_N: `${t.ttN}u`, TBK: `${t.bk}u` },
+  });
+}
+
+/** Input gradient on conv1dTiled, one GEMM per stride phase (as backwardInputSubgroup, without relaid weights). */
+function backwardInputTiled(rt: Runtime, g: Geometry, gy: Tensor, w: Tensor, dx: Tensor): void {
+  const J = ceilDiv(g.ksize, g.stride);
+  for (let r = 0; r < g.stride; r++) {
+    const qmin = Math.max(0, Math.ceil((g.padding - r) / g.stride));
+    const qmax = Math.floor((g.tin - 1 + g.padding - r) / g.stride);
+    if (qmax < qmin) continue;
+    tiledGemm(rt, {
+      x: gy, w, bias: null, y: dx, batch: g.batch, rows: g.cin, groups: g.groups, inG: g.coutG, inTotal: g.cout, tin: g.tout,
+      cols: qmax - qmin + 1, taps: J, ksize: g.ksize, colStride: 1, posOffset: qmin, tapDir: -1,
+      wGroupStride: g.coutG * g.cinG * g.ksize, wRowStride: g.ksize, wChanStride: g.cinG * g.ksize, tap0: r, tapStep: g.stride,
+      yRowLen: g.tin, outStride: g.stride, outOffset: qmin * g.stride + r - g.padding,
+    });
+  }
 }
