@@ -4,7 +4,13 @@
 //   dx[b,ci,t]  = sum_{co in group, k} w[co,ci',k] * dy[b,co,(t+P-k)/S]          (only where S divides t+P-k)
 //   dw[co,ci,k] = sum_{b,to} dy[b,co,to] * x[b, g*CinG+ci, to*S - P + k]
 //   db[co]      = sum_{b,to} dy[b,co,to]
-// Register tiling: every thread owns TM channels x TN positions and keeps TM*TN accumulators in registers, so each
+// Three kernel families (src/ops/conv.ts picks one per adapter, as matmul picks its GEMM):
+//   direct    conv1dForward / conv1dBackwardInput / conv1dBackwardWeight (+ sumPartials): register-tiled direct
+//             convolution, described next; CPU adapters without 8-wide subgroups, small channel counts.
+//   tiled     conv1dTiled: implicit GEMM on workgroup-memory tiles (forward and input gradient), for GPUs.
+//   subgroup  conv1dSubgroup / conv1dWeightGradSubgroup (after the SUBGROUP KERNEL marker): implicit GEMM on 8-wide
+//             subgroups for CPU adapters, reading padded copies made by padRows, weights relaid by relayoutWeights.
+// Direct kernels' register tiling: every thread owns TM channels x TN positions and keeps TM*TN accumulators in registers, so each
 // weight it loads feeds TN FMAs (on lavapipe a storage load costs ~5 FMAs, uniform or not). Input values are reused
 // through a sliding window: splitting the taps by phase r = k mod S makes consecutive taps k = r + S*j walk the input
 // with stride S, so output n's window at tap j+1 is output n+1's window at tap j: one new load per tap for TN

@@ -1,6 +1,13 @@
-// conv1d (PyTorch Conv1d: cross-correlation, zero padding, groups) with its backward next to it: grad input as a
-// transposed convolution, grad weight as per-chunk partial sums over (batch, time) added by a second pass (no float
-// atomics), grad bias as a per-channel reduction. Tile sizes are template parameters of kernels/conv1d.wgsl.
+// conv1d (PyTorch Conv1d: cross-correlation, zero padding, groups) with its backward next to it. Three strategies
+// (convConfig.strategy, picked per adapter like matmul's GEMM):
+//   'subgroup' (CPU adapters with 8-wide subgroups): every pass an implicit GEMM (rows = output channels, columns =
+//              output times, contraction = (input channel, tap)) with no im2col buffer: the input is read through
+//              16-byte aligned windows of a zero-padded copy; grad input = one stride-1 GEMM per stride phase with
+//              the taps reversed; grad weight = a GEMM over (batch, time).
+//   'tiled'    (GPUs): forward and grad input as implicit GEMMs on workgroup-memory tiles; grad weight direct.
+//   'direct':  register-tiled direct convolution: grad input as a transposed convolution, grad weight as per-chunk
+//              partial sums over (batch, time) added by a second pass (no float atomics).
+// Grad bias is a per-channel reduction. Tile sizes are template parameters of kernels/conv1d.wgsl.
 import source from '../../kernels/conv1d.wgsl';
 import { defineKernel, type Defines } from '../runtime/kernel.js';
 import type { Runtime } from '../runtime/runtime.js';
