@@ -4,7 +4,13 @@
 //   dx[b,ci,t]  = sum_{co in group, k} w[co,ci',k] * dy[b,co,(t+P-k)/S]          (only where S divides t+P-k)
 //   dw[co,ci,k] = sum_{b,to} dy[b,co,to] * x[b, g*CinG+ci, to*S - P + k]
 //   db[co]      = sum_{b,to} dy[b,co,to]
-// Register tiling: every thread owns TM channels x TN positions and keeps TM*TN accumulators in registers, so each
+// Three kernel families (src/ops/conv.ts picks one per adapter, as matmul picks its GEMM):
+//   direct    conv1dForward / conv1dBackwardInput / conv1dBackwardWeight (+ sumPartials): register-tiled direct
+//             convolution, described next; CPU adapters without 8-wide subgroups, small channel counts.
+//   tiled     conv1dTiled: implicit GEMM on workgroup-memory tiles (forward and input gradient), for GPUs.
+//   subgroup  conv1dSubgroup / conv1dWeightGradSubgroup (after the SUBGROUP KERNEL marker): implicit GEMM on 8-wide
+//             subgroups for CPU adapters, reading padded copies made by padRows, weights relaid by relayoutWeights.
+// Direct kernels' register tiling: every thread owns TM channels x TN positions and keeps TM*TN accumulators in registers, so each
 // weight it loads feeds TN FMAs (on lavapipe a storage load costs ~5 FMAs, uniform or not). Input values are reused
 // through a sliding window: splitting the taps by phase r = k mod S makes consecutive taps k = r + S*j walk the input
 // with stride S, so output n's window at tap j+1 is output n+1's window at tap j: one new load per tap for TN
@@ -245,4 +251,434 @@ fn sumPartials(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroup
   var s = 0.0;
   for (var c = 0u; c < p.count; c++) { s += parts[c * p.n + i]; }
   sum[i] = T(s);
+}
+
+// Weights for the implicit-GEMM kernels, each (row, channel) run of taps padded with zeros to KP (a multiple of 4
+// where the subgroup kernel loads its taps 4 at a time), so that every step's weights are one aligned vec4.
+//   Forward (p.stride = 0):  wt[co][ci][i] = w[co, ci, i]                        (i < K, else 0), i < KP
+//   Input gradient (phases): the input gradient of phase r (input times t = q*S + r - P) is a stride-1 convolution of
+//   dy with the taps k = r + S*j reversed:
+//     wt[r][ci][c][i] = w[g*CoutG + c, ci - g*CinG, r + S*(J - 1 - i)]   (0 where i >= J or that tap is >= K)
+//   for input channel ci of group g, c < CoutG, i < KP, J = ceil(K / S).
+// p.n = elements of wt, p.count = J (taps per row, before padding), p.chunk = KP.
+@group(0) @binding(10) var<storage, read_write> wt: array<T>;
+
+@compute @workgroup_size(WG)
+fn relayoutWeights(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let e = threadIndex(gid, nwg);
+  if (e >= p.n) { return; }
+  let J = p.count;
+  let KP = p.chunk;
+  let i = e % KP;
+  if (p.stride == 0u) {
+    let row = e / KP;  // co * CinG + ci
+    wt[e] = select(T(0.0), w[row * p.ksize + min(i, p.ksize - 1u)], i < p.ksize);
+    return;
+  }
+  let c = (e / KP) % p.coutG;
+  let ci = (e / (KP * p.coutG)) % p.cin;
+  let r = e / (KP * p.coutG * p.cin);
+  let g = ci / p.cinG;
+  let k = r + p.stride * (J - 1u - min(i, J - 1u));
+  let src = ((g * p.coutG + c) * p.cinG + ci - g * p.cinG) * p.ksize + min(k, p.ksize - 1u);
+  wt[e] = select(T(0.0), w[src], i < J && k < p.ksize);
+}
+
+// Padded copy for the implicit-GEMM kernels: dst[row, j] = src[row, j - p.padding] for 0 <= j - padding < tin, else 0;
+// rows of p.chunk elements (a multiple of 4, so that every row starts 16-byte aligned), p.n = rows * p.chunk. The
+// zeros are the convolution's padding and cover every window the kernel reads past the row, so its loads need no
+// bounds checks, no masks and no realignment. p.tin = source row length; rows = p.count.
+@group(0) @binding(22) var<storage, read> padSrc: array<T>;
+@group(0) @binding(23) var<storage, read_write> padDst: array<T>;
+
+@compute @workgroup_size(WG)
+fn padRows(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let e = threadIndex(gid, nwg);
+  if (e >= p.n) { return; }
+  let row = e / p.chunk;
+  let j = i32(e % p.chunk) - i32(p.padding);
+  let inside = j >= 0 && j < i32(p.tin);
+  padDst[e] = select(T(0.0), padSrc[row * p.tin + u32(clamp(j, 0, i32(p.tin) - 1))], inside);
+}
+
+// ---- portable implicit GEMM: workgroup-memory tiles (the GPU path), as kernels/matmul.wgsl's matmul_tiled ----
+// Y[b, row, col] = bias[row] + sum_{c < inG, j < taps} A(row, c, j) * B(c, j, col), per group g (rows of one group):
+//   A(row, c, j) = w[g*wGroupStride + rl*wRowStride + c*wChanStride + tap0 + tapStep*j]   (0 where that tap >= ksize)
+//   B(c, j, col) = xin[b, g*inG + c, col*colStride + posOffset + tapDir*j]               (0 outside [0, tin))
+// stored at Y[b, row, col*outStride + outOffset]. Forward: A = w, B = x (tapDir 1, posOffset -P). Input gradient,
+// per stride phase r: rows = input channels, A = w transposed with taps r + S*j, B = dy (tapDir -1), see conv.ts.
+// The contraction index kk = c*taps + j walks A's rows contiguously in the forward; im2col only exists tile by tile
+// in workgroup memory.
+const TG_M: u32 = 16u;   // threads along rows
+const TG_N: u32 = 16u;   // threads along columns
+const TT_M: u32 = 4u;    // outputs per thread along rows (ty + TG_M * r)
+const TT_N: u32 = 4u;    // outputs per thread along columns (tx + TG_N * c)
+const TBK: u32 = 16u;    // contraction slice held in workgroup memory
+const TTILE_M: u32 = TG_M * TT_M;
+const TTILE_N: u32 = TG_N * TT_N;
+
+struct ConvTiled {
+  rows: u32, rowsG: u32, inG: u32, inTotal: u32, tin: u32, cols: u32, taps: u32, ksize: u32,
+  colStride: u32, posOffset: i32, tapDir: i32,
+  wGroupStride: u32, wRowStride: u32, wChanStride: u32, tap0: u32, tapStep: u32,
+  yRowLen: u32, outStride: u32, outOffset: u32, hasBias: u32,
+}
+
+@group(0) @binding(24) var<uniform> ct: ConvTiled;
+@group(0) @binding(25) var<storage, read> tx: array<T>;
+@group(0) @binding(26) var<storage, read> tw: array<T>;
+@group(0) @binding(27) var<storage, read> tbias: array<T>;
+@group(0) @binding(28) var<storage, read_write> ty: array<T>;
+
+var<workgroup> ctA: array<f32, TBK * TTILE_M>;   // [kk][m]
+var<workgroup> ctB: array<f32, TBK * TTILE_N>;   // [kk][n]
+
+fn tiledA(wg0: u32, rl: u32, kk: u32) -> f32 {
+  if (rl >= ct.rowsG || kk >= ct.inG * ct.taps) { return 0.0; }
+  let c = kk / ct.taps;
+  let j = kk % ct.taps;
+  let tap = ct.tap0 + ct.tapStep * j;
+  if (tap >= ct.ksize) { return 0.0; }
+  return f32(tw[wg0 + rl * ct.wRowStride + c * ct.wChanStride + tap]);
+}
+
+fn tiledB(xg0: u32, kk: u32, col: u32) -> f32 {
+  if (col >= ct.cols || kk >= ct.inG * ct.taps) { return 0.0; }
+  let c = kk / ct.taps;
+  let j = kk % ct.taps;
+  let pos = i32(col * ct.colStride) + ct.posOffset + ct.tapDir * i32(j);
+  if (pos < 0 || pos >= i32(ct.tin)) { return 0.0; }
+  return f32(tx[xg0 + c * ct.tin + u32(pos)]);
+}
+
+@compute @workgroup_size(TG_N, TG_M)
+fn conv1dTiled(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: vec3u,
+               @builtin(local_invocation_index) li: u32) {
+  let rowTiles = (ct.rowsG + TTILE_M - 1u) / TTILE_M;
+  let g = wid.y / rowTiles;
+  let m0 = (wid.y % rowTiles) * TTILE_M;
+  let n0 = wid.x * TTILE_N;
+  let b = wid.z;
+  let wg0 = g * ct.wGroupStride;
+  let xg0 = (b * ct.inTotal + g * ct.inG) * ct.tin;
+  let KK = ct.inG * ct.taps;
+  var acc: array<array<f32, TT_N>, TT_M>;
+  for (var k0 = 0u; k0 < KK; k0 += TBK) {
+    // cooperative loads; consecutive threads walk A's contraction axis (contiguous in the forward) and B's columns
+    for (var e = li; e < TBK * TTILE_M; e += TG_M * TG_N) {
+      let mm = e / TBK;
+      let kk = e % TBK;
+      ctA[kk * TTILE_M + mm] = tiledA(wg0, m0 + mm, k0 + kk);
+    }
+    for (var e = li; e < TBK * TTILE_N; e += TG_M * TG_N) {
+      let kk = e / TTILE_N;
+      let nn = e % TTILE_N;
+      ctB[kk * TTILE_N + nn] = tiledB(xg0, k0 + kk, n0 + nn);
+    }
+    workgroupBarrier();
+    for (var kk = 0u; kk < TBK; kk++) {
+      var av: array<f32, TT_M>;
+      var bv: array<f32, TT_N>;
+      for (var r = 0u; r < TT_M; r++) { av[r] = ctA[kk * TTILE_M + lid.y + TG_M * r]; }
+      for (var c = 0u; c < TT_N; c++) { bv[c] = ctB[kk * TTILE_N + lid.x + TG_N * c]; }
+      for (var r = 0u; r < TT_M; r++) {
+        for (var c = 0u; c < TT_N; c++) { acc[r][c] = fma(av[r], bv[c], acc[r][c]); }
+      }
+    }
+    workgroupBarrier();
+  }
+  for (var r = 0u; r < TT_M; r++) {
+    let rl = m0 + lid.y + TG_M * r;
+    if (rl >= ct.rowsG) { break; }
+    let row = g * ct.rowsG + rl;
+    let bv = select(0.0, f32(tbias[min(row, arrayLength(&tbias) - 1u)]), ct.hasBias != 0u);
+    for (var c = 0u; c < TT_N; c++) {
+      let col = n0 + lid.x + TG_N * c;
+      let t = col * ct.outStride + ct.outOffset;
+      if (col < ct.cols && t < ct.yRowLen) { ty[(b * ct.rows + row) * ct.yRowLen + t] = T(acc[r][c] + bv); }
+    }
+  }
+}
+
+// ==== SUBGROUP KERNEL ====
+// Compiled only where the adapter has 'subgroups' (the op wrapper prepends `enable subgroups;` and this part).
+//
+// conv1dSubgroup: the convolution as an implicit GEMM in the style of kernels/matmul.wgsl's matmul_subgroup (for CPU
+// adapters with 8-wide subgroups, where every storage load is a loop over the lanes, so loads, not FMAs, bound the
+// speed). GEMM view: rows = output channels (per group), columns = output times, contraction over (input channel,
+// tap):   out[b, row, col] = bias[row] + sum_{ci < inG, k < K} w[row, ci, k] * x[b, g*inG + ci, col*S - P + k]
+// The input is read from a padded copy xp (padRows: rows of `pitch` elements, a multiple of 4, holding x shifted
+// right by the left padding, zeros around), so that x[.., t] = xp[.., t + PL] and every window is in bounds.
+// One workgroup = one subgroup of 8 lanes = a tile of 8*RB rows x 32 columns; lane l owns columns col0 = 4l .. +3
+// (a vec4 accumulator per row). A step covers CS input channels x KB taps (CS*KB <= 4: K=1: 4x1, K=2: 2x2, K=3: 1x3,
+// K >= 4: 1x4 per tap block). Per step each lane loads
+//   weights: one vec4 of its own row per 8-row block (the weights are laid out with each channel's taps padded to KP,
+//            see relayoutWeights, so the vec4 is aligned), shared with the subgroup by constant-lane shuffles;
+//   input:   per channel one window win[i] = xp[col0*S + shift + k0 + i], i < NW = 3S + KB: column j's tap q is
+//            win[j*S + q]. No im2col buffer: the window is read as NCH aligned vec4 chunks; the misalignment
+//            ASH = shift % 4 is a compile-time constant (columns start at multiples of 4S, rows 16-byte aligned).
+// Per step: RB + CS*NCH loads for 32*RB*CS*KB vec4 FMAs (K=3, S=2: 7 loads for 3 taps; the GEMM: 8 for 4).
+// The step's loop body is kept as small as the GEMM's: the shader compiler only keeps the accumulators in registers
+// when every index is constant after unrolling, and it declines to unroll big bodies (measured: 4 channels x 3 taps
+// per step ran at half the speed). Realigning windows at run time with selects cost a quarter of the speed: hence
+// the padded copy.
+// The same kernel computes the input gradient, one dispatch per stride phase: x = padded dy, w = the phase's relaid
+// weights (or, for stride 1 and K % 4 == 0, w itself read transposed with the taps reversed), S = 1, outputs stored
+// at time col*outStride + outOffset (see src/ops/conv.ts).
+
+const SG: u32 = 8u;
+const RB: u32 = 4u;          // 8-row blocks per tile (1..4)
+const KB: u32 = 3u;          // taps per step
+const CS: u32 = 1u;          // input channels per step
+const SS: u32 = 2u;          // stride
+const NW: u32 = 9u;          // window length 3*SS + KB
+const ASH: u32 = 0u;         // window misalignment: shift % 4
+const NCH: u32 = 3u;         // vec4 chunks per window: ceil((NW + ASH) / 4)
+const VEC_W: bool = false;   // weight rows (and so every step) start 16-byte aligned
+const MASK_W: bool = true;   // a step can run past the channels (inG % CS != 0): zero those weights and inputs
+// weights read in reverse tap order (the stride-1 input gradient straight from w: no relayout; needs KB = 4)
+const REVERSE: bool = false;
+
+struct ConvGemm {
+  rows: u32, rowsG: u32, inG: u32, inTotal: u32, pitch: u32, cols: u32, ksize: u32, shift: u32,
+  // weight (row rl of group g, channel c, tap k) at wBase + g*wGroupStride + rl*wRowStride + c*wChanStride + k
+  // (REVERSE: tap kpad - 1 - k)
+  wGroupStride: u32, wRowStride: u32, wChanStride: u32, wBase: u32,
+  yRowLen: u32, outStride: u32, outOffset: u32, hasBias: u32, tapBlocks: u32, kpad: u32, wLen: u32,
+}
+
+@group(0) @binding(11) var<uniform> cg: ConvGemm;
+@group(0) @binding(12) var<storage, read> xv: array<vec4<T>>;
+@group(0) @binding(14) var<storage, read> wv: array<vec4<T>>;
+@group(0) @binding(15) var<storage, read> ws: array<T>;
+@group(0) @binding(16) var<storage, read> cbias: array<T>;
+@group(0) @binding(17) var<storage, read_write> cy: array<T>;
+
+// win[i] = xp[at + i] for a 16-byte aligned `at` - ASH
+fn loadWindow(at: u32) -> array<f32, NW> {
+  let c0 = (at - ASH) / 4u;
+  var f: array<f32, NCH * 4u>;
+  for (var c = 0u; c < NCH; c++) {
+    let v = vec4f(xv[c0 + c]);
+    f[4u * c] = v.x;
+    f[4u * c + 1u] = v.y;
+    f[4u * c + 2u] = v.z;
+    f[4u * c + 3u] = v.w;
+  }
+  var win: array<f32, NW>;
+  for (var i = 0u; i < NW; i++) { win[i] = f[i + ASH]; }
+  return win;
+}
+
+// the step's weights of one row (element offset `at`): e = c*KB + q for channel ci0 + c, tap k0 + q. Lanes
+// e >= CS*KB are never used (their FMAs are compiled out); taps past K are zeros in the relaid layouts.
+fn loadWeights(at: u32, ci0: u32) -> vec4f {
+  var v: vec4f;
+  if (VEC_W) {
+    v = vec4f(wv[min(at / 4u, cg.wLen / 4u - 1u)]);
+    if (REVERSE) { v = v.wzyx; }
+  } else {
+    let last = cg.wLen - 1u;
+    v = vec4f(f32(ws[min(at, last)]), f32(ws[min(at + 1u, last)]), f32(ws[min(at + 2u, last)]), f32(ws[min(at + 3u, last)]));
+  }
+  if (MASK_W) {
+    for (var e = 0u; e < 4u; e++) {
+      if (ci0 + e / KB >= cg.inG) { v[e] = 0.0; }
+    }
+  }
+  return v;
+}
+
+fn bcastConv(v: f32, lane: u32) -> f32 { return subgroupShuffle(v, lane); }
+
+// B values of the step: bs[e] = this lane's 4 columns at (channel c, tap q), e = c*KB + q (zero for e >= CS*KB)
+struct ConvB { x: vec4f, y: vec4f, z: vec4f, w: vec4f }
+
+fn accumulateConv(acc: ptr<function, array<vec4f, 8>>, wl: vec4f, bs: ConvB) {
+  for (var r = 0u; r < 8u; r++) {
+    var a = fma(vec4f(bcastConv(wl.x, r)), bs.x, (*acc)[r]);
+    if (CS * KB > 1u) { a = fma(vec4f(bcastConv(wl.y, r)), bs.y, a); }
+    if (CS * KB > 2u) { a = fma(vec4f(bcastConv(wl.z, r)), bs.z, a); }
+    if (CS * KB > 3u) { a = fma(vec4f(bcastConv(wl.w, r)), bs.w, a); }
+    (*acc)[r] = a;
+  }
+}
+
+fn storeConv(tile: array<vec4f, 8>, b: u32, g: u32, rowLocal0: u32, col0: u32) {
+  for (var r = 0u; r < 8u; r++) {
+    let rl = rowLocal0 + r;
+    if (rl >= cg.rowsG) { break; }
+    let row = g * cg.rowsG + rl;
+    let bv = select(0.0, f32(cbias[min(row, arrayLength(&cbias) - 1u)]), cg.hasBias != 0u);
+    let ybase = (b * cg.rows + row) * cg.yRowLen;
+    for (var j = 0u; j < 4u; j++) {
+      let col = col0 + j;
+      let t = col * cg.outStride + cg.outOffset;
+      if (col < cg.cols && t < cg.yRowLen) { cy[ybase + t] = T(tile[r][j] + bv); }
+    }
+  }
+}
+
+struct ConvAcc { b0: array<vec4f, 8>, b1: array<vec4f, 8>, b2: array<vec4f, 8>, b3: array<vec4f, 8> }
+
+fn convStep(acc: ptr<function, ConvAcc>, wrow: vec4u, xb: u32, pos0: u32, ci0: u32, k0: u32) {
+  // all loads first, then the FMAs
+  let at = ci0 * cg.wChanStride + select(k0, cg.kpad - 4u - k0, REVERSE);
+  let w0 = loadWeights(wrow.x + at, ci0);
+  var w1 = vec4f(0.0);
+  var w2 = vec4f(0.0);
+  var w3 = vec4f(0.0);
+  if (RB > 1u) { w1 = loadWeights(wrow.y + at, ci0); }
+  if (RB > 2u) { w2 = loadWeights(wrow.z + at, ci0); }
+  if (RB > 3u) { w3 = loadWeights(wrow.w + at, ci0); }
+  var b: array<vec4f, 4>;
+  for (var c = 0u; c < CS; c++) {
+    let ci = min(ci0 + c, cg.inG - 1u);
+    let win = loadWindow(xb + ci * cg.pitch + pos0 + k0);
+    for (var q = 0u; q < KB; q++) {
+      b[c * KB + q] = vec4f(win[q], win[SS + q], win[2u * SS + q], win[3u * SS + q]);
+    }
+  }
+  let bs = ConvB(b[0], b[1], b[2], b[3]);
+  accumulateConv(&(*acc).b0, w0, bs);
+  if (RB > 1u) { accumulateConv(&(*acc).b1, w1, bs); }
+  if (RB > 2u) { accumulateConv(&(*acc).b2, w2, bs); }
+  if (RB > 3u) { accumulateConv(&(*acc).b3, w3, bs); }
+}
+
+@compute @workgroup_size(SG)
+fn conv1dSubgroup(@builtin(workgroup_id) wid: vec3u, @builtin(subgroup_invocation_id) lane: u32) {
+  let rowTiles = (cg.rowsG + 8u * RB - 1u) / (8u * RB);
+  // row tiles fastest: consecutive workgroups share the input windows and stream the weights
+  let g = wid.x / rowTiles;
+  let rl0 = (wid.x % rowTiles) * 8u * RB;
+  let col0 = wid.y * 32u + 4u * lane;
+  let b = wid.z;
+  // this lane's weight row in each block (clamped: rows past the group are computed and not stored)
+  let rowsLast = cg.rowsG - 1u;
+  let wrow = cg.wBase + g * cg.wGroupStride + cg.wRowStride * min(vec4u(rl0 + lane) + vec4u(0u, 8u, 16u, 24u), vec4u(rowsLast));
+  let xb = (b * cg.inTotal + g * cg.inG) * cg.pitch;
+  let pos0 = col0 * SS + cg.shift;
+  var acc: ConvAcc;
+  for (var ci0 = 0u; ci0 < cg.inG; ci0 += CS) {
+    for (var tb = 0u; tb < cg.tapBlocks; tb++) { convStep(&acc, wrow, xb, pos0, ci0, tb * KB); }
+  }
+  storeConv(acc.b0, b, g, rl0, col0);
+  if (RB > 1u) { storeConv(acc.b1, b, g, rl0 + 8u, col0); }
+  if (RB > 2u) { storeConv(acc.b2, b, g, rl0 + 16u, col0); }
+  if (RB > 3u) { storeConv(acc.b3, b, g, rl0 + 24u, col0); }
+}
+
+// conv1dWeightGradSubgroup: the weight gradient as an implicit GEMM on the same scheme.
+//   dw[co, ci, k] = sum_{b, to} dy[b, co, to] * x[b, g*CinG + ci, to*S - P + k]
+// GEMM view per group: rows = output channels, columns = (input channel, tap) with the taps padded to KP (as the
+// forward's weight layout), contraction over (b, to) in steps of 8 time steps. Lane l owns 4 columns: CS channels x
+// KB taps (K <= 2: 4/K channels; else one channel, taps k0 .. k0+3). Reads padded copies: xp as the forward's
+// (x[.., t] = xp[.., t + P]), dyp with rows of wg.dyPitch (a multiple of 8) and zeros past Tout. Per step each lane
+// loads
+//   dy: its own row of each 8-row block, 8 consecutive values (2 aligned vec4), shared by constant-lane shuffles;
+//   x:  per channel one window xp[to*S + k0 + i], i < WNW = 7S + KB: time step l, tap q is win[l*S + q].
+// Per step: 2*RB + CS*WNCH loads for 8*8*RB vec4 FMAs (K=3, S=2: 13 loads for 256; the GEMM: 16 for 256).
+// The whole contraction runs in one workgroup (no split over time): the gradient has Cout*CinG*K elements, enough
+// workgroups for a CPU adapter.
+const WNW: u32 = 18u;        // x window: 7*SS + KB
+const WNCH: u32 = 5u;        // its vec4 chunks: ceil(WNW / 4)
+
+struct ConvWGrad {
+  rows: u32, rowsG: u32, inG: u32, inTotal: u32, pitch: u32, tout: u32, dyPitch: u32, batch: u32, ksize: u32, kpad: u32,
+}
+
+@group(0) @binding(18) var<uniform> wg: ConvWGrad;
+@group(0) @binding(19) var<storage, read> dyv: array<vec4<T>>;
+@group(0) @binding(21) var<storage, read_write> dwOut: array<T>;
+
+// win[i] = xp[at + i], `at` 16-byte aligned
+fn loadWindowW(at: u32) -> array<f32, WNW> {
+  let c0 = at / 4u;
+  var f: array<f32, WNCH * 4u>;
+  for (var c = 0u; c < WNCH; c++) {
+    let v = vec4f(xv[c0 + c]);
+    f[4u * c] = v.x;
+    f[4u * c + 1u] = v.y;
+    f[4u * c + 2u] = v.z;
+    f[4u * c + 3u] = v.w;
+  }
+  var win: array<f32, WNW>;
+  for (var i = 0u; i < WNW; i++) { win[i] = f[i]; }
+  return win;
+}
+
+struct Dy8 { lo: vec4f, hi: vec4f }
+fn loadDy8(at: u32) -> Dy8 { return Dy8(vec4f(dyv[at / 4u]), vec4f(dyv[at / 4u + 1u])); }
+
+// x values of this lane's 4 columns at 4 time steps
+struct WB { x: vec4f, y: vec4f, z: vec4f, w: vec4f }
+
+fn accumulateW(acc: ptr<function, array<vec4f, 8>>, d: vec4f, bs: WB) {
+  for (var r = 0u; r < 8u; r++) {
+    var a = fma(vec4f(bcastConv(d.x, r)), bs.x, (*acc)[r]);
+    a = fma(vec4f(bcastConv(d.y, r)), bs.y, a);
+    a = fma(vec4f(bcastConv(d.z, r)), bs.z, a);
+    (*acc)[r] = fma(vec4f(bcastConv(d.w, r)), bs.w, a);
+  }
+}
+
+fn storeW(tile: array<vec4f, 8>, g: u32, rowLocal0: u32, ci0: u32, k0: u32) {
+  for (var r = 0u; r < 8u; r++) {
+    let rl = rowLocal0 + r;
+    if (rl >= wg.rowsG) { break; }
+    let co = g * wg.rowsG + rl;
+    for (var e = 0u; e < 4u; e++) {
+      let ci = ci0 + e / KB;
+      let k = k0 + e % KB;
+      if (ci < wg.inG && k < wg.ksize) { dwOut[(co * wg.inG + ci) * wg.ksize + k] = T(tile[r][e]); }
+    }
+  }
+}
+
+@compute @workgroup_size(SG)
+fn conv1dWeightGradSubgroup(@builtin(workgroup_id) wid: vec3u, @builtin(subgroup_invocation_id) lane: u32) {
+  let rowTiles = (wg.rowsG + 8u * RB - 1u) / (8u * RB);
+  let g = wid.x / rowTiles;
+  let rl0 = (wid.x % rowTiles) * 8u * RB;
+  // this lane's 4 columns: channels ci0 .. ci0+CS-1 (clamped; the extra ones are not stored), taps k0 .. k0+KB-1
+  let n0 = wid.y * 32u + 4u * lane;
+  let ci0 = n0 / wg.kpad;
+  let k0 = n0 % wg.kpad;
+  let rowsLast = wg.rowsG - 1u;
+  let rows = g * wg.rowsG + min(vec4u(rl0 + lane) + vec4u(0u, 8u, 16u, 24u), vec4u(rowsLast));
+  var acc: ConvAcc;
+  for (var b = 0u; b < wg.batch; b++) {
+    let dyrow = (b * wg.rows + rows) * wg.dyPitch;
+    let xb = (b * wg.inTotal + g * wg.inG) * wg.pitch;
+    for (var to = 0u; to < wg.tout; to += 8u) {
+      // all loads first, then the FMAs
+      let d0 = loadDy8(dyrow.x + to);
+      var d1: Dy8;
+      var d2: Dy8;
+      var d3: Dy8;
+      if (RB > 1u) { d1 = loadDy8(dyrow.y + to); }
+      if (RB > 2u) { d2 = loadDy8(dyrow.z + to); }
+      if (RB > 3u) { d3 = loadDy8(dyrow.w + to); }
+      var bl: array<vec4f, 8>;
+      for (var c = 0u; c < CS; c++) {
+        let ci = min(ci0 + c, wg.inG - 1u);
+        let win = loadWindowW(xb + ci * wg.pitch + to * SS + k0);
+        for (var l = 0u; l < 8u; l++) {
+          for (var q = 0u; q < KB; q++) { bl[l][c * KB + q] = win[l * SS + q]; }
+        }
+      }
+      let lo = WB(bl[0], bl[1], bl[2], bl[3]);
+      let hi = WB(bl[4], bl[5], bl[6], bl[7]);
+      accumulateW(&acc.b0, d0.lo, lo);
+      accumulateW(&acc.b0, d0.hi, hi);
+      if (RB > 1u) { accumulateW(&acc.b1, d1.lo, lo); accumulateW(&acc.b1, d1.hi, hi); }
+      if (RB > 2u) { accumulateW(&acc.b2, d2.lo, lo); accumulateW(&acc.b2, d2.hi, hi); }
+      if (RB > 3u) { accumulateW(&acc.b3, d3.lo, lo); accumulateW(&acc.b3, d3.hi, hi); }
+    }
+  }
+  storeW(acc.b0, g, rl0, ci0, k0);
+  if (RB > 1u) { storeW(acc.b1, g, rl0 + 8u, ci0, k0); }
+  if (RB > 2u) { storeW(acc.b2, g, rl0 + 16u, ci0, k0); }
+  if (RB > 3u) { storeW(acc.b3, g, rl0 + 24u, ci0, k0); }
 }

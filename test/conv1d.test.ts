@@ -3,7 +3,8 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { getRuntime, randn, upload, close, finiteDifference, probeIndices } from './helpers.js';
-import { conv1d } from '../src/ops/conv.js';
+import { conv1d, convConfig, type ConvStrategy } from '../src/ops/conv.js';
+import { hasSubgroupGemm } from '../src/ops/matmul.js';
 import '../src/ops/elementwise.js'; // registers the gradient helpers backward() uses
 import { backward, tidy, noGrad } from '../src/autograd.js';
 import type { Runtime } from '../src/runtime/runtime.js';
@@ -110,28 +111,88 @@ const odd: Cfg[] = [
   { name: 'k2 s3 (stride > kernel)', B: 2, Cin: 3, Cout: 5, T: 100, K: 2, S: 3, P: 1, G: 1, bias: true, fd: true },
   { name: 'k5 s2 p3, one output channel', B: 1, Cin: 7, Cout: 1, T: 23, K: 5, S: 2, P: 3, G: 1, bias: true },
   { name: '1x1 conv', B: 2, Cin: 11, Cout: 13, T: 29, K: 1, S: 1, P: 0, G: 1, bias: true },
+  // enough channels for the subgroup kernels' input- and weight-gradient paths (>= 8 input channels per group,
+  // >= 32 (channel, tap) columns), with odd channel counts (partial steps and tiles), odd lengths and paddings
+  { name: 'k3 s2 p1, 13 -> 11 channels', B: 2, Cin: 13, Cout: 11, T: 47, K: 3, S: 2, P: 1, G: 1, bias: true, fd: true },
+  { name: 'k5 s3 p2, 9 -> 37 channels (stride 3, 5 taps in 2 blocks)', B: 1, Cin: 9, Cout: 37, T: 40, K: 5, S: 3, P: 2, G: 1, bias: false, fd: true },
+  { name: 'k4 s1 p2 groups 3, 27 -> 15 (stride 1: reversed weights in place)', B: 2, Cin: 27, Cout: 15, T: 31, K: 4, S: 1, P: 2, G: 3, bias: true, fd: true },
+  { name: 'k8 s1 p3, 9 -> 10 (two reversed tap blocks)', B: 1, Cin: 9, Cout: 10, T: 26, K: 8, S: 1, P: 3, G: 1, bias: true },
+  { name: 'k2 s2, 17 -> 9 (odd channels: a partial 2-channel step)', B: 2, Cin: 17, Cout: 9, T: 35, K: 2, S: 2, P: 0, G: 1, bias: false, fd: true },
+  { name: 'k1 s1, 34 -> 7 (a partial 4-channel step)', B: 1, Cin: 34, Cout: 7, T: 21, K: 1, S: 1, P: 0, G: 1, bias: true },
+  { name: 'k7 s4 p5, 10 -> 12 (padding > stride)', B: 2, Cin: 10, Cout: 12, T: 45, K: 7, S: 4, P: 5, G: 1, bias: true },
 ];
 
-test('conv1d on odd sizes: forward, grads of x, w, bias, finite differences', async () => {
-  const rt = await getRuntime();
-  let seed = 10;
-  for (const c of odd) await checkConv(rt, c, (seed += 10));
-});
+interface Path {
+  tag: string;
+  strategy: ConvStrategy;
+  rowBlocks?: number;
+  tiled?: typeof convConfig.tiled;
+}
+
+/**
+ * Run with one strategy forced (and its tile configuration); false when the adapter cannot run it.
+ * 'subgroup' and 'tiled' are the implicit GEMMs, 'direct' the register-tiled direct kernels.
+ */
+async function withPath(rt: Runtime, path: Path, fn: () => Promise<void>): Promise<boolean> {
+  if (path.strategy === 'subgroup' && !hasSubgroupGemm(rt)) return false;
+  const prev = { ...convConfig };
+  convConfig.strategy = path.strategy;
+  if (path.rowBlocks) convConfig.rowBlocks = path.rowBlocks;
+  if (path.tiled) convConfig.tiled = path.tiled;
+  try {
+    await fn();
+  } finally {
+    Object.assign(convConfig, prev);
+  }
+  return true;
+}
+
+// every path and every tile configuration: the subgroup kernel's row blocks 1..4 (4 ships; fewer are used when a group
+// has fewer channels), the tiled kernel's default tiles and small ones (several tiles along every dimension)
+const paths: Path[] = [
+  { tag: 'direct', strategy: 'direct' },
+  { tag: 'tiled', strategy: 'tiled', tiled: { tgM: 16, tgN: 16, ttM: 4, ttN: 4, bk: 16 } },
+  { tag: 'tiled small tiles', strategy: 'tiled', tiled: { tgM: 4, tgN: 8, ttM: 2, ttN: 2, bk: 4 } },
+  { tag: 'subgroup rb4', strategy: 'subgroup', rowBlocks: 4 },
+  { tag: 'subgroup rb1', strategy: 'subgroup', rowBlocks: 1 },
+  { tag: 'subgroup rb2', strategy: 'subgroup', rowBlocks: 2 },
+  { tag: 'subgroup rb3', strategy: 'subgroup', rowBlocks: 3 },
+];
+// finite differences on the shipped configurations (each probe costs two forward passes)
+const fdPaths = new Set(['direct', 'tiled', 'subgroup rb4']);
+
+for (const path of paths) {
+  test(`${path.tag}: conv1d on odd sizes: forward, grads of x, w, bias, finite differences`, async () => {
+    const rt = await getRuntime();
+    let seed = 10;
+    const ran = await withPath(rt, path, async () => {
+      for (const c of odd) await checkConv(rt, { ...c, fd: c.fd && fdPaths.has(path.tag) }, (seed += 10));
+    });
+    if (!ran) console.log(`  (skipped: the adapter has no 8-wide subgroups)`);
+  });
+}
 
 // wav2vec2 shapes, channels reduced (feature encoder 512 -> 24/40, positional conv 1024 -> 64 with 16 groups)
 const wav2vec2: Cfg[] = [
   { name: 'feature encoder layer 0 (1->40, k10 s5)', B: 2, Cin: 1, Cout: 40, T: 1603, K: 10, S: 5, P: 0, G: 1, bias: false, fd: true },
   { name: 'feature encoder k3 s2 (24->24)', B: 2, Cin: 24, Cout: 24, T: 319, K: 3, S: 2, P: 0, G: 1, bias: false },
   { name: 'feature encoder k2 s2 (24->24)', B: 2, Cin: 24, Cout: 24, T: 79, K: 2, S: 2, P: 0, G: 1, bias: false },
+  { name: 'feature encoder k3 s2 (40->36, bigger than a tile)', B: 1, Cin: 40, Cout: 36, T: 163, K: 3, S: 2, P: 0, G: 1, bias: true },
   { name: 'positional conv (64 ch, k128 p64, 16 groups)', B: 2, Cin: 64, Cout: 64, T: 57, K: 128, S: 1, P: 64, G: 16, bias: true, fd: true },
   { name: 'positional conv (256 ch, k128 p64, 16 groups)', B: 1, Cin: 256, Cout: 256, T: 33, K: 128, S: 1, P: 64, G: 16, bias: true },
+  { name: 'positional conv (2 groups of 40 ch, k128 p64)', B: 1, Cin: 80, Cout: 80, T: 41, K: 128, S: 1, P: 64, G: 2, bias: true },
 ];
 
-test('conv1d on wav2vec2 configurations (reduced channels)', async () => {
-  const rt = await getRuntime();
-  let seed = 200;
-  for (const c of wav2vec2) await checkConv(rt, c, (seed += 10));
-});
+for (const path of paths) {
+  test(`${path.tag}: conv1d on wav2vec2 configurations (reduced channels)`, async () => {
+    const rt = await getRuntime();
+    let seed = 200;
+    const ran = await withPath(rt, path, async () => {
+      for (const c of wav2vec2) await checkConv(rt, { ...c, fd: c.fd && fdPaths.has(path.tag) }, (seed += 10));
+    });
+    if (!ran) console.log(`  (skipped: the adapter has no 8-wide subgroups)`);
+  });
+}
 
 test('conv1d with f16 storage where the adapter has shader-f16', async () => {
   const rt = await getRuntime();

@@ -51,26 +51,46 @@ export async function benchGemm(rt: Runtime, peaks: Peaks, quick: boolean): Prom
 
 export async function benchConv(rt: Runtime, peaks: Peaks, quick: boolean): Promise<Row[]> {
   const rows: Row[] = [];
-  // XLSR feature encoder on 4 s of audio (64000 samples), batch 1: (Cin, Cout, K, stride, Tin)
-  const layers: [number, number, number, number, number][] = [
-    [1, 512, 10, 5, 64000],
-    [512, 512, 3, 2, 12799],
-    [512, 512, 3, 2, 6399],
-    [512, 512, 3, 2, 3199],
-    [512, 512, 3, 2, 1599],
-    [512, 512, 2, 2, 799],
-    [512, 512, 2, 2, 399],
+  // XLSR feature encoder on 4 s of audio (64000 samples), batch 1: (Cin, Cout, K, stride, Tin); then the positional
+  // conv (1024 channels, K = 128, padding 64, 16 groups) on those 4 s (199 frames). On CPU adapters with 8-wide
+  // subgroups these run the implicit-GEMM subgroup kernels (src/ops/conv.ts picks them like matmul picks its GEMM).
+  const layers: [string, number, number, number, number, number, number, number][] = [
+    ['feature-encoder layer 0', 1, 512, 10, 5, 64000, 0, 1],
+    ['feature-encoder layer 1', 512, 512, 3, 2, 12799, 0, 1],
+    ['feature-encoder layer 2', 512, 512, 3, 2, 6399, 0, 1],
+    ['feature-encoder layer 3', 512, 512, 3, 2, 3199, 0, 1],
+    ['feature-encoder layer 4', 512, 512, 3, 2, 1599, 0, 1],
+    ['feature-encoder layer 5', 512, 512, 2, 2, 799, 0, 1],
+    ['feature-encoder layer 6', 512, 512, 2, 2, 399, 0, 1],
+    ['positional conv', 1024, 1024, 128, 1, 199, 64, 16],
   ];
-  const list = quick ? layers.slice(0, 2) : layers;
-  for (let i = 0; i < list.length; i++) {
-    const [cin, cout, k, stride, tin] = list[i];
+  const list = quick ? [layers[0], layers[1], layers[6], layers[7]] : layers;
+  for (const [name, cin, cout, k, stride, tin, padding, groups] of list) {
     const x = rand(rt, [1, cin, tin], 'x');
-    const w = rand(rt, [cout, cin, k], 'w', 0.1);
-    const tout = Math.floor((tin - k) / stride) + 1;
-    const flops = 2 * cout * cin * k * tout;
-    const t = await timeGPU(rt, () => noGrad(() => tidy(() => { conv1d(x, w, null, { stride }); })), { reps: quick ? 3 : 5 });
+    const w = rand(rt, [cout, cin / groups, k], 'w', 0.1);
+    const tout = Math.floor((tin + 2 * padding - k) / stride) + 1;
+    const flops = (2 * cout * cin * k * tout) / groups;
+    const opts = { stride, padding, groups };
+    const shape = `(${cin}->${cout}, k${k} s${stride}${padding ? ` p${padding}` : ''}${groups > 1 ? ` g${groups}` : ''}, T=${tin})`;
+    const t = await timeGPU(rt, () => noGrad(() => tidy(() => { conv1d(x, w, null, opts); })), { reps: quick ? 3 : 5 });
     const g = flops / t.median / 1e9;
-    rows.push({ name: `conv1d feature-encoder layer ${i} (${cin}->${cout}, k${k} s${stride}, T=${tin})`, unit: 'GFLOP/s', ours: g, peak_fraction: g / peaks.fma, spread: [flops / t.max / 1e9, flops / t.min / 1e9] });
+    rows.push({ name: `conv1d ${name} ${shape}`, unit: 'GFLOP/s', ours: g, peak_fraction: g / peaks.fma, spread: [flops / t.max / 1e9, flops / t.min / 1e9] });
+    // forward + both gradients (grad x, grad w: 3x the forward's flops), for the 512-channel layers and the pos conv
+    if (cin > 1 && (!quick || name !== 'feature-encoder layer 0')) {
+      const gy = rand(rt, [1, cout, tout], 'gy');
+      x.requiresGrad = true;
+      w.requiresGrad = true;
+      const tb = await timeGPU(rt, () => tidy(() => {
+        backward(conv1d(x, w, null, opts), gy);
+        for (const p of [x, w]) {
+          p.grad?.dispose();
+          p.grad = null;
+        }
+      }), { reps: quick ? 3 : 5 });
+      const gb = (3 * flops) / tb.median / 1e9;
+      rows.push({ name: `conv1d ${name} forward+backward ${shape}`, unit: 'GFLOP/s', ours: gb, peak_fraction: gb / peaks.fma, spread: [(3 * flops) / tb.max / 1e9, (3 * flops) / tb.min / 1e9], note: 'forward, grad x and grad w: 3x the forward flops' });
+      gy.dispose();
+    }
     x.dispose();
     w.dispose();
   }

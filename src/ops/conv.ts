@@ -1,14 +1,57 @@
-// conv1d (PyTorch Conv1d: cross-correlation, zero padding, groups) with its backward next to it: grad input as a
-// transposed convolution, grad weight as per-chunk partial sums over (batch, time) added by a second pass (no float
-// atomics), grad bias as a per-channel reduction. Tile sizes are template parameters of kernels/conv1d.wgsl.
+// conv1d (PyTorch Conv1d: cross-correlation, zero padding, groups) with its backward next to it. Three strategies
+// (convConfig.strategy, picked per adapter like matmul's GEMM):
+//   'subgroup' (CPU adapters with 8-wide subgroups): every pass an implicit GEMM (rows = output channels, columns =
+//              output times, contraction = (input channel, tap)) with no im2col buffer: the input is read through
+//              16-byte aligned windows of a zero-padded copy; grad input = one stride-1 GEMM per stride phase with
+//              the taps reversed; grad weight = a GEMM over (batch, time).
+//   'tiled'    (GPUs): forward and grad input as implicit GEMMs on workgroup-memory tiles; grad weight direct.
+//   'direct':  register-tiled direct convolution: grad input as a transposed convolution, grad weight as per-chunk
+//              partial sums over (batch, time) added by a second pass (no float atomics).
+// Grad bias is a per-channel reduction. Tile sizes are template parameters of kernels/conv1d.wgsl.
 import source from '../../kernels/conv1d.wgsl';
-import { defineKernel } from '../runtime/kernel.js';
+import { defineKernel, type Defines } from '../runtime/kernel.js';
 import type { Runtime } from '../runtime/runtime.js';
 import { Tensor } from '../tensor.js';
 import { record } from '../autograd.js';
 import { ceilDiv, grid1d } from './grid.js';
+import { hasSubgroupGemm } from './matmul.js';
 
-export const conv1dKernel = defineKernel('conv1d', source);
+const SUBGROUP_MARKER = '// ==== SUBGROUP KERNEL ====';
+const markerAt = source.indexOf(SUBGROUP_MARKER);
+if (markerAt < 0) throw new Error('kernels/conv1d.wgsl: subgroup kernel marker missing');
+/** Portable part only: compiles on every adapter. */
+export const conv1dKernel = defineKernel('conv1d', source.slice(0, markerAt));
+/** Whole file with `enable subgroups;`: only compiled where the adapter has the feature. */
+export const conv1dSubgroupKernel = defineKernel('conv1d_subgroup', `enable subgroups;\n${source}`);
+
+/**
+ * 'subgroup': implicit GEMM on 8-wide subgroups (conv1dSubgroup, conv1dWeightGradSubgroup): CPU adapters (lavapipe).
+ * 'tiled':    implicit GEMM on workgroup-memory tiles (conv1dTiled, forward and input gradient; the weight gradient
+ *             runs on the direct kernel): GPUs, as matmul's 'tiled'.
+ * 'direct':   the register-tiled direct convolution (conv1dForward, conv1dBackwardInput, conv1dBackwardWeight):
+ *             CPU adapters without 8-wide subgroups, and small channel counts on the subgroup path.
+ */
+export type ConvStrategy = 'subgroup' | 'tiled' | 'direct';
+
+export const convConfig = {
+  /** 'auto' picks per adapter (see ConvStrategy); tests and benches force one */
+  strategy: 'auto' as 'auto' | ConvStrategy,
+  /** subgroup kernel: 8-row blocks per tile (1..4), capped by the channels per group */
+  rowBlocks: 4,
+  /** tiled kernel: threads (tgM x tgN), outputs per thread (ttM x ttN), contraction slice (bk) */
+  tiled: { tgM: 16, tgN: 16, ttM: 4, ttN: 4, bk: 16 },
+};
+
+export function convStrategy(rt: Runtime): ConvStrategy {
+  const s = convConfig.strategy;
+  if (s === 'subgroup') {
+    if (!hasSubgroupGemm(rt)) throw new Error("conv1d: strategy 'subgroup' needs the 'subgroups' feature with 8-wide subgroups");
+    return s;
+  }
+  if (s === 'tiled' || s === 'direct') return s;
+  if (!rt.adapter.isCPU) return 'tiled';
+  return hasSubgroupGemm(rt) ? 'subgroup' : 'direct';
+}
 
 const WG = 64;
 /** kernel sizes and strides up to this get baked into the pipeline */
@@ -120,11 +163,15 @@ export function conv1d(x: Tensor, w: Tensor, bias: Tensor | null, opts: Conv1dOp
   const rt = x.rt;
 
   const y = Tensor.empty(rt, [batch, cout, tout], x.dtype, 'conv1d');
-  const tile = outputTile(ksize, cinG);
-  const tm = channelTile(g.coutG, groups, tile.tm);
-  rt.dispatch(conv1dKernel, 'conv1dForward', { p: uniforms(g, { hasBias: bias ? 1 : 0 }), x, w, bias: bias ?? w, y }, grid1d(ceilDiv(tout, tile.tn) * ceilDiv(cout, tm) * batch, WG), {
-    defines: { T: x.dtype, WG, TM: tm, TN: tile.tn, ...fixedDefines(g) },
-  });
+  if (useSubgroup(rt, g)) {
+    forwardSubgroup(rt, g, x, w, bias, y);
+  } else if (convStrategy(rt) === 'tiled') {
+    tiledGemm(rt, {
+      x, w, bias, y, batch, rows: cout, groups, inG: cinG, inTotal: cin, tin, cols: tout, taps: ksize, ksize,
+      colStride: stride, posOffset: -padding, tapDir: 1, wGroupStride: g.coutG * cinG * ksize, wRowStride: cinG * ksize,
+      wChanStride: ksize, tap0: 0, tapStep: 1, yRowLen: tout, outStride: 1, outOffset: 0,
+    });
+  } else forwardDirect(rt, g, x, w, bias, y);
 
   const inputs = bias ? [x, w, bias] : [x, w];
   // keep only what the requested gradients need: x for grad w, w for grad x
@@ -136,8 +183,26 @@ export function conv1d(x: Tensor, w: Tensor, bias: Tensor | null, opts: Conv1dOp
   ]);
 }
 
+function forwardDirect(rt: Runtime, g: Geometry, x: Tensor, w: Tensor, bias: Tensor | null, y: Tensor): void {
+  const { ksize, cinG, cout, tout, batch, groups } = g;
+  const tile = outputTile(ksize, cinG);
+  const tm = channelTile(g.coutG, groups, tile.tm);
+  rt.dispatch(conv1dKernel, 'conv1dForward', { p: uniforms(g, { hasBias: bias ? 1 : 0 }), x, w, bias: bias ?? w, y }, grid1d(ceilDiv(tout, tile.tn) * ceilDiv(cout, tm) * batch, WG), {
+    defines: { T: x.dtype, WG, TM: tm, TN: tile.tn, ...fixedDefines(g) },
+  });
+}
+
 function conv1dBackwardInput(rt: Runtime, g: Geometry, gy: Tensor, w: Tensor): Tensor {
   const dx = Tensor.empty(rt, [g.batch, g.cin, g.tin], gy.dtype, 'conv1d.grad_x');
+  // (fewer than 8 input channels per group, e.g. the first layer's audio input, would leave most of an 8-row tile idle)
+  if (useSubgroup(rt, g) && g.cinG >= 8) {
+    backwardInputSubgroup(rt, g, gy, w, dx);
+    return dx;
+  }
+  if (convStrategy(rt) === 'tiled') {
+    backwardInputTiled(rt, g, gy, w, dx);
+    return dx;
+  }
   const tile = outputTile(g.ksize, g.coutG);
   const tm = channelTile(g.cinG, g.groups, tile.tm);
   // positions q per stride phase, from the first q with t >= 0 in any phase to the last with t < Tin in any
@@ -151,6 +216,11 @@ function conv1dBackwardInput(rt: Runtime, g: Geometry, gy: Tensor, w: Tensor): T
 
 function conv1dBackwardWeight(rt: Runtime, g: Geometry, gy: Tensor, x: Tensor): Tensor {
   const dw = Tensor.empty(rt, [g.cout, g.cinG, g.ksize], gy.dtype, 'conv1d.grad_w');
+  // (fewer than 32 (channel, tap) columns, e.g. the first layer's 1 x 10, would leave most of a 32-column tile idle)
+  if (useSubgroup(rt, g) && g.cinG * (g.ksize <= 2 ? g.ksize : roundUp(g.ksize, 4)) >= 32) {
+    backwardWeightSubgroup(rt, g, gy, x, dw);
+    return dw;
+  }
   // thread tile: TM output channels x CI input channels x TN consecutive taps (all of a small kernel's taps)
   const small = g.ksize <= SMALL_KERNEL;
   const tn = small ? g.ksize : 16;
@@ -181,4 +251,254 @@ function conv1dBackwardBias(rt: Runtime, g: Geometry, gy: Tensor): Tensor {
   const db = Tensor.empty(rt, [g.cout], gy.dtype, 'conv1d.grad_bias');
   rt.dispatch(conv1dKernel, 'conv1dBackwardBias', { p: uniforms(g), dy: gy, sum: db }, [g.cout], { defines: { T: gy.dtype, WG } });
   return db;
+}
+
+// ---- implicit GEMM on the subgroup kernels (conv1dSubgroup, conv1dWeightGradSubgroup in kernels/conv1d.wgsl) ----
+
+/** longest stride the subgroup kernels take (their per-lane input windows are 3*stride + 4 and 7*stride + 4 long) */
+const SUBGROUP_MAX_STRIDE = 8;
+
+function useSubgroup(rt: Runtime, g: Geometry): boolean {
+  return convStrategy(rt) === 'subgroup' && g.stride <= SUBGROUP_MAX_STRIDE;
+}
+
+const roundUp = (n: number, m: number) => m * ceilDiv(n, m);
+
+/**
+ * Padded copy of `src` viewed as `rows` rows of `len`: rows of `pitch` (a multiple of 4) holding each source row at
+ * offset `left`, zeros elsewhere (see padRows).
+ */
+function padRows(rt: Runtime, g: Geometry, src: Tensor, rows: number, len: number, left: number, pitch: number, label: string): Tensor {
+  const n = rows * pitch;
+  const dst = Tensor.empty(rt, [n], src.dtype, label);
+  const p = { ...uniforms(g, { n, chunk: pitch, count: rows }), tin: len, padding: left };
+  rt.dispatch(conv1dKernel, 'padRows', { p, padSrc: src, padDst: dst }, grid1d(n, WG), { defines: { T: src.dtype, WG } });
+  return dst;
+}
+
+interface ImplicitGemm {
+  /** padded input (padRows), rows of `pitch` */
+  xp: Tensor;
+  w: Tensor;
+  bias: Tensor | null;
+  y: Tensor;
+  batch: number;
+  /** output rows (channels) in all, split evenly over the groups */
+  rows: number;
+  groups: number;
+  /** input channels per group and in all */
+  inG: number;
+  inTotal: number;
+  pitch: number;
+  /** output columns computed per row */
+  cols: number;
+  ksize: number;
+  stride: number;
+  /** column c, tap k reads xp[c*stride + shift + k] */
+  shift: number;
+  /** weight addressing (see the kernel's ConvGemm) */
+  wGroupStride: number;
+  wRowStride: number;
+  wChanStride: number;
+  wBase: number;
+  reverse: boolean;
+  /** output row length; column c is stored at time c * outStride + outOffset */
+  yRowLen: number;
+  outStride: number;
+  outOffset: number;
+}
+
+/**
+ * Step shape of conv1dSubgroup for a kernel of `taps` taps (see the kernel's header): KB taps x CS channels per step,
+ * KP = taps per (row, channel) in the weight layout (padded so that every step's weights are one aligned vec4).
+ */
+export function subgroupStep(taps: number, stride: number, inG: number) {
+  const kb = Math.min(taps, 4);
+  const cs = taps <= 2 ? Math.min(4 / taps, inG) : 1;
+  const kp = taps <= 2 ? taps : roundUp(taps, 4);
+  return { KB: kb, CS: cs, KP: kp, NW: 3 * stride + kb, tapBlocks: ceilDiv(taps, kb) };
+}
+
+/** Row pitch of the padded input for conv1dSubgroup: every window of every column tile lies inside the row. */
+function gemmPitch(left: number, len: number, cols: number, stride: number, taps: number, maxShift: number, inG: number): number {
+  const st = subgroupStep(taps, stride, inG);
+  return roundUp(Math.max(left + len, roundUp(cols, 32) * stride + maxShift + st.tapBlocks * st.KB + st.NW + 4), 4);
+}
+
+function checkGrid(rt: Runtime, grid: [number, number, number]): void {
+  const max = rt.limits.maxComputeWorkgroupsPerDimension;
+  if (grid.some((n) => n > max)) throw new Error(`conv1d: grid [${grid}] exceeds the adapter's ${max} workgroups per dimension`);
+}
+
+function rowBlocks(rowsG: number): number {
+  const rb = convConfig.rowBlocks;
+  if (!(Number.isInteger(rb) && rb >= 1 && rb <= 4)) throw new Error(`conv1d: rowBlocks must be 1..4, got ${rb}`);
+  return Math.min(rb, ceilDiv(rowsG, 8));
+}
+
+function implicitGemm(rt: Runtime, a: ImplicitGemm): void {
+  const rowsG = a.rows / a.groups;
+  const rb = rowBlocks(rowsG);
+  const { tapBlocks, KP, KB, CS, NW } = subgroupStep(a.ksize, a.stride, a.inG);
+  if (a.reverse && KB !== 4) throw new Error('conv1d: reversed weights need 4 taps per step');
+  // 16-byte weight loads: every step's first weight aligned (steps of CS channels x KB taps, or 4-tap blocks)
+  // a step's CS channels x KB taps are read as one run: several channels per step need contiguous channels
+  if (CS > 1 && a.wChanStride !== KP) throw new Error('conv1d: steps over several channels need contiguous weight channels');
+  const vecW = [a.wBase, a.wGroupStride, a.wRowStride, CS * a.wChanStride].every((n) => n % 4 === 0);
+  const ash = a.shift % 4;
+  const defines: Defines = {
+    T: a.xp.dtype, RB: `${rb}u`, KB: `${KB}u`, CS: `${CS}u`, SS: `${a.stride}u`, NW: `${NW}u`, ASH: `${ash}u`,
+    NCH: `${ceilDiv(NW + ash, 4)}u`, VEC_W: String(vecW), MASK_W: String(a.inG % CS !== 0), REVERSE: String(a.reverse),
+  };
+  const grid: [number, number, number] = [ceilDiv(rowsG, 8 * rb) * a.groups, ceilDiv(a.cols, 32), a.batch];
+  checkGrid(rt, grid);
+  const cg = {
+    rows: a.rows, rowsG, inG: a.inG, inTotal: a.inTotal, pitch: a.pitch, cols: a.cols, ksize: a.ksize, shift: a.shift,
+    wGroupStride: a.wGroupStride, wRowStride: a.wRowStride, wChanStride: a.wChanStride, wBase: a.wBase, yRowLen: a.yRowLen, outStride: a.outStride, outOffset: a.outOffset,
+    hasBias: a.bias ? 1 : 0, tapBlocks, kpad: KP, wLen: a.w.size,
+  };
+  rt.dispatch(conv1dSubgroupKernel, 'conv1dSubgroup', { cg, xv: a.xp, wv: a.w, ws: a.w, cbias: a.bias ?? a.w, cy: a.y }, grid, { defines });
+}
+
+/** w relaid by relayoutWeights: forward (phases = 0) with taps padded to KP, or the input gradient's phases */
+function relayoutWeights(rt: Runtime, g: Geometry, w: Tensor, phases: number, taps: number, kp: number): Tensor {
+  const n = phases === 0 ? g.cout * g.cinG * kp : phases * g.cin * g.coutG * kp;
+  const wt = Tensor.empty(rt, [n], w.dtype, phases === 0 ? 'conv1d.weights.padded' : 'conv1d.grad_x.weights');
+  const p = { ...uniforms(g, { n, count: taps, chunk: kp }), stride: phases === 0 ? 0 : g.stride };
+  rt.dispatch(conv1dKernel, 'relayoutWeights', { p, w, wt }, grid1d(n, WG), { defines: { T: w.dtype, WG } });
+  return wt;
+}
+
+/** Forward on the subgroup kernel: x padded (x[t] = xp[t + P]); weights whose taps need padding to KP relaid. */
+function forwardSubgroup(rt: Runtime, g: Geometry, x: Tensor, w: Tensor, bias: Tensor | null, y: Tensor): void {
+  const { KP } = subgroupStep(g.ksize, g.stride, g.cinG);
+  const wp = KP === g.ksize ? w : relayoutWeights(rt, g, w, 0, g.ksize, KP);
+  const pitch = gemmPitch(g.padding, g.tin, g.tout, g.stride, g.ksize, 0, g.cinG);
+  const xp = padRows(rt, g, x, g.batch * g.cin, g.tin, g.padding, pitch, 'conv1d.x.padded');
+  implicitGemm(rt, {
+    xp, w: wp, bias, y, batch: g.batch, rows: g.cout, groups: g.groups, inG: g.cinG, inTotal: g.cin, pitch,
+    cols: g.tout, ksize: g.ksize, stride: g.stride, shift: 0, wGroupStride: g.coutG * g.cinG * KP, wRowStride: g.cinG * KP,
+    wChanStride: KP, wBase: 0, reverse: false,
+    yRowLen: g.tout, outStride: 1, outOffset: 0,
+  });
+  xp.dispose();
+  if (wp !== w) wp.dispose();
+}
+
+/**
+ * Input gradient, one implicit GEMM per stride phase r: input times t = q*S + r - P receive taps k = r + S*j from
+ * dy[q - j], a stride-1 convolution of dy (padding J - 1 - qmin) with the phase's taps reversed (weights relaid into
+ * [S][Cin][CoutG * KP], J = ceil(K / S)). Every t lies in exactly one phase, so each dx element is written once.
+ */
+function backwardInputSubgroup(rt: Runtime, g: Geometry, gy: Tensor, w: Tensor, dx: Tensor): void {
+  const J = ceilDiv(g.ksize, g.stride);
+  const { KP } = subgroupStep(J, 1, g.coutG);
+  const phases: { r: number; qmin: number; cols: number; pad: number }[] = [];
+  for (let r = 0; r < g.stride; r++) {
+    const qmin = Math.max(0, Math.ceil((g.padding - r) / g.stride));
+    const qmax = Math.floor((g.tin - 1 + g.padding - r) / g.stride);
+    if (qmax >= qmin) phases.push({ r, qmin, cols: qmax - qmin + 1, pad: J - 1 - qmin });
+  }
+  // one padded dy for every phase: left padding the largest phase padding, each phase's shift the difference
+  const left = Math.max(0, ...phases.map((f) => f.pad));
+  const maxShift = Math.max(...phases.map((f) => left - f.pad));
+  const pitch = gemmPitch(left, g.tout, Math.max(...phases.map((f) => f.cols)), 1, J, maxShift, g.coutG);
+  const dyp = padRows(rt, g, gy, g.batch * g.cout, g.tout, left, pitch, 'conv1d.grad_x.dy.padded');
+  // stride 1 with whole 4-tap blocks: w read in place (transposed, taps reversed); else relaid per phase
+  const direct = g.stride === 1 && g.ksize % 4 === 0;
+  const wt = direct ? w : relayoutWeights(rt, g, w, g.stride, J, KP);
+  for (const f of phases) {
+    const addressing = direct
+      ? { wGroupStride: g.coutG * g.cinG * g.ksize, wRowStride: g.ksize, wChanStride: g.cinG * g.ksize, wBase: 0, reverse: true }
+      : { wGroupStride: g.cinG * g.coutG * KP, wRowStride: g.coutG * KP, wChanStride: KP, wBase: f.r * g.cin * g.coutG * KP, reverse: false };
+    implicitGemm(rt, {
+      xp: dyp, w: wt, bias: null, y: dx, batch: g.batch, rows: g.cin, groups: g.groups, inG: g.coutG, inTotal: g.cout,
+      pitch, cols: f.cols, ksize: J, stride: 1, shift: left - f.pad, ...addressing,
+      yRowLen: g.tin, outStride: g.stride, outOffset: f.qmin * g.stride + f.r - g.padding,
+    });
+  }
+  if (wt !== w) wt.dispose();
+  dyp.dispose();
+}
+
+/**
+ * Weight gradient on conv1dWeightGradSubgroup: rows = output channels, columns = (input channel, tap padded to KP),
+ * contraction over (batch, time) inside each workgroup, from padded copies of x and dy; writes dw directly.
+ */
+function backwardWeightSubgroup(rt: Runtime, g: Geometry, gy: Tensor, x: Tensor, dw: Tensor): void {
+  const rb = rowBlocks(g.coutG);
+  const kb = g.ksize <= 2 ? g.ksize : 4;
+  const kp = g.ksize <= 2 ? g.ksize : roundUp(g.ksize, 4);
+  const nw = 7 * g.stride + kb;
+  const dyPitch = roundUp(g.tout, 8);
+  const pitch = roundUp(Math.max(g.padding + g.tin, dyPitch * g.stride + kp + nw + 4), 4);
+  const grid: [number, number, number] = [ceilDiv(g.coutG, 8 * rb) * g.groups, ceilDiv(g.cinG * kp, 32), 1];
+  checkGrid(rt, grid);
+  const xp = padRows(rt, g, x, g.batch * g.cin, g.tin, g.padding, pitch, 'conv1d.grad_w.x.padded');
+  const dyp = padRows(rt, g, gy, g.batch * g.cout, g.tout, 0, dyPitch, 'conv1d.grad_w.dy.padded');
+  const wg = {
+    rows: g.cout, rowsG: g.coutG, inG: g.cinG, inTotal: g.cin, pitch, tout: g.tout, dyPitch, batch: g.batch,
+    ksize: g.ksize, kpad: kp,
+  };
+  const defines: Defines = { T: gy.dtype, RB: `${rb}u`, KB: `${kb}u`, CS: `${4 / kb}u`, SS: `${g.stride}u`, WNW: `${nw}u`, WNCH: `${ceilDiv(nw, 4)}u` };
+  rt.dispatch(conv1dSubgroupKernel, 'conv1dWeightGradSubgroup', { wg, xv: xp, dyv: dyp, dwOut: dw }, grid, { defines });
+  xp.dispose();
+  dyp.dispose();
+}
+
+// ---- implicit GEMM on workgroup-memory tiles (conv1dTiled in kernels/conv1d.wgsl) ----
+
+interface TiledGemm {
+  x: Tensor;
+  w: Tensor;
+  bias: Tensor | null;
+  y: Tensor;
+  batch: number;
+  rows: number;
+  groups: number;
+  inG: number;
+  inTotal: number;
+  tin: number;
+  cols: number;
+  taps: number;
+  ksize: number;
+  colStride: number;
+  posOffset: number;
+  tapDir: number;
+  wGroupStride: number;
+  wRowStride: number;
+  wChanStride: number;
+  tap0: number;
+  tapStep: number;
+  yRowLen: number;
+  outStride: number;
+  outOffset: number;
+}
+
+function tiledGemm(rt: Runtime, a: TiledGemm): void {
+  const t = convConfig.tiled;
+  const rowsG = a.rows / a.groups;
+  const grid: [number, number, number] = [ceilDiv(a.cols, t.tgN * t.ttN), ceilDiv(rowsG, t.tgM * t.ttM) * a.groups, a.batch];
+  checkGrid(rt, grid);
+  const { x, w, bias, y, batch: _b, groups: _g, ...rest } = a;
+  const ct = { ...rest, rowsG, hasBias: bias ? 1 : 0 };
+  rt.dispatch(conv1dKernel, 'conv1dTiled', { ct, tx: x, tw: w, tbias: bias ?? w, ty: y }, grid, {
+    defines: { T: x.dtype, TG_M: `${t.tgM}u`, TG_N: `${t.tgN}u`, TT_M: `${t.ttM}u`, TT_N: `${t.ttN}u`, TBK: `${t.bk}u` },
+  });
+}
+
+/** Input gradient on conv1dTiled, one GEMM per stride phase (as backwardInputSubgroup, without relaid weights). */
+function backwardInputTiled(rt: Runtime, g: Geometry, gy: Tensor, w: Tensor, dx: Tensor): void {
+  const J = ceilDiv(g.ksize, g.stride);
+  for (let r = 0; r < g.stride; r++) {
+    const qmin = Math.max(0, Math.ceil((g.padding - r) / g.stride));
+    const qmax = Math.floor((g.tin - 1 + g.padding - r) / g.stride);
+    if (qmax < qmin) continue;
+    tiledGemm(rt, {
+      x: gy, w, bias: null, y: dx, batch: g.batch, rows: g.cin, groups: g.groups, inG: g.coutG, inTotal: g.cout, tin: g.tout,
+      cols: qmax - qmin + 1, taps: J, ksize: g.ksize, colStride: 1, posOffset: qmin, tapDir: -1,
+      wGroupStride: g.coutG * g.cinG * g.ksize, wRowStride: g.ksize, wChanStride: g.cinG * g.ksize, tap0: r, tapStep: g.stride,
+      yRowLen: g.tin, outStride: g.stride, outOffset: qmin * g.stride + r - g.padding,
+    });
+  }
 }
