@@ -326,6 +326,10 @@ test('ser eval/predict: no weights, a different label set and unknown labels are
   assert.match(bad.stderr, /--labels .*does not match the model's head.*not in the model: fear/);
   const same = ser('eval', '--model', modelDir, '--data', data, '--labels', 'mid,High,low', '--json');
   assert.is(same.status, 0, same.stderr);
+  const noSplits = ser('eval', '--model', modelDir, '--data', data, '--splits', path.join(tmp, 'none.json'));
+  assert.is.not(noSplits.status, 0);
+  assert.match(noSplits.stderr, /none\.json: no such file/);
+  assert.not.ok(fs.existsSync(path.join(tmp, 'none.json')), 'eval does not write a split file');
   // a folder with config.json only: refused by eval and predict, named
   const cfgOnly = path.join(tmp, 'config-only');
   fs.mkdirSync(cfgOnly, { recursive: true });

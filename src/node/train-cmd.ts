@@ -2,18 +2,14 @@
 // checkpoints); the loop itself is src/train/trainer.ts.
 import cliProgress from 'cli-progress';
 import fs from 'node:fs';
-import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import type { Runtime } from '../runtime/runtime.js';
-import { Tensor } from '../tensor.js';
-import { noGrad, tidy } from '../autograd.js';
-import { softmax } from '../ops/loss.js';
 import { configObject, fineTunedConfigJson, type ModelConfigBase } from '../io/config.js';
 import { familyOf, parseModelConfig } from '../model/registry.js';
 import type { AudioPreprocessor } from '../model/family.js';
 import { loadCheckpointFile, writeCheckpointFile } from './train-checkpoint.js';
-import { SpeechClassifier, disposeOutput } from '../model/classifier.js';
+import { SpeechClassifier } from '../model/classifier.js';
 import { Trainer, DEFAULT_TRAIN_CONFIG, DEFAULT_LOSS_SCALE, type ClipSet, type TrainConfig, type TrainerIO } from '../train/trainer.js';
 import { LabelSet, SHEMO_LABELS, selectLabels, labelCounts, normalizeLabel } from '../data/labels.js';
 import type { DataItem } from '../data/manifest.js';
@@ -94,6 +90,20 @@ export async function saveModel(model: SpeechClassifier, config: ModelConfigBase
     preprocessor: preprocessor.json(),
     tensors,
   });
+}
+
+/** Runs fn; an error whose message does not name `file` gets it in front (JSON parsers' messages do not). */
+function withFileName<T>(file: string, fn: () => T): T {
+  const rename = (e: unknown): never => {
+    const msg = e instanceof Error ? e.message : String(e);
+    throw new Error(msg.includes(file) ? msg : `${file}: ${msg}`);
+  };
+  try {
+    const r = fn();
+    return (r instanceof Promise ? r.catch(rename) : r) as T;
+  } catch (e) {
+    return rename(e);
+  }
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -336,7 +346,7 @@ export async function train(run: TrainRun): Promise<TrainResult> {
   };
   const trainer = new Trainer(model, { train: train.set, valid: valid?.set ?? null, preprocessor }, labelSet.labels, run.cfg, io);
   if (resuming) {
-    trainer.restore(await loadCheckpointFile(ckPath));
+    trainer.restore(await withFileName(ckPath, () => loadCheckpointFile(ckPath)));
     say(`resumed from ${ckPath} at optimizer step ${trainer.position.step} (epoch ${trainer.position.epoch}, micro-batch ${trainer.position.microBatch})`);
   } else {
     log({ event: 'start', config: run.cfg, labels: labelSet.labels, model: run.modelDir, data: run.data, train: train.set.ids.length, valid: valid?.set.ids.length ?? 0, test: test?.set.ids.length ?? 0, adapter: rt.adapter });
@@ -425,7 +435,9 @@ export async function evalCommand(argv: string[]): Promise<number> {
   }
   const droppedCount = Object.values(dropped).reduce((a, b) => a + b, 0);
   if (v.splits) {
-    const { splits } = loadOrMakeSplits(v.splits, items, {});
+    // eval reads a split file (written by train); it never makes one up
+    if (!fs.existsSync(v.splits)) throw new Error(`--splits ${v.splits}: no such file (give the splits.json a training run wrote)`);
+    const { splits } = withFileName(v.splits, () => loadOrMakeSplits(v.splits!, items, {}));
     const p = applySplits(items, splits) as Record<string, DataItem[]>;
     if (!p[v.part!]) throw new Error(`--part must be train, valid or test (got '${v.part}')`);
     items = p[v.part!];
