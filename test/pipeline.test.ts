@@ -187,6 +187,17 @@ test('audioClassifier: sorted {label, score}, topK, arrays batched with the same
   await rejects(() => clf({ samples: CLIPS[0].subarray(0, 100), samplingRate: 16000 }), /too short/);
   clf.dispose();
   await rejects(() => clf({ samples: CLIPS[0], samplingRate: 16000 }), /dispose/);
+  // dtype f16: the linear layers in f16 (mixed precision), close to f32
+  if (rt.hasF16) {
+    const half = await audioClassifier(modelDir, { runtime: rt, dtype: 'f16' });
+    const h = (await half({ samples: CLIPS[0], samplingRate: 16000 }, { topK: 3 })) as LabelScore[];
+    const d = maxDiff(byLabel(h), byLabel(one));
+    console.log(`  f16 vs f32: max |dp| ${d.toExponential(2)}`);
+    assert.ok(d < 2e-2 && h.every((s) => Number.isFinite(s.score)), `f16 differs by ${d}`);
+    half.dispose();
+  } else {
+    await rejects(() => audioClassifier(modelDir, { runtime: rt, dtype: 'f16' }), /shader-f16/);
+  }
 });
 
 test('audioClassifier (core): an opened model or the folder files as Blobs, no Node paths', async () => {
