@@ -2,6 +2,8 @@
 import { createRuntime, type Runtime, type RuntimeOptions } from './runtime/runtime.js';
 
 export * from './index.js';
+export { fetchHubModelFiles, openHubModel, type HubFetchOptions, type HubModelFiles, type CacheStorageLike } from './io/hub-browser.js';
+export { HubError, parseHubId, looksLikeHubId, type HubErrorCode, type HubId } from './io/hub.js';
 
 export interface BrowserRuntimeOptions extends RuntimeOptions {
   powerPreference?: GPUPowerPreference;

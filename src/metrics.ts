@@ -89,3 +89,90 @@ export function formatMetrics(m: Metrics): string {
   for (let i = 0; i < m.labels.length; i++) lines.push(`${m.labels[i].padEnd(w)} ${m.confusion[i].map((v) => String(v).padStart(6)).join('')}`);
   return lines.join('\n');
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// regression (dimensional emotion: arousal, dominance, valence), in one JSON shape:
+//   { "mse", "mae", "ccc" (mean over targets), "per_target": { name: { "mse", "mae", "ccc", "pearson", "count" } } }
+// CCC (Lin's concordance correlation coefficient, the metric of the dimensional-SER literature and of audeering's
+// models) = 2 cov(x, y) / (var(x) + var(y) + (mean(x) - mean(y))^2), population (1/n) moments, in float64.
+
+export interface TargetMetrics {
+  mse: number;
+  mae: number;
+  ccc: number;
+  pearson: number;
+  count: number;
+}
+
+export interface RegressionMetrics {
+  mse: number;
+  mae: number;
+  ccc: number;
+  per_target: Record<string, TargetMetrics>;
+  targets: string[];
+}
+
+/** Population (1/n) means, variances and covariance of two equal-length series, in float64. */
+function moments(x: ArrayLike<number>, y: ArrayLike<number>): { mx: number; my: number; vx: number; vy: number; cov: number } {
+  const n = x.length;
+  if (n !== y.length) throw new Error(`regression metrics: ${n} values vs ${y.length}`);
+  if (n === 0) return { mx: 0, my: 0, vx: 0, vy: 0, cov: 0 };
+  let mx = 0;
+  let my = 0;
+  for (let i = 0; i < n; i++) {
+    mx += x[i];
+    my += y[i];
+  }
+  mx /= n;
+  my /= n;
+  let vx = 0;
+  let vy = 0;
+  let cov = 0;
+  for (let i = 0; i < n; i++) {
+    vx += (x[i] - mx) ** 2;
+    vy += (y[i] - my) ** 2;
+    cov += (x[i] - mx) * (y[i] - my);
+  }
+  return { mx, my, vx: vx / n, vy: vy / n, cov: cov / n };
+}
+
+/** Lin's concordance correlation coefficient (0 where it is undefined: both series constant and equal). */
+export function concordanceCorrelation(x: ArrayLike<number>, y: ArrayLike<number>): number {
+  const m = moments(x, y);
+  const den = m.vx + m.vy + (m.mx - m.my) ** 2;
+  return den > 0 ? (2 * m.cov) / den : 0;
+}
+
+/** Metrics of predictions vs true targets, both [n, targets.length] row-major. */
+export function computeRegressionMetrics(truth: ArrayLike<number>, pred: ArrayLike<number>, targets: readonly string[]): RegressionMetrics {
+  const k = targets.length;
+  if (k === 0 || truth.length !== pred.length || truth.length % k) throw new Error(`regression metrics: ${truth.length} true values, ${pred.length} predictions, ${k} targets`);
+  const n = truth.length / k;
+  const per_target: Record<string, TargetMetrics> = {};
+  for (let j = 0; j < k; j++) {
+    const x = Float64Array.from({ length: n }, (_, i) => pred[i * k + j]);
+    const y = Float64Array.from({ length: n }, (_, i) => truth[i * k + j]);
+    let se = 0;
+    let ae = 0;
+    for (let i = 0; i < n; i++) {
+      se += (x[i] - y[i]) ** 2;
+      ae += Math.abs(x[i] - y[i]);
+    }
+    const m = moments(x, y);
+    const pearson = m.vx > 0 && m.vy > 0 ? m.cov / Math.sqrt(m.vx * m.vy) : 0;
+    per_target[targets[j]] = { mse: n ? se / n : 0, mae: n ? ae / n : 0, ccc: concordanceCorrelation(x, y), pearson, count: n };
+  }
+  const mean = (f: (t: TargetMetrics) => number) => targets.reduce((a, t) => a + f(per_target[t]), 0) / k;
+  return { mse: mean((t) => t.mse), mae: mean((t) => t.mae), ccc: mean((t) => t.ccc), per_target, targets: [...targets] };
+}
+
+export function formatRegressionMetrics(m: RegressionMetrics): string {
+  const w = Math.max(9, ...m.targets.map((t) => t.length));
+  const lines = [`CCC ${m.ccc.toFixed(4)}  MSE ${m.mse.toFixed(4)}  MAE ${m.mae.toFixed(4)} (means over ${m.targets.length} targets)`];
+  lines.push(`${'target'.padEnd(w)}     CCC  Pearson      MSE      MAE    count`);
+  for (const t of m.targets) {
+    const r = m.per_target[t];
+    lines.push(`${t.padEnd(w)} ${r.ccc.toFixed(4).padStart(7)} ${r.pearson.toFixed(4).padStart(8)} ${r.mse.toFixed(4).padStart(8)} ${r.mae.toFixed(4).padStart(8)} ${String(r.count).padStart(8)}`);
+  }
+  return lines.join('\n');
+}

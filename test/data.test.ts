@@ -114,6 +114,16 @@ test('CSV / TSV manifests: quoting, BOM, CRLF, common column names, speaker colu
   assert.throws(() => parseCsvManifest('path,label\na.wav,anger\na.wav,sadness\n', { root: '.', name: 'm.csv' }), /duplicate item id 'a'/);
 });
 
+test('CSV manifest with numeric target columns (regression): targets in column order, no label needed, bad numbers named', () => {
+  const csv = 'path,arousal,dominance,valence\na.wav,0.7,0.4,0.3\nb.wav,-0.25,1e-1,0.5\n';
+  const items = parseCsvManifest(csv, { root: '/d', targetColumns: ['arousal', 'dominance', 'valence'] });
+  assert.equal(items.map((it) => it.targets), [[0.7, 0.4, 0.3], [-0.25, 0.1, 0.5]]);
+  assert.equal(items.map((it) => it.label), ['', '']);
+  assert.throws(() => parseCsvManifest('path,arousal\na.wav,high\n', { root: '.', name: 'r.csv', targetColumns: ['arousal'] }), /r\.csv: row 2 \(a\.wav\) has 'arousal' = "high", not a number/);
+  assert.throws(() => parseCsvManifest('path,arousal\na.wav,\n', { root: '.', name: 'r.csv', targetColumns: ['arousal'] }), /'arousal' = "", not a number/);
+  assert.throws(() => parseCsvManifest('path,arousal\na.wav,1\n', { root: '.', name: 'r.csv', targetColumns: ['valence'] }), /r\.csv: no target column 'valence'/);
+});
+
 test('Node edge: loadDataset for ShEMO JSON, CSV and folder-per-label; ClipStore; missing files', async () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ser-data-'));
   try {

@@ -2,7 +2,7 @@
 // an independent per-class recount on random predictions.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { argmaxRows, computeMetrics, formatMetrics, macroF1 } from '../src/metrics.js';
+import { argmaxRows, computeMetrics, computeRegressionMetrics, concordanceCorrelation, formatMetrics, formatRegressionMetrics, macroF1 } from '../src/metrics.js';
 import { mulberry32 } from '../src/data/random.js';
 
 const near = (a: number, b: number, what: string) => assert.ok(Math.abs(a - b) < 1e-12, `${what}: ${a} vs ${b}`);
@@ -71,6 +71,31 @@ test('random predictions: every number matches an independent recount', () => {
   }
   near(m.ua, ua, 'UA');
   assert.is(m.confusion.flat().reduce((s, v) => s + v, 0), n);
+});
+
+test('regression metrics: CCC, Pearson, MSE, MAE per target against hand-computed values', () => {
+  // target a: y = 2x (perfect correlation, not concordance): mx 3, my 6, vx 2, vy 8, cov 4 -> CCC 8 / 19
+  // target b: identical series -> CCC 1, MSE 0
+  const x = [1, 2, 3, 4, 5];
+  const truth: number[] = [];
+  const pred: number[] = [];
+  for (const v of x) {
+    pred.push(v, v / 10);
+    truth.push(2 * v, v / 10);
+  }
+  const m = computeRegressionMetrics(truth, pred, ['a', 'b']);
+  near(m.per_target.a.ccc, 8 / 19, 'CCC a');
+  near(m.per_target.a.pearson, 1, 'Pearson a');
+  near(m.per_target.a.mse, (1 + 4 + 9 + 16 + 25) / 5, 'MSE a');
+  near(m.per_target.a.mae, 3, 'MAE a');
+  near(m.per_target.b.ccc, 1, 'CCC b');
+  near(m.per_target.b.mse, 0, 'MSE b');
+  near(m.ccc, (8 / 19 + 1) / 2, 'mean CCC');
+  assert.is(m.per_target.a.count, 5);
+  // anti-concordant: CCC -1
+  near(concordanceCorrelation([1, 2, 3], [3, 2, 1]), -1, 'CCC -1');
+  assert.throws(() => computeRegressionMetrics([1, 2, 3], [1, 2], ['a']), /3 true values/);
+  assert.match(formatRegressionMetrics(m), /CCC 0\.7105/);
 });
 
 test.run();

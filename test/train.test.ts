@@ -92,6 +92,11 @@ test('train: loss falls, model beats chance, Hugging Face directory written', as
   assert.ok(cfg.architectures.length > 0 && cfg.pooling_mode === 'mean');
   const metrics = JSON.parse(fs.readFileSync(path.join(out, 'metrics.json'), 'utf8'));
   assert.ok(metrics.valid.ua >= 0.5, `validation UA ${metrics.valid.ua} (chance 0.33)`);
+  // Hugging Face Trainer's record of the same run
+  const state = JSON.parse(fs.readFileSync(path.join(out, 'trainer_state.json'), 'utf8'));
+  assert.ok(state.global_step > 0 && state.log_history.some((e: { loss?: number }) => typeof e.loss === 'number'));
+  assert.ok(state.log_history.some((e: { eval_ua?: number }) => typeof e.eval_ua === 'number'));
+  assert.is(state.best_model_checkpoint, path.join(out, 'model'));
 });
 
 test('train: killed mid-run and resumed ends with the same weights as uninterrupted', async () => {

@@ -87,7 +87,7 @@ const DEMO_MODEL_CONFIG = {
 
 async function writeDemoInputs(api, dir) {
   const config = api.parseWav2Vec2Config(DEMO_MODEL_CONFIG);
-  const weights = api.initWav2Vec2Weights(config, { head: 'speech-classification', seed: 3 });
+  const weights = api.initWeights(config, { head: 'speech-classification', seed: 3 });
   // HF's init gives logits of ~1e-3 (probabilities all ~0.2): widen the last layer so the probabilities differ
   // and comparing them means something
   const out = weights.get('classifier.out_proj.weight').data;
@@ -124,10 +124,10 @@ async function nodePredict(api, rt, modelDir, wav) {
     model.eval();
     const d = api.decodeWav(new Uint8Array(fs.readFileSync(wav)), wav);
     const mono = api.mixToMono(d.channels);
-    const x = md.preprocessor.do_normalize ? api.zeroMeanUnitVar(mono) : mono;
+    const x = md.preprocessor.prepare([mono]);
     const p = api.noGrad(() =>
       api.tidy(() => {
-        const input = api.Tensor.fromData(rt, x, [1, x.length], 'f32', 'input_values');
+        const input = api.Tensor.fromData(rt, x.values, x.shape, 'f32', 'input_values');
         const o = model.forward({ inputValues: input });
         const probs = api.softmax(o.logits);
         api.disposeOutput(o);

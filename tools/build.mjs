@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // Bundles with esbuild: WGSL files become strings (loader 'text'), so no kernel is read from disk at run time.
-//   build/cli.mjs            the `ser` CLI (Node)
+//   build/cli.mjs            the `ser` CLI (Node), used by tests; dist/cli.mjs, the same, run by bin/ser.mjs and shipped
 //   build/test/*.test.mjs    tests (one bundle per file, run by tools/run-tests.mjs with uvu)
 //   build/bench/*.mjs        benchmarks
 //   dist/ser.browser.js      the browser ESM bundle (no Node built-ins), when src/browser.ts exists, with
@@ -39,7 +39,10 @@ const tests = list('test', /\.test\.ts$/);
 for (const t of tests) add(t, { ...node, entryPoints: [t], outfile: `build/test/${path.basename(t, '.ts')}.mjs` });
 const benches = list('bench', /\.ts$/);
 for (const b of benches) add(b, { ...node, entryPoints: [b], outfile: `build/bench/${path.basename(b, '.ts')}.mjs` });
-if (fs.existsSync(path.join(root, 'src/node/cli.ts'))) add('src/node/cli.ts', { ...node, entryPoints: ['src/node/cli.ts'], outfile: 'build/cli.mjs' });
+if (fs.existsSync(path.join(root, 'src/node/cli.ts'))) {
+  add('src/node/cli.ts', { ...node, entryPoints: ['src/node/cli.ts'], outfile: 'build/cli.mjs' });
+  add('dist/cli.mjs', { ...node, entryPoints: ['src/node/cli.ts'], outfile: 'dist/cli.mjs' });
+}
 if (fs.existsSync(path.join(root, 'src/browser.ts'))) {
   // browser side: the library bundle, and web/*.ts (demo page, in-page check) into web/dist, which load the library
   // bundle at run time instead of inlining it. Platform 'browser' refuses to resolve a Node built-in; noNodeImports
@@ -65,17 +68,19 @@ if (fs.existsSync(path.join(root, 'src/browser.ts'))) {
     jobs.push(esbuild.build({ ...browser, entryPoints: [w], outfile: `web/dist/${path.basename(w, '.ts')}.js`, plugins: [library] }).then(noNodeImports(w)).then(() => null, (e) => `${w}: ${e.message}`));
   }
   // the Node library entry: the core plus the Node edge (Dawn runtime, model directories)
-  // the Node audioClassifier (folder paths, audio files) is exported by name, so it takes the place of the core's
-  const nodeEntry = "export * from './src/index.ts';\nexport * from './src/node/dawn.ts';\nexport * from './src/node/modeldir.ts';\nexport { audioClassifier, type NodeAudioClassifierOptions } from './src/node/pipeline.ts';\n";
+  // the Node audioClassifier (folder paths, Hub ids, audio files) is exported by name, so it takes the place of the core's
+  const nodeEntry = "export * from './src/index.ts';\nexport * from './src/node/dawn.ts';\nexport * from './src/node/modeldir.ts';\nexport * from './src/node/hub.ts';\nexport { audioClassifier, type NodeAudioClassifierOptions } from './src/node/pipeline.ts';\n";
   add('dist/ser.node.js', { ...node, stdin: { contents: nodeEntry, resolveDir: root, sourcefile: 'ser.node.ts', loader: 'ts' }, outfile: 'dist/ser.node.js' });
   jobs.push(declarations());
 }
 // .d.ts for both library entries (tsc emits even when it also reports type errors: those are typecheck's business)
 async function declarations() {
   const { spawn } = await import('node:child_process');
+  // declarations of modules since removed must not linger (npm pack ships dist/)
+  fs.rmSync(path.join(root, 'dist/types'), { recursive: true, force: true });
   const tsc = path.join(root, 'node_modules/typescript/bin/tsc');
-  const files = ['src/browser.ts', 'src/index.ts', 'src/node/dawn.ts', 'src/node/modeldir.ts', 'src/node/pipeline.ts', 'src/wgsl.d.ts'];
-  const flags = ['--ignoreConfig', '--declaration', '--emitDeclarationOnly', '--outDir', 'dist/types', '--rootDir', 'src', '--strict', '--skipLibCheck', '--target', 'es2022', '--module', 'esnext', '--moduleResolution', 'bundler', '--types', '@webgpu/types,node', '--lib', 'es2022,dom', '--resolveJsonModule'];
+  const files = ['src/browser.ts', 'src/index.ts', 'src/node/dawn.ts', 'src/node/modeldir.ts', 'src/node/hub.ts', 'src/node/pipeline.ts', 'src/wgsl.d.ts'];
+  const flags = ['--ignoreConfig', '--declaration', '--emitDeclarationOnly', '--outDir', 'dist/types', '--rootDir', 'src', '--strict', '--skipLibCheck', '--target', 'es2022', '--module', 'nodenext', '--moduleResolution', 'nodenext', '--types', '@webgpu/types,node', '--lib', 'es2022,dom', '--resolveJsonModule'];
   const out = await new Promise((resolve) => {
     const p = spawn(process.execPath, [tsc, ...flags, ...files], { cwd: root });
     let text = '';
@@ -85,7 +90,7 @@ async function declarations() {
   });
   if (!fs.existsSync(path.join(root, 'dist/types/browser.d.ts'))) return `declarations (tsc): ${out.slice(0, 2000)}`;
   fs.writeFileSync(path.join(root, 'dist/ser.browser.d.ts'), "export * from './types/browser.js';\n");
-  fs.writeFileSync(path.join(root, 'dist/ser.node.d.ts'), "export * from './types/index.js';\nexport * from './types/node/dawn.js';\nexport * from './types/node/modeldir.js';\nexport { audioClassifier, type NodeAudioClassifierOptions } from './types/node/pipeline.js';\n");
+  fs.writeFileSync(path.join(root, 'dist/ser.node.d.ts'), "export * from './types/index.js';\nexport * from './types/node/dawn.js';\nexport * from './types/node/modeldir.js';\nexport * from './types/node/hub.js';\nexport { audioClassifier, type NodeAudioClassifierOptions } from './types/node/pipeline.js';\n");
   return null;
 }
 const errors = (await Promise.all(jobs)).filter(Boolean);

@@ -42,9 +42,14 @@ function setStatus(el: HTMLElement, text: string, error = false): void {
   el.classList.toggle('error', error);
 }
 
+/** An error replaces the last result: a stale label next to an error would read as this clip's answer. */
 function showError(e: unknown): void {
   const msg = e instanceof Error ? e.message : String(e);
   errorBox.textContent = msg;
+  $('result').classList.remove('shown');
+  $('label').textContent = '';
+  $('probs').replaceChildren();
+  $('timing').textContent = '';
   console.error(e);
 }
 
@@ -138,40 +143,29 @@ async function loadModel(files: File[]): Promise<void> {
 let audioContext: AudioContext | null = null;
 
 /**
- * Audio bytes -> mono samples at `rate`. WAV goes through the library's parser (bit-exact, the same samples the Node
- * CLI sees); anything else through the browser's decoder. A rate other than the model's is converted by rendering
- * the clip through an OfflineAudioContext at that rate (which also mixes the channels down to one).
+ * Audio bytes -> mono samples at `rate`, through the library's own path (decode WAV/FLAC/MP3/Ogg Vorbis, mix to
+ * mono, resample), so the page sees exactly the samples `ser predict` sees. Only a format the library cannot decode
+ * (a browser recording in WebM/Opus) goes through the browser's decoder, at the file's own rate; the resampling is
+ * still the library's.
  */
 async function decodeToRate(blob: Blob, name: string, rate: number): Promise<{ samples: Float32Array; sourceRate: number }> {
   const bytes = new Uint8Array(await blob.arrayBuffer());
-  let channels: Float32Array[] | null = null;
-  let sourceRate = 0;
-  if (ser.isWav(bytes)) {
-    try {
-      const d = ser.decodeWav(bytes, name);
-      channels = d.channels;
-      sourceRate = d.sampleRate;
-    } catch {
-      channels = null; // a WAV variant our parser refuses: let the browser try
-    }
+  const format = ser.sniffFormat(bytes);
+  if (format !== 'unknown' && format !== 'ogg-opus' && format !== 'ogg-other') {
+    const p = await ser.prepareAudio(bytes, name, { sampleRate: rate, minSamples: 1 });
+    return { samples: p.samples, sourceRate: p.sourceRate };
   }
-  if (!channels) {
-    audioContext ??= new AudioContext();
-    const buf = await audioContext.decodeAudioData(bytes.slice().buffer);
-    channels = Array.from({ length: buf.numberOfChannels }, (_, i) => buf.getChannelData(i));
-    sourceRate = buf.sampleRate;
+  // decodeAudioData returns the context's rate; the library's resampler then takes it to the model's
+  audioContext ??= new AudioContext();
+  let buf: AudioBuffer;
+  try {
+    buf = await audioContext.decodeAudioData(bytes.slice().buffer);
+  } catch (e) {
+    throw new Error(`${name}: neither the library nor this browser can decode it (${(e as Error).message || 'unsupported format'})`);
   }
-  if (sourceRate === rate) return { samples: ser.mixToMono(channels), sourceRate };
-  const frames = channels[0].length;
-  const offline = new OfflineAudioContext(1, Math.max(1, Math.round((frames * rate) / sourceRate)), rate);
-  const buffer = offline.createBuffer(channels.length, frames, sourceRate);
-  channels.forEach((c, i) => buffer.copyToChannel(c as Float32Array<ArrayBuffer>, i));
-  const src = offline.createBufferSource();
-  src.buffer = buffer;
-  src.connect(offline.destination);
-  src.start();
-  const rendered = await offline.startRendering();
-  return { samples: rendered.getChannelData(0).slice(), sourceRate };
+  const channels = Array.from({ length: buf.numberOfChannels }, (_, i) => buf.getChannelData(i));
+  const mono = ser.mixToMono(channels);
+  return { samples: ser.resample(mono, buf.sampleRate, rate), sourceRate: buf.sampleRate };
 }
 
 async function useAudio(blob: Blob, name: string): Promise<void> {

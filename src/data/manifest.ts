@@ -19,6 +19,8 @@ export interface DataItem {
   speaker?: string;
   gender?: string;
   transcript?: string;
+  /** regression: float targets in the order of the manifest's target columns (e.g. arousal, dominance, valence) */
+  targets?: number[];
 }
 
 /** Join a root and a relative path with '/', leaving absolute paths and URLs alone. */
@@ -121,6 +123,8 @@ export interface CsvManifestOptions {
   idColumn?: string;
   /** ',' or '\t' ...; detected when omitted */
   delimiter?: string;
+  /** regression: numeric target columns (each row's values become item.targets); the label column is then optional */
+  targetColumns?: readonly string[];
 }
 
 const PATH_COLUMNS = ['path', 'file', 'filename', 'file_name', 'filepath', 'file_path', 'audio', 'audio_path', 'wav', 'wav_path'];
@@ -153,16 +157,26 @@ export function parseCsvManifest(text: string, opts: CsvManifestOptions): DataIt
     return undefined;
   };
   const pathCol = pick(opts.pathColumn, PATH_COLUMNS, 'path', true)!;
-  const labelCol = pick(opts.labelColumn, LABEL_COLUMNS, 'label', true)!;
+  const targetCols = (opts.targetColumns ?? []).map((c) => pick(c, [], 'target', true)!);
+  const labelCol = pick(opts.labelColumn, LABEL_COLUMNS, 'label', targetCols.length === 0);
   const speakerCol = pick(opts.speakerColumn, SPEAKER_COLUMNS, 'speaker', false);
   const idCol = opts.idColumn ? pick(opts.idColumn, [], 'id', true) : undefined;
   const items: DataItem[] = parsed.data.map((row, i) => {
     const rel = (row[pathCol] ?? '').trim();
-    const label = (row[labelCol] ?? '').trim();
+    const label = labelCol ? (row[labelCol] ?? '').trim() : '';
     if (!rel) throw new Error(`${name}: row ${i + 2} has an empty '${pathCol}'`);
-    if (!label) throw new Error(`${name}: row ${i + 2} (${rel}) has an empty '${labelCol}'`);
+    if (labelCol && !label && !targetCols.length) throw new Error(`${name}: row ${i + 2} (${rel}) has an empty '${labelCol}'`);
     const speaker = speakerCol ? (row[speakerCol] ?? '').trim() || undefined : speakerFromName(rel);
-    return { id: idCol ? row[idCol].trim() : stripExtension(rel), path: joinPath(opts.root, rel), label: normalizeLabel(label), speaker };
+    const item: DataItem = { id: idCol ? row[idCol].trim() : stripExtension(rel), path: joinPath(opts.root, rel), label: label ? normalizeLabel(label) : '', speaker };
+    if (targetCols.length) {
+      item.targets = targetCols.map((c) => {
+        const text = (row[c] ?? '').trim();
+        const v = Number(text);
+        if (!text || !Number.isFinite(v)) throw new Error(`${name}: row ${i + 2} (${rel}) has '${c}' = ${JSON.stringify(text)}, not a number`);
+        return v;
+      });
+    }
+    return item;
   });
   assertUniqueIds(items, name);
   return items;

@@ -4,7 +4,7 @@ import type { Runtime } from '../runtime/runtime.js';
 import { Tensor } from '../tensor.js';
 import { tidy } from '../autograd.js';
 import type { ModelConfigBase, PoolingMode } from '../io/config.js';
-import { canonicalParameterName, loadIntoTensors, type LoadReport } from '../io/statedict.js';
+import { canonicalParameterName, loadIntoTensors, mapCheckpointKeys, sourceShapes, type LoadReport } from '../io/statedict.js';
 import type { TensorSource } from '../io/source.js';
 import type { EncoderInput, EncoderOutput, SpeechEncoder, TensorHook } from './family.js';
 import { familyOf, type AnyFamily } from './registry.js';
@@ -24,8 +24,18 @@ export interface ParameterSpec {
 /** Every parameter of a family's encoder with the head (HF names, state-dict order). */
 export function parameterShapes(config: ModelConfigBase, head: ModelHead, family: AnyFamily = familyOf(config)): Map<string, number[]> {
   const { before, after } = headParameterShapes(config, head);
-  return new Map([...before, ...family.encoderParameterShapes(config), ...after]);
+  const shapes = new Map([...before, ...family.encoderParameterShapes(config), ...after]);
+  let total = 0;
+  for (const s of shapes.values()) total += s.reduce((a, b) => a * b, 1);
+  // each size field is bounded on its own; together they can still ask for an absurd model (a hostile config.json)
+  if (total > MAX_PARAMETERS) {
+    throw new Error(`config.json describes a ${config.model_type} model of ${(total / 1e9).toFixed(1)} billion parameters (hidden_size ${config.hidden_size}, num_hidden_layers ${config.num_hidden_layers}); the largest supported is ${MAX_PARAMETERS / 1e9} billion`);
+  }
+  return shapes;
 }
+
+/** Twice XLS-R 2B: a config describing more is refused before anything is allocated. */
+export const MAX_PARAMETERS = 4e9;
 
 export function parameterSpecs(config: ModelConfigBase, head: ModelHead): ParameterSpec[] {
   const family = familyOf(config);
@@ -163,15 +173,13 @@ export class SpeechClassifier {
     const family = familyOf(config);
     const head = opts.head ?? detectHead([...source.entries.keys()].map(canonicalParameterName)) ?? 'speech-classification';
     const shapes = parameterShapes(config, head, family);
+    const mapOptions = { checkpoint: opts.checkpoint ?? source.files.join(', '), ignoreMismatchedSizes: opts.ignoreMismatchedSizes, rules: family.keyRules(config), model: modelClassName(family, head) };
+    // the mapping first: a checkpoint that cannot fill the model is refused before any GPU memory is taken
+    const mapping = mapCheckpointKeys(sourceShapes(source), shapes, mapOptions);
+    if (mapping.errors.length) throw Object.assign(new Error(mapping.errors.join('\n')), { report: mapping });
     const params = new Map([...shapes].map(([name, shape]) => [name, Tensor.empty(rt, shape, 'f32', name)]));
     try {
-      const report = await loadIntoTensors(source, params, {
-        checkpoint: opts.checkpoint,
-        ignoreMismatchedSizes: opts.ignoreMismatchedSizes,
-        onTensor: opts.onTensor,
-        rules: family.keyRules(config),
-        model: modelClassName(family, head),
-      });
+      const report = await loadIntoTensors(source, params, { ...mapOptions, onTensor: opts.onTensor });
       const fresh = new Set(report.newlyInitialized);
       if (fresh.size) {
         const init = initWeights(config, { head, seed: opts.initSeed ?? 0, only: (n) => fresh.has(n) });

@@ -11,6 +11,7 @@ import { WEIGHT_FILES, pickWeightsFile, readTensorFile } from '../io/modelfiles.
 import { type ModelConfigBase, configJsonText, configObject } from '../io/config.js';
 import { familyOf, parseModelConfig } from '../model/registry.js';
 import type { AudioPreprocessor } from '../model/family.js';
+import { resolveModel } from './hub.js';
 
 export class FileByteReader implements ByteReader {
   private constructor(
@@ -131,10 +132,11 @@ export function modelFolder(dir: string): string {
 
 /**
  * Opens a Hugging Face model directory (or a training run folder's model/): configs parsed and checked, weights
- * opened (headers only). A folder without weights is refused (config.json alone would be a random model).
+ * opened (headers only). A folder without weights is refused (config.json alone would be a random model). A name
+ * that is no local folder but a Hub id (`org/name[@revision]`) is downloaded into the Hub cache first (resolveModel).
  */
-export async function openModelDir(folder: string): Promise<ModelDir> {
-  const dir = modelFolder(folder);
+export async function openModelDir(idOrDir: string, opts: { revision?: string } = {}): Promise<ModelDir> {
+  const dir = modelFolder(await resolveModel(idOrDir, { revision: opts.revision }));
   const configPath = path.join(dir, 'config.json');
   const config = parseModelConfig(await readTextFile(configPath), configPath);
   const ppPath = path.join(dir, 'preprocessor_config.json');

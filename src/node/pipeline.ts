@@ -1,6 +1,7 @@
 // The Node entry's one-call classifier: the core's audioClassifier (src/pipeline.ts) with what only Node has: a model
-// given as a folder path (or a training run folder holding model/), a Dawn runtime by default, and audio given as a
-// file path or file: URL (decoded by the same src/audio path as everything else).
+// given as a folder path, a training run folder holding model/, or a Hugging Face Hub id (src/node/hub.ts), a Dawn
+// runtime by default, and audio given as a file path or file: URL (decoded by the same src/audio path as everything
+// else).
 //   const clf = await audioClassifier('runs/shemo/model');
 //   console.log(await clf('clip.wav', { topK: 3 }));
 //   clf.dispose();
@@ -18,14 +19,6 @@ export interface NodeAudioClassifierOptions extends Omit<AudioClassifierOptions,
   revision?: string;
 }
 
-/** The local folder for a model argument: a folder path as is; a Hub id once the Hub resolver exists. */
-async function resolveModelFolder(idOrPath: string, opts: { revision?: string }): Promise<string> {
-  // HUB CALL SITE: when src/node/hub.ts (resolveModel) is on main, this becomes
-  //   return resolveModel(idOrPath, { revision: opts.revision });
-  void opts;
-  return idOrPath;
-}
-
 /** Bytes of an audio file given by path or file: URL (null for http(s) URLs, which the core fetches). */
 async function openAudioFile(input: string | URL): Promise<{ bytes: Uint8Array; name: string } | null> {
   const text = String(input);
@@ -39,7 +32,7 @@ async function openAudioFile(input: string | URL): Promise<{ bytes: Uint8Array; 
 }
 
 /**
- * A classifier from a model folder (config.json + weights), a training run folder, or an opened model. The runtime
+ * A classifier from a model folder (config.json + weights), a training run folder, a Hub id, or an opened model. The runtime
  * defaults to a Dawn one (destroyed by dispose()).
  */
 export async function audioClassifier(model: string | ModelSource, opts: NodeAudioClassifierOptions = {}): Promise<AudioClassifier> {
@@ -48,7 +41,8 @@ export async function audioClassifier(model: string | ModelSource, opts: NodeAud
   const own = !rest.runtime;
   try {
     if (typeof model !== 'string') return await withOwnedRuntime(await coreAudioClassifier(model, { ...rest, runtime, openAudio: openAudioFile }), own);
-    const md = await openModelDir(await resolveModelFolder(model, { revision }));
+    // a folder, a training run folder (its model/), or a Hub id (org/name[@revision], downloaded into the Hub cache)
+    const md = await openModelDir(model, { revision });
     try {
       return withOwnedRuntime(await coreAudioClassifier(md, { ...rest, runtime, openAudio: openAudioFile }), own);
     } finally {

@@ -16,12 +16,15 @@ import type { DataItem } from '../data/manifest.js';
 import { applySplits, describeSplits } from '../data/split.js';
 import { computeMetrics, formatMetrics, type Metrics } from '../metrics.js';
 import { buildReport, type PredictionRecord } from '../report/html.js';
+import { trainerState } from '../report/trainer-state.js';
 import { createNodeRuntime } from './dawn.js';
 import { WEIGHT_FILES, modelFolder, openModelDir, readTextFile, saveModelDir, writeFileAtomic } from './modeldir.js';
+import { resolveModel } from './hub.js';
 import { ClipStore, loadDataset, loadOrMakeSplits, missingFiles } from './audio-file.js';
 import { audioClassifier, type AudioClassifier } from './pipeline.js';
 import type { Prediction, TimelineEntry } from '../pipeline.js';
 import { synthesizeDemoCorpus } from './demo-corpus.js';
+import { demoConfigFor } from './demo-configs.js';
 
 // ---------------------------------------------------------------------------------------------------------------
 // model loading
@@ -41,14 +44,15 @@ export interface LoadedModel {
  * from_pretrained(..., num_labels=n, ignore_mismatched_sizes=True) does. Outside training a label set other than the
  * model's is refused: the head would not mean what the labels say.
  */
-export async function loadModel(rt: Runtime, folder: string, opts: { labels?: readonly string[]; seed?: number; forTraining?: boolean } = {}): Promise<LoadedModel> {
-  const dir = modelFolder(folder);
+export async function loadModel(rt: Runtime, idOrDir: string, opts: { labels?: readonly string[]; seed?: number; forTraining?: boolean } = {}): Promise<LoadedModel> {
+  // a Hub id (org/name[@rev]) becomes its snapshot folder in the Hub cache; a run folder its model/
+  const dir = modelFolder(await resolveModel(idOrDir));
   const configPath = path.join(dir, 'config.json');
   let config = parseModelConfig(await readTextFile(configPath), configPath);
   const family = familyOf(config);
   const hasWeights = fs.readdirSync(dir).some((f) => (WEIGHT_FILES as readonly string[]).includes(f));
   if (!hasWeights && !opts.forTraining) {
-    throw new Error(`${dir}: no weights (looked for ${WEIGHT_FILES.join(', ')}). A folder with only config.json is an untrained model, so its predictions would be random; train it first (ser train --model ${folder} ...)`);
+    throw new Error(`${dir}: no weights (looked for ${WEIGHT_FILES.join(', ')}). A folder with only config.json is an untrained model, so its predictions would be random; train it first (ser train --model ${idOrDir} ...)`);
   }
   const relabel = opts.labels && (opts.labels.length !== config.labels.length || opts.labels.some((l, i) => config.labels[i] !== l));
   if (relabel && !opts.forTraining) throw new Error(`${configPath}: the model's labels [${config.labels.join(', ')}] are not [${opts.labels!.join(', ')}]`);
@@ -382,6 +386,9 @@ export async function train(run: TrainRun): Promise<TrainResult> {
   }
   best.model.dispose();
   await writeFileAtomic(path.join(out, 'metrics.json'), `${JSON.stringify({ valid: validMetrics, test: testMetrics, seconds, steps: trainer.totalSteps }, null, 2)}\n`);
+  // Hugging Face Trainer's run record, for tools that read HF runs
+  const state = trainerState(fs.readFileSync(logPath, 'utf8'), { maxSteps: trainer.totalSteps, numTrainEpochs: run.cfg.epochs, metric: run.cfg.metric, bestModelCheckpoint: valid ? bestDir : null, trainBatchSize: run.cfg.batchSize, evalSteps: run.cfg.evalSteps });
+  await writeFileAtomic(path.join(out, 'trainer_state.json'), `${JSON.stringify(state, null, 2)}\n`);
   const report = path.join(out, 'report.html');
   await writeFileAtomic(report, buildReport({
     title: run.title ?? 'Speech emotion recognition: fine-tuning report',
@@ -543,45 +550,16 @@ export async function predictCommand(argv: string[]): Promise<number> {
 // ---------------------------------------------------------------------------------------------------------------
 // demo
 
-/** The demo's model: the XLSR layout (layer-norm conv encoder, stable layer norm) at a size lavapipe trains in minutes. */
-export const DEMO_CONFIG = {
-  model_type: 'wav2vec2',
-  architectures: ['Wav2Vec2ForSpeechClassification'],
-  conv_dim: [32, 32, 32, 32, 32, 32, 32],
-  conv_kernel: [10, 3, 3, 3, 3, 2, 2],
-  conv_stride: [5, 2, 2, 2, 2, 2, 2],
-  conv_bias: true,
-  feat_extract_norm: 'layer',
-  feat_extract_activation: 'gelu',
-  do_stable_layer_norm: true,
-  hidden_size: 64,
-  num_hidden_layers: 2,
-  num_attention_heads: 4,
-  intermediate_size: 128,
-  hidden_act: 'gelu',
-  layer_norm_eps: 1e-5,
-  num_conv_pos_embeddings: 16,
-  num_conv_pos_embedding_groups: 4,
-  hidden_dropout: 0.05,
-  attention_dropout: 0.0,
-  activation_dropout: 0.0,
-  feat_proj_dropout: 0.0,
-  final_dropout: 0.1,
-  layerdrop: 0.0,
-  apply_spec_augment: true,
-  mask_time_prob: 0.05,
-  mask_time_length: 5,
-  mask_feature_prob: 0.0,
-  pooling_mode: 'mean',
-};
+export { DEMO_CONFIG } from './demo-configs.js';
 
-export const DEMO_USAGE = `ser demo [--out DIR] [--epochs N (24)] [--lr LR (1e-3)] [--speakers N (20)] [--per-emotion N (6)] [--seed N (1)]
+export const DEMO_USAGE = `ser demo [--out DIR] [--family wav2vec2|hubert|data2vec|...] [--epochs N (24)] [--lr LR (1e-3)] [--speakers N (20)] [--per-emotion N (6)] [--seed N (1)]
   Synthesizes a small Persian emotional-speech corpus (espeak-ng -v fa, emotion-dependent prosody, several speakers,
-  noise), trains a small wav2vec2 from scratch on it with the same code path as real fine-tuning, evaluates on
+  noise), trains a small model of the chosen family (default wav2vec2) from scratch on it with the same code path as real fine-tuning, evaluates on
   held-out speakers and writes an HTML report. Default output: ./demo-out`;
 
 export async function demoCommand(argv: string[]): Promise<number> {
-  const { values: v } = parseArgs({ args: argv, options: { out: { type: 'string', default: 'demo-out' }, epochs: { type: 'string', default: '24' }, speakers: { type: 'string', default: '20' }, 'per-emotion': { type: 'string', default: '6' }, seed: { type: 'string', default: '1' }, lr: { type: 'string', default: '1e-3' } } });
+  const { values: v } = parseArgs({ args: argv, options: { out: { type: 'string', default: 'demo-out' }, epochs: { type: 'string', default: '24' }, speakers: { type: 'string', default: '20' }, 'per-emotion': { type: 'string', default: '6' }, seed: { type: 'string', default: '1' }, lr: { type: 'string', default: '1e-3' }, family: { type: 'string', default: 'wav2vec2' } } });
+  const familyConfig = demoConfigFor(v.family!);
   const out = path.resolve(v.out!);
   const t0 = performance.now();
   console.error(`[demo] synthesizing the corpus in ${path.join(out, 'corpus')} (espeak-ng -v fa + sox)`);
@@ -594,7 +572,7 @@ export async function demoCommand(argv: string[]): Promise<number> {
   console.error(`[demo] corpus: ${corpus.items.length} clips, ${corpus.audioSeconds.toFixed(0)} s of audio${corpus.reused ? ' (reused)' : ` in ${corpus.seconds.toFixed(0)} s`}`);
   const modelDir = path.join(out, 'init');
   fs.mkdirSync(modelDir, { recursive: true });
-  fs.writeFileSync(path.join(modelDir, 'config.json'), `${JSON.stringify({ ...DEMO_CONFIG, id2label: Object.fromEntries(SHEMO_LABELS.map((l, i) => [String(i), l])), label2id: Object.fromEntries(SHEMO_LABELS.map((l, i) => [l, i])) }, null, 2)}\n`);
+  fs.writeFileSync(path.join(modelDir, 'config.json'), `${JSON.stringify({ ...familyConfig, id2label: Object.fromEntries(SHEMO_LABELS.map((l, i) => [String(i), l])), label2id: Object.fromEntries(SHEMO_LABELS.map((l, i) => [l, i])) }, null, 2)}\n`);
   const result = await train({
     modelDir,
     data: corpus.manifest,
@@ -604,7 +582,7 @@ export async function demoCommand(argv: string[]): Promise<number> {
     valFraction: 0.15,
     cfg: { ...DEFAULT_TRAIN_CONFIG, epochs: Number(v.epochs), lr: Number(v.lr), batchSize: 8, gradAccum: 1, warmupSteps: 20, weightDecay: 0.01, seed: Number(v.seed), trainFeatureEncoder: true, evalBatchSize: 16 },
     resume: false,
-    title: 'Demo: a small wav2vec2 trained from scratch on synthetic Persian emotional speech',
+    title: `Demo: a small ${v.family} model trained from scratch on synthetic Persian emotional speech`,
   });
   const total = (performance.now() - t0) / 1000;
   const ua = result.test?.ua ?? NaN;
