@@ -51,3 +51,6 @@ export * from './audio/index.js';
 export { computeMetrics, argmaxRows, macroF1, formatMetrics, type Metrics, type ClassMetrics } from './metrics.js';
 export { Trainer, DEFAULT_TRAIN_CONFIG, DEFAULT_LOSS_SCALE, type TrainConfig, type LossScaleState } from './train/trainer.js';
 export { linearWarmupDecay } from './train/schedule.js';
+
+// one call: model -> predictions (transformers.js's audio-classification pipeline shape)
+export { audioClassifier, windowSpans, type AudioClassifier, type AudioClassifierOptions, type AudioInput, type ClassifyOptions, type WindowOptions, type LabelScore, type ModelSource, type Prediction, type SampledAudio, type TimelineEntry } from './pipeline.js';

@@ -1,5 +1,5 @@
 // Data side: the three manifest kinds, label sets, seeded stratified and speaker-independent splits (and their files),
-// length-bucketed batching with attention masks, crops and augmentation seeding.
+// batching (random by default, length-grouped as an option) with attention masks, crops and augmentation seeding.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import fs from 'node:fs';
@@ -10,7 +10,7 @@ import { zeroMeanUnitVar } from '../src/audio/normalize.js';
 import { LabelSet, SHEMO_LABELS, labelCounts, selectLabels } from '../src/data/labels.js';
 import { joinPath, parseCsvManifest, parseShemoManifest, speakerFromName, toCsvManifest, toShemoManifest, type DataItem } from '../src/data/manifest.js';
 import { applySplits, makeSplits, speakerSplit, splitsFromJson, splitsToJson, stratifiedSplit } from '../src/data/split.js';
-import { collate, cropClip, makeBatch, paddingFraction, planBatches } from '../src/data/batch.js';
+import { collate, cropClip, makeBatch, paddingFraction, planBatches, splitUnequalLengths } from '../src/data/batch.js';
 import { deriveSeed, mulberry32, shuffleInPlace } from '../src/data/random.js';
 import { ClipStore, loadDataset, loadOrMakeSplits, missingFiles, prepareDataset, readSplits } from '../src/node/audio-file.js';
 import { spawnSync } from 'node:child_process';
@@ -250,32 +250,55 @@ test('collate: per-clip normalization over real samples, zero padding, i32 atten
   assert.equal(Array.from(collate([a], [], [], { normalize: false }).input), Array.from(a));
 });
 
-test('length-bucketed batches: every item once, seeded per epoch, far less padding than random batches', () => {
+test('training batches by default: a seeded random permutation per epoch (HF Trainer), lengths mixed', () => {
   const r = mulberry32(9);
   const lengths = Array.from({ length: 1003 }, () => Math.floor(8000 + r() * 150000));
   const plan = planBatches(lengths, { batchSize: 8, seed: 1, epoch: 0 });
+  assert.equal(plan.flat().sort((x, y) => x - y), lengths.map((_, i) => i), 'every item once');
+  assert.ok(plan.slice(0, -1).every((b) => b.length === 8) && plan[plan.length - 1].length === 1003 % 8, 'full batches in order, the rest last');
+  assert.equal(planBatches(lengths, { batchSize: 8, seed: 1, epoch: 0 }), plan, 'deterministic for (seed, epoch): resume replays it');
+  assert.not.equal(planBatches(lengths, { batchSize: 8, seed: 1, epoch: 1 }), plan, 'epochs differ');
+  assert.not.equal(planBatches(lengths, { batchSize: 8, seed: 2, epoch: 0 }), plan, 'seeds differ');
+  // exactly a seeded permutation cut into consecutive batches (RandomSampler + BatchSampler)
+  const order = lengths.map((_, i) => i);
+  shuffleInPlace(order, mulberry32(deriveSeed(1, 'permutation', 0)));
+  assert.equal(plan.flat(), order);
+  // not grouped by length: as much padding as random batches have
+  const padding = paddingFraction(lengths, plan);
+  console.log(`  padding, random batches: ${(100 * padding).toFixed(1)}%`);
+  assert.ok(padding > 0.3, `random batches pad ${padding}`);
+  assert.equal(planBatches(lengths, { batchSize: 8, dropLast: true, seed: 1 }).flat().length, 1000, 'dropLast');
+});
+
+test('--group-by-length batches: every item once, seeded per epoch, far less padding than random batches', () => {
+  const r = mulberry32(9);
+  const lengths = Array.from({ length: 1003 }, () => Math.floor(8000 + r() * 150000));
+  const plan = planBatches(lengths, { batchSize: 8, seed: 1, epoch: 0, groupByLength: true });
   const seen = plan.flat().sort((x, y) => x - y);
   assert.equal(seen, lengths.map((_, i) => i));
   assert.ok(plan.every((b) => b.length >= 1 && b.length <= 8));
-  assert.equal(planBatches(lengths, { batchSize: 8, seed: 1, epoch: 0 }), plan, 'deterministic');
-  assert.not.equal(planBatches(lengths, { batchSize: 8, seed: 1, epoch: 1 }), plan, 'epochs differ');
-  const order = lengths.map((_, i) => i);
-  shuffleInPlace(order, mulberry32(deriveSeed(1, 'random')));
-  const randomPlan: number[][] = [];
-  for (let i = 0; i < order.length; i += 8) randomPlan.push(order.slice(i, i + 8));
+  assert.equal(planBatches(lengths, { batchSize: 8, seed: 1, epoch: 0, groupByLength: true }), plan, 'deterministic');
+  assert.not.equal(planBatches(lengths, { batchSize: 8, seed: 1, epoch: 1, groupByLength: true }), plan, 'epochs differ');
   const bucketed = paddingFraction(lengths, plan);
-  const random = paddingFraction(lengths, randomPlan);
-  console.log(`  padding: bucketed ${(100 * bucketed).toFixed(1)}%, random batches ${(100 * random).toFixed(1)}%`);
+  const random = paddingFraction(lengths, planBatches(lengths, { batchSize: 8, seed: 1, epoch: 0 }));
+  console.log(`  padding: grouped by length ${(100 * bucketed).toFixed(1)}%, random batches ${(100 * random).toFixed(1)}%`);
   assert.ok(bucketed < 0.1 && random > 0.3, `bucketed ${bucketed} vs random ${random}`);
-  // a cap on B*T, and crops counted at their cropped length
-  const capped = planBatches(lengths, { batchSize: 8, maxBatchSamples: 400000, seed: 2 });
-  for (const b of capped) assert.ok(b.length === 1 || Math.max(...b.map((i) => lengths[i])) * b.length <= 400000);
-  const cropped = planBatches(lengths, { batchSize: 8, maxSamples: 48000, maxBatchSamples: 48000 * 4 });
+  // a cap on B*T, and crops counted at their cropped length (both modes)
+  for (const groupByLength of [true, false]) {
+    const capped = planBatches(lengths, { batchSize: 8, maxBatchSamples: 400000, seed: 2, groupByLength });
+    for (const b of capped) assert.ok(b.length === 1 || Math.max(...b.map((i) => lengths[i])) * b.length <= 400000);
+    assert.equal(capped.flat().sort((x, y) => x - y), lengths.map((_, i) => i));
+  }
+  const cropped = planBatches(lengths, { batchSize: 8, maxSamples: 48000, maxBatchSamples: 48000 * 4, groupByLength: true });
   for (const b of cropped) assert.ok(Math.max(...b.map((i) => Math.min(lengths[i], 48000))) * b.length <= 48000 * 4);
   assert.ok(cropped.some((b) => b.length === 4) && cropped.some((b) => b.length > 4), 'long clips 4 to a batch, short ones more');
-  // evaluation: no shuffling, sorted by length
-  const ev = planBatches(lengths, { batchSize: 16, shuffle: false }).flat();
-  for (let i = 1; i < ev.length; i++) assert.ok(lengths[ev[i - 1]] <= lengths[ev[i]]);
+  // evaluation: no shuffling, sorted by length; split where lengths change for padding-sensitive models
+  const ev = planBatches(lengths, { batchSize: 16, shuffle: false });
+  const flat = ev.flat();
+  for (let i = 1; i < flat.length; i++) assert.ok(lengths[flat[i - 1]] <= lengths[flat[i]]);
+  const same = [5, 5, 7, 7, 7, 9];
+  const split = splitUnequalLengths(planBatches(same, { batchSize: 4, shuffle: false }), same);
+  assert.equal(split, [[0, 1], [2, 3], [4], [5]]);
 });
 
 test('makeBatch: seeded random crops and augmentation in training only; evaluation crops from the start', async () => {

@@ -119,6 +119,20 @@ await dir.close();
   assert.is(out.parse, 'function');
 });
 
+test("README's One call example runs from the installed package (paths pointed at a model and clip here)", () => {
+  const readme = fs.readFileSync(path.join(root, 'README.md'), 'utf8');
+  const m = readme.match(/## One call\n\n```js\n([\s\S]*?)```/);
+  assert.ok(m, 'README has a One call section with a js block');
+  const code = m![1].replaceAll("'demo-out/run/model'", "'model'").replaceAll("'demo-out/corpus/wav/F01A01.wav'", "'tone.wav'");
+  assert.not.match(code, /demo-out/, 'every demo path was replaced');
+  fs.writeFileSync(path.join(app, 'one-call.mjs'), code);
+  const out = ok(run(process.execPath, ['one-call.mjs'], app, 300_000), 'node one-call.mjs');
+  const labels = Object.values((JSON.parse(fs.readFileSync(path.join(app, 'model/config.json'), 'utf8')) as { id2label: Record<string, string> }).id2label);
+  assert.match(out, /label: '/);
+  assert.ok(labels.some((l) => out.includes(`label: '${l}'`)), `no model label in the output:\n${out}`);
+  assert.match(out, /start: 0,/, 'the timeline');
+});
+
 test('a Hub id through the installed package: resolveModel from a script, npx ser predict with HF_ENDPOINT', async () => {
   // the fake Hub runs in this process, so the children run asynchronously (spawnSync would block its event loop)
   const endpoint = await startServer();
@@ -152,8 +166,17 @@ test('the .d.ts type-check under moduleResolution nodenext with skipLibCheck fal
   const tsc = path.join(root, 'node_modules/typescript/bin/tsc');
   fs.writeFileSync(
     path.join(app, 'use.ts'),
-    `import { openModelDir, encodeWav, type ModelDir } from 'ser-webgpu';
+    `import { openModelDir, encodeWav, audioClassifier, type ModelDir, type LabelScore, type TimelineEntry } from 'ser-webgpu';
 import * as browser from 'ser-webgpu/browser';
+export async function top(file: string): Promise<string> {
+  const clf = await audioClassifier('model', { dtype: 'f32', revision: 'main' });
+  const r = await clf(file, { topK: 1 });
+  const many = await clf([file, { samples: new Float32Array(16000), samplingRate: 16000 }]);
+  const timeline: TimelineEntry[] = await clf(file, { window: 1, hop: 0.5 });
+  clf.dispose();
+  return (Array.isArray(r) ? (r as LabelScore[])[0].label : Object.keys(r)[0]) + many.length + timeline.length;
+}
+export const fromBrowserClassifier = browser.audioClassifier;
 export async function hidden(dir: string): Promise<number> {
   const m: ModelDir = await openModelDir(dir);
   await m.close();

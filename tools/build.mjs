@@ -68,7 +68,8 @@ if (fs.existsSync(path.join(root, 'src/browser.ts'))) {
     jobs.push(esbuild.build({ ...browser, entryPoints: [w], outfile: `web/dist/${path.basename(w, '.ts')}.js`, plugins: [library] }).then(noNodeImports(w)).then(() => null, (e) => `${w}: ${e.message}`));
   }
   // the Node library entry: the core plus the Node edge (Dawn runtime, model directories)
-  const nodeEntry = "export * from './src/index.ts';\nexport * from './src/node/dawn.ts';\nexport * from './src/node/modeldir.ts';\nexport * from './src/node/hub.ts';\n";
+  // the Node audioClassifier (folder paths, Hub ids, audio files) is exported by name, so it takes the place of the core's
+  const nodeEntry = "export * from './src/index.ts';\nexport * from './src/node/dawn.ts';\nexport * from './src/node/modeldir.ts';\nexport * from './src/node/hub.ts';\nexport { audioClassifier, type NodeAudioClassifierOptions } from './src/node/pipeline.ts';\n";
   add('dist/ser.node.js', { ...node, stdin: { contents: nodeEntry, resolveDir: root, sourcefile: 'ser.node.ts', loader: 'ts' }, outfile: 'dist/ser.node.js' });
   jobs.push(declarations());
 }
@@ -78,7 +79,7 @@ async function declarations() {
   // declarations of modules since removed must not linger (npm pack ships dist/)
   fs.rmSync(path.join(root, 'dist/types'), { recursive: true, force: true });
   const tsc = path.join(root, 'node_modules/typescript/bin/tsc');
-  const files = ['src/browser.ts', 'src/index.ts', 'src/node/dawn.ts', 'src/node/modeldir.ts', 'src/node/hub.ts', 'src/wgsl.d.ts'];
+  const files = ['src/browser.ts', 'src/index.ts', 'src/node/dawn.ts', 'src/node/modeldir.ts', 'src/node/hub.ts', 'src/node/pipeline.ts', 'src/wgsl.d.ts'];
   const flags = ['--ignoreConfig', '--declaration', '--emitDeclarationOnly', '--outDir', 'dist/types', '--rootDir', 'src', '--strict', '--skipLibCheck', '--target', 'es2022', '--module', 'nodenext', '--moduleResolution', 'nodenext', '--types', '@webgpu/types,node', '--lib', 'es2022,dom', '--resolveJsonModule'];
   const out = await new Promise((resolve) => {
     const p = spawn(process.execPath, [tsc, ...flags, ...files], { cwd: root });
@@ -89,7 +90,7 @@ async function declarations() {
   });
   if (!fs.existsSync(path.join(root, 'dist/types/browser.d.ts'))) return `declarations (tsc): ${out.slice(0, 2000)}`;
   fs.writeFileSync(path.join(root, 'dist/ser.browser.d.ts'), "export * from './types/browser.js';\n");
-  fs.writeFileSync(path.join(root, 'dist/ser.node.d.ts'), "export * from './types/index.js';\nexport * from './types/node/dawn.js';\nexport * from './types/node/modeldir.js';\nexport * from './types/node/hub.js';\n");
+  fs.writeFileSync(path.join(root, 'dist/ser.node.d.ts'), "export * from './types/index.js';\nexport * from './types/node/dawn.js';\nexport * from './types/node/modeldir.js';\nexport * from './types/node/hub.js';\nexport { audioClassifier, type NodeAudioClassifierOptions } from './types/node/pipeline.js';\n");
   return null;
 }
 const errors = (await Promise.all(jobs)).filter(Boolean);

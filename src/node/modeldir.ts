@@ -70,7 +70,7 @@ export async function openTensorFile(filePath: string): Promise<OpenedSource> {
 
 /** Opens a sharded checkpoint from its index (model.safetensors.index.json or pytorch_model.bin.index.json). */
 export async function openShardedIndex(indexPath: string): Promise<OpenedSource> {
-  const index = parseShardIndex(await fsp.readFile(indexPath, 'utf8'), indexPath);
+  const index = parseShardIndex(await readTextFile(indexPath), indexPath);
   const dir = path.dirname(indexPath);
   const opened: OpenedSource[] = [];
   const closeAll = async () => {
@@ -106,19 +106,42 @@ export interface ModelDir {
   close(): Promise<void>;
 }
 
+/** A text file's content; the error names the file (Node's own message may not, e.g. EISDIR). */
+export async function readTextFile(file: string): Promise<string> {
+  try {
+    return await fsp.readFile(file, 'utf8');
+  } catch (e) {
+    throw new Error(`${file}: cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+  }
+}
+
 /**
- * Opens a Hugging Face model directory: configs parsed and checked, weights opened (headers only). A name that is no
- * local folder but a Hub id (`org/name[@revision]`) is downloaded into the Hub cache first (see resolveModel).
+ * The model folder `dir` names: itself when it holds config.json, or its model/ sub-folder when it is a training run
+ * folder (ser train --out). Otherwise an error that says what the folder is and what was expected.
  */
-export async function openModelDir(idOrDir: string): Promise<ModelDir> {
-  const dir = await resolveModel(idOrDir);
-  if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) throw new Error(`${dir}: not a directory`);
+export function modelFolder(dir: string): string {
+  if (!fs.existsSync(dir)) throw new Error(`${dir}: no such folder (expected a model folder with config.json and weights)`);
+  if (!fs.statSync(dir).isDirectory()) throw new Error(`${dir}: not a folder (a model folder holds config.json and the weights; give the folder)`);
+  if (fs.existsSync(path.join(dir, 'config.json'))) return dir;
+  const inner = path.join(dir, 'model');
+  if (fs.existsSync(path.join(inner, 'config.json'))) return inner;
+  const isRun = ['run.json', 'checkpoint.safetensors', 'log.jsonl', 'splits.json'].some((f) => fs.existsSync(path.join(dir, f)));
+  if (isRun) throw new Error(`${dir}: a training run folder without a saved model (${inner}/config.json is missing: the run has not saved a model yet)`);
+  throw new Error(`${dir}: no config.json (a Hugging Face model folder needs one)`);
+}
+
+/**
+ * Opens a Hugging Face model directory (or a training run folder's model/): configs parsed and checked, weights
+ * opened (headers only). A folder without weights is refused (config.json alone would be a random model). A name
+ * that is no local folder but a Hub id (`org/name[@revision]`) is downloaded into the Hub cache first (resolveModel).
+ */
+export async function openModelDir(idOrDir: string, opts: { revision?: string } = {}): Promise<ModelDir> {
+  const dir = modelFolder(await resolveModel(idOrDir, { revision: opts.revision }));
   const configPath = path.join(dir, 'config.json');
-  if (!fs.existsSync(configPath)) throw new Error(`${dir}: no config.json (a Hugging Face model directory needs one)`);
-  const config = parseModelConfig(await fsp.readFile(configPath, 'utf8'), configPath);
+  const config = parseModelConfig(await readTextFile(configPath), configPath);
   const ppPath = path.join(dir, 'preprocessor_config.json');
   const preprocessorFound = fs.existsSync(ppPath);
-  const preprocessor = familyOf(config).parsePreprocessor(configObject(preprocessorFound ? await fsp.readFile(ppPath, 'utf8') : {}, ppPath), ppPath, config);
+  const preprocessor = familyOf(config).parsePreprocessor(configObject(preprocessorFound ? await readTextFile(ppPath) : {}, ppPath), ppPath, config);
   const found = pickWeightsFile(fs.readdirSync(dir), dir);
   const weightsFile = path.join(dir, found);
   const weights = found.endsWith('.index.json') ? await openShardedIndex(weightsFile) : await openTensorFile(weightsFile);

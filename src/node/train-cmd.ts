@@ -2,29 +2,27 @@
 // checkpoints); the loop itself is src/train/trainer.ts.
 import cliProgress from 'cli-progress';
 import fs from 'node:fs';
-import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import type { Runtime } from '../runtime/runtime.js';
-import { Tensor } from '../tensor.js';
-import { noGrad, tidy } from '../autograd.js';
-import { softmax } from '../ops/loss.js';
 import { configObject, fineTunedConfigJson, type ModelConfigBase } from '../io/config.js';
 import { familyOf, parseModelConfig } from '../model/registry.js';
 import type { AudioPreprocessor } from '../model/family.js';
 import { loadCheckpointFile, writeCheckpointFile } from './train-checkpoint.js';
-import { SpeechClassifier, disposeOutput } from '../model/classifier.js';
+import { SpeechClassifier } from '../model/classifier.js';
 import { Trainer, DEFAULT_TRAIN_CONFIG, DEFAULT_LOSS_SCALE, type ClipSet, type TrainConfig, type TrainerIO } from '../train/trainer.js';
-import { LabelSet, SHEMO_LABELS, selectLabels, labelCounts } from '../data/labels.js';
+import { LabelSet, SHEMO_LABELS, selectLabels, labelCounts, normalizeLabel } from '../data/labels.js';
 import type { DataItem } from '../data/manifest.js';
 import { applySplits, describeSplits } from '../data/split.js';
 import { computeMetrics, formatMetrics, type Metrics } from '../metrics.js';
 import { buildReport, type PredictionRecord } from '../report/html.js';
 import { trainerState } from '../report/trainer-state.js';
 import { createNodeRuntime } from './dawn.js';
-import { openModelDir, saveModelDir, writeFileAtomic } from './modeldir.js';
+import { WEIGHT_FILES, modelFolder, openModelDir, readTextFile, saveModelDir, writeFileAtomic } from './modeldir.js';
 import { resolveModel } from './hub.js';
-import { ClipStore, loadDataset, loadOrMakeSplits, missingFiles, readAudioFile } from './audio-file.js';
+import { ClipStore, loadDataset, loadOrMakeSplits, missingFiles } from './audio-file.js';
+import { audioClassifier, type AudioClassifier } from './pipeline.js';
+import type { Prediction, TimelineEntry } from '../pipeline.js';
 import { synthesizeDemoCorpus } from './demo-corpus.js';
 import { demoConfigFor } from './demo-configs.js';
 
@@ -40,24 +38,33 @@ export interface LoadedModel {
 }
 
 /**
- * A Hugging Face directory: weights when present; a directory with only config.json means a randomly initialised
- * model (initialised as Hugging Face does). `labels` (when given) replace the config's label set; a checkpoint head
- * of another size is then re-initialised, as from_pretrained(..., num_labels=n, ignore_mismatched_sizes=True) does.
+ * A Hugging Face directory (or a training run folder holding model/). Eval and predict need weights; for training
+ * (`forTraining`), a directory with only config.json means a randomly initialised model (Hugging Face's init), and
+ * `labels` (when given) replace the config's label set; a checkpoint head of another size is then re-initialised, as
+ * from_pretrained(..., num_labels=n, ignore_mismatched_sizes=True) does. Outside training a label set other than the
+ * model's is refused: the head would not mean what the labels say.
  */
-export async function loadModel(rt: Runtime, idOrDir: string, opts: { labels?: readonly string[]; seed?: number } = {}): Promise<LoadedModel> {
-  const dir = await resolveModel(idOrDir); // a Hub id (org/name[@rev]) becomes its snapshot folder in the Hub cache
+export async function loadModel(rt: Runtime, idOrDir: string, opts: { labels?: readonly string[]; seed?: number; forTraining?: boolean } = {}): Promise<LoadedModel> {
+  // a Hub id (org/name[@rev]) becomes its snapshot folder in the Hub cache; a run folder its model/
+  const dir = modelFolder(await resolveModel(idOrDir));
   const configPath = path.join(dir, 'config.json');
-  if (!fs.existsSync(configPath)) throw new Error(`${dir}: no config.json (a Hugging Face model directory needs one)`);
-  let config = parseModelConfig(await fsp.readFile(configPath, 'utf8'), configPath);
+  let config = parseModelConfig(await readTextFile(configPath), configPath);
   const family = familyOf(config);
+  const hasWeights = fs.readdirSync(dir).some((f) => (WEIGHT_FILES as readonly string[]).includes(f));
+  if (!hasWeights && !opts.forTraining) {
+    throw new Error(`${dir}: no weights (looked for ${WEIGHT_FILES.join(', ')}). A folder with only config.json is an untrained model, so its predictions would be random; train it first (ser train --model ${idOrDir} ...)`);
+  }
   const relabel = opts.labels && (opts.labels.length !== config.labels.length || opts.labels.some((l, i) => config.labels[i] !== l));
-  if (relabel) config = family.parseConfig(fineTunedConfigJson(config, { labels: [...opts.labels!] }, family.configFields), configPath);
-  const hasWeights = fs.readdirSync(dir).some((f) => /^(model\.safetensors|pytorch_model\.bin)(\.index\.json)?$/.test(f));
+  if (relabel && !opts.forTraining) throw new Error(`${configPath}: the model's labels [${config.labels.join(', ')}] are not [${opts.labels!.join(', ')}]`);
   const notes: string[] = [];
+  if (relabel) {
+    notes.push(`labels [${opts.labels!.join(', ')}] replace the model's [${config.labels.join(', ')}] (${configPath}): fine-tuning with the new label set`);
+    config = family.parseConfig(fineTunedConfigJson(config, { labels: [...opts.labels!] }, family.configFields), configPath);
+  }
   if (!hasWeights) {
     const ppPath = path.join(dir, 'preprocessor_config.json');
-    const preprocessor = family.parsePreprocessor(configObject(fs.existsSync(ppPath) ? fs.readFileSync(ppPath, 'utf8') : {}, ppPath), ppPath, config);
-    notes.push(`${dir} has no weights: every parameter is randomly initialised (Hugging Face's init, seed ${opts.seed ?? 0})`);
+    const preprocessor = family.parsePreprocessor(configObject(fs.existsSync(ppPath) ? await readTextFile(ppPath) : {}, ppPath), ppPath, config);
+    notes.push(`${dir} has no weights: training starts from config.json only, every parameter randomly initialised (Hugging Face's init, seed ${opts.seed ?? 0})`);
     const model = SpeechClassifier.random(rt, config, { initSeed: opts.seed ?? 0 });
     return { model, config, preprocessor, notes };
   }
@@ -69,6 +76,11 @@ export async function loadModel(rt: Runtime, idOrDir: string, opts: { labels?: r
       ignoreMismatchedSizes: Boolean(relabel),
     });
     for (const n of report.notices) notes.push(n);
+    const untrained = report.newlyInitialized.filter((n) => !n.endsWith('masked_spec_embed'));
+    if (untrained.length && !opts.forTraining) {
+      model.dispose();
+      throw new Error(`${md.weightsFile}: ${untrained.length} parameter(s) are not in the checkpoint (${untrained.slice(0, 4).join(', ')}${untrained.length > 4 ? ', ...' : ''}): an untrained head would score at random; fine-tune the model first (ser train)`);
+    }
     return { model, config, preprocessor: md.preprocessor, notes };
   } finally {
     await md.close();
@@ -84,11 +96,25 @@ export async function saveModel(model: SpeechClassifier, config: ModelConfigBase
   });
 }
 
+/** Runs fn; an error whose message does not name `file` gets it in front (JSON parsers' messages do not). */
+function withFileName<T>(file: string, fn: () => T): T {
+  const rename = (e: unknown): never => {
+    const msg = e instanceof Error ? e.message : String(e);
+    throw new Error(msg.includes(file) ? msg : `${file}: ${msg}`);
+  };
+  try {
+    const r = fn();
+    return (r instanceof Promise ? r.catch(rename) : r) as T;
+  } catch (e) {
+    return rename(e);
+  }
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // data
 
 /** Decode every clip once (bad audio is reported and skipped, never fatal to the run). */
-async function buildClipSet(items: readonly DataItem[], labels: LabelSet, store: ClipStore, minSamples: number, log: (m: string) => void): Promise<{ set: ClipSet; items: DataItem[]; skipped: string[] }> {
+async function buildClipSet(items: readonly DataItem[], labels: { id(label: string): number }, store: ClipStore, minSamples: number, log: (m: string) => void): Promise<{ set: ClipSet; items: DataItem[]; skipped: string[] }> {
   const kept: DataItem[] = [];
   const lengths: number[] = [];
   const skipped: string[] = [];
@@ -176,6 +202,11 @@ export const TRAIN_USAGE = `ser train --model <dir> --data <manifest|folder> --o
                          loss scaling; needs an adapter with shader-f16
   --loss-scale S         fp16: initial loss scale (65536; halved on overflow, doubled after 2000 clean steps)
   --augment              gain / noise / speed augmentation in training
+  --group-by-length      batches of similar lengths (less padding; HF Trainer's group_by_length). Default: a
+                         random permutation per epoch, as HF Trainer
+  --pooling plain|masked how the head pools over time in training: plain = the notebook head's torch.mean over
+                         every frame of the padded batch (default for that head), masked = each clip's real frames.
+                         Evaluation always pools over real frames, so scores never depend on the batch
   --resume               continue from <out>/checkpoint.safetensors
   --init-seed N          seed of the random initialisation (default: --seed)`;
 
@@ -191,7 +222,7 @@ export async function trainCommand(argv: string[]): Promise<number> {
       metric: { type: 'string' }, 'max-grad-norm': { type: 'string' }, 'max-seconds': { type: 'string' },
       'train-feature-encoder': { type: 'boolean' }, 'head-only': { type: 'boolean' }, 'unfreeze-top': { type: 'string' },
       checkpointing: { type: 'boolean' }, fp16: { type: 'boolean' }, 'loss-scale': { type: 'string' }, augment: { type: 'boolean' }, resume: { type: 'boolean' },
-      'init-seed': { type: 'string' }, quiet: { type: 'boolean' },
+      'init-seed': { type: 'string' }, quiet: { type: 'boolean' }, 'group-by-length': { type: 'boolean' }, pooling: { type: 'string' },
     },
     strict: true,
   });
@@ -222,6 +253,8 @@ export async function trainCommand(argv: string[]): Promise<number> {
     checkpointing: Boolean(v.checkpointing),
     fp16: Boolean(v.fp16),
     lossScale: { ...DEFAULT_LOSS_SCALE, init: num('loss-scale', v['loss-scale'], DEFAULT_LOSS_SCALE.init, (x) => x > 0 && Number.isFinite(x)) },
+    groupByLength: Boolean(v['group-by-length']),
+    pooling: v.pooling === undefined ? undefined : v.pooling === 'plain' || v.pooling === 'masked' ? v.pooling : (() => { throw new Error(`--pooling must be plain or masked, got '${v.pooling}'`); })(),
     augment: v.augment ? { gainDb: [-6, 6], noiseSnrDb: [15, 30], speeds: [0.9, 1.0, 1.1], speedProb: 0.5, gainProb: 0.5, noiseProb: 0.5 } : null,
   };
   const testFraction = num('test-fraction', v['test-fraction'], 0.2, (x) => x >= 0 && x < 1);
@@ -291,7 +324,7 @@ export async function train(run: TrainRun): Promise<TrainResult> {
   void validLabelSource;
 
   const rt = await createNodeRuntime();
-  const { model, config, preprocessor, notes } = await loadModel(rt, run.modelDir, { labels: labelSet.labels, seed: run.initSeed ?? run.cfg.seed });
+  const { model, config, preprocessor, notes } = await loadModel(rt, run.modelDir, { labels: labelSet.labels, seed: run.initSeed ?? run.cfg.seed, forTraining: true });
   for (const n of notes) say(n);
   const minSamples = preprocessor.minSamples;
   const store = new ClipStore({ sampleRate: preprocessor.samplingRate, minSamples });
@@ -317,7 +350,7 @@ export async function train(run: TrainRun): Promise<TrainResult> {
   };
   const trainer = new Trainer(model, { train: train.set, valid: valid?.set ?? null, preprocessor }, labelSet.labels, run.cfg, io);
   if (resuming) {
-    trainer.restore(await loadCheckpointFile(ckPath));
+    trainer.restore(await withFileName(ckPath, () => loadCheckpointFile(ckPath)));
     say(`resumed from ${ckPath} at optimizer step ${trainer.position.step} (epoch ${trainer.position.epoch}, micro-batch ${trainer.position.microBatch})`);
   } else {
     log({ event: 'start', config: run.cfg, labels: labelSet.labels, model: run.modelDir, data: run.data, train: train.set.ids.length, valid: valid?.set.ids.length ?? 0, test: test?.set.ids.length ?? 0, adapter: rt.adapter });
@@ -375,72 +408,142 @@ export async function train(run: TrainRun): Promise<TrainResult> {
 
 export const EVAL_USAGE = `ser eval --model <dir> --data <manifest|folder> [--data-root DIR] [--labels a,b] [--splits FILE --part test] [--json]
   Evaluates a model on labelled audio: WA (accuracy), UA (macro recall), per-class precision/recall/F1/support and the
-  confusion matrix. --splits (a splits.json written by train) with --part restricts to one part.`;
+  confusion matrix. --splits (a splits.json written by train) with --part restricts to one part. --model takes a
+  model folder or a training run folder (its model/). The model's own labels are used; --labels, when given, must
+  be the same set. Rows whose label the model lacks are dropped and counted; unreadable clips are skipped and counted.`;
 
 export async function evalCommand(argv: string[]): Promise<number> {
   const { values: v } = parseArgs({ args: argv, options: { model: { type: 'string' }, data: { type: 'string' }, 'data-root': { type: 'string' }, labels: { type: 'string' }, splits: { type: 'string' }, part: { type: 'string', default: 'test' }, json: { type: 'boolean' }, 'batch-size': { type: 'string', default: '4' } } });
   if (!v.model || !v.data) throw new Error(`eval needs --model and --data\n\n${EVAL_USAGE}`);
-  const rt = await createNodeRuntime();
-  const probe = parseModelConfig(fs.readFileSync(path.join(v.model, 'config.json'), 'utf8'), path.join(v.model, 'config.json'));
-  const labelSet = v.labels ? new LabelSet(v.labels.split(',')) : new LabelSet(probe.labels);
-  const { model, config, preprocessor } = await loadModel(rt, v.model, { labels: labelSet.labels });
+  const batchSize = Number(v['batch-size']);
+  if (!Number.isInteger(batchSize) || batchSize < 1) throw new Error(`--batch-size: invalid value '${v['batch-size']}'`);
+  const dir = modelFolder(v.model);
+  const configPath = path.join(dir, 'config.json');
+  const probe = parseModelConfig(await readTextFile(configPath), configPath);
+  if (probe.problem_type === 'regression') throw new Error(`${configPath}: a regression model (problem_type "regression"); eval computes classification metrics (use predict for its outputs)`);
+  // the model's labels in its own order (ids are output positions); matched to the data case-insensitively
+  const modelLabels = probe.labels;
+  const byName = new Map(modelLabels.map((l, i) => [normalizeLabel(l), i]));
+  if (byName.size !== modelLabels.length) throw new Error(`${configPath}: id2label has labels that differ only in case or spaces: [${modelLabels.join(', ')}]`);
+  if (v.labels) {
+    const given = [...new Set(v.labels.split(',').map(normalizeLabel).filter(Boolean))];
+    const missing = given.filter((l) => !byName.has(l));
+    const extra = [...byName.keys()].filter((l) => !given.includes(l));
+    if (missing.length || extra.length) {
+      throw new Error(`--labels [${given.join(', ')}] does not match the model's head [${modelLabels.join(', ')}] (${configPath} id2label)${missing.length ? `; not in the model: ${missing.join(', ')}` : ''}${extra.length ? `; in the model but not in --labels: ${extra.join(', ')}` : ''}. eval scores the head as trained: drop --labels, or evaluate a model trained on these labels`);
+    }
+  }
   const ds = loadDataset({ source: v.data, dataRoot: v['data-root'] });
-  let items = selectLabels(ds.items, labelSet).items;
+  let items: DataItem[] = [];
+  const dropped: Record<string, number> = {};
+  for (const it of ds.items) {
+    if (byName.has(normalizeLabel(it.label))) items.push({ ...it, label: normalizeLabel(it.label) });
+    else dropped[it.label] = (dropped[it.label] ?? 0) + 1;
+  }
+  const droppedCount = Object.values(dropped).reduce((a, b) => a + b, 0);
   if (v.splits) {
-    const { splits } = loadOrMakeSplits(v.splits, items, {});
+    // eval reads a split file (written by train); it never makes one up
+    if (!fs.existsSync(v.splits)) throw new Error(`--splits ${v.splits}: no such file (give the splits.json a training run wrote)`);
+    const { splits } = withFileName(v.splits, () => loadOrMakeSplits(v.splits!, items, {}));
     const p = applySplits(items, splits) as Record<string, DataItem[]>;
     if (!p[v.part!]) throw new Error(`--part must be train, valid or test (got '${v.part}')`);
     items = p[v.part!];
   }
   const log = (m: string) => { if (!v.json) console.error(m); };
-  const store = new ClipStore({ sampleRate: preprocessor.samplingRate });
-  const set = await buildClipSet(items, labelSet, store, preprocessor.minSamples, log);
-  const trainer = new Trainer(model, { train: set.set, valid: null, preprocessor }, labelSet.labels, { ...DEFAULT_TRAIN_CONFIG, batchSize: Number(v['batch-size']) }, { log: () => {}, saveCheckpoint: async () => {}, saveBest: async () => {} });
-  const r = await trainer.evaluate(set.set);
-  const m = r.metrics;
-  if (v.json) console.log(JSON.stringify({ wa: m.wa, ua: m.ua, per_class: m.per_class, confusion: m.confusion, labels: m.labels }));
-  else console.log(formatMetrics(m));
-  model.dispose();
+  if (droppedCount) console.error(`${droppedCount} row(s) of ${v.data} dropped: their label is not one of the model's [${modelLabels.join(', ')}]: ${JSON.stringify(dropped)}`);
+  const missingAudio = missingFiles(items);
+  if (missingAudio.length) console.error(`${missingAudio.length} audio file(s) listed but missing (skipped), e.g. ${missingAudio.slice(0, 3).map((m) => m.path).join(', ')}`);
+  items = items.filter((it) => !missingAudio.includes(it));
+  if (items.length === 0) throw new Error(`${v.data}: no clips left to evaluate (${droppedCount} dropped for labels the model lacks, ${missingAudio.length} missing)`);
+  const rt = await createNodeRuntime();
+  const { model, config, preprocessor } = await loadModel(rt, dir);
+  try {
+    const store = new ClipStore({ sampleRate: preprocessor.samplingRate });
+    const set = await buildClipSet(items, { id: (l) => byName.get(normalizeLabel(l))! }, store, preprocessor.minSamples, log);
+    if (set.set.ids.length === 0) throw new Error(`${v.data}: no readable clips (${set.skipped.length} skipped)`);
+    const trainer = new Trainer(model, { train: set.set, valid: null, preprocessor }, config.labels, { ...DEFAULT_TRAIN_CONFIG, batchSize }, { log: () => {}, saveCheckpoint: async () => {}, saveBest: async () => {} });
+    const r = await trainer.evaluate(set.set);
+    const m = r.metrics;
+    const skipped = set.skipped.length + missingAudio.length;
+    if (v.json) {
+      console.log(JSON.stringify({ wa: m.wa, ua: m.ua, per_class: m.per_class, confusion: m.confusion, labels: m.labels, n: set.set.ids.length, dropped: { count: droppedCount, labels: dropped }, skipped: { count: skipped, missing: missingAudio.length, unreadable: set.skipped } }));
+    } else {
+      console.log(formatMetrics(m));
+      console.log(`clips evaluated: ${set.set.ids.length}; dropped (label not in the model): ${droppedCount}${droppedCount ? ` ${JSON.stringify(dropped)}` : ''}; skipped (missing or unreadable audio): ${skipped}`);
+    }
+  } finally {
+    model.dispose();
+  }
   return 0;
 }
 
-export const PREDICT_USAGE = `ser predict <model-dir> <audio...> [--json]
-  Label and class probabilities per file (WAV, FLAC, MP3, OGG/Vorbis; any rate, mixed to mono, resampled to 16 kHz).`;
+export const PREDICT_USAGE = `ser predict <model> <audio...> [--json] [--top-k K] [--window S [--hop S]] [--batch-size N] [--fp16]
+  Label and class probabilities per file (WAV, FLAC, MP3, OGG/Vorbis; any rate, mixed to mono, resampled to the
+  model's rate). <model>: a model folder (config.json + weights) or a training run folder (its model/).
+  Regression models (problem_type "regression") print their outputs by label.
+  --top-k K      labels shown per line (default: all)
+  --window S     classify windows of S seconds (a timeline: emotion over time); the last window ends at the end
+  --hop S        seconds between window starts (default: the window)
+  --json         one JSON array: {file, label, probs} per file, or {file, timeline: [{start, end, label, probs}]}`;
 
 export async function predictCommand(argv: string[]): Promise<number> {
-  const { values: v, positionals } = parseArgs({ args: argv, options: { json: { type: 'boolean' } }, allowPositionals: true });
+  const { values: v, positionals } = parseArgs({
+    args: argv,
+    options: { json: { type: 'boolean' }, 'top-k': { type: 'string' }, window: { type: 'string' }, hop: { type: 'string' }, 'batch-size': { type: 'string' }, fp16: { type: 'boolean' } },
+    allowPositionals: true,
+  });
   const [dir, ...files] = positionals;
   if (!dir || files.length === 0) throw new Error(`predict needs a model directory and at least one audio file\n\n${PREDICT_USAGE}`);
-  const rt = await createNodeRuntime();
-  const { model, config, preprocessor } = await loadModel(rt, dir);
-  model.eval();
-  const results: { file: string; label: string; probs: Record<string, number> }[] = [];
+  const positive = (name: string, s: string | undefined, integer: boolean): number | undefined => {
+    if (s === undefined) return undefined;
+    const x = Number(s);
+    if (!Number.isFinite(x) || x <= 0 || (integer && !Number.isInteger(x))) throw new Error(`--${name}: invalid value '${s}' (a positive ${integer ? 'integer' : 'number'})`);
+    return x;
+  };
+  const window = positive('window', v.window, false);
+  const hop = positive('hop', v.hop, false);
+  if (hop !== undefined && window === undefined) throw new Error('--hop needs --window');
+  const batchSize = positive('batch-size', v['batch-size'], true);
+  const topKOption = positive('top-k', v['top-k'], true);
+  const clf: AudioClassifier = await audioClassifier(dir, { batchSize, dtype: v.fp16 ? 'f16' : 'f32' });
+  const labels = clf.labels;
+  const topK = topKOption ?? labels.length;
+  // a prediction as (top label, values by label): probabilities (classification) or outputs (regression)
+  const flat = (p: Prediction): { label: string | null; values: Record<string, number> } =>
+    Array.isArray(p) ? { label: p[0]?.label ?? null, values: Object.fromEntries(p.map((s) => [s.label, s.score])) } : { label: null, values: p };
+  const valueText = (values: Record<string, number>) => Object.entries(values).map(([l, x]) => `${l}=${x.toFixed(3)}`).join(' ');
+  const results: Record<string, unknown>[] = [];
   let failures = 0;
-  for (const file of files) {
-    try {
-      const { samples } = await readAudioFile(file, { sampleRate: preprocessor.samplingRate, minSamples: preprocessor.minSamples });
-      const x = preprocessor.prepare([samples]);
-      const probsT = noGrad(() => tidy(() => {
-        const input = Tensor.fromData(rt, x.values, x.shape, 'f32', 'input_values');
-        const o = model.forward({ inputValues: input });
-        const p = softmax(o.logits!);
-        disposeOutput(o);
-        return p;
-      }));
-      const p = await probsT.readFloat();
-      probsT.dispose();
-      let best = 0;
-      for (let k = 1; k < p.length; k++) if (p[k] > p[best]) best = k;
-      const probs = Object.fromEntries(config.labels.map((l, k) => [l, p[k]]));
-      results.push({ file, label: config.labels[best], probs });
-      if (!v.json) console.log(`${file}\t${config.labels[best]}\t${config.labels.map((l, k) => `${l}=${p[k].toFixed(3)}`).join(' ')}`);
-    } catch (e) {
-      failures++;
-      console.error(`${file}: ${(e as Error).message}`);
+  try {
+    for (const file of files) {
+      try {
+        if (window !== undefined) {
+          const timeline: TimelineEntry[] = await clf(file, { topK, window, hop });
+          const rows = timeline.map((e) => {
+            const f = flat(e.scores);
+            return { start: e.start, end: e.end, ...(f.label !== null ? { label: f.label, probs: f.values } : { values: f.values }) };
+          });
+          results.push({ file, timeline: rows });
+          if (!v.json) {
+            for (const e of timeline) {
+              const f = flat(e.scores);
+              console.log(`${file}\t${e.start.toFixed(2)}-${e.end.toFixed(2)} s\t${f.label !== null ? `${f.label}\t` : ''}${valueText(f.values)}`);
+            }
+          }
+        } else {
+          const f = flat(await clf(file, { topK }));
+          results.push(f.label !== null ? { file, label: f.label, probs: f.values } : { file, values: f.values });
+          if (!v.json) console.log(`${file}\t${f.label !== null ? `${f.label}\t` : ''}${valueText(f.values)}`);
+        }
+      } catch (e) {
+        failures++;
+        console.error(`${file}: ${(e as Error).message}`);
+      }
     }
+  } finally {
+    clf.dispose();
   }
   if (v.json) console.log(JSON.stringify(results));
-  model.dispose();
   return failures ? 1 : 0;
 }
 

@@ -6,6 +6,12 @@
 // (seed, optimizer step, micro-batch) before every micro-batch; GPU reductions are deterministic. So the state of a
 // run is just (weights, optimizer state, position, best-so-far), which is what a checkpoint holds, and a run resumed
 // from any checkpoint ends with the same weights as one never interrupted.
+//
+// Batches: a seeded random permutation per epoch (HF Trainer's default); `groupByLength` groups similar lengths.
+// Evaluation never depends on batch composition: pooling is over each clip's real frames (for the notebook head that
+// equals its plain mean on the clip alone, unpadded), and models whose real frames change with padding (GroupNorm over
+// time in the first conv) are evaluated in batches of equal-length clips only. Training pools as the head does (the
+// notebook's plain mean includes padded frames, kept for fidelity) unless `pooling: 'masked'`.
 import { Tensor } from '../tensor.js';
 import { autocast, backward, manualSeed, noGrad, tidy } from '../autograd.js';
 import { AdamW, clipGradNorm, type AdamWState } from '../ops/optim.js';
@@ -15,7 +21,9 @@ import { dropout } from '../ops/activation.js';
 import { crossEntropy } from '../ops/loss.js';
 import { disposeOutput, type SpeechClassifier } from '../model/classifier.js';
 import type { AudioPreprocessor } from '../model/family.js';
-import { makeBatch, planBatches, type Batch } from '../data/batch.js';
+import type { ModelConfigBase } from '../io/config.js';
+import type { Wav2Vec2Config } from '../model/wav2vec2/config.js';
+import { makeBatch, planBatches, splitUnequalLengths, type Batch } from '../data/batch.js';
 import { deriveSeed } from '../data/random.js';
 import type { AugmentOptions } from '../audio/augment.js';
 import { computeMetrics, type Metrics } from '../metrics.js';
@@ -51,6 +59,22 @@ export interface TrainConfig {
   fp16?: boolean;
   /** dynamic loss scaling (PyTorch GradScaler's defaults: 2^16, x2 after 2000 clean steps, x0.5 on overflow) */
   lossScale?: { init: number; growthInterval: number };
+  /** training batches of similar lengths (HF Trainer's group_by_length); default false: a random permutation per epoch */
+  groupByLength?: boolean;
+  /**
+   * pooling over time in training: 'plain' averages every frame of the padded batch (the notebook head's
+   * torch.mean), 'masked' only each clip's real frames; default: the head's own (plain for the notebook head, masked
+   * for the sequence-classification head). Evaluation always pools over real frames.
+   */
+  pooling?: 'plain' | 'masked';
+}
+
+/**
+ * True when padding a clip changes its real frames, so only unpadded (equal-length) batches give batch-independent
+ * results: wav2vec2-style feature encoders with feat_extract_norm "group" normalise the first conv over all time steps.
+ */
+export function paddingChangesFrames(config: ModelConfigBase): boolean {
+  return (config as Partial<Wav2Vec2Config>).feat_extract_norm === 'group';
 }
 
 export const DEFAULT_LOSS_SCALE = { init: 65536, growthInterval: 2000 };
@@ -163,6 +187,8 @@ export class Trainer {
   readonly totalSteps: number;
   /** pooled features cached for head-only training, per ClipSet */
   private pooledCache = new Map<ClipSet, Float32Array>();
+  /** the model's pooling over real frames only, in training */
+  private readonly trainPoolExcludePadding: boolean;
 
   constructor(model: SpeechClassifier, sets: { train: ClipSet; valid: ClipSet | null; preprocessor?: AudioPreprocessor | null }, labels: readonly string[], cfg: TrainConfig, io: TrainerIO) {
     this.model = model;
@@ -176,6 +202,9 @@ export class Trainer {
     if (cfg.headOnly && model.pooling === 'max') throw new Error('--head-only caches pooled features; max pooling is supported, but not with dropout before pooling — use mean or sum');
     if (cfg.fp16 && !model.rt.hasF16) throw new Error('--fp16: this adapter has no shader-f16 feature, so it cannot compute in f16; train in f32 (without --fp16)');
     if (cfg.fp16) this.lossScale = { scale: (cfg.lossScale ?? DEFAULT_LOSS_SCALE).init, goodSteps: 0 };
+    if (cfg.pooling !== undefined && cfg.pooling !== 'plain' && cfg.pooling !== 'masked') throw new Error(`pooling must be plain or masked (got '${String(cfg.pooling)}')`);
+    if (cfg.pooling) model.poolExcludePadding = cfg.pooling === 'masked';
+    this.trainPoolExcludePadding = model.poolExcludePadding;
     selectTrainable(model, cfg);
     model.gradientCheckpointing = cfg.checkpointing;
     this.params = model.trainableParameters();
@@ -185,7 +214,24 @@ export class Trainer {
   }
 
   private plan(epoch: number): number[][] {
-    return planBatches(this.train.lengths, { batchSize: this.cfg.batchSize, seed: this.cfg.seed, epoch, shuffle: true, maxSamples: this.cfg.maxSamples });
+    return planBatches(this.train.lengths, { batchSize: this.cfg.batchSize, seed: this.cfg.seed, epoch, shuffle: true, groupByLength: this.cfg.groupByLength ?? false, maxSamples: this.cfg.maxSamples });
+  }
+
+  /** Evaluation batches: sorted by length; equal lengths only when padding would change a clip's frames. */
+  private evalPlan(set: ClipSet): number[][] {
+    const plan = planBatches(set.lengths, { batchSize: this.cfg.evalBatchSize ?? this.cfg.batchSize, shuffle: false, maxSamples: this.cfg.evalMaxSamples });
+    return paddingChangesFrames(this.model.config) ? splitUnequalLengths(plan, set.lengths, this.cfg.evalMaxSamples) : plan;
+  }
+
+  /** Eval mode with pooling over real frames (batch-independent); returns the function that restores training. */
+  private enterEval(): () => void {
+    const wasTraining = this.model.training;
+    this.model.eval();
+    this.model.poolExcludePadding = true;
+    return () => {
+      this.model.train(wasTraining);
+      this.model.poolExcludePadding = this.trainPoolExcludePadding;
+    };
   }
 
   /** Restore a checkpoint taken by this trainer's io.saveCheckpoint. */
@@ -273,24 +319,25 @@ export class Trainer {
     if (hit) return hit;
     const H = this.model.config.hidden_size;
     const out = new Float32Array(set.ids.length * H);
-    const wasTraining = this.model.training;
-    this.model.eval();
-    const batches = planBatches(set.lengths, { batchSize: this.cfg.evalBatchSize ?? this.cfg.batchSize, shuffle: false, maxSamples: this.cfg.evalMaxSamples });
-    for (const idx of batches) {
-      const batch = await this.batchOf(set, idx, false, 0);
-      const pooled = noGrad(() => this.precision(() => tidy(() => {
-        const input = Tensor.fromData(this.model.rt, batch.input, batch.shape, 'f32', 'input_values');
-        const o = this.model.forward({ inputValues: input, attentionMask: batch.mask ?? null });
-        const pl = o.pooled!;
-        o.pooled = null;
-        disposeOutput(o);
-        return pl;
-      })));
-      const v = await pooled.readFloat();
-      pooled.dispose();
-      idx.forEach((i, r) => out.set(v.subarray(r * H, (r + 1) * H), i * H));
+    const restore = this.enterEval();
+    try {
+      for (const idx of this.evalPlan(set)) {
+        const batch = await this.batchOf(set, idx, false, 0);
+        const pooled = noGrad(() => this.precision(() => tidy(() => {
+          const input = Tensor.fromData(this.model.rt, batch.input, batch.shape, 'f32', 'input_values');
+          const o = this.model.forward({ inputValues: input, attentionMask: batch.mask ?? null });
+          const pl = o.pooled!;
+          o.pooled = null;
+          disposeOutput(o);
+          return pl;
+        })));
+        const v = await pooled.readFloat();
+        pooled.dispose();
+        idx.forEach((i, r) => out.set(v.subarray(r * H, (r + 1) * H), i * H));
+      }
+    } finally {
+      restore();
     }
-    this.model.train(wasTraining);
     this.pooledCache.set(set, out);
     return out;
   }
@@ -300,27 +347,28 @@ export class Trainer {
     const L = this.labels.length;
     const probs = new Float32Array(set.ids.length * L);
     let lossSum = 0;
-    const wasTraining = this.model.training;
-    this.model.eval();
-    const batches = planBatches(set.lengths, { batchSize: this.cfg.evalBatchSize ?? this.cfg.batchSize, shuffle: false, maxSamples: this.cfg.evalMaxSamples });
-    for (const idx of batches) {
-      const batch = await this.batchOf(set, idx, false, 0);
-      const [p, loss] = noGrad(() => this.precision(() => tidy(() => {
-        const input = Tensor.fromData(this.model.rt, batch.input, batch.shape, 'f32', 'input_values');
-        const o = this.model.forward({ inputValues: input, attentionMask: batch.mask ?? null, labels: batch.labels });
-        const pr = softmax(o.logits!);
-        const l = o.loss!;
-        o.loss = null;
-        disposeOutput(o);
-        return [pr, l];
-      })));
-      const pv = await p.readFloat();
-      lossSum += (await loss.readFloat())[0] * batch.B;
-      p.dispose();
-      loss.dispose();
-      idx.forEach((i, r) => probs.set(pv.subarray(r * L, (r + 1) * L), i * L));
+    const restore = this.enterEval();
+    try {
+      for (const idx of this.evalPlan(set)) {
+        const batch = await this.batchOf(set, idx, false, 0);
+        const [p, loss] = noGrad(() => this.precision(() => tidy(() => {
+          const input = Tensor.fromData(this.model.rt, batch.input, batch.shape, 'f32', 'input_values');
+          const o = this.model.forward({ inputValues: input, attentionMask: batch.mask ?? null, labels: batch.labels });
+          const pr = softmax(o.logits!);
+          const l = o.loss!;
+          o.loss = null;
+          disposeOutput(o);
+          return [pr, l];
+        })));
+        const pv = await p.readFloat();
+        lossSum += (await loss.readFloat())[0] * batch.B;
+        p.dispose();
+        loss.dispose();
+        idx.forEach((i, r) => probs.set(pv.subarray(r * L, (r + 1) * L), i * L));
+      }
+    } finally {
+      restore();
     }
-    this.model.train(wasTraining);
     const pred = new Int32Array(set.ids.length);
     for (let i = 0; i < pred.length; i++) {
       let best = 0;
