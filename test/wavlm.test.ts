@@ -159,13 +159,17 @@ test('base layout end to end: gradient checkpointing changes nothing; finite dif
         p.write(v);
         return lossAt();
       };
-      const numeric = ((await at(h)) - (await at(-h))) / (2 * h);
+      const lossPlus = await at(h);
+      const numeric = (lossPlus - (await at(-h))) / (2 * h);
       p.write(base);
       const analytic = plain.grads.get(name)![i];
       const err = Math.abs(numeric - analytic) / Math.max(Math.abs(numeric), Math.abs(analytic), 1e-4);
       assert.ok(Math.abs(analytic) > 1e-4, `${name}[${i}]: gradient ${analytic} too small for the probe to mean anything`);
       if (process.env.WAVLM_FD_PRINT) console.log(name, i, numeric, analytic);
-      assert.ok(err < 2e-2, `${name}[${i}]: numeric ${numeric.toPrecision(5)} vs analytic ${analytic.toPrecision(5)} (rel err ${err.toExponential(2)})`);
+      // the f32 loss is rounded to ~1.2e-7 relative: a central difference cannot resolve gradients better than
+      // a few ulps of the loss over 2h, so small gradients are judged against that floor instead of 2%
+      const floor = (8 * 1.2e-7 * Math.abs(lossPlus)) / (2 * h);
+      assert.ok(err < 2e-2 || Math.abs(numeric - analytic) < floor, `${name}[${i}]: numeric ${numeric.toPrecision(5)} vs analytic ${analytic.toPrecision(5)} (rel err ${err.toExponential(2)}, f32 floor ${floor.toExponential(2)})`);
     }
   }
   input.dispose();

@@ -1,5 +1,5 @@
 // Fidelity: our wav2vec2 against the float64 reference outputs made by the real Hugging Face PyTorch code
-// (tools/ref/make_fixtures.py) for every fixture under test/fixtures/w2v_* and bench/fixtures/*: the relative L2 error
+// (tools/ref/) for every fixture under test/fixtures/ (w2v_*, fam_* of every family) and bench/fixtures/*: the relative L2 error
 // of each layer's hidden state, the pooled features, logits, loss and the gradients (grouped per encoder layer, the
 // largest in each group), in f32 and, where the adapter has shader-f16, in mixed precision (--fp16: linear layers in
 // f16). The same comparison as `ser check-reference`; the rows carry each fixture's worst forward and gradient error,
@@ -20,7 +20,11 @@ export function fidelityFixtures(): string[] {
     if (!fs.existsSync(base)) continue;
     for (const d of fs.readdirSync(base).sort()) {
       const dir = path.join(base, d);
-      if (fs.existsSync(path.join(dir, 'reference.safetensors')) && fs.existsSync(path.join(dir, 'config.json'))) dirs.push(dir);
+      if (!fs.existsSync(path.join(dir, 'reference.safetensors')) || !fs.existsSync(path.join(dir, 'config.json'))) continue;
+      // a loading-test fixture (an encoder-only seq2seq checkpoint, no head) is not a reference check
+      const manifest = path.join(dir, 'manifest.json');
+      if (fs.existsSync(manifest) && 'expected_loading' in JSON.parse(fs.readFileSync(manifest, 'utf8'))) continue;
+      dirs.push(dir);
     }
   }
   return dirs;
@@ -29,14 +33,24 @@ export function fidelityFixtures(): string[] {
 /** Group a comparison under a row label: hidden states and heads one by one, gradients by layer (max over the group). */
 function groupOf(t: TensorComparison): string {
   if (t.kind === 'forward') return t.name;
-  const layer = t.name.match(/^grad\.wav2vec2\.encoder\.layers\.(\d+)\./);
+  // any family: <prefix>.encoder.layers.N (wav2vec2., hubert., wavlm., data2vec_audio.) or encoder.layers.N (Whisper)
+  const layer = t.name.match(/^grad\.(?:[a-z0-9_]+\.)?encoder\.layers\.(\d+)\./);
   if (layer) return `grad: encoder layer ${layer[1]} weights`;
-  if (t.name.startsWith('grad.wav2vec2.feature_extractor.')) return 'grad: feature encoder weights';
-  if (t.name.startsWith('grad.wav2vec2.feature_projection.')) return 'grad: feature projection weights';
-  if (t.name.startsWith('grad.wav2vec2.encoder.pos_conv_embed.')) return 'grad: positional conv weights';
-  if (t.name.startsWith('grad.wav2vec2.encoder.layer_norm.')) return 'grad: encoder layer norm';
-  if (t.name.startsWith('grad.classifier.') || t.name.startsWith('grad.projector.')) return 'grad: head weights';
-  if (t.name.startsWith('grad.wav2vec2.')) return 'grad: other weights';
+  const part = t.name.match(/^grad\.(?:[a-z0-9_]+\.)?(feature_extractor|feature_projection|encoder\.pos_conv_embed|encoder\.layer_norm|encoder\.conv[12]|encoder\.embed_positions)\./);
+  if (part) {
+    const names: Record<string, string> = {
+      feature_extractor: 'feature encoder weights',
+      feature_projection: 'feature projection weights',
+      'encoder.pos_conv_embed': 'positional conv weights',
+      'encoder.layer_norm': 'encoder layer norm',
+      'encoder.conv1': 'conv stem weights',
+      'encoder.conv2': 'conv stem weights',
+      'encoder.embed_positions': 'position embeddings',
+    };
+    return `grad: ${names[part[1]]}`;
+  }
+  if (t.name.startsWith('grad.classifier.') || t.name.startsWith('grad.projector.') || t.name === 'grad.layer_weights') return 'grad: head weights';
+  if (/^grad\.(wav2vec2|hubert|wavlm|data2vec_audio|encoder)\./.test(t.name)) return 'grad: other weights';
   return `grad: ${t.name.slice(5)}`; // gradients w.r.t. activations (hidden states, pooled features, ...)
 }
 
