@@ -19,9 +19,9 @@ import { LabelSet, SHEMO_LABELS, selectLabels, labelCounts } from '../data/label
 import type { DataItem } from '../data/manifest.js';
 import { applySplits, describeSplits } from '../data/split.js';
 import { computeMetrics, formatMetrics, type Metrics } from '../metrics.js';
-import { buildReport, type PredictionRecord } from '../report/html.js';
+import { buildReport, type PredictionRecord, type SkippedRecord } from '../report/html.js';
 import { createNodeRuntime } from './dawn.js';
-import { openModelDir, saveModelDir, writeFileAtomic } from './modeldir.js';
+import { JsonlLog, ensureDir, openModelDir, recoverModelDir, removeStaleTemporaries, saveModelDir, writeFileAtomic } from './modeldir.js';
 import { ClipStore, loadDataset, loadOrMakeSplits, missingFiles, readAudioFile } from './audio-file.js';
 import { synthesizeDemoCorpus } from './demo-corpus.js';
 
@@ -42,6 +42,7 @@ export interface LoadedModel {
  * of another size is then re-initialised, as from_pretrained(..., num_labels=n, ignore_mismatched_sizes=True) does.
  */
 export async function loadModel(rt: Runtime, dir: string, opts: { labels?: readonly string[]; seed?: number } = {}): Promise<LoadedModel> {
+  await recoverModelDir(dir); // a save killed between its two renames left the previous folder aside
   const configPath = path.join(dir, 'config.json');
   if (!fs.existsSync(configPath)) throw new Error(`${dir}: no config.json (a Hugging Face model directory needs one)`);
   let config = parseModelConfig(await fsp.readFile(configPath, 'utf8'), configPath);
@@ -83,11 +84,17 @@ export async function saveModel(model: SpeechClassifier, config: ModelConfigBase
 // ---------------------------------------------------------------------------------------------------------------
 // data
 
-/** Decode every clip once (bad audio is reported and skipped, never fatal to the run). */
-async function buildClipSet(items: readonly DataItem[], labels: LabelSet, store: ClipStore, minSamples: number, log: (m: string) => void): Promise<{ set: ClipSet; items: DataItem[]; skipped: string[] }> {
+/** A clip left out of a run or an evaluation, and why. */
+export interface SkippedClip {
+  file: string;
+  reason: string;
+}
+
+/** Decode every clip once (bad audio is recorded and skipped, never fatal to the run). */
+async function buildClipSet(items: readonly DataItem[], labels: LabelSet, store: ClipStore, minSamples: number, log: (m: string) => void): Promise<{ set: ClipSet; items: DataItem[]; skipped: SkippedClip[] }> {
   const kept: DataItem[] = [];
   const lengths: number[] = [];
-  const skipped: string[] = [];
+  const skipped: SkippedClip[] = [];
   for (const it of items) {
     try {
       const x = await store.get(it.path);
@@ -95,7 +102,7 @@ async function buildClipSet(items: readonly DataItem[], labels: LabelSet, store:
       kept.push(it);
       lengths.push(x.length);
     } catch (e) {
-      skipped.push((e as Error).message);
+      skipped.push({ file: it.path, reason: (e as Error).message });
       log(`skipping ${it.id}: ${(e as Error).message}`);
     }
   }
@@ -106,6 +113,22 @@ async function buildClipSet(items: readonly DataItem[], labels: LabelSet, store:
     clip: (i) => store.get(kept[i].path),
   };
   return { set, items: kept, skipped };
+}
+
+export const DEFAULT_MAX_SKIPPED_FRACTION = 0.1;
+
+/**
+ * Refuses a validation or test split that lost more than `maxFraction` of its clips: a model picked (or scored) on
+ * what is left would be judged on a different set than the one asked for.
+ */
+export function checkSkipped(record: SkippedRecord, maxFraction: number): void {
+  const n = record.clips.length;
+  if (record.total === 0 || n / record.total <= maxFraction) return;
+  const examples = record.clips.slice(0, 3).map((c) => `${c.file}: ${c.reason}`).join('; ');
+  throw new Error(
+    `${record.split} split: ${n} of ${record.total} clips (${((100 * n) / record.total).toFixed(1)}%) could not be used, more than ` +
+      `--max-skipped-fraction ${maxFraction} allows (e.g. ${examples}). Fix or remove those files, or pass --max-skipped-fraction 1 to run on what is left.`,
+  );
 }
 
 function defaultLabels(kind: string, items: readonly DataItem[]): LabelSet {
@@ -173,6 +196,8 @@ export const TRAIN_USAGE = `ser train --model <dir> --data <manifest|folder> --o
   --loss-scale S         fp16: initial loss scale (65536; halved on overflow, doubled after 2000 clean steps)
   --augment              gain / noise / speed augmentation in training
   --resume               continue from <out>/checkpoint.safetensors
+  --max-skipped-fraction F   stop when the validation or test split loses more than this fraction of its clips
+                         to unreadable or too-short audio (default 0.1; 1 allows any)
   --init-seed N          seed of the random initialisation (default: --seed)`;
 
 export async function trainCommand(argv: string[]): Promise<number> {
@@ -187,7 +212,7 @@ export async function trainCommand(argv: string[]): Promise<number> {
       metric: { type: 'string' }, 'max-grad-norm': { type: 'string' }, 'max-seconds': { type: 'string' },
       'train-feature-encoder': { type: 'boolean' }, 'head-only': { type: 'boolean' }, 'unfreeze-top': { type: 'string' },
       checkpointing: { type: 'boolean' }, fp16: { type: 'boolean' }, 'loss-scale': { type: 'string' }, augment: { type: 'boolean' }, resume: { type: 'boolean' },
-      'init-seed': { type: 'string' }, quiet: { type: 'boolean' },
+      'init-seed': { type: 'string' }, quiet: { type: 'boolean' }, 'max-skipped-fraction': { type: 'string' },
     },
     strict: true,
   });
@@ -223,7 +248,8 @@ export async function trainCommand(argv: string[]): Promise<number> {
   const testFraction = num('test-fraction', v['test-fraction'], 0.2, (x) => x >= 0 && x < 1);
   const valFraction = num('val-fraction', v['val-fraction'], 0.1, (x) => x >= 0 && x < 1);
   const split = v.split === 'speaker' ? 'speaker' : v.split === 'stratified' ? 'stratified' : (() => { throw new Error(`--split must be stratified or speaker, got '${v.split}'`); })();
-  return runTraining({ modelDir: v.model, data: v.data, dataRoot: v['data-root'], evalData: v['eval-data'], labels: v.labels?.split(',').map((s) => s.trim()).filter(Boolean), out: v.out, split, testFraction, valFraction, cfg, resume: Boolean(v.resume), initSeed: v['init-seed'] !== undefined ? Number(v['init-seed']) : undefined, quiet: Boolean(v.quiet) });
+  const maxSkippedFraction = num('max-skipped-fraction', v['max-skipped-fraction'], DEFAULT_MAX_SKIPPED_FRACTION, (x) => x >= 0 && x <= 1);
+  return runTraining({ modelDir: v.model, data: v.data, dataRoot: v['data-root'], evalData: v['eval-data'], labels: v.labels?.split(',').map((s) => s.trim()).filter(Boolean), out: v.out, split, testFraction, valFraction, cfg, resume: Boolean(v.resume), initSeed: v['init-seed'] !== undefined ? Number(v['init-seed']) : undefined, quiet: Boolean(v.quiet), maxSkippedFraction });
 }
 
 export interface TrainRun {
@@ -241,6 +267,8 @@ export interface TrainRun {
   initSeed?: number;
   quiet?: boolean;
   title?: string;
+  /** validation/test splits losing more than this fraction of their clips stop the run (default 0.1) */
+  maxSkippedFraction?: number;
 }
 
 export interface TrainResult {
@@ -258,7 +286,9 @@ export async function runTraining(run: TrainRun): Promise<number> {
 export async function train(run: TrainRun): Promise<TrainResult> {
   const say = (m: string) => console.error(m);
   const out = run.out;
-  fs.mkdirSync(out, { recursive: true });
+  ensureDir(out);
+  // debris of a run killed while writing (temporary files, half-written model folders) goes before anything else
+  for (const m of await removeStaleTemporaries(out)) say(m);
   const ds = loadDataset({ source: run.data, dataRoot: run.dataRoot });
   const labelSet = run.labels ? new LabelSet(run.labels) : defaultLabels(ds.kind, ds.items);
   const { items, dropped } = selectLabels(ds.items, labelSet);
@@ -266,6 +296,7 @@ export async function train(run: TrainRun): Promise<TrainResult> {
   const missing = missingFiles(items);
   if (missing.length) say(`${missing.length} audio file(s) listed but missing (skipped), e.g. ${missing.slice(0, 3).map((m) => m.path).join(', ')}`);
   const present = items.filter((it) => !missing.includes(it));
+  const listedMissing: SkippedRecord = { split: 'listed', total: items.length, clips: missing.map((it) => ({ file: it.path, reason: 'file not found' })) };
   say(`data: ${present.length} clips, labels [${labelSet.labels.join(', ')}]: ${JSON.stringify(labelCounts(present, labelSet))}`);
 
   // splits: written once and reused, so a rerun (or --resume) sees the same sets
@@ -294,14 +325,23 @@ export async function train(run: TrainRun): Promise<TrainResult> {
   const train = await buildClipSet(parts.train, labelSet, store, minSamples, say);
   const valid = validItems.length ? await buildClipSet(validItems, labelSet, store, minSamples, say) : null;
   const test = parts.test.length ? await buildClipSet(parts.test, labelSet, store, minSamples, say) : null;
-  if (train.set.ids.length === 0) throw new Error('no training clips left');
+  const skippedRecords: SkippedRecord[] = [
+    listedMissing,
+    { split: 'train', total: parts.train.length, clips: train.skipped },
+    ...(valid ? [{ split: 'validation', total: validItems.length, clips: valid.skipped }] : []),
+    ...(test ? [{ split: 'test', total: parts.test.length, clips: test.skipped }] : []),
+  ];
+  const maxSkipped = run.maxSkippedFraction ?? DEFAULT_MAX_SKIPPED_FRACTION;
+  for (const r of skippedRecords) if (r.split === 'validation' || r.split === 'test') checkSkipped(r, maxSkipped);
+  if (train.set.ids.length === 0) throw new Error(`no training clips left (${train.skipped.length} of ${parts.train.length} skipped)`);
 
   const logPath = path.join(out, 'log.jsonl');
   const ckPath = path.join(out, 'checkpoint.safetensors');
   const bestDir = path.join(out, 'model');
   const resuming = run.resume && fs.existsSync(ckPath);
   if (!resuming && fs.existsSync(logPath)) fs.rmSync(logPath);
-  const log = (line: Record<string, unknown>) => fs.appendFileSync(logPath, `${JSON.stringify(line)}\n`);
+  const runLog = new JsonlLog(logPath);
+  const log = (line: Record<string, unknown>) => runLog.append(line);
   const io: TrainerIO = {
     log,
     progress: run.quiet ? undefined : progressPrinter(),
@@ -314,9 +354,14 @@ export async function train(run: TrainRun): Promise<TrainResult> {
   const trainer = new Trainer(model, { train: train.set, valid: valid?.set ?? null, preprocessor }, labelSet.labels, run.cfg, io);
   if (resuming) {
     trainer.restore(await loadCheckpointFile(ckPath));
+    // lines written after the checkpoint are written again by the resumed run
+    const dropped = await runLog.truncateToStep(trainer.position.step);
+    if (dropped) say(`log.jsonl: dropped ${dropped} line(s) written after the checkpoint`);
     say(`resumed from ${ckPath} at optimizer step ${trainer.position.step} (epoch ${trainer.position.epoch}, micro-batch ${trainer.position.microBatch})`);
   } else {
     log({ event: 'start', config: run.cfg, labels: labelSet.labels, model: run.modelDir, data: run.data, train: train.set.ids.length, valid: valid?.set.ids.length ?? 0, test: test?.set.ids.length ?? 0, adapter: rt.adapter });
+    // 'part', not 'split': a line with 'split' reads as an evaluation line (report/log.ts)
+    for (const r of skippedRecords) if (r.clips.length) log({ event: 'skipped', part: r.split, total: r.total, count: r.clips.length, clips: r.clips });
   }
   await writeFileAtomic(path.join(out, 'run.json'), `${JSON.stringify({ ...run, cfg: run.cfg, adapter: rt.adapter, totalSteps: trainer.totalSteps }, null, 2)}\n`);
   say(`training: ${trainer.params.length} parameter tensors, ${trainer.totalSteps} optimizer steps (${trainer.batchesPerEpoch} micro-batches per epoch) on ${rt.adapter.description || rt.adapter.vendor}`);
@@ -348,7 +393,8 @@ export async function train(run: TrainRun): Promise<TrainResult> {
     say(`\ntest: ${formatMetrics(r.metrics)}`);
   }
   best.model.dispose();
-  await writeFileAtomic(path.join(out, 'metrics.json'), `${JSON.stringify({ valid: validMetrics, test: testMetrics, seconds, steps: trainer.totalSteps }, null, 2)}\n`);
+  const skippedJson = Object.fromEntries(skippedRecords.map((r) => [r.split, { total: r.total, count: r.clips.length, clips: r.clips }]));
+  await writeFileAtomic(path.join(out, 'metrics.json'), `${JSON.stringify({ valid: validMetrics, test: testMetrics, seconds, steps: trainer.totalSteps, skipped: skippedJson }, null, 2)}\n`);
   const report = path.join(out, 'report.html');
   await writeFileAtomic(report, buildReport({
     title: run.title ?? 'Speech emotion recognition: fine-tuning report',
@@ -356,6 +402,7 @@ export async function train(run: TrainRun): Promise<TrainResult> {
     log: fs.readFileSync(logPath, 'utf8'),
     evaluations: results,
     predictions,
+    skipped: skippedRecords,
     info: { model: run.modelDir, data: run.data, split: run.split, adapter: `${rt.adapter.vendor} ${rt.adapter.description}`, 'training time': formatDuration(seconds), ...run.cfg },
     notes: ['WA = weighted accuracy (plain accuracy); UA = unweighted average recall (macro recall). The original notebook reported 0.8401 as "accuracy", which is UA on a test set that was also used to pick its checkpoint; here the checkpoint is picked on a validation split only.'],
   }));
@@ -373,6 +420,7 @@ export const EVAL_USAGE = `ser eval --model <dir> --data <manifest|folder> [--da
 export async function evalCommand(argv: string[]): Promise<number> {
   const { values: v } = parseArgs({ args: argv, options: { model: { type: 'string' }, data: { type: 'string' }, 'data-root': { type: 'string' }, labels: { type: 'string' }, splits: { type: 'string' }, part: { type: 'string', default: 'test' }, json: { type: 'boolean' }, 'batch-size': { type: 'string', default: '4' } } });
   if (!v.model || !v.data) throw new Error(`eval needs --model and --data\n\n${EVAL_USAGE}`);
+  await recoverModelDir(v.model); // a save killed between its two renames left the previous folder aside
   const rt = await createNodeRuntime();
   const probe = parseModelConfig(fs.readFileSync(path.join(v.model, 'config.json'), 'utf8'), path.join(v.model, 'config.json'));
   const labelSet = v.labels ? new LabelSet(v.labels.split(',')) : new LabelSet(probe.labels);
@@ -388,11 +436,19 @@ export async function evalCommand(argv: string[]): Promise<number> {
   const log = (m: string) => { if (!v.json) console.error(m); };
   const store = new ClipStore({ sampleRate: preprocessor.samplingRate });
   const set = await buildClipSet(items, labelSet, store, preprocessor.minSamples, log);
+  if (set.set.ids.length === 0) {
+    model.dispose();
+    const why = set.skipped.slice(0, 3).map((c) => `${c.file}: ${c.reason}`).join('; ');
+    throw new Error(`eval: none of the ${items.length} clip(s) could be used${why ? ` (${why}${set.skipped.length > 3 ? '; ...' : ''})` : ''}; nothing was evaluated`);
+  }
   const trainer = new Trainer(model, { train: set.set, valid: null, preprocessor }, labelSet.labels, { ...DEFAULT_TRAIN_CONFIG, batchSize: Number(v['batch-size']) }, { log: () => {}, saveCheckpoint: async () => {}, saveBest: async () => {} });
   const r = await trainer.evaluate(set.set);
   const m = r.metrics;
-  if (v.json) console.log(JSON.stringify({ wa: m.wa, ua: m.ua, per_class: m.per_class, confusion: m.confusion, labels: m.labels }));
-  else console.log(formatMetrics(m));
+  if (v.json) console.log(JSON.stringify({ wa: m.wa, ua: m.ua, per_class: m.per_class, confusion: m.confusion, labels: m.labels, clips: items.length, evaluated: set.set.ids.length, skipped: set.skipped }));
+  else {
+    console.log(formatMetrics(m));
+    if (set.skipped.length) console.log(`skipped ${set.skipped.length} of ${items.length} clip(s):\n${set.skipped.map((c) => `  ${c.file}: ${c.reason}`).join('\n')}`);
+  }
   model.dispose();
   return 0;
 }
