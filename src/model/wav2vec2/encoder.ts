@@ -24,7 +24,7 @@
 // layerdrop and SpecAugment draw from our seeded generator, not torch's.
 import type { Runtime } from '../../runtime/runtime.js';
 import { Tensor } from '../../tensor.js';
-import { autocastDtype, checkpoint, noGrad, tidy } from '../../autograd.js';
+import { checkpoint, noGrad, tidy } from '../../autograd.js';
 import { add } from '../../ops/elementwise.js';
 import { linear } from '../../ops/matmul.js';
 import { conv1d } from '../../ops/conv.js';
@@ -319,10 +319,10 @@ export class Wav2Vec2Encoder implements SpeechEncoder {
   checkSequenceLimits(batch: number, samples: number, frames: number): void {
     const cfg = this.config;
     const limit = this.bindingLimit();
-    const ffnBytes = autocastDtype() === 'f16' ? 2 : 4;
     const widths: { what: string; width: number; bytes: number }[] = [
       { what: 'hidden states / attention q, k, v / positional conv', width: cfg.hidden_size, bytes: 4 },
-      { what: 'FFN intermediate', width: cfg.intermediate_size, bytes: ffnBytes },
+      // f32 even under autocast: the f16 GEMM's result is cast back to f32
+      { what: 'FFN intermediate', width: cfg.intermediate_size, bytes: 4 },
       { what: 'feature encoder output', width: cfg.conv_dim[cfg.conv_dim.length - 1], bytes: 4 },
     ];
     const perFrame = Math.max(...widths.map((w) => w.width * w.bytes));
