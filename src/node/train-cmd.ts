@@ -323,13 +323,16 @@ export async function train(run: TrainRun): Promise<TrainResult> {
   const minSamples = preprocessor.minSamples;
   const store = new ClipStore({ sampleRate: preprocessor.samplingRate, minSamples });
   const train = await buildClipSet(parts.train, labelSet, store, minSamples, say);
-  const valid = validItems.length ? await buildClipSet(validItems, labelSet, store, minSamples, say) : null;
-  const test = parts.test.length ? await buildClipSet(parts.test, labelSet, store, minSamples, say) : null;
+  const validBuilt = validItems.length ? await buildClipSet(validItems, labelSet, store, minSamples, say) : null;
+  const testBuilt = parts.test.length ? await buildClipSet(parts.test, labelSet, store, minSamples, say) : null;
+  // a split with no usable clip left (only with --max-skipped-fraction 1) is treated as absent, as recorded below
+  const valid = validBuilt && validBuilt.set.ids.length ? validBuilt : null;
+  const test = testBuilt && testBuilt.set.ids.length ? testBuilt : null;
   const skippedRecords: SkippedRecord[] = [
     listedMissing,
     { split: 'train', total: parts.train.length, clips: train.skipped },
-    ...(valid ? [{ split: 'validation', total: validItems.length, clips: valid.skipped }] : []),
-    ...(test ? [{ split: 'test', total: parts.test.length, clips: test.skipped }] : []),
+    ...(validBuilt ? [{ split: 'validation', total: validItems.length, clips: validBuilt.skipped }] : []),
+    ...(testBuilt ? [{ split: 'test', total: parts.test.length, clips: testBuilt.skipped }] : []),
   ];
   const maxSkipped = run.maxSkippedFraction ?? DEFAULT_MAX_SKIPPED_FRACTION;
   for (const r of skippedRecords) if (r.split === 'validation' || r.split === 'test') checkSkipped(r, maxSkipped);
