@@ -165,9 +165,9 @@ const WRITE_ERRORS: Record<string, string> = {
 };
 
 /** One error naming the path and the cause (ENOSPC, read-only, ...); the system error stays as `cause`. */
-export function writeError(target: string, e: unknown): Error {
+export function writeError(target: string, e: unknown, note = '; nothing already written there was changed'): Error {
   const code = (e as NodeJS.ErrnoException)?.code;
-  if (code && WRITE_ERRORS[code]) return new Error(`cannot write ${target}: ${WRITE_ERRORS[code]} (${code}); nothing already written there was changed`, { cause: e });
+  if (code && WRITE_ERRORS[code]) return new Error(`cannot write ${target}: ${WRITE_ERRORS[code]} (${code})${note}`, { cause: e });
   return e instanceof Error ? e : new Error(String(e));
 }
 
@@ -200,12 +200,12 @@ export function ensureDir(dir: string): void {
   } catch (e) {
     let parent = path.resolve(dir);
     while (!fs.existsSync(parent) && path.dirname(parent) !== parent) parent = path.dirname(parent);
-    throw writeError(`${dir} (in ${parent})`, e);
+    throw writeError(`${dir} (in ${parent})`, e, '');
   }
   try {
     fs.accessSync(dir, fs.constants.W_OK);
   } catch (e) {
-    throw writeError(dir, e);
+    throw writeError(dir, e, '');
   }
 }
 
@@ -380,7 +380,7 @@ export class JsonlLog {
     try {
       fs.appendFileSync(this.file, `${JSON.stringify(line)}\n`);
     } catch (e) {
-      throw writeError(this.file, e);
+      throw writeError(this.file, e, '; earlier lines are kept (a torn last line is dropped on --resume)');
     }
   }
 
