@@ -453,17 +453,22 @@ export async function createRuntime(gpu: GPU, opts: RuntimeOptions & { powerPref
   }
   const wanted: GPUFeatureName[] = ['shader-f16', 'subgroups', 'timestamp-query'] as GPUFeatureName[];
   const requiredFeatures = wanted.filter((f) => adapter.features.has(f));
-  const l = adapter.limits;
-  const requiredLimits: Record<string, number> = {
-    maxStorageBufferBindingSize: l.maxStorageBufferBindingSize,
-    maxBufferSize: l.maxBufferSize,
-    maxComputeWorkgroupStorageSize: l.maxComputeWorkgroupStorageSize,
-    maxComputeInvocationsPerWorkgroup: l.maxComputeInvocationsPerWorkgroup,
-    maxComputeWorkgroupSizeX: l.maxComputeWorkgroupSizeX,
-    maxComputeWorkgroupSizeY: l.maxComputeWorkgroupSizeY,
-    maxStorageBuffersPerShaderStage: l.maxStorageBuffersPerShaderStage,
-    maxComputeWorkgroupsPerDimension: l.maxComputeWorkgroupsPerDimension,
-  };
+  // Every limit at the adapter's maximum (the default device limits are the spec's minimums, e.g. a 128 MiB storage
+  // binding even on GPUs that allow 4 GiB): the named ones the engine sizes its work by, plus whatever else the
+  // adapter enumerates. Alignment limits ('min...') are also best at the adapter's value.
+  const l = adapter.limits as unknown as Record<string, unknown>;
+  const named = [
+    'maxStorageBufferBindingSize', 'maxBufferSize', 'maxComputeWorkgroupStorageSize', 'maxComputeInvocationsPerWorkgroup',
+    'maxComputeWorkgroupSizeX', 'maxComputeWorkgroupSizeY', 'maxComputeWorkgroupSizeZ', 'maxStorageBuffersPerShaderStage',
+    'maxComputeWorkgroupsPerDimension', 'maxUniformBufferBindingSize', 'maxBindingsPerBindGroup',
+  ];
+  const requiredLimits: Record<string, number> = {};
+  const names = new Set(named);
+  for (const k in l) names.add(k);
+  for (const k of names) {
+    const value = l[k];
+    if (typeof value === 'number' && Number.isFinite(value)) requiredLimits[k] = value;
+  }
   const device = await adapter.requestDevice({ requiredFeatures, requiredLimits, label: 'ser' });
   const info = (adapter as any).info as GPUAdapterInfo | undefined;
   return new Runtime(device, summarizeAdapter(info, (adapter as any).isFallbackAdapter), opts);
