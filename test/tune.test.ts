@@ -268,7 +268,8 @@ test('autotune: first use runs the default and queues the class; the next sync t
     const ids = gemmCandidates(rt).map((c) => c.id);
     assert.ok(ids.includes(r.winner), `winner ${r.winner} is one of ${ids}`);
     assert.equal(r.timings.map((t) => t.id), ids, 'every candidate timed');
-    for (const t of r.timings) assert.ok(Number.isFinite(t.medianMs) && t.medianMs >= 0 && t.samples.length === 2, `${t.id}: 2 samples, finite median`);
+    for (const t of r.timings) assert.ok(Number.isFinite(t.medianMs) && t.medianMs >= 0 && t.samples.length === (t.pruned ? 1 : 2), `${t.id}: ${t.pruned ? 1 : 2} samples, finite median`);
+    assert.ok(!r.timings.find((t) => t.id === r.winner)!.pruned, 'the winner was timed every round');
     assert.is(cache.entries().length, 1);
     assert.is(cache.entries()[0][1].winner, r.winner);
     await run('second use (winner)');

@@ -101,7 +101,7 @@ function passRows(pass: ConvPass, g: Geometry): number {
 }
 
 /** Id of what a configuration really runs for this pass and geometry (equal ids: the same kernels). */
-function effectiveId(pass: ConvPass, g: Geometry, c: ConvConfig): string {
+export function effectiveId(pass: ConvPass, g: Geometry, c: ConvConfig): string {
   const path = passPath(pass, g, c.strategy);
   if (path === 'subgroup') return `sg-rb${rowBlocks(c.rowBlocks, passRows(pass, g))}`;
   if (path === 'tiled') return `tiled-${c.tiled.tgM}x${c.tiled.tgN}-${c.tiled.ttM}x${c.tiled.ttN}-k${c.tiled.bk}`;

@@ -18,6 +18,8 @@ export const TUNE_MAX_ENTRIES = 4096;
 export const TUNE_MAX_BYTES = 4 << 20;
 const KEY_MAX = 600;
 const ID_RE = /^[a-z0-9][a-z0-9.-]{0,63}$/;
+/** a candidate slower than this times the fastest in the first timed round is not timed again */
+const PRUNE_RATIO = 3;
 
 export interface TuneEntry {
   /** id of the fastest candidate (looked up in the op's candidate list; unknown ids are ignored) */
@@ -214,7 +216,7 @@ export interface TuneResult {
   defaultId: string;
   winner: string;
   /** per candidate: median ms over the rounds (Infinity: failed), every sample */
-  timings: { id: string; medianMs: number; samples: number[]; error?: string }[];
+  timings: { id: string; medianMs: number; samples: number[]; pruned?: boolean; error?: string }[];
 }
 
 export interface TuneOptions {
@@ -311,6 +313,7 @@ export async function tuneProblem<C>(rt: Runtime, p: TuneProblem<C>, opts: TuneO
   const method: TuneResult['method'] = rt.hasTimestamps && !opts.wallClock && !rt.profiling ? 'timestamps' : 'wall-clock';
   const samples = new Map<string, number[]>(p.candidates.map((c) => [c.id, []]));
   const errors = new Map<string, string>();
+  const pruned = new Set<string>();
   const inst = p.prepare();
   try {
     // warm-up: compiles every candidate's pipelines; a candidate that fails here (compile or GPU error) is dropped
@@ -322,8 +325,16 @@ export async function tuneProblem<C>(rt: Runtime, p: TuneProblem<C>, opts: TuneO
         errors.set(c.id, (e as Error).message);
       }
     }
-    const live = p.candidates.filter((c) => !errors.has(c.id));
+    let live = p.candidates.filter((c) => !errors.has(c.id));
     for (let r = 0; r < rounds && live.length; r++) {
+      if (r === 1 && live.length > 1) {
+        // after one timed round, a candidate over PRUNE_RATIO x the fastest is out of the race (its first time stays
+        // in the table): on CPU adapters the GPU-style tiles are ~8x slower, and timing them again costs seconds
+        const first = live.map((c) => samples.get(c.id)![0]);
+        const best = Math.min(...first);
+        live.forEach((c, i) => first[i] > PRUNE_RATIO * best && pruned.add(c.id));
+        live = live.filter((c) => !pruned.has(c.id));
+      }
       // rotate the order each round so that no candidate always runs first (or after the same neighbour)
       const order = live.map((_, i) => live[(i + r) % live.length]);
       if (method === 'timestamps') {
@@ -346,9 +357,10 @@ export async function tuneProblem<C>(rt: Runtime, p: TuneProblem<C>, opts: TuneO
   }
   const timings = p.candidates.map((c) => {
     const s = samples.get(c.id)!;
-    return { id: c.id, medianMs: errors.has(c.id) || !s.length ? Infinity : median(s), samples: s, ...(errors.has(c.id) ? { error: errors.get(c.id) } : {}) };
+    return { id: c.id, medianMs: errors.has(c.id) || !s.length ? Infinity : median(s), samples: s, ...(pruned.has(c.id) ? { pruned: true } : {}), ...(errors.has(c.id) ? { error: errors.get(c.id) } : {}) };
   });
-  const best = timings.reduce((a, b) => (b.medianMs < a.medianMs ? b : a));
+  // the winner among those timed every round
+  const best = timings.filter((x) => !x.pruned).reduce((a, b) => (b.medianMs < a.medianMs ? b : a), { medianMs: Infinity, id: p.defaultId });
   const winner = Number.isFinite(best.medianMs) ? best.id : p.defaultId;
   t.decided.set(key, winner);
   t.timedCount++;
@@ -383,7 +395,7 @@ export function tuneTable(results: readonly TuneResult[]): string {
     for (const x of sorted) {
       const g = r.flops && Number.isFinite(x.medianMs) && x.medianMs > 0 ? `${(r.flops / x.medianMs / 1e6).toFixed(1).padStart(7)} GFLOP/s` : ''.padStart(15);
       const rel = def && Number.isFinite(def.medianMs) && Number.isFinite(x.medianMs) ? `${(def.medianMs / x.medianMs).toFixed(2)}x default` : '';
-      const tag = `${x.id === r.winner ? ' winner' : ''}${x.id === r.defaultId ? ' default' : ''}`;
+      const tag = `${x.id === r.winner ? ' winner' : ''}${x.id === r.defaultId ? ' default' : ''}${x.pruned ? ' (over 3x the fastest in round 1: not timed again)' : ''}`;
       lines.push(`  ${x.id.padEnd(26)} ${Number.isFinite(x.medianMs) ? x.medianMs.toFixed(3).padStart(10) + ' ms' : '    failed   '} ${g}  ${rel.padEnd(14)}${tag}${x.error ? `  (${x.error.slice(0, 100)})` : ''}`);
     }
   }
