@@ -18,6 +18,8 @@ import {
 } from '../src/runtime/tune.js';
 import { FileTuneCache } from '../src/node/tune-cache.js';
 import type { Runtime } from '../src/runtime/runtime.js';
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 
 const gemmId = (c: GemmConfig) => (c.strategy === 'subgroup' ? `sg-rb${c.rowBlocks}` : `tiled ${JSON.stringify(c.tiled)}`);
 
@@ -317,6 +319,41 @@ test('autotune: first use runs the default and queues the class; the next sync t
     Object.assign(rt, { tuneCache: saved.cache, autotune: saved.autotune });
     setTuneOptions(rt, {});
     resetTuner(rt);
+  }
+});
+
+test('ser tune --model (tiny wav2vec2 fixture, training step): every class timed, winners among the candidates, written to SER_TUNE_CACHE', () => {
+  const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+  const model = path.join(root, 'test/fixtures/w2v_400_single');
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ser-tune-cli-'));
+  const cacheFile = path.join(dir, 'tune.json');
+  const env = { ...process.env, SER_TUNE_CACHE: cacheFile };
+  try {
+    const r = spawnSync(process.execPath, [path.join(root, 'build/cli.mjs'), 'tune', '--model', model, '--train', '--seconds', '0.2', '--rounds', '1', '--json'], { cwd: root, env, encoding: 'utf8', timeout: 600000 });
+    assert.is(r.status, 0, `ser tune exited with ${r.status ?? r.signal}: ${(r.stderr || '').slice(-2000)}`);
+    const out = JSON.parse(r.stdout.trim().split('\n').pop()!);
+    const results: { key: string; family: string; winner: string; defaultId: string; timings: { id: string; medianMs: number | null }[] }[] = out.results;
+    assert.ok(results.some((x) => x.family === 'gemm') && results.some((x) => x.family === 'conv1d'), `families: ${results.map((x) => x.family)}`);
+    assert.ok(results.some((x) => x.key.includes('#conv1d#grad-weight')), 'backward passes tuned with --train');
+    for (const x of results) {
+      assert.ok(x.timings.some((t) => t.id === x.winner && t.medianMs !== null), `${x.key}: winner ${x.winner} was timed`);
+      assert.ok(x.timings.some((t) => t.id === x.defaultId), `${x.key}: default ${x.defaultId} among the candidates`);
+    }
+    const warnings: string[] = [];
+    const cache = new FileTuneCache(cacheFile, (w) => warnings.push(w));
+    assert.equal(warnings, []);
+    assert.is(cache.entries().length, new Set(results.map((x) => x.key)).size, 'one cache entry per class');
+    for (const x of results) assert.is(cache.get(x.key)?.winner, x.winner);
+    // the table
+    const t = spawnSync(process.execPath, [path.join(root, 'build/cli.mjs'), 'tune', '--model', model, '--seconds', '0.2', '--rounds', '1'], { cwd: root, env, encoding: 'utf8', timeout: 600000 });
+    assert.is(t.status, 0, t.stderr);
+    assert.match(t.stdout, /gemm f32 .* winner/s);
+    assert.match(t.stdout, /winners written to /);
+    const bad = spawnSync(process.execPath, [path.join(root, 'build/cli.mjs'), 'tune', '--rounds', '0'], { cwd: root, env, encoding: 'utf8', timeout: 60000 });
+    assert.is(bad.status, 1);
+    assert.match(bad.stderr, /--rounds must be a positive integer/);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
   }
 });
 
