@@ -2,7 +2,9 @@
 // candidate tile/workgroup configurations; the first time a shape class (the family's dims bucketed) is used with
 // `rt.autotune` on, the op runs its hand-picked default and queues the class; the next rt.sync() times every candidate
 // on random data of that shape (interleaved rounds, median per candidate; GPU timestamp queries through rt.profile
-// where the device has them, else the wall clock around a synchronised run) and keeps the fastest. Winners are kept
+// where the device has them, else the wall clock around a synchronised run) and keeps the fastest, if it beats the
+// default by MIN_GAIN (noise must not swap configurations); a candidate over PRUNE_RATIO x the fastest after the first
+// round is not timed again (GPU-style tiles on a CPU adapter cost seconds per run). Winners are kept
 // per runtime and in a TuneCache keyed by adapter + family + shape class, so a later process on the same adapter and
 // driver uses them without timing again. Without autotune an op uses a cached winner if there is one, else its default:
 // no surprise tuning.
@@ -20,6 +22,8 @@ const KEY_MAX = 600;
 const ID_RE = /^[a-z0-9][a-z0-9.-]{0,63}$/;
 /** a candidate slower than this times the fastest in the first timed round is not timed again */
 const PRUNE_RATIO = 3;
+/** a candidate replaces the default only when its median is at least this much faster */
+const MIN_GAIN = 1.05;
 
 export interface TuneEntry {
   /** id of the fastest candidate (looked up in the op's candidate list; unknown ids are ignored) */
@@ -361,7 +365,10 @@ export async function tuneProblem<C>(rt: Runtime, p: TuneProblem<C>, opts: TuneO
   });
   // the winner among those timed every round
   const best = timings.filter((x) => !x.pruned).reduce((a, b) => (b.medianMs < a.medianMs ? b : a), { medianMs: Infinity, id: p.defaultId });
-  const winner = Number.isFinite(best.medianMs) ? best.id : p.defaultId;
+  // the default stays unless a candidate beats it by MIN_GAIN: timing noise alone must not swap configurations
+  const defTiming = timings.find((x) => x.id === p.defaultId && !x.pruned && Number.isFinite(x.medianMs));
+  const winner = !Number.isFinite(best.medianMs) ? p.defaultId : defTiming && best.medianMs * MIN_GAIN > defTiming.medianMs ? p.defaultId : best.id;
+  const winnerMs = timings.find((x) => x.id === winner)?.medianMs ?? Infinity;
   t.decided.set(key, winner);
   t.timedCount++;
   const result: TuneResult = { key, family: p.family, shapeClass: p.shapeClass, shape: p.shape, flops: p.flops, method, defaultId: p.defaultId, winner, timings };
@@ -370,7 +377,7 @@ export async function tuneProblem<C>(rt: Runtime, p: TuneProblem<C>, opts: TuneO
     const def = timings.find((x) => x.id === p.defaultId);
     rt.tuneCache?.set(key, {
       winner,
-      medianMs: best.medianMs,
+      medianMs: winnerMs,
       defaultMs: def && Number.isFinite(def.medianMs) ? def.medianMs : 0,
       candidates: timings.filter((x) => Number.isFinite(x.medianMs)).length,
       measuredAt: new Date().toISOString(),
@@ -395,7 +402,8 @@ export function tuneTable(results: readonly TuneResult[]): string {
     for (const x of sorted) {
       const g = r.flops && Number.isFinite(x.medianMs) && x.medianMs > 0 ? `${(r.flops / x.medianMs / 1e6).toFixed(1).padStart(7)} GFLOP/s` : ''.padStart(15);
       const rel = def && Number.isFinite(def.medianMs) && Number.isFinite(x.medianMs) ? `${(def.medianMs / x.medianMs).toFixed(2)}x default` : '';
-      const tag = `${x.id === r.winner ? ' winner' : ''}${x.id === r.defaultId ? ' default' : ''}${x.pruned ? ' (over 3x the fastest in round 1: not timed again)' : ''}`;
+      const keptDefault = x === sorted[0] && x.id !== r.winner && r.winner === r.defaultId ? ` (fastest, but not ${MIN_GAIN}x the default: default kept)` : '';
+      const tag = `${x.id === r.winner ? ' winner' : ''}${x.id === r.defaultId ? ' default' : ''}${keptDefault}${x.pruned ? ` (over ${PRUNE_RATIO}x the fastest in round 1: not timed again)` : ''}`;
       lines.push(`  ${x.id.padEnd(26)} ${Number.isFinite(x.medianMs) ? x.medianMs.toFixed(3).padStart(10) + ' ms' : '    failed   '} ${g}  ${rel.padEnd(14)}${tag}${x.error ? `  (${x.error.slice(0, 100)})` : ''}`);
     }
   }
