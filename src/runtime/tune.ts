@@ -175,7 +175,14 @@ export class LocalStorageTuneCache extends MemoryTuneCache {
  * The adapter part of every key: vendor, architecture, device, description, the subgroup sizes (what Dawn exposes of
  * the driver) and the features that select kernels. A driver update that changes any of these starts a fresh table.
  */
+const adapterKeys = new WeakMap<Runtime, string>();
 export function adapterKey(rt: Runtime): string {
+  let k = adapterKeys.get(rt);
+  if (k === undefined) adapterKeys.set(rt, (k = computeAdapterKey(rt)));
+  return k;
+}
+
+function computeAdapterKey(rt: Runtime): string {
   const a = rt.adapter;
   const info = (rt.device as unknown as { adapterInfo?: { subgroupMinSize?: number; subgroupMaxSize?: number; driver?: string } }).adapterInfo;
   const clean = (s: string) => s.replace(/[|#\n]/g, ' ').trim().slice(0, 100);
