@@ -311,7 +311,13 @@ export async function runQueued(rt: Runtime): Promise<TuneResult[]> {
   while (t.queued.size) {
     const [key, p] = t.queued.entries().next().value as [string, TuneProblem<unknown>];
     t.queued.delete(key);
-    out.push(await tuneProblem(rt, p, t.options));
+    try {
+      out.push(await tuneProblem(rt, p, t.options));
+    } catch (e) {
+      // tuning must not break the run that triggered it: the class keeps its default for this runtime
+      t.decided.set(key, p.defaultId);
+      console.warn(`autotune: ${p.family} ${p.shapeClass} not tuned (${(e as Error).message}); using the default ${p.defaultId}`);
+    }
   }
   return out;
 }
