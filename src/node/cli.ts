@@ -3,6 +3,7 @@ import { createNodeRuntime } from './dawn.js';
 import { trainCommand, evalCommand, predictCommand, demoCommand, TRAIN_USAGE, EVAL_USAGE, PREDICT_USAGE, DEMO_USAGE } from './train-cmd.js';
 import { checkReference, CHECK_REFERENCE_USAGE } from './check-reference.js';
 import { profileCommand, PROFILE_USAGE } from './profile-cmd.js';
+import { tuneCommand, TUNE_USAGE } from './tune-cmd.js';
 
 interface Command {
   summary: string;
@@ -36,6 +37,7 @@ export const commands: Record<string, Command> = {
   eval: { summary: 'WA, UA, per-class metrics and confusion matrix on labelled audio', usage: EVAL_USAGE, run: evalCommand },
   predict: { summary: 'label and class probabilities for audio files', usage: PREDICT_USAGE, run: predictCommand },
   demo: { summary: 'synthesize a Persian emotional-speech corpus and train a small model on it', usage: DEMO_USAGE, run: demoCommand },
+  tune: { summary: 'time candidate kernel configurations (tile sizes, strategies) on this adapter and cache the fastest', usage: TUNE_USAGE, run: tuneCommand },
   profile: { summary: 'GPU time per kernel and per section of a forward pass or training step (table, Chrome trace)', usage: PROFILE_USAGE, run: profileCommand },
   'check-reference': {
     summary: 'compare the model (f32) with Hugging Face float64 reference outputs and gradients in a fixture directory',

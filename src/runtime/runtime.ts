@@ -6,6 +6,7 @@
 import { BufferPool, type PooledBuffer } from './pool.js';
 import type { Defines, EntryInfo, KernelFamily, ScalarType } from './kernel.js';
 import { Profile, ProfileRecorder, type ProfileMethod } from './profile.js';
+import type { TuneCache } from './tune.js';
 
 export interface AdapterSummary {
   vendor: string;
@@ -19,6 +20,8 @@ export interface AdapterSummary {
 export interface RuntimeOptions {
   /** dispatches per submitted command buffer before an automatic flush */
   maxBatch?: number;
+  /** tune kernel configurations at first use (see autotune) */
+  autotune?: boolean;
 }
 
 /** Anything with a buffer that a dispatch can bind: tensors implement this. */
@@ -69,6 +72,16 @@ export class Runtime {
   /** dispatches recorded since creation (for tests and benches) */
   dispatchCount = 0;
   submitCount = 0;
+  /**
+   * Autotuning (src/runtime/tune.ts): on, a kernel family's shape class seen for the first time runs its default
+   * configuration and is timed, over every candidate, at the next sync(); the winner is used from then on. Off (the
+   * default): winners found in tuneCache are used, else the hand-picked defaults; nothing is timed.
+   */
+  autotune = false;
+  /** winners per adapter and shape class, kept between processes (Node: a JSON file; browsers: localStorage) */
+  tuneCache: TuneCache | null = null;
+  /** set by the tuner when shape classes wait to be timed; sync() runs it first */
+  pendingTune: (() => Promise<unknown>) | null = null;
 
   constructor(device: GPUDevice, adapter: AdapterSummary, opts: RuntimeOptions = {}) {
     this.device = device;
@@ -79,6 +92,7 @@ export class Runtime {
     this.hasSubgroups = this.features.has('subgroups');
     this.hasTimestamps = this.features.has('timestamp-query');
     this.maxBatch = opts.maxBatch ?? 256;
+    this.autotune = opts.autotune ?? false;
     this.pool = new BufferPool(device, Number(this.limits.maxBufferSize), (label, create) => {
       this.device.pushErrorScope('out-of-memory');
       this.device.pushErrorScope('validation');
@@ -389,6 +403,11 @@ export class Runtime {
 
   /** Wait for all submitted work and throw the first GPU error recorded since the last sync, naming its source. */
   async sync(): Promise<void> {
+    if (this.pendingTune && !this.recorder) {
+      const tune = this.pendingTune;
+      this.pendingTune = null;
+      await tune();
+    }
     this.flush();
     await this.device.queue.onSubmittedWorkDone();
     const checks = this.checks;
