@@ -449,11 +449,48 @@ export async function train(run: TrainRun): Promise<TrainResult> {
     evaluations: results,
     predictions,
     skipped: skippedRecords,
-    info: { model: run.modelDir, data: run.data, split: run.split, adapter: `${rt.adapter.vendor} ${rt.adapter.description}`, 'training time': formatDuration(seconds), ...run.cfg },
+    datasets: datasetStats({ train, valid, test }, preprocessor.samplingRate),
+    keptStep: valid ? trainer.best?.step ?? null : null,
+    info: {
+      command: `ser ${process.argv.slice(2).join(' ')}`,
+      model: run.modelDir,
+      data: run.data,
+      split: run.split,
+      adapter: `${rt.adapter.vendor} ${rt.adapter.description}`,
+      'training time': formatDuration(seconds),
+      'throughput (training clips per second)': ((trainer.totalSteps * run.cfg.batchSize * run.cfg.gradAccum) / Math.max(seconds, 1e-9)).toFixed(2),
+      'peak GPU memory (buffer pool)': `${(rt.pool.peakBytes / 2 ** 30).toFixed(2)} GiB`,
+      ...readableConfig(run.cfg),
+    },
     notes: ['WA = weighted accuracy (plain accuracy); UA = unweighted average recall (macro recall). The original notebook reported 0.8401 as "accuracy", which is UA on a test set that was also used to pick its checkpoint; here the checkpoint is picked on a validation split only.'],
   }));
   say(`report: ${report}\nmodel: ${bestDir}`);
   return { test: testMetrics, valid: validMetrics, report, modelDir: bestDir };
+}
+
+/** Per split for the report: clips per class, seconds of audio, speakers. */
+function datasetStats(sets: Record<string, { set: ClipSet; items: DataItem[] } | null>, sampleRate: number): Record<string, { n: number; labels: Record<string, number>; seconds: number; speakers: string[] }> {
+  const out: Record<string, { n: number; labels: Record<string, number>; seconds: number; speakers: string[] }> = {};
+  for (const [name, s] of Object.entries(sets)) {
+    if (!s) continue;
+    const labels: Record<string, number> = {};
+    for (const it of s.items) labels[it.label] = (labels[it.label] ?? 0) + 1;
+    const samples = s.set.lengths.reduce((a, b) => a + b, 0);
+    out[name] = { n: s.items.length, labels, seconds: samples / sampleRate, speakers: [...new Set(s.items.map((it) => it.speaker ?? '').filter(Boolean))] };
+  }
+  return out;
+}
+
+/** Trainer settings under the names people know them by (HF TrainingArguments' where there is one). */
+function readableConfig(cfg: TrainConfig): Record<string, unknown> {
+  const names: Record<string, string> = {
+    epochs: 'num_train_epochs', lr: 'learning_rate', batchSize: 'per_device_train_batch_size', gradAccum: 'gradient_accumulation_steps',
+    warmupSteps: 'warmup_steps', weightDecay: 'weight_decay', seed: 'seed', evalSteps: 'eval_steps', metric: 'metric_for_best_model',
+    maxGradNorm: 'max_grad_norm', maxSamples: 'max crop (samples)', evalMaxSamples: 'max eval length (samples)', headOnly: 'head only',
+    unfreezeTop: 'unfreeze top layers', trainFeatureEncoder: 'train feature encoder', checkpointing: 'gradient_checkpointing',
+    augment: 'augmentation', evalBatchSize: 'per_device_eval_batch_size', fp16: 'fp16', lossScale: 'loss scale',
+  };
+  return Object.fromEntries(Object.entries(cfg).map(([k, v]) => [names[k] ?? k, v]));
 }
 
 // ---------------------------------------------------------------------------------------------------------------

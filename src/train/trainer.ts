@@ -387,7 +387,8 @@ export class Trainer {
     if (this.valid) {
       const r = await this.evaluate(this.valid);
       const value = this.metricOf(r.metrics);
-      this.io.log({ type: 'eval', split: 'valid', step, epoch, loss: r.loss, wa: r.metrics.wa, ua: r.metrics.ua });
+      const recall = Object.fromEntries(Object.entries(r.metrics.per_class).map(([label, c]) => [label, c.recall]));
+      this.io.log({ type: 'eval', split: 'valid', step, epoch, loss: r.loss, wa: r.metrics.wa, ua: r.metrics.ua, recall });
       if (!this.best || value > this.best.metric) {
         this.best = { metric: value, step };
         await this.io.saveBest(step, r.metrics);
