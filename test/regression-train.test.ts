@@ -18,7 +18,7 @@ const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'ser-regr-'));
 const TARGETS = ['arousal', 'dominance', 'valence'];
 
 /**
- * 48 tones: arousal follows the pitch (log scale), dominance the strength of the third harmonic (not the loudness: the
+ * 72 tones: arousal follows the pitch (log scale), dominance the strength of the third harmonic (not the loudness: the
  * feature extractor normalises each clip's level away), valence a mix of both; all in [0, 1].
  */
 function makeData(): string {
@@ -26,7 +26,7 @@ function makeData(): string {
   fs.mkdirSync(dir, { recursive: true });
   const r = rng(11);
   const rows = ['path,speaker,arousal,dominance,valence'];
-  for (let i = 0; i < 48; i++) {
+  for (let i = 0; i < 72; i++) {
     const a = r();
     const d = r();
     const f = 200 * Math.pow(10, a); // 200 Hz .. 2 kHz
@@ -50,7 +50,7 @@ const out = path.join(tmp, 'run');
 
 test('train --target-columns: MSE loss falls, per-target CCC in metrics.json, a regression config that loads back, eval --json', () => {
   const r = spawnSync(process.execPath, [cli, 'train', '--model', path.join(tmp, 'init'), '--data', csv, '--target-columns', TARGETS.join(','), '--out', out,
-    '--epochs', '12', '--batch-size', '4', '--grad-accum', '1', '--lr', '2e-3', '--warmup-steps', '4', '--train-feature-encoder', '--test-fraction', '0.2', '--val-fraction', '0.2', '--seed', '3', '--quiet'], { encoding: 'utf8', timeout: 600000 });
+    '--epochs', '10', '--batch-size', '4', '--grad-accum', '1', '--lr', '2e-3', '--warmup-steps', '4', '--train-feature-encoder', '--test-fraction', '0.2', '--val-fraction', '0.2', '--seed', '3', '--quiet'], { encoding: 'utf8', timeout: 600000 });
   assert.is(r.status, 0, `train failed:\n${r.stderr.slice(-3000)}`);
   assert.match(r.stderr, /regression on targets \[arousal, dominance, valence\] replaces the model's classification head/);
   assert.match(r.stderr, /new best validation CCC/);
@@ -76,7 +76,8 @@ test('train --target-columns: MSE loss falls, per-target CCC in metrics.json, a 
   const bestLogged = Math.max(...valid.map((e) => e.ccc as number));
   assert.ok(Math.abs(metrics.valid.ccc - bestLogged) < 1e-4, `reloaded best model's validation CCC ${metrics.valid.ccc} vs best logged ${bestLogged}`);
   // pitch and timbre are plain in these tones: the model learns something (chance: CCC about 0)
-  assert.ok(metrics.valid.ccc > 0.2, `validation mean CCC ${metrics.valid.ccc}`);
+  // (judged on the held-out test part, which picked nothing; measured 0.53 with this seed)
+  assert.ok(metrics.test.ccc > 0.25, `test mean CCC ${metrics.test.ccc} (validation ${metrics.valid.ccc})`);
 
   const cfg = JSON.parse(fs.readFileSync(path.join(out, 'model/config.json'), 'utf8'));
   assert.is(cfg.problem_type, 'regression');
