@@ -9,7 +9,7 @@
 //   - per-speaker accuracy of the predictions (speaker-independent splits)
 //   - error analysis: the most confident wrong and right predictions with their class probabilities and a player
 import { encodeWav } from '../audio/wav.js';
-import { macroF1, type Metrics } from '../metrics.js';
+import { macroF1, type Metrics, type RegressionMetrics } from '../metrics.js';
 import { parseLog, smooth, type ParsedLog } from './log.js';
 import { escapeXml as esc, heatmap, linePlot, PALETTE, type Series } from './svg.js';
 
@@ -31,7 +31,7 @@ export interface ReportInput {
   /** JSONL text or an already parsed log */
   log?: string | ParsedLog | null;
   /** final evaluations, e.g. [{ name: 'test', metrics }] */
-  evaluations?: { name: string; metrics: Metrics }[];
+  evaluations?: { name: string; metrics: Metrics | RegressionMetrics }[];
   /** predictions with probabilities (usually the test split) for the error analysis */
   predictions?: PredictionRecord[];
   /** run information shown as a table (values are shown as text; objects as JSON) */
@@ -163,6 +163,18 @@ function evaluation(name: string, m: Metrics): string {
 <figure>${heatmap(m.confusion, m.labels, { title: `Confusion matrix (${name}); colour = row share` })}</figure></div></section>`;
 }
 
+/** A regression evaluation: one table row per target (CCC, Pearson, MSE, MAE). */
+function regressionEvaluation(name: string, m: RegressionMetrics): string {
+  const f = (x: number) => x.toFixed(4);
+  const rows = m.targets.map((t) => {
+    const r = m.per_target[t];
+    return `<tr><th>${esc(t)}</th><td>${f(r.ccc)}</td><td>${f(r.pearson)}</td><td>${f(r.mse)}</td><td>${f(r.mae)}</td><td>${r.count}</td></tr>`;
+  });
+  return `<section><h2>Evaluation: ${esc(name)}</h2>
+<p class="headline"><span>CCC <b>${f(m.ccc)}</b></span><span>MSE <b>${f(m.mse)}</b></span><span>MAE <b>${f(m.mae)}</b></span><span>means over ${m.targets.length} targets</span></p>
+<table class="metrics"><tr><th>target</th><th>CCC</th><th>Pearson</th><th>MSE</th><th>MAE</th><th>clips</th></tr>${rows.join('')}</table></section>`;
+}
+
 function probBars(probs: ArrayLike<number>, labels: readonly string[], truth: number, pred: number): string {
   const rows: string[] = [];
   for (let j = 0; j < labels.length; j++) {
@@ -261,7 +273,7 @@ export function buildReport(input: ReportInput): string {
     parts.push('</section>');
   }
   if (input.datasets && Object.keys(input.datasets).length > 0) parts.push(datasetSection(input.datasets, input.labels));
-  for (const e of input.evaluations ?? []) parts.push(evaluation(e.name, e.metrics));
+  for (const e of input.evaluations ?? []) parts.push('ccc' in e.metrics ? regressionEvaluation(e.name, e.metrics) : evaluation(e.name, e.metrics));
   if (input.predictions && input.predictions.some((p) => p.speaker)) parts.push(speakerSection(input.predictions, input.labels));
   if (input.skipped) parts.push(skippedSection(input.skipped));
   if (input.predictions && input.predictions.length > 0) parts.push(errorAnalysis(input.predictions, input.labels, input.errorExamples ?? 8, input.embedMaxSeconds ?? 6));
