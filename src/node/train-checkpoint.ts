@@ -5,6 +5,8 @@
 import type { TrainerCheckpoint } from '../train/trainer.js';
 import type { TensorToSave } from '../io/safetensors.js';
 import { openTensorFile, saveSafetensorsFile } from './modeldir.js';
+import { parseJsonBounded } from '../io/json.js';
+import { isPlainObject } from '../io/source.js';
 
 const STATE_KEY = 'ser_trainer_state';
 
@@ -24,13 +26,59 @@ export async function writeCheckpointFile(file: string, ck: TrainerCheckpoint): 
   await saveSafetensorsFile(file, tensors, { [STATE_KEY]: JSON.stringify(state) });
 }
 
+/** The trainer state stored in a checkpoint's metadata, checked field by field (the file may be damaged or hostile). */
+interface StoredState {
+  position: TrainerCheckpoint['position'];
+  best: TrainerCheckpoint['best'];
+  optimizer: { step: number; paramSteps: number[]; count: number };
+  params: string[];
+  lossScale?: TrainerCheckpoint['lossScale'];
+}
+
+function parseStoredState(raw: string, file: string, tensorsInFile: number): StoredState {
+  const fail = (what: string): never => {
+    throw new Error(`${file}: the training state (${STATE_KEY} metadata) ${what}; the checkpoint is damaged: delete it to start the run afresh`);
+  };
+  const o = parseJsonBounded(raw, `${file} (${STATE_KEY} metadata)`, { maxDepth: 8 });
+  if (!isPlainObject(o)) return fail('is not an object');
+  if (o.version !== 1) fail(`has version ${JSON.stringify(o.version)}; only 1 is supported`);
+  const count = (v: unknown, what: string, max = Number.MAX_SAFE_INTEGER): number => {
+    if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0 || v > max) fail(`has ${what} = ${JSON.stringify(v)}`);
+    return v as number;
+  };
+  const pos = o.position;
+  if (!isPlainObject(pos)) return fail('has no position');
+  const position = { step: count(pos.step, 'position.step'), epoch: count(pos.epoch, 'position.epoch'), microBatch: count(pos.microBatch, 'position.microBatch') };
+  let best: TrainerCheckpoint['best'] = null;
+  const storedBest = o.best;
+  if (storedBest !== null && storedBest !== undefined) {
+    if (!isPlainObject(storedBest)) return fail('has a malformed best');
+    const metric = storedBest.metric;
+    if (typeof metric !== 'number' || !Number.isFinite(metric)) return fail('has a malformed best.metric');
+    best = { metric, step: count(storedBest.step, 'best.step') };
+  }
+  // every list is bounded by what the file really holds: one tensor per parameter, two per moment pair
+  const opt = o.optimizer;
+  if (!isPlainObject(opt)) return fail('has no optimizer state');
+  const momentCount = count(opt.count, 'optimizer.count', tensorsInFile);
+  if (!Array.isArray(opt.paramSteps) || opt.paramSteps.length > tensorsInFile) fail('has a malformed optimizer.paramSteps');
+  const paramSteps = (opt.paramSteps as unknown[]).map((x, i) => count(x, `optimizer.paramSteps[${i}]`));
+  if (!Array.isArray(o.params) || o.params.length > tensorsInFile || !o.params.every((x) => typeof x === 'string')) fail('has a malformed params list');
+  const state: StoredState = { position, best, optimizer: { step: count(opt.step, 'optimizer.step'), paramSteps, count: momentCount }, params: o.params as string[] };
+  if (o.lossScale !== undefined) {
+    const ls = o.lossScale;
+    if (!isPlainObject(ls) || typeof ls.scale !== 'number' || !(ls.scale > 0) || !Number.isFinite(ls.scale)) return fail('has a malformed lossScale');
+    state.lossScale = { scale: ls.scale, goodSteps: count(ls.goodSteps, 'lossScale.goodSteps') };
+  }
+  return state;
+}
+
 export async function loadCheckpointFile(file: string): Promise<TrainerCheckpoint> {
   const src = await openTensorFile(file);
   try {
     const raw = src.metadata[STATE_KEY];
     if (!raw) throw new Error(`${file}: not a training checkpoint (no ${STATE_KEY} metadata)`);
-    const state = JSON.parse(raw) as { version: number; position: TrainerCheckpoint['position']; best: TrainerCheckpoint['best']; optimizer: { step: number; paramSteps: number[]; count: number }; params: string[]; lossScale?: TrainerCheckpoint['lossScale'] };
-    if (state.version !== 1) throw new Error(`${file}: checkpoint version ${state.version} is not supported`);
+    const state = parseStoredState(raw, file, src.entries.size);
     const read = async (name: string) => {
       const e = src.entries.get(name);
       return e ? e.read() : null;
