@@ -133,6 +133,18 @@ test("README's One call example runs from the installed package (paths pointed a
   assert.match(out, /start: 0,/, 'the timeline');
 });
 
+test("README's Using the engine example trains from the installed package: the loss falls", () => {
+  const readme = fs.readFileSync(path.join(root, 'README.md'), 'utf8');
+  const m = readme.match(/## Using the engine\n\n[^`]*```js\n([\s\S]*?)```/);
+  assert.ok(m, 'README has a Using the engine section with a js block');
+  fs.writeFileSync(path.join(app, 'engine.mjs'), m![1]);
+  const out = ok(run(process.execPath, ['engine.mjs'], app, 300_000), 'node engine.mjs');
+  const losses = [...out.matchAll(/step (\d+): loss ([\d.]+)/g)].map((x) => Number(x[2]));
+  assert.is(losses.length, 3, out);
+  assert.ok(Math.abs(losses[0] - Math.log(5)) < 1e-3, `zero weights: loss ln 5, got ${losses[0]}`);
+  assert.ok(losses[2] < 0.5 * losses[0], `loss fell: ${losses.join(' ')}`);
+});
+
 test('a Hub id through the installed package: resolveModel from a script, npx ser predict with HF_ENDPOINT', async () => {
   // the fake Hub runs in this process, so the children run asynchronously (spawnSync would block its event loop)
   const endpoint = await startServer();
