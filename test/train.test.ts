@@ -11,6 +11,7 @@ import { encodeWav } from '../src/audio/wav.js';
 import { rng } from './helpers.js';
 import { openTensorFile } from '../src/node/modeldir.js';
 import { parseLog } from '../src/report/log.js';
+import { loadCheckpointFile } from '../src/node/train-checkpoint.js';
 
 const root = process.cwd();
 const cli = path.join(root, 'build/cli.mjs');
@@ -165,6 +166,22 @@ test('train: Ctrl-C writes a resumable checkpoint and says how to resume; --resu
     const wb = b.get(name)!;
     assert.ok(wb && wb.length === wa.length && wa.every((x, i) => x === wb[i]), `${name} differs between the uninterrupted and the interrupted-and-resumed run`);
   }
+});
+
+test('train --save-steps: the resumable checkpoint is written between evaluations', async () => {
+  const out = path.join(tmp, 'save-steps');
+  const ck = path.join(out, 'checkpoint.safetensors');
+  // evaluation (and so the checkpoint it writes) only at the end of each epoch of 4 optimizer steps
+  const child = spawn(process.execPath, [cli, 'train', ...common, '--eval-steps', '0', '--save-steps', '1', '--out', out], { stdio: 'ignore' });
+  const started = Date.now();
+  while (!fs.existsSync(ck) && Date.now() - started < 300000 && child.exitCode === null) await new Promise((r) => setTimeout(r, 50));
+  child.kill('SIGKILL');
+  await new Promise((r) => child.once('exit', r));
+  assert.ok(fs.existsSync(ck), 'a checkpoint was written');
+  const position = (await loadCheckpointFile(ck)).position;
+  const run = JSON.parse(fs.readFileSync(path.join(out, 'run.json'), 'utf8'));
+  const stepsPerEpoch = run.totalSteps / 3;
+  assert.ok(position.step >= 1 && position.step < stepsPerEpoch, `checkpoint at step ${position.step}, an epoch has ${stepsPerEpoch} steps`);
 });
 
 test('train --fp16: mixed precision learns; an overflowing loss scale skips steps and halves until the gradients fit', async () => {
