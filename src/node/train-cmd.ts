@@ -419,7 +419,7 @@ export async function train(run: TrainRun): Promise<TrainResult> {
   if (outcome === 'interrupted') {
     model.dispose();
     say(`checkpoint written: ${ckPath} (optimizer step ${trainer.position.step} of ${trainer.totalSteps})`);
-    say(run.resumeCommand ? `resume with:\n  ${run.resumeCommand}` : `resume with the same command and --resume`);
+    if (run.resumeCommand) say(`resume with:\n  ${run.resumeCommand}`);
     throw new TrainingInterrupted(ckPath);
   }
   const seconds = (performance.now() - t0) / 1000;
@@ -624,7 +624,7 @@ export function demoOptions(): Command {
     .option('--family <name>', 'model family of the small model (wav2vec2, hubert, data2vec, ...)', 'wav2vec2')
     .addOption(valueOption('--epochs <n>', 'training epochs', integer(1), 24))
     .addOption(valueOption('--lr <x>', 'peak learning rate', number({ above: 0 }), 1e-3))
-    .addOption(valueOption('--speakers <n>', 'synthetic speakers', integer(5, 1000), 20))
+    .addOption(valueOption('--speakers <n>', 'synthetic speakers', integer(1, 1000), 20))
     .addOption(valueOption('--per-emotion <n>', 'sentences per speaker and emotion', integer(1, 1000), 6))
     .addOption(valueOption('--seed <n>', 'seed of the corpus, split and training', integer(0), 1))
     .addHelpText('after', `
@@ -655,18 +655,23 @@ export async function demoCommand(argv: string[]): Promise<number> {
   fs.mkdirSync(modelDir, { recursive: true });
   fs.writeFileSync(path.join(modelDir, 'config.json'), `${JSON.stringify({ ...familyConfig.config, id2label: Object.fromEntries(SHEMO_LABELS.map((l, i) => [String(i), l])), label2id: Object.fromEntries(SHEMO_LABELS.map((l, i) => [l, i])) }, null, 2)}\n`);
   if (familyConfig.preprocessor) fs.writeFileSync(path.join(modelDir, 'preprocessor_config.json'), `${JSON.stringify(familyConfig.preprocessor, null, 2)}\n`);
-  const result = await train({
-    resumeCommand: 'ser demo (a demo run starts over; its corpus is reused)',
-    modelDir,
-    data: corpus.manifest,
-    out: path.join(out, 'run'),
-    split: 'speaker',
-    testFraction: 0.2,
-    valFraction: 0.15,
-    cfg: { ...DEFAULT_TRAIN_CONFIG, epochs: Number(v.epochs), lr: Number(v.lr), batchSize: 8, gradAccum: 1, warmupSteps: 20, weightDecay: 0.01, seed: Number(v.seed), trainFeatureEncoder: true, evalBatchSize: 16 },
-    resume: false,
-    title: `Demo: a small ${v.family} model trained from scratch on synthetic Persian emotional speech`,
-  });
+  let result: TrainResult;
+  try {
+    result = await train({
+      modelDir,
+      data: corpus.manifest,
+      out: path.join(out, 'run'),
+      split: 'speaker',
+      testFraction: 0.2,
+      valFraction: 0.15,
+      cfg: { ...DEFAULT_TRAIN_CONFIG, epochs: Number(v.epochs), lr: Number(v.lr), batchSize: 8, gradAccum: 1, warmupSteps: 20, weightDecay: 0.01, seed: Number(v.seed), trainFeatureEncoder: true, evalBatchSize: 16 },
+      resume: false,
+      title: `Demo: a small ${v.family} model trained from scratch on synthetic Persian emotional speech`,
+    });
+  } catch (e) {
+    if (e instanceof TrainingInterrupted) return INTERRUPTED_EXIT_CODE; // a demo starts over (its corpus is reused)
+    throw e;
+  }
   const total = (performance.now() - t0) / 1000;
   const ua = result.test?.ua ?? NaN;
   console.log(`\n[demo] done in ${formatDuration(total)}. Test (held-out speakers): UA ${ua.toFixed(3)}, WA ${(result.test?.wa ?? NaN).toFixed(3)} (chance: 0.200)`);
