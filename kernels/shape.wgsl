@@ -11,6 +11,10 @@
 //                       tile, lanes take interleaved rows in blocks (partial sums: error grows with R / BLOCK + BLOCK,
 //                       not R), fixed-order combine, so it is deterministic.
 //   maskColumns:        y[b, t, c] = mask[b, c] != 0 ? 0 : x[b, t, c]   (forward and backward)
+//   copyBlock:          y[o, dstOff + t, j] = x[o, srcOff + t, j] for o < n / (len * inner), t < len, j < inner
+//                       (x [outer, srcRows, inner], y [outer, dstRows, inner]): one dispatch per part of a concat
+//                       (each writes its own block of y; together they cover y) and the backward of concat and of
+//                       sliceAxis (a block of gy copied out, or into a zero-filled gx).
 // T is the storage type (f32, or f16 with shader-f16); sums are f32.
 alias T = f32;
 const WG: u32 = 256u;
@@ -22,6 +26,7 @@ const BLOCK: u32 = 32u;
 struct TransposeParams { batch: u32, rows: u32, cols: u32 }
 struct SliceParams { n: u32, width: u32, start: u32, len: u32 }
 struct MaskParams { n: u32, rows: u32, frames: u32, channels: u32, invert: u32 }
+struct CopyParams { n: u32, inner: u32, len: u32, srcRows: u32, srcOff: u32, dstRows: u32, dstOff: u32 }
 
 @group(0) @binding(0) var<uniform> tp: TransposeParams;
 @group(0) @binding(1) var<uniform> sp: SliceParams;
@@ -31,6 +36,7 @@ struct MaskParams { n: u32, rows: u32, frames: u32, channels: u32, invert: u32 }
 @group(0) @binding(5) var<storage, read> mask: array<i32>;
 @group(0) @binding(6) var<storage, read> row: array<T>;
 @group(0) @binding(7) var<storage, read_write> grow: array<T>;
+@group(0) @binding(8) var<uniform> cp: CopyParams;
 
 var<workgroup> tile: array<array<T, TILE + 1u>, TILE>; // +1 column: the transposed read hits distinct banks
 var<workgroup> laneSums: array<array<f32, WG_C>, LANES>;
@@ -123,4 +129,16 @@ fn maskColumns(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroup
   let c = i % mp.channels;
   let b = i / (mp.frames * mp.channels);
   y[i] = select(x[i], T(0.0), mask[b * mp.channels + c] != 0);
+}
+
+@compute @workgroup_size(WG)
+fn copyBlock(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let i = flat(gid, nwg);
+  if (i >= cp.n) { return; }
+  let span = cp.len * cp.inner;
+  let o = i / span;
+  let rem = i - o * span;
+  let t = rem / cp.inner;
+  let j = rem - t * cp.inner;
+  y[(o * cp.dstRows + cp.dstOff + t) * cp.inner + j] = x[(o * cp.srcRows + cp.srcOff + t) * cp.inner + j];
 }

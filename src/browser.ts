@@ -1,5 +1,6 @@
 // Browser entry (bundled to dist/ser.browser.js): the core API plus a runtime on navigator.gpu.
 import { createRuntime, type Runtime, type RuntimeOptions } from './runtime/runtime.js';
+import { LocalStorageTuneCache } from './runtime/tune.js';
 
 export * from './index.js';
 export { fetchHubModelFiles, openHubModel, type HubFetchOptions, type HubModelFiles, type CacheStorageLike } from './io/hub-browser.js';
@@ -26,5 +27,8 @@ export async function createBrowserRuntime(opts: BrowserRuntimeOptions = {}): Pr
         'over https or from localhost.',
     );
   }
-  return createRuntime(gpu, opts);
+  const rt = await createRuntime(gpu, opts);
+  // tuned kernel configurations of this adapter from earlier visits (workers have no localStorage: none kept there)
+  if (typeof localStorage !== 'undefined') rt.tuneCache = new LocalStorageTuneCache(localStorage);
+  return rt;
 }

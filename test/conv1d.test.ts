@@ -8,60 +8,7 @@ import { hasSubgroupGemm } from '../src/ops/matmul.js';
 import '../src/ops/elementwise.js'; // registers the gradient helpers backward() uses
 import { backward, tidy, noGrad } from '../src/autograd.js';
 import type { Runtime } from '../src/runtime/runtime.js';
-
-interface Cfg {
-  name: string;
-  B: number;
-  Cin: number;
-  Cout: number;
-  T: number;
-  K: number;
-  S: number;
-  P: number;
-  G: number;
-  bias: boolean;
-  /** finite-difference probes (each costs two forward passes) */
-  fd?: boolean;
-}
-
-function toutOf(c: Cfg): number {
-  return Math.floor((c.T + 2 * c.P - c.K) / c.S) + 1;
-}
-
-/** f64 reference: y, and the gradients of sum(y * gy). */
-function reference(c: Cfg, x: Float64Array, w: Float64Array, b: Float64Array | null, gy: Float64Array) {
-  const Tout = toutOf(c);
-  const cinG = c.Cin / c.G;
-  const coutG = c.Cout / c.G;
-  const y = new Float64Array(c.B * c.Cout * Tout);
-  const dx = new Float64Array(x.length);
-  const dw = new Float64Array(w.length);
-  const db = new Float64Array(c.Cout);
-  for (let bb = 0; bb < c.B; bb++) {
-    for (let co = 0; co < c.Cout; co++) {
-      const g = Math.floor(co / coutG);
-      for (let to = 0; to < Tout; to++) {
-        const yi = (bb * c.Cout + co) * Tout + to;
-        let s = b ? b[co] : 0;
-        const d = gy[yi];
-        db[co] += d;
-        for (let ci = 0; ci < cinG; ci++) {
-          const xrow = (bb * c.Cin + g * cinG + ci) * c.T;
-          const wrow = (co * cinG + ci) * c.K;
-          for (let k = 0; k < c.K; k++) {
-            const t = to * c.S - c.P + k;
-            if (t < 0 || t >= c.T) continue;
-            s += w[wrow + k] * x[xrow + t];
-            dx[xrow + t] += w[wrow + k] * d;
-            dw[wrow + k] += x[xrow + t] * d;
-          }
-        }
-        y[yi] = s;
-      }
-    }
-  }
-  return { y, dx, dw, db };
-}
+import { type Cfg, toutOf, convReference as reference } from './op-references.js';
 
 async function checkConv(rt: Runtime, c: Cfg, seed: number): Promise<void> {
   const Tout = toutOf(c);

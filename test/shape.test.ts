@@ -1,7 +1,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { getRuntime, randn, upload, close, finiteDifference, probeIndices, rng } from './helpers.js';
-import { transposeLast2, sliceLast, maskRows, replaceRows, maskColumns } from '../src/ops/shape.js';
+import { transposeLast2, sliceLast, sliceAxis, concat, maskRows, replaceRows, maskColumns } from '../src/ops/shape.js';
 import { backward, tidy } from '../src/autograd.js';
 import { Tensor } from '../src/tensor.js';
 
@@ -172,6 +172,97 @@ test('maskColumns forward/backward match f64, finite differences agree', async (
     indices: probeIndices(n, 6),
     forward: async (xs) => tidy(() => maskColumns(upload(rt, xs, [B, T, C]), tm)).read(),
   });
+});
+
+/** f64 reference of torch.cat along `axis` for row-major arrays. */
+function catRef(parts: { data: Float64Array; shape: number[] }[], axis: number): Float64Array {
+  const inner = parts[0].shape.slice(axis + 1).reduce((a, b) => a * b, 1);
+  const outer = parts[0].shape.slice(0, axis).reduce((a, b) => a * b, 1);
+  const out: number[] = [];
+  for (let o = 0; o < outer; o++) {
+    for (const p of parts) {
+      const block = p.shape[axis] * inner;
+      for (let i = 0; i < block; i++) out.push(p.data[o * block + i]);
+    }
+  }
+  return Float64Array.from(out);
+}
+
+for (const axis of [0, 1, 2]) {
+  test(`concat along axis ${axis}: forward/backward match f64 on odd sizes, finite differences agree`, async () => {
+    const rt = await getRuntime();
+    const sizes = [7, 1, 13];
+    const shapes = sizes.map((n) => {
+      const s = [B, T, C];
+      s[axis] = n;
+      return s;
+    });
+    const data = shapes.map((s, i) => randn(s.reduce((a, b) => a * b, 1), 20 + i));
+    const ts = data.map((d, i) => upload(rt, d, shapes[i], { requiresGrad: i !== 1 }));
+    const y = concat(ts, axis);
+    const outShape = [B, T, C];
+    outShape[axis] = sizes.reduce((a, b) => a + b, 0);
+    assert.equal(y.shape, outShape);
+    close(await y.read(), catRef(data.map((d, i) => ({ data: d, shape: shapes[i] })), axis), 0, `concat axis ${axis} forward (every element written)`);
+    const w = randn(y.size, 30);
+    backward(y, upload(rt, w, outShape));
+    assert.is(ts[1].grad, null, 'no gradient for a part that does not require one');
+    // the gradient of part i is its block of w: cat(grads) == w
+    const g0 = await ts[0].grad!.read();
+    const g2 = await ts[2].grad!.read();
+    const g1 = new Float64Array(ts[1].size);
+    const wBlocks = catRef([{ data: Float64Array.from(g0), shape: shapes[0] }, { data: g1, shape: shapes[1] }, { data: Float64Array.from(g2), shape: shapes[2] }], axis);
+    const wMasked = Float64Array.from(w);
+    // zero the middle part's block in w for comparison (it has no gradient)
+    const mark = catRef([{ data: new Float64Array(ts[0].size), shape: shapes[0] }, { data: new Float64Array(ts[1].size).fill(1), shape: shapes[1] }, { data: new Float64Array(ts[2].size), shape: shapes[2] }], axis);
+    for (let i = 0; i < w.length; i++) if (mark[i]) wMasked[i] = 0;
+    close(wBlocks, wMasked, 0, `concat axis ${axis} grads`);
+    await finiteDifference({
+      what: `concat axis ${axis} grad of part 2`,
+      x: data[2],
+      w,
+      analytic: g2,
+      indices: probeIndices(data[2].length),
+      forward: async (xs) => tidy(() => concat([upload(rt, data[0], shapes[0]), upload(rt, data[1], shapes[1]), upload(rt, xs, shapes[2])], axis)).read(),
+    });
+  });
+}
+
+test('concat refuses mismatched shapes and dtypes; sliceAxis forward/backward match f64 with finite differences', async () => {
+  const rt = await getRuntime();
+  const a = upload(rt, randn(B * T * C, 40), [B, T, C]);
+  const b = upload(rt, randn(B * 5 * (C + 1), 41), [B, 5, C + 1]);
+  assert.throws(() => concat([a, b], 1), /does not match/);
+  assert.throws(() => concat([a], 3), /axis 3 is outside/);
+  const [start, len] = [4, 19];
+  const x = randn(B * T * C, 42);
+  const tx = upload(rt, x, [B, T, C], { requiresGrad: true });
+  const y = sliceAxis(tx, 1, start, len);
+  assert.equal(y.shape, [B, len, C]);
+  const ref = new Float64Array(B * len * C);
+  const w = randn(ref.length, 43);
+  const gref = new Float64Array(x.length);
+  for (let bb = 0; bb < B; bb++) {
+    for (let t = 0; t < len; t++) {
+      for (let c = 0; c < C; c++) {
+        ref[(bb * len + t) * C + c] = x[(bb * T + start + t) * C + c];
+        gref[(bb * T + start + t) * C + c] = w[(bb * len + t) * C + c];
+      }
+    }
+  }
+  close(await y.read(), ref, 0, 'sliceAxis forward');
+  backward(y, upload(rt, w, [B, len, C]));
+  close(await tx.grad!.read(), gref, 0, 'sliceAxis grad (zeros outside the window written)');
+  await finiteDifference({
+    what: 'sliceAxis grad',
+    x,
+    w,
+    analytic: await tx.grad!.read(),
+    indices: [...probeIndices(x.length), start * C, (start + len) * C],
+    forward: async (xs) => tidy(() => sliceAxis(upload(rt, xs, [B, T, C]), 1, start, len)).read(),
+  });
+  assert.throws(() => sliceAxis(tx, 1, 30, 12), /outside axis 1/);
+  if (rt.hasF16) close(await concat([upload(rt, x, [B, T, C], { dtype: 'f16' }), upload(rt, x, [B, T, C], { dtype: 'f16' })], 0).read(), catRef([{ data: x, shape: [B, T, C] }, { data: x, shape: [B, T, C] }], 0), 1e-3, 'f16 concat');
 });
 
 test.run();

@@ -1,10 +1,13 @@
 // Whisper: the log-mel feature extractor (CPU, float64) on one 30 s clip, 80 and 128 mel bins (goal: well under a
-// second per clip: it runs once per clip before the GPU sees anything), and the encoder forward at whisper-tiny's size
-// (d_model 384, 4 layers, 6 heads, ffn 1536; random weights) on that clip's 3000 frames, f32.
+// second per clip: it runs once per clip before the GPU sees anything), the encoder forward at whisper-tiny's size
+// (d_model 384, 4 layers, 6 heads, ffn 1536; random weights) on that clip's 3000 frames, f32, and a training step of a
+// whisper-base-size encoder (d_model 512, 6 layers, 8 heads, ffn 2048) with HF's classification head: forward,
+// backward and AdamW on every weight but the conv stem, batch 2 x 30 s (full mode; quick: 1 layer).
 import { WhisperFeatureExtractor } from '../../src/model/whisper/features.js';
 import { parseModelConfig } from '../../src/model/registry.js';
 import { SpeechClassifier, disposeOutput } from '../../src/model/classifier.js';
-import { noGrad, tidy } from '../../src/autograd.js';
+import { backward, noGrad, tidy } from '../../src/autograd.js';
+import { AdamW } from '../../src/ops/optim.js';
 import { Tensor } from '../../src/tensor.js';
 import type { Runtime } from '../../src/runtime/runtime.js';
 import { summarize, timeAsync, type Row } from './harness.js';
@@ -59,5 +62,52 @@ export async function benchWhisper(rt: Runtime, peaks: Peaks, quick: boolean): P
     input.dispose();
     model.dispose();
   }
+  rows.push(await whisperBaseTrainingStep(rt, features!, quick));
   return rows;
+}
+
+/** One optimizer step of a whisper-base-size encoder + HF head on B log-mel inputs (the conv stem frozen). */
+async function whisperBaseTrainingStep(rt: Runtime, features: Float32Array, quick: boolean): Promise<Row> {
+  const layers = quick ? 1 : 6;
+  const B = 2;
+  const config = parseModelConfig({ model_type: 'whisper', d_model: 512, encoder_layers: layers, encoder_attention_heads: 8, encoder_ffn_dim: 2048, num_mel_bins: 80, max_source_positions: 1500, id2label: { 0: 'a', 1: 'b', 2: 'c', 3: 'd', 4: 'e' } }, 'whisper-base config');
+  const model = SpeechClassifier.random(rt, config, { head: 'sequence-classification' });
+  model.train();
+  const inputs = new Float32Array(B * features.length);
+  for (let b = 0; b < B; b++) inputs.set(features, b * features.length);
+  const input = Tensor.fromData(rt, inputs, [B, 80, 3000], 'f32', 'input_features');
+  const opt = new AdamW(model.trainableParameters(), { lr: 1e-5, weightDecay: 0.01 });
+  try {
+    const step = async () => {
+      const loss = tidy(() => {
+        const out = model.forward({ inputValues: input, labels: [0, 3] });
+        const l = out.loss!;
+        out.loss = null;
+        disposeOutput(out);
+        return l;
+      });
+      backward(loss);
+      opt.step();
+      opt.zeroGrad();
+      await loss.readFloat();
+      loss.dispose();
+    };
+    const t = await timeAsync(step, { reps: quick ? 1 : 3, warmup: 1 });
+    const T = 1500;
+    const D = 512;
+    // forward GEMM-class FLOPs of the layers (as above) times 3 for forward + backward; the frozen stem's forward once
+    const layerFlops = layers * 2 * (4 * T * D * D + 2 * T * D * 2048 + 2 * T * T * D);
+    const flops = B * (3 * layerFlops + 2 * (3000 * 80 * 3 * D + T * D * 3 * D));
+    return {
+      name: `Whisper-base-size encoder training step (${layers} layer${layers > 1 ? 's' : ''} of 512, batch ${B} x 30 s, HF head, AdamW)`,
+      unit: 's',
+      ours: t.median,
+      spread: [t.min, t.max],
+      command: COMMAND,
+      note: `${(flops / 1e9).toFixed(0)} GFLOP, ${(flops / t.median / 1e9).toFixed(1)} GFLOP/s; conv stem frozen; peak GPU pool ${(rt.pool.peakBytes / 2 ** 30).toFixed(2)} GiB`,
+    };
+  } finally {
+    input.dispose();
+    model.dispose();
+  }
 }

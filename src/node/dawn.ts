@@ -3,6 +3,7 @@ import os from 'node:os';
 import fs from 'node:fs';
 import { create, globals } from 'webgpu';
 import { createRuntime, type Runtime, type RuntimeOptions } from '../runtime/runtime.js';
+import { openNodeTuneCache } from './tune-cache.js';
 
 // Dawn crashes inside ProcessEvents if the object returned by create() is garbage-collected while devices live,
 // so it is pinned here for the life of the process.
@@ -40,6 +41,8 @@ export function nodeGPU(toggles: string[] = []): GPU {
 export async function createNodeRuntime(opts: NodeRuntimeOptions = {}): Promise<Runtime> {
   const gpu = nodeGPU(opts.toggles ?? ['disable_robustness']);
   const rt = await createRuntime(gpu, opts);
+  // tuned kernel configurations of this adapter from earlier runs (src/runtime/tune.ts)
+  rt.tuneCache = openNodeTuneCache();
   const nice = opts.niceOnCPU ?? process.env.SER_NICE !== '0';
   if (rt.adapter.isCPU && nice) {
     try {

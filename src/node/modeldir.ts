@@ -150,35 +150,197 @@ export async function openModelDir(idOrDir: string, opts: { revision?: string } 
 
 // ---------------------------------------------------------------------------------------------------------------
 // writing
+//
+// Every file is written to a temporary name beside its target, fsynced, renamed over the target, and the folder is
+// fsynced; a model folder is written whole into a sibling temporary folder, fsynced, then swapped in (the old folder
+// renamed aside, the new one renamed in, the old one removed). A kill at any point leaves either the old or the new
+// version under the real name, plus temporaries that removeStaleTemporaries cleans up (and, after a kill between the
+// swap's two renames, restores the old folder). Temporaries carry the writer's pid: a live process's are left alone.
+
+const TEMP_FILE = /^\.(.+)\.(\d+)\.[a-z0-9]+\.tmp$/;
+const TEMP_DIR = /^\.(.+)\.(saving|replaced)-(\d+)-[a-z0-9]+$/;
+
+function randomTag(): string {
+  return Math.random().toString(36).slice(2, 10);
+}
+
+/**
+ * Fault injection for the kill test: SER_CRASH_AT="point[@file]:n" SIGKILLs this process the n-th time it reaches
+ * `point` (while writing a file of that base name, when given). Points: file-data (after each chunk of a file's data),
+ * file-renamed (a file renamed into place, its folder not yet fsynced), model-files (a model folder's files complete
+ * in its temporary folder), model-swap (the old model folder renamed aside, the new one not yet in). Unset: nothing.
+ */
+const crashCounts = new Map<string, number>();
+export function crashPoint(point: string, file?: string): void {
+  const spec = process.env.SER_CRASH_AT;
+  if (!spec) return;
+  const m = /^([a-z-]+)(?:@(.+))?:(\d+)$/.exec(spec);
+  if (!m || m[1] !== point || (m[2] !== undefined && m[2] !== (file && path.basename(file)))) return;
+  const count = (crashCounts.get(spec) ?? 0) + 1;
+  crashCounts.set(spec, count);
+  if (count === Number(m[3])) process.kill(process.pid, 'SIGKILL');
+}
+
+const WRITE_ERRORS: Record<string, string> = {
+  ENOSPC: 'the disk is full',
+  EDQUOT: 'the disk quota is exhausted',
+  EROFS: 'the file system is read-only',
+  EACCES: 'permission denied',
+  EPERM: 'operation not permitted',
+  ENOENT: 'the folder does not exist',
+  ENOTDIR: 'a parent is not a folder',
+  EISDIR: 'it is a folder',
+};
+
+/** One error naming the path and the cause (ENOSPC, read-only, ...); the system error stays as `cause`. */
+export function writeError(target: string, e: unknown, note = '; nothing already written there was changed'): Error {
+  const code = (e as NodeJS.ErrnoException)?.code;
+  if (code && WRITE_ERRORS[code]) return new Error(`cannot write ${target}: ${WRITE_ERRORS[code]} (${code})${note}`, { cause: e });
+  return e instanceof Error ? e : new Error(String(e));
+}
+
+function pidAlive(pid: number): boolean {
+  if (pid === process.pid) return false; // ours are from before this start (no write is in flight when cleaning)
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+async function fsyncDir(dir: string): Promise<void> {
+  const h = await fsp.open(dir, 'r');
+  try {
+    await h.sync();
+  } finally {
+    await h.close();
+  }
+}
+
+/**
+ * Makes `dir` (and its parents); a read-only or unwritable parent is one error naming the folder that could not be
+ * made (mkdir's own error would be a misleading ENOENT or name only the deepest path).
+ */
+export function ensureDir(dir: string): void {
+  try {
+    fs.mkdirSync(dir, { recursive: true });
+  } catch (e) {
+    let parent = path.resolve(dir);
+    while (!fs.existsSync(parent) && path.dirname(parent) !== parent) parent = path.dirname(parent);
+    throw writeError(`${dir} (in ${parent})`, e, '');
+  }
+  try {
+    fs.accessSync(dir, fs.constants.W_OK);
+  } catch (e) {
+    throw writeError(dir, e, '');
+  }
+}
+
+/**
+ * Removes what killed writers left in `dir`: temporary files, half-written model folders, and the old copy of a
+ * model folder whose swap was cut short (put back when the new one never arrived). Returns what it did, in words.
+ */
+export async function removeStaleTemporaries(dir: string): Promise<string[]> {
+  const done: string[] = [];
+  let names: string[];
+  try {
+    names = await fsp.readdir(dir);
+  } catch {
+    return done;
+  }
+  for (const name of names) {
+    const file = TEMP_FILE.exec(name);
+    const folder = TEMP_DIR.exec(name);
+    const pid = Number(file?.[2] ?? folder?.[3]);
+    if ((!file && !folder) || pidAlive(pid)) continue;
+    const full = path.join(dir, name);
+    if (folder && folder[2] === 'replaced' && !fs.existsSync(path.join(dir, folder[1]))) {
+      await fsp.rename(full, path.join(dir, folder[1]));
+      done.push(`restored ${path.join(dir, folder[1])} from an interrupted replacement`);
+      continue;
+    }
+    await fsp.rm(full, { recursive: true, force: true });
+    done.push(`removed stale temporary ${full}`);
+  }
+  if (done.length) await fsyncDir(dir);
+  return done;
+}
+
+/**
+ * When `dir` is missing because a save was killed between its two renames, puts the previous folder back (only when
+ * the writer is dead). Returns true when it restored one.
+ */
+export async function recoverModelDir(dir: string): Promise<boolean> {
+  const target = path.resolve(dir);
+  if (fs.existsSync(target)) return false;
+  const parent = path.dirname(target);
+  const base = path.basename(target);
+  let names: string[];
+  try {
+    names = await fsp.readdir(parent);
+  } catch {
+    return false;
+  }
+  for (const name of names) {
+    const m = TEMP_DIR.exec(name);
+    if (m && m[1] === base && m[2] === 'replaced' && !pidAlive(Number(m[3]))) {
+      await fsp.rename(path.join(parent, name), target);
+      await fsyncDir(parent);
+      return true;
+    }
+  }
+  return false;
+}
+
+async function writeAll(handle: fsp.FileHandle, content: string | Uint8Array | AsyncIterable<Uint8Array> | Iterable<Uint8Array>, target: string): Promise<number> {
+  let bytes = 0;
+  const chunks = typeof content === 'string' ? [new TextEncoder().encode(content)] : content instanceof Uint8Array ? [content] : content;
+  for await (const chunk of chunks) {
+    let off = 0;
+    while (off < chunk.byteLength) {
+      const { bytesWritten } = await handle.write(chunk, off, chunk.byteLength - off);
+      off += bytesWritten;
+    }
+    bytes += chunk.byteLength;
+    crashPoint('file-data', target);
+  }
+  return bytes;
+}
+
+/** Writes a new file (the name must not exist) and fsyncs it; on failure the partial file is removed. */
+async function writeNewFile(filePath: string, content: string | Uint8Array | AsyncIterable<Uint8Array> | Iterable<Uint8Array>, target = filePath): Promise<number> {
+  const handle = await fsp.open(filePath, 'wx');
+  try {
+    const bytes = await writeAll(handle, content, target);
+    await handle.sync();
+    await handle.close();
+    return bytes;
+  } catch (e) {
+    await handle.close().catch(() => {});
+    await fsp.rm(filePath, { force: true });
+    throw e;
+  }
+}
 
 /**
  * Writes a file atomically: the content goes to a temporary file beside the target, is flushed to disk, then renamed
- * over the target, so a crash never leaves a half-written checkpoint under the real name.
+ * over the target (and the folder flushed), so a crash never leaves a half-written file under the real name. A full
+ * disk or read-only folder is one error naming the target; the previous content stays.
  */
 export async function writeFileAtomic(filePath: string, content: string | Uint8Array | AsyncIterable<Uint8Array> | Iterable<Uint8Array>): Promise<number> {
   const dir = path.dirname(filePath);
-  const tmp = path.join(dir, `.${path.basename(filePath)}.${process.pid}.${Math.random().toString(36).slice(2, 10)}.tmp`);
-  const handle = await fsp.open(tmp, 'wx');
-  let bytes = 0;
+  const tmp = path.join(dir, `.${path.basename(filePath)}.${process.pid}.${randomTag()}.tmp`);
   try {
-    const chunks = typeof content === 'string' ? [new TextEncoder().encode(content)] : content instanceof Uint8Array ? [content] : content;
-    for await (const chunk of chunks) {
-      let off = 0;
-      while (off < chunk.byteLength) {
-        const { bytesWritten } = await handle.write(chunk, off, chunk.byteLength - off);
-        off += bytesWritten;
-      }
-      bytes += chunk.byteLength;
-    }
-    await handle.sync();
-    await handle.close();
+    const bytes = await writeNewFile(tmp, content, filePath);
     await fsp.rename(tmp, filePath);
+    crashPoint('file-renamed', filePath);
+    await fsyncDir(dir);
+    return bytes;
   } catch (e) {
-    await handle.close().catch(() => {});
-    await fsp.rm(tmp, { force: true });
-    throw e;
+    await fsp.rm(tmp, { force: true }).catch(() => {});
+    throw writeError(filePath, e);
   }
-  return bytes;
 }
 
 /** Streams tensors to a safetensors file (atomic). Lazy tensor data is produced one tensor at a time. */
@@ -196,10 +358,86 @@ export interface SaveModelOptions {
   metadata?: Record<string, string>;
 }
 
-/** Saves a model directory that transformers' from_pretrained can load: model.safetensors, config.json, preprocessor_config.json. */
+/**
+ * Saves a model directory that transformers' from_pretrained can load (model.safetensors, config.json,
+ * preprocessor_config.json), replacing any previous one as a whole: written into a sibling temporary folder,
+ * fsynced, then swapped in. Readers never see a folder with some files missing or from two saves.
+ */
 export async function saveModelDir(dir: string, opts: SaveModelOptions): Promise<void> {
-  await fsp.mkdir(dir, { recursive: true });
-  await saveSafetensorsFile(path.join(dir, 'model.safetensors'), opts.tensors, { ...opts.metadata, format: 'pt' });
-  await writeFileAtomic(path.join(dir, 'config.json'), configJsonText(opts.config));
-  if (opts.preprocessor) await writeFileAtomic(path.join(dir, 'preprocessor_config.json'), configJsonText(opts.preprocessor));
+  const target = path.resolve(dir);
+  const parent = path.dirname(target);
+  const base = path.basename(target);
+  ensureDir(parent);
+  const tag = `${process.pid}-${randomTag()}`;
+  const saving = path.join(parent, `.${base}.saving-${tag}`);
+  const replaced = path.join(parent, `.${base}.replaced-${tag}`);
+  try {
+    await fsp.mkdir(saving);
+    await writeNewFile(path.join(saving, 'model.safetensors'), writeSafetensors(opts.tensors, { ...opts.metadata, format: 'pt' }));
+    await writeNewFile(path.join(saving, 'config.json'), configJsonText(opts.config));
+    if (opts.preprocessor) await writeNewFile(path.join(saving, 'preprocessor_config.json'), configJsonText(opts.preprocessor));
+    await fsyncDir(saving);
+    crashPoint('model-files');
+  } catch (e) {
+    await fsp.rm(saving, { recursive: true, force: true }).catch(() => {});
+    throw writeError(target, e);
+  }
+  // the swap: a kill between the two renames leaves the old folder under `replaced`, restored on the next start
+  const had = fs.existsSync(target);
+  if (had) await fsp.rename(target, replaced);
+  crashPoint('model-swap');
+  try {
+    await fsp.rename(saving, target);
+  } catch (e) {
+    if (had) await fsp.rename(replaced, target).catch(() => {});
+    await fsp.rm(saving, { recursive: true, force: true }).catch(() => {});
+    throw writeError(target, e);
+  }
+  await fsyncDir(parent);
+  if (had) await fsp.rm(replaced, { recursive: true, force: true });
+}
+
+/**
+ * A JSONL log opened for appending; each line goes out with one write. A full disk or read-only folder is one error
+ * naming the file.
+ */
+export class JsonlLog {
+  constructor(readonly file: string) {}
+
+  append(line: Record<string, unknown>): void {
+    try {
+      fs.appendFileSync(this.file, `${JSON.stringify(line)}\n`);
+    } catch (e) {
+      throw writeError(this.file, e, '; earlier lines are kept (a torn last line is dropped on --resume)');
+    }
+  }
+
+  /**
+   * For --resume: keeps only the lines a run at `step` had written before its checkpoint (the start line and records,
+   * training and validation lines up to `step`; a torn last line and end-of-run lines are dropped), so the resumed
+   * run's lines follow without duplicates. Returns how many lines were dropped.
+   */
+  async truncateToStep(step: number): Promise<number> {
+    if (!fs.existsSync(this.file)) return 0;
+    const lines = fs.readFileSync(this.file, 'utf8').split('\n').filter((l) => l.trim() !== '');
+    const kept: string[] = [];
+    for (const raw of lines) {
+      let o: Record<string, unknown>;
+      try {
+        o = JSON.parse(raw) as Record<string, unknown>;
+      } catch {
+        continue;
+      }
+      if (!o || typeof o !== 'object') continue;
+      const s = typeof o.step === 'number' ? o.step : null;
+      if (o.type === 'train' || (o.type === 'eval' && o.split === 'valid')) {
+        if (s !== null && s <= step) kept.push(raw);
+      } else if (o.type === 'eval' || o.event === 'end') {
+        // end-of-run results: written again when the resumed run ends
+      } else kept.push(raw);
+    }
+    if (kept.length === lines.length) return 0;
+    await writeFileAtomic(this.file, kept.map((l) => `${l}\n`).join(''));
+    return lines.length - kept.length;
+  }
 }

@@ -15,10 +15,10 @@ import { LabelSet, SHEMO_LABELS, selectLabels, labelCounts, normalizeLabel } fro
 import type { DataItem } from '../data/manifest.js';
 import { applySplits, describeSplits } from '../data/split.js';
 import { computeMetrics, formatMetrics, type Metrics } from '../metrics.js';
-import { buildReport, type PredictionRecord } from '../report/html.js';
+import { buildReport, type PredictionRecord, type SkippedRecord } from '../report/html.js';
 import { trainerState } from '../report/trainer-state.js';
 import { createNodeRuntime } from './dawn.js';
-import { WEIGHT_FILES, modelFolder, openModelDir, readTextFile, saveModelDir, writeFileAtomic } from './modeldir.js';
+import { JsonlLog, WEIGHT_FILES, ensureDir, modelFolder, openModelDir, readTextFile, recoverModelDir, removeStaleTemporaries, saveModelDir, writeFileAtomic } from './modeldir.js';
 import { resolveModel } from './hub.js';
 import { ClipStore, loadDataset, loadOrMakeSplits, missingFiles } from './audio-file.js';
 import { audioClassifier, type AudioClassifier } from './pipeline.js';
@@ -46,8 +46,12 @@ export interface LoadedModel {
  * model's is refused: the head would not mean what the labels say.
  */
 export async function loadModel(rt: Runtime, idOrDir: string, opts: { labels?: readonly string[]; seed?: number; forTraining?: boolean } = {}): Promise<LoadedModel> {
+  // a save killed between its two renames left the previous folder aside: put it back first (a run folder's model/ too)
+  await recoverModelDir(idOrDir);
   // a Hub id (org/name[@rev]) becomes its snapshot folder in the Hub cache; a run folder its model/
-  const dir = modelFolder(await resolveModel(idOrDir));
+  const resolved = await resolveModel(idOrDir);
+  await recoverModelDir(path.join(resolved, 'model'));
+  const dir = modelFolder(resolved);
   const configPath = path.join(dir, 'config.json');
   let config = parseModelConfig(await readTextFile(configPath), configPath);
   const family = familyOf(config);
@@ -114,11 +118,17 @@ function withFileName<T>(file: string, fn: () => T): T {
 // ---------------------------------------------------------------------------------------------------------------
 // data
 
-/** Decode every clip once (bad audio is reported and skipped, never fatal to the run). */
-async function buildClipSet(items: readonly DataItem[], labels: { id(label: string): number }, store: ClipStore, minSamples: number, log: (m: string) => void): Promise<{ set: ClipSet; items: DataItem[]; skipped: string[] }> {
+/** A clip left out of a run or an evaluation, and why. */
+export interface SkippedClip {
+  file: string;
+  reason: string;
+}
+
+/** Decode every clip once (bad audio is recorded and skipped, never fatal to the run). */
+async function buildClipSet(items: readonly DataItem[], labels: { id(label: string): number }, store: ClipStore, minSamples: number, log: (m: string) => void): Promise<{ set: ClipSet; items: DataItem[]; skipped: SkippedClip[] }> {
   const kept: DataItem[] = [];
   const lengths: number[] = [];
-  const skipped: string[] = [];
+  const skipped: SkippedClip[] = [];
   for (const it of items) {
     try {
       const x = await store.get(it.path);
@@ -126,7 +136,7 @@ async function buildClipSet(items: readonly DataItem[], labels: { id(label: stri
       kept.push(it);
       lengths.push(x.length);
     } catch (e) {
-      skipped.push((e as Error).message);
+      skipped.push({ file: it.path, reason: (e as Error).message });
       log(`skipping ${it.id}: ${(e as Error).message}`);
     }
   }
@@ -137,6 +147,22 @@ async function buildClipSet(items: readonly DataItem[], labels: { id(label: stri
     clip: (i) => store.get(kept[i].path),
   };
   return { set, items: kept, skipped };
+}
+
+export const DEFAULT_MAX_SKIPPED_FRACTION = 0.1;
+
+/**
+ * Refuses a validation or test split that lost more than `maxFraction` of its clips: a model picked (or scored) on
+ * what is left would be judged on a different set than the one asked for.
+ */
+export function checkSkipped(record: SkippedRecord, maxFraction: number): void {
+  const n = record.clips.length;
+  if (record.total === 0 || n / record.total <= maxFraction) return;
+  const examples = record.clips.slice(0, 3).map((c) => `${c.file}: ${c.reason}`).join('; ');
+  throw new Error(
+    `${record.split} split: ${n} of ${record.total} clips (${((100 * n) / record.total).toFixed(1)}%) could not be used, more than ` +
+      `--max-skipped-fraction ${maxFraction} allows (e.g. ${examples}). Fix or remove those files, or pass --max-skipped-fraction 1 to run on what is left.`,
+  );
 }
 
 function defaultLabels(kind: string, items: readonly DataItem[]): LabelSet {
@@ -214,6 +240,7 @@ export function trainOptions(): Command {
     .option('--group-by-length', "batches of similar lengths (less padding; HF Trainer's group_by_length). Default: a random permutation per epoch, as HF Trainer")
     .addOption(new Option('--pooling <how>', "how the head pools over time in training: plain = the notebook head's torch.mean over every frame of the padded batch (default for that head), masked = each clip's real frames. Evaluation always pools over real frames").choices(['plain', 'masked']))
     .option('--resume', 'continue from <out>/checkpoint.safetensors (starts fresh, and says so, when there is none)')
+    .addOption(valueOption('--max-skipped-fraction <f>', 'stop when the validation or test split loses more than this fraction of its clips to unreadable or too-short audio (1 allows any)', number({ atLeast: 0, atMost: 1 }), DEFAULT_MAX_SKIPPED_FRACTION))
     .addOption(valueOption('--init-seed <n>', 'seed of the random initialisation (default: --seed)', integer(0)))
     .option('--quiet', 'no progress bar');
   aliasOption(cmd, '--learning-rate', '--lr');
@@ -268,6 +295,7 @@ export async function trainCommand(argv: string[]): Promise<number> {
     resume: v.flag('resume'),
     initSeed: v.number('initSeed'),
     quiet: v.flag('quiet'),
+    maxSkippedFraction: v.number('maxSkippedFraction')!,
     // the command that continues this run after an interruption
     resumeCommand: resumeCommandLine(argv),
   });
@@ -296,6 +324,8 @@ export interface TrainRun {
   title?: string;
   /** the shell command that continues this run (printed when it is interrupted) */
   resumeCommand?: string;
+  /** validation/test splits losing more than this fraction of their clips stop the run (default 0.1) */
+  maxSkippedFraction?: number;
 }
 
 /** Thrown by train() after Ctrl-C: a resumable checkpoint has been written and the way to resume printed. */
@@ -351,7 +381,9 @@ async function runInterruptible(trainer: Trainer, say: (m: string) => void): Pro
 export async function train(run: TrainRun): Promise<TrainResult> {
   const say = (m: string) => console.error(m);
   const out = run.out;
-  fs.mkdirSync(out, { recursive: true });
+  ensureDir(out);
+  // debris of a run killed while writing (temporary files, half-written model folders) goes before anything else
+  for (const m of await removeStaleTemporaries(out)) say(m);
   const ds = loadDataset({ source: run.data, dataRoot: run.dataRoot });
   const labelSet = run.labels ? new LabelSet(run.labels) : defaultLabels(ds.kind, ds.items);
   const { items, dropped } = selectLabels(ds.items, labelSet);
@@ -359,6 +391,7 @@ export async function train(run: TrainRun): Promise<TrainResult> {
   const missing = missingFiles(items);
   if (missing.length) say(`${missing.length} audio file(s) listed but missing (skipped), e.g. ${missing.slice(0, 3).map((m) => m.path).join(', ')}`);
   const present = items.filter((it) => !missing.includes(it));
+  const listedMissing: SkippedRecord = { split: 'listed', total: items.length, clips: missing.map((it) => ({ file: it.path, reason: 'file not found' })) };
   say(`data: ${present.length} clips, labels [${labelSet.labels.join(', ')}]: ${JSON.stringify(labelCounts(present, labelSet))}`);
 
   // splits: written once and reused, so a rerun (or --resume) sees the same sets
@@ -385,9 +418,20 @@ export async function train(run: TrainRun): Promise<TrainResult> {
   const minSamples = preprocessor.minSamples;
   const store = new ClipStore({ sampleRate: preprocessor.samplingRate, minSamples });
   const train = await buildClipSet(parts.train, labelSet, store, minSamples, say);
-  const valid = validItems.length ? await buildClipSet(validItems, labelSet, store, minSamples, say) : null;
-  const test = parts.test.length ? await buildClipSet(parts.test, labelSet, store, minSamples, say) : null;
-  if (train.set.ids.length === 0) throw new Error('no training clips left');
+  const validBuilt = validItems.length ? await buildClipSet(validItems, labelSet, store, minSamples, say) : null;
+  const testBuilt = parts.test.length ? await buildClipSet(parts.test, labelSet, store, minSamples, say) : null;
+  // a split with no usable clip left (only with --max-skipped-fraction 1) is treated as absent, as recorded below
+  const valid = validBuilt && validBuilt.set.ids.length ? validBuilt : null;
+  const test = testBuilt && testBuilt.set.ids.length ? testBuilt : null;
+  const skippedRecords: SkippedRecord[] = [
+    listedMissing,
+    { split: 'train', total: parts.train.length, clips: train.skipped },
+    ...(validBuilt ? [{ split: 'validation', total: validItems.length, clips: validBuilt.skipped }] : []),
+    ...(testBuilt ? [{ split: 'test', total: parts.test.length, clips: testBuilt.skipped }] : []),
+  ];
+  const maxSkipped = run.maxSkippedFraction ?? DEFAULT_MAX_SKIPPED_FRACTION;
+  for (const r of skippedRecords) if (r.split === 'validation' || r.split === 'test') checkSkipped(r, maxSkipped);
+  if (train.set.ids.length === 0) throw new Error(`no training clips left (${train.skipped.length} of ${parts.train.length} skipped)`);
 
   const logPath = path.join(out, 'log.jsonl');
   const ckPath = path.join(out, 'checkpoint.safetensors');
@@ -395,7 +439,8 @@ export async function train(run: TrainRun): Promise<TrainResult> {
   const resuming = run.resume && fs.existsSync(ckPath);
   if (run.resume && !resuming) say(`--resume: no checkpoint at ${ckPath}; starting fresh`);
   if (!resuming && fs.existsSync(logPath)) fs.rmSync(logPath);
-  const log = (line: Record<string, unknown>) => fs.appendFileSync(logPath, `${JSON.stringify(line)}\n`);
+  const runLog = new JsonlLog(logPath);
+  const log = (line: Record<string, unknown>) => runLog.append(line);
   const io: TrainerIO = {
     log,
     progress: run.quiet ? undefined : progressPrinter(),
@@ -408,9 +453,14 @@ export async function train(run: TrainRun): Promise<TrainResult> {
   const trainer = new Trainer(model, { train: train.set, valid: valid?.set ?? null, preprocessor }, labelSet.labels, run.cfg, io);
   if (resuming) {
     trainer.restore(await withFileName(ckPath, () => loadCheckpointFile(ckPath)));
+    // lines written after the checkpoint are written again by the resumed run
+    const dropped = await runLog.truncateToStep(trainer.position.step);
+    if (dropped) say(`log.jsonl: dropped ${dropped} line(s) written after the checkpoint`);
     say(`resumed from ${ckPath} at optimizer step ${trainer.position.step} (epoch ${trainer.position.epoch}, micro-batch ${trainer.position.microBatch})`);
   } else {
     log({ event: 'start', config: run.cfg, labels: labelSet.labels, model: run.modelDir, data: run.data, train: train.set.ids.length, valid: valid?.set.ids.length ?? 0, test: test?.set.ids.length ?? 0, adapter: rt.adapter });
+    // 'part', not 'split': a line with 'split' reads as an evaluation line (report/log.ts)
+    for (const r of skippedRecords) if (r.clips.length) log({ event: 'skipped', part: r.split, total: r.total, count: r.clips.length, clips: r.clips });
   }
   await writeFileAtomic(path.join(out, 'run.json'), `${JSON.stringify({ ...run, cfg: run.cfg, adapter: rt.adapter, totalSteps: trainer.totalSteps }, null, 2)}\n`);
   say(`training: ${trainer.params.length} parameter tensors, ${trainer.totalSteps} optimizer steps (${trainer.batchesPerEpoch} micro-batches per epoch) on ${rt.adapter.description || rt.adapter.vendor}`);
@@ -448,7 +498,8 @@ export async function train(run: TrainRun): Promise<TrainResult> {
     say(`\ntest: ${formatMetrics(r.metrics)}`);
   }
   best.model.dispose();
-  await writeFileAtomic(path.join(out, 'metrics.json'), `${JSON.stringify({ valid: validMetrics, test: testMetrics, seconds, steps: trainer.totalSteps }, null, 2)}\n`);
+  const skippedJson = Object.fromEntries(skippedRecords.map((r) => [r.split, { total: r.total, count: r.clips.length, clips: r.clips }]));
+  await writeFileAtomic(path.join(out, 'metrics.json'), `${JSON.stringify({ valid: validMetrics, test: testMetrics, seconds, steps: trainer.totalSteps, skipped: skippedJson }, null, 2)}\n`);
   // Hugging Face Trainer's run record, for tools that read HF runs
   const state = trainerState(fs.readFileSync(logPath, 'utf8'), { maxSteps: trainer.totalSteps, numTrainEpochs: run.cfg.epochs, metric: run.cfg.metric, bestModelCheckpoint: valid ? bestDir : null, trainBatchSize: run.cfg.batchSize, evalSteps: run.cfg.evalSteps });
   await writeFileAtomic(path.join(out, 'trainer_state.json'), `${JSON.stringify(state, null, 2)}\n`);
@@ -459,6 +510,7 @@ export async function train(run: TrainRun): Promise<TrainResult> {
     log: fs.readFileSync(logPath, 'utf8'),
     evaluations: results,
     predictions,
+    skipped: skippedRecords,
     info: { model: run.modelDir, data: run.data, split: run.split, adapter: `${rt.adapter.vendor} ${rt.adapter.description}`, 'training time': formatDuration(seconds), ...run.cfg },
     notes: ['WA = weighted accuracy (plain accuracy); UA = unweighted average recall (macro recall). The original notebook reported 0.8401 as "accuracy", which is UA on a test set that was also used to pick its checkpoint; here the checkpoint is picked on a validation split only.'],
   }));
@@ -490,6 +542,8 @@ export async function evalCommand(argv: string[]): Promise<number> {
   const { options } = parseCommand(evalOptions(), argv);
   const v = { model: options.string('model')!, data: options.string('data')!, 'data-root': options.string('dataRoot'), labels: options.string('labels'), splits: options.string('splits'), part: options.string('part')!, json: options.flag('json') };
   const batchSize = options.number('batchSize')!;
+  await recoverModelDir(v.model); // a save killed between its two renames left the previous folder aside
+  await recoverModelDir(path.join(v.model, 'model'));
   const dir = modelFolder(v.model);
   const configPath = path.join(dir, 'config.json');
   const probe = parseModelConfig(await readTextFile(configPath), configPath);
@@ -527,22 +581,27 @@ export async function evalCommand(argv: string[]): Promise<number> {
   const missingAudio = missingFiles(items);
   if (missingAudio.length) console.error(`${missingAudio.length} audio file(s) listed but missing (skipped), e.g. ${missingAudio.slice(0, 3).map((m) => m.path).join(', ')}`);
   items = items.filter((it) => !missingAudio.includes(it));
-  if (items.length === 0) throw new Error(`${v.data}: no clips left to evaluate (${droppedCount} dropped for labels the model lacks, ${missingAudio.length} missing)`);
+  if (items.length === 0 && missingAudio.length === 0) throw new Error(`${v.data}: no clips left to evaluate (${droppedCount} dropped for labels the model lacks)`);
   const rt = await createNodeRuntime();
   const { model, config, preprocessor } = await loadModel(rt, dir);
   try {
     const store = new ClipStore({ sampleRate: preprocessor.samplingRate });
     const set = await buildClipSet(items, { id: (l) => byName.get(normalizeLabel(l))! }, store, preprocessor.minSamples, log);
-    if (set.set.ids.length === 0) throw new Error(`${v.data}: no readable clips (${set.skipped.length} skipped)`);
+    // missing files and unreadable audio, each with its reason: part of the result, never silently dropped
+    const skipped: SkippedClip[] = [...missingAudio.map((it) => ({ file: it.path, reason: 'listed but missing' })), ...set.skipped];
+    if (set.set.ids.length === 0) {
+      const why = skipped.slice(0, 3).map((c) => `${c.file}: ${c.reason}`).join('; ');
+      throw new Error(`eval: none of the ${items.length + missingAudio.length} clip(s) could be used${why ? ` (${why}${skipped.length > 3 ? '; ...' : ''})` : ''}; nothing was evaluated`);
+    }
     const trainer = new Trainer(model, { train: set.set, valid: null, preprocessor }, config.labels, { ...DEFAULT_TRAIN_CONFIG, batchSize }, { log: () => {}, saveCheckpoint: async () => {}, saveBest: async () => {} });
     const r = await trainer.evaluate(set.set);
     const m = r.metrics;
-    const skipped = set.skipped.length + missingAudio.length;
     if (v.json) {
-      console.log(JSON.stringify({ wa: m.wa, ua: m.ua, per_class: m.per_class, confusion: m.confusion, labels: m.labels, n: set.set.ids.length, dropped: { count: droppedCount, labels: dropped }, skipped: { count: skipped, missing: missingAudio.length, unreadable: set.skipped } }));
+      console.log(JSON.stringify({ wa: m.wa, ua: m.ua, per_class: m.per_class, confusion: m.confusion, labels: m.labels, n: set.set.ids.length, clips: items.length + missingAudio.length, evaluated: set.set.ids.length, dropped: { count: droppedCount, labels: dropped }, skipped }));
     } else {
       console.log(formatMetrics(m));
-      console.log(`clips evaluated: ${set.set.ids.length}; dropped (label not in the model): ${droppedCount}${droppedCount ? ` ${JSON.stringify(dropped)}` : ''}; skipped (missing or unreadable audio): ${skipped}`);
+      console.log(`clips evaluated: ${set.set.ids.length}; dropped (label not in the model): ${droppedCount}${droppedCount ? ` ${JSON.stringify(dropped)}` : ''}; skipped (missing or unreadable audio): ${skipped.length}`);
+      if (skipped.length) console.log(skipped.map((c) => `  ${c.file}: ${c.reason}`).join('\n'));
     }
   } finally {
     model.dispose();

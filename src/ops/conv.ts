@@ -8,13 +8,18 @@
 //   'direct':  register-tiled direct convolution: grad input as a transposed convolution, grad weight as per-chunk
 //              partial sums over (batch, time) added by a second pass (no float atomics).
 // Grad bias is a per-channel reduction. Tile sizes are template parameters of kernels/conv1d.wgsl.
+// With convConfig.strategy 'auto', each pass (forward, grad input, grad weight) of each shape class gets its strategy
+// and tile from the autotuner (src/runtime/tune.ts): a cached or freshly timed winner among convCandidates(), else
+// the hand-picked per-adapter default below.
 import source from '../../kernels/conv1d.wgsl';
 import { defineKernel, type Defines } from '../runtime/kernel.js';
 import type { Runtime } from '../runtime/runtime.js';
 import { Tensor } from '../tensor.js';
 import { record } from '../autograd.js';
 import { ceilDiv, grid1d } from './grid.js';
-import { hasSubgroupGemm } from './matmul.js';
+import { hasSubgroupGemm, TILED_CANDIDATES } from './matmul.js';
+import { chooseConfig, bucket, type Candidate } from '../runtime/tune.js';
+import { keep } from '../autograd.js';
 
 const SUBGROUP_MARKER = '// ==== SUBGROUP KERNEL ====';
 const markerAt = source.indexOf(SUBGROUP_MARKER);
@@ -39,8 +44,174 @@ export const convConfig = {
   /** subgroup kernel: 8-row blocks per tile (1..4), capped by the channels per group */
   rowBlocks: 4,
   /** tiled kernel: threads (tgM x tgN), outputs per thread (ttM x ttN), contraction slice (bk) */
-  tiled: { tgM: 16, tgN: 16, ttM: 4, ttN: 4, bk: 16 },
+  tiled: { tgM: 16, tgN: 16, ttM: 4, ttN: 4, bk: 16 } as ConvTile,
 };
+
+export interface ConvTile {
+  tgM: number;
+  tgN: number;
+  ttM: number;
+  ttN: number;
+  bk: number;
+}
+
+/** One conv1d configuration: what the tuner chooses between, per pass. */
+export interface ConvConfig {
+  strategy: ConvStrategy;
+  rowBlocks: number;
+  tiled: ConvTile;
+}
+
+export type ConvPass = 'forward' | 'grad-input' | 'grad-weight';
+
+/** The tiled kernel's candidate tiles: the GEMM's (same scheme, same limits). */
+const CONV_TILES: ConvTile[] = TILED_CANDIDATES.map((t) => ({ tgM: t.wgM, tgN: t.wgN, ttM: t.tptM, ttN: t.tptN, bk: t.bk }));
+
+/** Every configuration any adapter may get (tests run each against the float64 reference). */
+export function allConvCandidates(): ConvConfig[] {
+  return [
+    ...[1, 2, 3, 4].map((rb): ConvConfig => ({ strategy: 'subgroup', rowBlocks: rb, tiled: CONV_TILES[0] })),
+    { strategy: 'direct', rowBlocks: 4, tiled: CONV_TILES[0] },
+    ...CONV_TILES.map((t): ConvConfig => ({ strategy: 'tiled', rowBlocks: 4, tiled: { ...t } })),
+  ];
+}
+
+/** Today's hand-picked configuration: convConfig with the per-adapter strategy. */
+export function defaultConvConfig(rt: Runtime): ConvConfig {
+  return { strategy: convStrategy(rt), rowBlocks: convConfig.rowBlocks, tiled: { ...convConfig.tiled } };
+}
+
+/** Kernel path a pass of this geometry takes under a strategy (the subgroup kernels have geometric limits). */
+function passPath(pass: ConvPass, g: Geometry, strategy: ConvStrategy): ConvStrategy {
+  if (strategy === 'subgroup' && g.stride <= SUBGROUP_MAX_STRIDE) {
+    // (fewer than 8 input channels per group, e.g. the first layer's audio input, would leave most of an 8-row tile
+    // idle; fewer than 32 (channel, tap) columns, e.g. the first layer's 1 x 10, most of a 32-column tile)
+    if (pass === 'forward') return 'subgroup';
+    if (pass === 'grad-input' && g.cinG >= 8) return 'subgroup';
+    if (pass === 'grad-weight' && g.cinG * (g.ksize <= 2 ? g.ksize : roundUp(g.ksize, 4)) >= 32) return 'subgroup';
+  }
+  // the weight gradient has no tiled kernel: it runs the direct one
+  if (strategy === 'tiled' && pass !== 'grad-weight') return 'tiled';
+  return 'direct';
+}
+
+/** Rows of the pass's GEMM per group: output channels (forward, grad weight) or input channels (grad input). */
+function passRows(pass: ConvPass, g: Geometry): number {
+  return pass === 'grad-input' ? g.cinG : g.coutG;
+}
+
+/** Id of what a configuration really runs for this pass and geometry (equal ids: the same kernels). */
+export function effectiveId(pass: ConvPass, g: Geometry, c: ConvConfig): string {
+  const path = passPath(pass, g, c.strategy);
+  if (path === 'subgroup') return `sg-rb${rowBlocks(c.rowBlocks, passRows(pass, g))}`;
+  if (path === 'tiled') return `tiled-${c.tiled.tgM}x${c.tiled.tgN}-${c.tiled.ttM}x${c.tiled.ttN}-k${c.tiled.bk}`;
+  return 'direct';
+}
+
+/**
+ * The candidates timed for a pass on this adapter, one per distinct kernel path: with 8-wide subgroups, rowBlocks
+ * 1..4, the direct kernels and the default tiled tile (CPU adapters); otherwise the direct kernels and the tiled set.
+ */
+export function convCandidates(rt: Runtime, pass: ConvPass, g: Geometry): Candidate<ConvConfig>[] {
+  const all = allConvCandidates();
+  const fits = (t: ConvTile) =>
+    t.tgM * t.tgN <= rt.limits.maxComputeInvocationsPerWorkgroup &&
+    t.tgN <= rt.limits.maxComputeWorkgroupSizeX &&
+    t.tgM <= rt.limits.maxComputeWorkgroupSizeY &&
+    4 * t.bk * (t.tgM * t.ttM + t.tgN * t.ttN) <= rt.limits.maxComputeWorkgroupStorageSize;
+  const tiled = all.filter((c) => c.strategy === 'tiled' && fits(c.tiled));
+  const direct = all.filter((c) => c.strategy === 'direct');
+  const list = hasSubgroupGemm(rt)
+    ? [...all.filter((c) => c.strategy === 'subgroup'), ...direct, ...(rt.adapter.isCPU ? tiled.slice(0, 1) : tiled)]
+    : [...direct, ...tiled];
+  const seen = new Map<string, Candidate<ConvConfig>>();
+  for (const config of list) {
+    const id = effectiveId(pass, g, config);
+    if (!seen.has(id)) seen.set(id, { id, config });
+  }
+  return [...seen.values()];
+}
+
+/** Shape class of a conv pass: channels per group, time and batch bucketed; kernel size, stride and groups exact. */
+function convShapeClass(pass: ConvPass, g: Geometry, dtype: string): string {
+  return `${pass} ${dtype} ci${bucket(g.cinG)} co${bucket(g.coutG)} g${g.groups} k${g.ksize} s${g.stride} t${bucket(g.tout)} b${bucket(g.batch)}`;
+}
+
+/** The configuration a pass uses: forced by convConfig.strategy, else tuned / cached / default. */
+function convConfigFor(rt: Runtime, pass: ConvPass, g: Geometry, dtype: Tensor['dtype']): ConvConfig {
+  const def = defaultConvConfig(rt);
+  if (convConfig.strategy !== 'auto') return def;
+  const candidates = convCandidates(rt, pass, g);
+  const defId = effectiveId(pass, g, def);
+  // a default that is not among the candidates (tests set other tiles) is used as is: nothing to tune against
+  if (!candidates.some((c) => c.id === defId)) return def;
+  return chooseConfig(rt, 'conv1d', convShapeClass(pass, g, dtype), candidates, defId, () => ({
+    shape: `${pass} x [${g.batch}, ${g.cin}, ${g.tin}] w [${g.cout}, ${g.cinG}, ${g.ksize}] s${g.stride} p${g.padding} g${g.groups} ${dtype}`,
+    flops: (2 * g.batch * g.cout * g.cinG * g.ksize * g.tout),
+    prepare: () => convTuneProblem(rt, pass, g, dtype),
+  }));
+}
+
+function randomTensor(rt: Runtime, shape: number[], dtype: Tensor['dtype'], label: string): Tensor {
+  const n = shape.reduce((a, b) => a * b, 1);
+  const d = new Float32Array(n);
+  let s = 12345;
+  for (let i = 0; i < n; i++) {
+    s = (s * 1103515245 + 12345) >>> 0;
+    d[i] = (s >>> 8) / (1 << 24) - 0.5;
+  }
+  return keep(Tensor.fromData(rt, d, shape, dtype, label));
+}
+
+/** Random inputs of the geometry; run(config) records one pass and frees its output. */
+function convTuneProblem(rt: Runtime, pass: ConvPass, g: Geometry, dtype: Tensor['dtype']) {
+  const x = randomTensor(rt, [g.batch, g.cin, g.tin], dtype, 'tune.x');
+  const w = randomTensor(rt, [g.cout, g.cinG, g.ksize], dtype, 'tune.w');
+  const gy = randomTensor(rt, [g.batch, g.cout, g.tout], dtype, 'tune.gy');
+  return {
+    run: (config: ConvConfig) => {
+      const out = conv1dPass(rt, pass, g, config, x, w, gy);
+      out.dispose();
+    },
+    dispose: () => {
+      for (const t of [x, w, gy]) t.dispose();
+    },
+  };
+}
+
+/**
+ * One pass of conv1d with an explicit configuration and no autograd: forward (x, w -> y, no bias), grad input
+ * (gy, w -> dx) or grad weight (gy, x -> dw). What the tuner times and what tests run for every candidate.
+ */
+export function conv1dPass(rt: Runtime, pass: ConvPass, g: Geometry, config: ConvConfig, x: Tensor, w: Tensor, gy: Tensor): Tensor {
+  if (pass === 'forward') {
+    const y = Tensor.empty(rt, [g.batch, g.cout, g.tout], x.dtype, 'conv1d');
+    conv1dForwardWith(rt, g, config, x, w, null, y);
+    return y;
+  }
+  return pass === 'grad-input' ? conv1dBackwardInput(rt, g, gy, w, config) : conv1dBackwardWeight(rt, g, gy, x, config);
+}
+
+/** Geometry of a conv1d call (validated as conv1d() does). */
+export function convGeometry(xShape: readonly number[], wShape: readonly number[], opts: Conv1dOptions = {}): Geometry {
+  const stride = opts.stride ?? 1;
+  const padding = opts.padding ?? 0;
+  const groups = opts.groups ?? 1;
+  if (xShape.length !== 3 || wShape.length !== 3) {
+    throw new Error(`conv1d: x must be [B, Cin, T] and w [Cout, Cin/groups, K]; got x [${xShape}] w [${wShape}]`);
+  }
+  const [batch, cin, tin] = xShape;
+  const [cout, cinG, ksize] = wShape;
+  if (!(Number.isInteger(stride) && stride >= 1 && Number.isInteger(padding) && padding >= 0 && Number.isInteger(groups) && groups >= 1)) {
+    throw new Error(`conv1d: bad options stride ${stride}, padding ${padding}, groups ${groups}`);
+  }
+  if (cin % groups !== 0 || cout % groups !== 0 || cinG !== cin / groups) {
+    throw new Error(`conv1d: Cin ${cin} and Cout ${cout} must be divisible by groups ${groups}, and w [${wShape}] must have Cin/groups = ${cin / groups} input channels`);
+  }
+  const tout = Math.floor((tin + 2 * padding - ksize) / stride) + 1;
+  if (ksize < 1 || tout < 1) throw new Error(`conv1d: kernel ${ksize} does not fit input length ${tin} with padding ${padding}`);
+  return { batch, cin, cout, tin, tout, ksize, stride, padding, cinG, coutG: cout / groups, groups };
+}
 
 export function convStrategy(rt: Runtime): ConvStrategy {
   const s = convConfig.strategy;
@@ -81,7 +252,7 @@ export interface Conv1dOptions {
   groups?: number;
 }
 
-interface Geometry {
+export interface Geometry {
   batch: number;
   cin: number;
   cout: number;
@@ -141,46 +312,37 @@ function checkDtype(op: string, ...ts: Tensor[]): void {
 
 /** x [B, Cin, T], w [Cout, Cin/groups, K], bias [Cout] or null -> [B, Cout, floor((T + 2*padding - K)/stride) + 1] */
 export function conv1d(x: Tensor, w: Tensor, bias: Tensor | null, opts: Conv1dOptions = {}): Tensor {
-  const stride = opts.stride ?? 1;
-  const padding = opts.padding ?? 0;
-  const groups = opts.groups ?? 1;
-  if (x.shape.length !== 3 || w.shape.length !== 3) {
-    throw new Error(`conv1d: x must be [B, Cin, T] and w [Cout, Cin/groups, K]; got x [${x.shape}] w [${w.shape}]`);
-  }
-  const [batch, cin, tin] = x.shape;
-  const [cout, cinG, ksize] = w.shape;
-  if (!(Number.isInteger(stride) && stride >= 1 && Number.isInteger(padding) && padding >= 0 && Number.isInteger(groups) && groups >= 1)) {
-    throw new Error(`conv1d: bad options stride ${stride}, padding ${padding}, groups ${groups}`);
-  }
-  if (cin % groups !== 0 || cout % groups !== 0 || cinG !== cin / groups) {
-    throw new Error(`conv1d: Cin ${cin} and Cout ${cout} must be divisible by groups ${groups}, and w [${w.shape}] must have Cin/groups = ${cin / groups} input channels`);
-  }
-  if (bias && (bias.shape.length !== 1 || bias.shape[0] !== cout)) throw new Error(`conv1d: bias [${bias.shape}] must be [${cout}]`);
-  const tout = Math.floor((tin + 2 * padding - ksize) / stride) + 1;
-  if (ksize < 1 || tout < 1) throw new Error(`conv1d: kernel ${ksize} does not fit input length ${tin} with padding ${padding}`);
+  const g = convGeometry(x.shape, w.shape, opts);
+  if (bias && (bias.shape.length !== 1 || bias.shape[0] !== g.cout)) throw new Error(`conv1d: bias [${bias.shape}] must be [${g.cout}]`);
   checkDtype('conv1d', x, w, ...(bias ? [bias] : []));
-  const g: Geometry = { batch, cin, cout, tin, tout, ksize, stride, padding, cinG, coutG: cout / groups, groups };
   const rt = x.rt;
 
-  const y = Tensor.empty(rt, [batch, cout, tout], x.dtype, 'conv1d');
-  if (useSubgroup(rt, g)) {
-    forwardSubgroup(rt, g, x, w, bias, y);
-  } else if (convStrategy(rt) === 'tiled') {
-    tiledGemm(rt, {
-      x, w, bias, y, batch, rows: cout, groups, inG: cinG, inTotal: cin, tin, cols: tout, taps: ksize, ksize,
-      colStride: stride, posOffset: -padding, tapDir: 1, wGroupStride: g.coutG * cinG * ksize, wRowStride: cinG * ksize,
-      wChanStride: ksize, tap0: 0, tapStep: 1, yRowLen: tout, outStride: 1, outOffset: 0,
-    });
-  } else forwardDirect(rt, g, x, w, bias, y);
+  const y = Tensor.empty(rt, [g.batch, g.cout, g.tout], x.dtype, 'conv1d');
+  conv1dForwardWith(rt, g, convConfigFor(rt, 'forward', g, x.dtype), x, w, bias, y);
 
   const inputs = bias ? [x, w, bias] : [x, w];
   // keep only what the requested gradients need: x for grad w, w for grad x
   const saved = [...(w.requiresGrad ? [x] : []), ...(x.requiresGrad ? [w] : [])];
   return record('conv1d', y, inputs, saved, (gy, needs) => [
-    needs[0] ? conv1dBackwardInput(rt, g, gy, w) : null,
-    needs[1] ? conv1dBackwardWeight(rt, g, gy, x) : null,
+    needs[0] ? conv1dBackwardInput(rt, g, gy, w, convConfigFor(rt, 'grad-input', g, gy.dtype)) : null,
+    needs[1] ? conv1dBackwardWeight(rt, g, gy, x, convConfigFor(rt, 'grad-weight', g, gy.dtype)) : null,
     ...(bias ? [needs[2] ? conv1dBackwardBias(rt, g, gy) : null] : []),
   ]);
+}
+
+function conv1dForwardWith(rt: Runtime, g: Geometry, config: ConvConfig, x: Tensor, w: Tensor, bias: Tensor | null, y: Tensor): void {
+  const path = passPath('forward', g, config.strategy);
+  if (path === 'subgroup') {
+    if (!hasSubgroupGemm(rt)) throw new Error("conv1d: strategy 'subgroup' needs the 'subgroups' feature with 8-wide subgroups");
+    forwardSubgroup(rt, g, x, w, bias, y, config.rowBlocks);
+  } else if (path === 'tiled') {
+    const { batch, cout, groups, cinG, cin, tin, tout, ksize, stride, padding } = g;
+    tiledGemm(rt, config.tiled, {
+      x, w, bias, y, batch, rows: cout, groups, inG: cinG, inTotal: cin, tin, cols: tout, taps: ksize, ksize,
+      colStride: stride, posOffset: -padding, tapDir: 1, wGroupStride: g.coutG * cinG * ksize, wRowStride: cinG * ksize,
+      wChanStride: ksize, tap0: 0, tapStep: 1, yRowLen: tout, outStride: 1, outOffset: 0,
+    });
+  } else forwardDirect(rt, g, x, w, bias, y);
 }
 
 function forwardDirect(rt: Runtime, g: Geometry, x: Tensor, w: Tensor, bias: Tensor | null, y: Tensor): void {
@@ -192,15 +354,15 @@ function forwardDirect(rt: Runtime, g: Geometry, x: Tensor, w: Tensor, bias: Ten
   });
 }
 
-function conv1dBackwardInput(rt: Runtime, g: Geometry, gy: Tensor, w: Tensor): Tensor {
+function conv1dBackwardInput(rt: Runtime, g: Geometry, gy: Tensor, w: Tensor, config: ConvConfig): Tensor {
   const dx = Tensor.empty(rt, [g.batch, g.cin, g.tin], gy.dtype, 'conv1d.grad_x');
-  // (fewer than 8 input channels per group, e.g. the first layer's audio input, would leave most of an 8-row tile idle)
-  if (useSubgroup(rt, g) && g.cinG >= 8) {
-    backwardInputSubgroup(rt, g, gy, w, dx);
+  const path = passPath('grad-input', g, config.strategy);
+  if (path === 'subgroup') {
+    backwardInputSubgroup(rt, g, gy, w, dx, config.rowBlocks);
     return dx;
   }
-  if (convStrategy(rt) === 'tiled') {
-    backwardInputTiled(rt, g, gy, w, dx);
+  if (path === 'tiled') {
+    backwardInputTiled(rt, g, gy, w, dx, config.tiled);
     return dx;
   }
   const tile = outputTile(g.ksize, g.coutG);
@@ -214,11 +376,10 @@ function conv1dBackwardInput(rt: Runtime, g: Geometry, gy: Tensor, w: Tensor): T
   return dx;
 }
 
-function conv1dBackwardWeight(rt: Runtime, g: Geometry, gy: Tensor, x: Tensor): Tensor {
+function conv1dBackwardWeight(rt: Runtime, g: Geometry, gy: Tensor, x: Tensor, config: ConvConfig): Tensor {
   const dw = Tensor.empty(rt, [g.cout, g.cinG, g.ksize], gy.dtype, 'conv1d.grad_w');
-  // (fewer than 32 (channel, tap) columns, e.g. the first layer's 1 x 10, would leave most of a 32-column tile idle)
-  if (useSubgroup(rt, g) && g.cinG * (g.ksize <= 2 ? g.ksize : roundUp(g.ksize, 4)) >= 32) {
-    backwardWeightSubgroup(rt, g, gy, x, dw);
+  if (passPath('grad-weight', g, config.strategy) === 'subgroup') {
+    backwardWeightSubgroup(rt, g, gy, x, dw, config.rowBlocks);
     return dw;
   }
   // thread tile: TM output channels x CI input channels x TN consecutive taps (all of a small kernel's taps)
@@ -257,10 +418,6 @@ function conv1dBackwardBias(rt: Runtime, g: Geometry, gy: Tensor): Tensor {
 
 /** longest stride the subgroup kernels take (their per-lane input windows are 3*stride + 4 and 7*stride + 4 long) */
 const SUBGROUP_MAX_STRIDE = 8;
-
-function useSubgroup(rt: Runtime, g: Geometry): boolean {
-  return convStrategy(rt) === 'subgroup' && g.stride <= SUBGROUP_MAX_STRIDE;
-}
 
 const roundUp = (n: number, m: number) => m * ceilDiv(n, m);
 
@@ -330,15 +487,14 @@ function checkGrid(rt: Runtime, grid: [number, number, number]): void {
   if (grid.some((n) => n > max)) throw new Error(`conv1d: grid [${grid}] exceeds the adapter's ${max} workgroups per dimension`);
 }
 
-function rowBlocks(rowsG: number): number {
-  const rb = convConfig.rowBlocks;
+function rowBlocks(rb: number, rowsG: number): number {
   if (!(Number.isInteger(rb) && rb >= 1 && rb <= 4)) throw new Error(`conv1d: rowBlocks must be 1..4, got ${rb}`);
   return Math.min(rb, ceilDiv(rowsG, 8));
 }
 
-function implicitGemm(rt: Runtime, a: ImplicitGemm): void {
+function implicitGemm(rt: Runtime, a: ImplicitGemm, rbWanted: number): void {
   const rowsG = a.rows / a.groups;
-  const rb = rowBlocks(rowsG);
+  const rb = rowBlocks(rbWanted, rowsG);
   const { tapBlocks, KP, KB, CS, NW } = subgroupStep(a.ksize, a.stride, a.inG);
   if (a.reverse && KB !== 4) throw new Error('conv1d: reversed weights need 4 taps per step');
   // 16-byte weight loads: every step's first weight aligned (steps of CS channels x KB taps, or 4-tap blocks)
@@ -370,7 +526,7 @@ function relayoutWeights(rt: Runtime, g: Geometry, w: Tensor, phases: number, ta
 }
 
 /** Forward on the subgroup kernel: x padded (x[t] = xp[t + P]); weights whose taps need padding to KP relaid. */
-function forwardSubgroup(rt: Runtime, g: Geometry, x: Tensor, w: Tensor, bias: Tensor | null, y: Tensor): void {
+function forwardSubgroup(rt: Runtime, g: Geometry, x: Tensor, w: Tensor, bias: Tensor | null, y: Tensor, rb: number): void {
   const { KP } = subgroupStep(g.ksize, g.stride, g.cinG);
   const wp = KP === g.ksize ? w : relayoutWeights(rt, g, w, 0, g.ksize, KP);
   const pitch = gemmPitch(g.padding, g.tin, g.tout, g.stride, g.ksize, 0, g.cinG);
@@ -380,7 +536,7 @@ function forwardSubgroup(rt: Runtime, g: Geometry, x: Tensor, w: Tensor, bias: T
     cols: g.tout, ksize: g.ksize, stride: g.stride, shift: 0, wGroupStride: g.coutG * g.cinG * KP, wRowStride: g.cinG * KP,
     wChanStride: KP, wBase: 0, reverse: false,
     yRowLen: g.tout, outStride: 1, outOffset: 0,
-  });
+  }, rb);
   xp.dispose();
   if (wp !== w) wp.dispose();
 }
@@ -390,7 +546,7 @@ function forwardSubgroup(rt: Runtime, g: Geometry, x: Tensor, w: Tensor, bias: T
  * dy[q - j], a stride-1 convolution of dy (padding J - 1 - qmin) with the phase's taps reversed (weights relaid into
  * [S][Cin][CoutG * KP], J = ceil(K / S)). Every t lies in exactly one phase, so each dx element is written once.
  */
-function backwardInputSubgroup(rt: Runtime, g: Geometry, gy: Tensor, w: Tensor, dx: Tensor): void {
+function backwardInputSubgroup(rt: Runtime, g: Geometry, gy: Tensor, w: Tensor, dx: Tensor, rb: number): void {
   const J = ceilDiv(g.ksize, g.stride);
   const { KP } = subgroupStep(J, 1, g.coutG);
   const phases: { r: number; qmin: number; cols: number; pad: number }[] = [];
@@ -415,7 +571,7 @@ function backwardInputSubgroup(rt: Runtime, g: Geometry, gy: Tensor, w: Tensor, 
       xp: dyp, w: wt, bias: null, y: dx, batch: g.batch, rows: g.cin, groups: g.groups, inG: g.coutG, inTotal: g.cout,
       pitch, cols: f.cols, ksize: J, stride: 1, shift: left - f.pad, ...addressing,
       yRowLen: g.tin, outStride: g.stride, outOffset: f.qmin * g.stride + f.r - g.padding,
-    });
+    }, rb);
   }
   if (wt !== w) wt.dispose();
   dyp.dispose();
@@ -425,8 +581,8 @@ function backwardInputSubgroup(rt: Runtime, g: Geometry, gy: Tensor, w: Tensor, 
  * Weight gradient on conv1dWeightGradSubgroup: rows = output channels, columns = (input channel, tap padded to KP),
  * contraction over (batch, time) inside each workgroup, from padded copies of x and dy; writes dw directly.
  */
-function backwardWeightSubgroup(rt: Runtime, g: Geometry, gy: Tensor, x: Tensor, dw: Tensor): void {
-  const rb = rowBlocks(g.coutG);
+function backwardWeightSubgroup(rt: Runtime, g: Geometry, gy: Tensor, x: Tensor, dw: Tensor, rbWanted: number): void {
+  const rb = rowBlocks(rbWanted, g.coutG);
   const kb = g.ksize <= 2 ? g.ksize : 4;
   const kp = g.ksize <= 2 ? g.ksize : roundUp(g.ksize, 4);
   const nw = 7 * g.stride + kb;
@@ -475,8 +631,7 @@ interface TiledGemm {
   outOffset: number;
 }
 
-function tiledGemm(rt: Runtime, a: TiledGemm): void {
-  const t = convConfig.tiled;
+function tiledGemm(rt: Runtime, t: ConvTile, a: TiledGemm): void {
   const rowsG = a.rows / a.groups;
   const grid: [number, number, number] = [ceilDiv(a.cols, t.tgN * t.ttN), ceilDiv(rowsG, t.tgM * t.ttM) * a.groups, a.batch];
   checkGrid(rt, grid);
@@ -488,13 +643,13 @@ function tiledGemm(rt: Runtime, a: TiledGemm): void {
 }
 
 /** Input gradient on conv1dTiled, one GEMM per stride phase (as backwardInputSubgroup, without relaid weights). */
-function backwardInputTiled(rt: Runtime, g: Geometry, gy: Tensor, w: Tensor, dx: Tensor): void {
+function backwardInputTiled(rt: Runtime, g: Geometry, gy: Tensor, w: Tensor, dx: Tensor, tile: ConvTile): void {
   const J = ceilDiv(g.ksize, g.stride);
   for (let r = 0; r < g.stride; r++) {
     const qmin = Math.max(0, Math.ceil((g.padding - r) / g.stride));
     const qmax = Math.floor((g.tin - 1 + g.padding - r) / g.stride);
     if (qmax < qmin) continue;
-    tiledGemm(rt, {
+    tiledGemm(rt, tile, {
       x: gy, w, bias: null, y: dx, batch: g.batch, rows: g.cin, groups: g.groups, inG: g.coutG, inTotal: g.cout, tin: g.tout,
       cols: qmax - qmin + 1, taps: J, ksize: g.ksize, colStride: 1, posOffset: qmin, tapDir: -1,
       wGroupStride: g.coutG * g.cinG * g.ksize, wRowStride: g.ksize, wChanStride: g.cinG * g.ksize, tap0: r, tapStep: g.stride,

@@ -10,12 +10,16 @@
 //               each loaded row of A through constant-lane shuffles (see kernels/matmul.wgsl). Tile: 8*rowBlocks x 32.
 //               lavapipe, 2 cores: ~57-64 GFLOP/s at 1024^3 and the wav2vec2 linear shapes (bench/gemm.ts).
 //   'tiled'     everything else (real GPUs) and the portable fallback: workgroup-memory tiles (~7 GFLOP/s on lavapipe).
+// With matmulConfig.strategy 'auto' the configuration (strategy, rowBlocks, tiled tile) of each shape class (M, N, K,
+// batch bucketed; transposes, dtype, 4-alignment) comes from the autotuner (src/runtime/tune.ts): a cached or freshly
+// timed winner among gemmCandidates(rt), else the hand-picked default above.
 import source from '../../kernels/matmul.wgsl';
 import { defineKernel, type Defines } from '../runtime/kernel.js';
 import type { Runtime } from '../runtime/runtime.js';
 import { Tensor, numel } from '../tensor.js';
 import { record, isGradEnabled, keep, autocastDtype } from '../autograd.js';
 import { grid1d, ceilDiv } from './grid.js';
+import { chooseConfig, bucket, type Candidate } from '../runtime/tune.js';
 // backward() accumulates gradients with the elementwise kernels, which register themselves on import
 import { cast } from './elementwise.js';
 
@@ -36,7 +40,7 @@ export const matmulConfig = {
   /** subgroup kernel: 8-row blocks per tile (1..4); 4 measured best on lavapipe */
   rowBlocks: 4,
   /** tiled kernel: threads (wgM x wgN), outputs per thread (tptM x tptN), K slice (bk) */
-  tiled: { wgM: 16, wgN: 16, tptM: 4, tptN: 4, bk: 16 },
+  tiled: { wgM: 16, wgN: 16, tptM: 4, tptN: 4, bk: 16 } as TiledTile,
 };
 
 const ACT_CODE: Record<Activation, string> = { none: '0u', gelu: '1u', tanh: '2u' };
@@ -47,6 +51,111 @@ export function hasSubgroupGemm(rt: Runtime): boolean {
   if (!rt.hasSubgroups) return false;
   const info = (rt.device as unknown as { adapterInfo?: { subgroupMinSize?: number; subgroupMaxSize?: number } }).adapterInfo;
   return info?.subgroupMinSize === 8 && info?.subgroupMaxSize === 8;
+}
+
+export interface TiledTile {
+  wgM: number;
+  wgN: number;
+  tptM: number;
+  tptN: number;
+  bk: number;
+}
+
+/** One GEMM configuration: what the tuner chooses between. */
+export interface GemmConfig {
+  strategy: GemmStrategy;
+  rowBlocks: number;
+  tiled: TiledTile;
+}
+
+const tiledId = (t: TiledTile) => `tiled-${t.wgM}x${t.wgN}-${t.tptM}x${t.tptN}-k${t.bk}`;
+export function gemmConfigId(c: GemmConfig): string {
+  return c.strategy === 'subgroup' ? `sg-rb${c.rowBlocks}` : tiledId(c.tiled);
+}
+
+/** Tiled candidates: the default 64x64 tile, its shallower-K and smaller-register variants, and 32x32 / 64x32 tiles. */
+export const TILED_CANDIDATES: readonly TiledTile[] = [
+  { wgM: 16, wgN: 16, tptM: 4, tptN: 4, bk: 16 },
+  { wgM: 16, wgN: 16, tptM: 4, tptN: 4, bk: 8 },
+  { wgM: 16, wgN: 16, tptM: 2, tptN: 2, bk: 16 },
+  { wgM: 8, wgN: 8, tptM: 4, tptN: 4, bk: 16 },
+  { wgM: 8, wgN: 16, tptM: 4, tptN: 4, bk: 16 },
+  { wgM: 16, wgN: 8, tptM: 4, tptN: 8, bk: 8 },
+];
+
+/** Every GEMM configuration any adapter may get (tests check each against the float64 reference). */
+export function allGemmCandidates(): Candidate<GemmConfig>[] {
+  const dflt = TILED_CANDIDATES[0];
+  const sg = [1, 2, 3, 4].map((rb): GemmConfig => ({ strategy: 'subgroup', rowBlocks: rb, tiled: dflt }));
+  const tiled = TILED_CANDIDATES.map((t): GemmConfig => ({ strategy: 'tiled', rowBlocks: 4, tiled: { ...t } }));
+  return [...sg, ...tiled].map((config) => ({ id: gemmConfigId(config), config }));
+}
+
+/**
+ * The candidates timed on this adapter: with 8-wide subgroups, rowBlocks 1..4 plus the default tiled GEMM (on CPU
+ * adapters the tiled kernel is ~8x slower: one is enough to confirm it); otherwise the tiled set, whose tiles fit the
+ * adapter's workgroup limits.
+ */
+export function gemmCandidates(rt: Runtime): Candidate<GemmConfig>[] {
+  const all = allGemmCandidates();
+  const fits = (t: TiledTile) =>
+    t.wgM * t.wgN <= rt.limits.maxComputeInvocationsPerWorkgroup &&
+    t.wgN <= rt.limits.maxComputeWorkgroupSizeX &&
+    t.wgM <= rt.limits.maxComputeWorkgroupSizeY &&
+    4 * t.bk * (t.wgM * t.tptM + t.wgN * t.tptN) <= rt.limits.maxComputeWorkgroupStorageSize;
+  const tiled = all.filter((c) => c.config.strategy === 'tiled' && fits(c.config.tiled));
+  if (!hasSubgroupGemm(rt)) return tiled;
+  const sg = all.filter((c) => c.config.strategy === 'subgroup');
+  return rt.adapter.isCPU ? [...sg, tiled[0]] : [...sg, ...tiled];
+}
+
+/** Today's hand-picked configuration (matmulConfig with the per-adapter strategy). */
+export function defaultGemmConfig(rt: Runtime): GemmConfig {
+  return { strategy: gemmStrategy(rt), rowBlocks: matmulConfig.rowBlocks, tiled: { ...matmulConfig.tiled } };
+}
+
+/** Shape class of a GEMM: dims bucketed to powers of two, transposes, dtype, and whether the vec4 paths apply. */
+export function gemmShapeClass(g: Pick<GemmArgs, 'M' | 'N' | 'K' | 'batch' | 'transA' | 'transB'>, dtype: string): string {
+  const aligned = g.M % 4 === 0 && g.N % 4 === 0 && g.K % 4 === 0;
+  return `${dtype} ${g.transA ? 't' : 'n'}${g.transB ? 't' : 'n'} m${bucket(g.M)} n${bucket(g.N)} k${bucket(g.K)} b${bucket(g.batch)}${aligned ? ' a4' : ''}`;
+}
+
+/** The configuration a GEMM dispatch uses: forced by matmulConfig.strategy, else tuned / cached / default. */
+function gemmConfigFor(rt: Runtime, g: GemmArgs): GemmConfig {
+  if (matmulConfig.strategy !== 'auto') return { strategy: gemmStrategy(rt), rowBlocks: matmulConfig.rowBlocks, tiled: { ...matmulConfig.tiled } };
+  const def = defaultGemmConfig(rt);
+  const candidates = gemmCandidates(rt);
+  const defId = gemmConfigId(def);
+  // a default that is not among the candidates (tests set other tiles) is used as is: nothing to tune against
+  if (!candidates.some((c) => c.id === defId)) return def;
+  const { M, N, K, batch, transA, transB } = g;
+  const dtype = g.a.dtype;
+  return chooseConfig(rt, 'gemm', gemmShapeClass(g, dtype), candidates, defId, () => ({
+    shape: `${batch > 1 ? `${batch}x ` : ''}${M}x${K}${transA ? '^T' : ''} . ${K}x${N}${transB ? '^T' : ''} ${dtype}`,
+    flops: 2 * M * N * K * batch,
+    prepare: () => {
+      const a = randomTensor(rt, batch * M * K, dtype, 'tune.a');
+      const b = randomTensor(rt, batch * K * N, dtype, 'tune.b');
+      const y = keep(Tensor.empty(rt, [batch * M * N], dtype, 'tune.y'));
+      return {
+        run: (config: GemmConfig) => gemmWith({ a, b, y, M, N, K, batch, strideA: M * K, strideB: K * N, transA, transB }, config),
+        dispose: () => {
+          for (const t of [a, b, y]) t.dispose();
+        },
+      };
+    },
+  }));
+}
+
+/** Values in [-0.5, 0.5) (a cheap LCG): kernel speed does not depend on them. */
+function randomTensor(rt: Runtime, n: number, dtype: Tensor['dtype'], label: string): Tensor {
+  const d = new Float32Array(n);
+  let s = 12345;
+  for (let i = 0; i < n; i++) {
+    s = (s * 1103515245 + 12345) >>> 0;
+    d[i] = (s >>> 8) / (1 << 24) - 0.5;
+  }
+  return keep(Tensor.fromData(rt, d, [n], dtype, label));
 }
 
 export function gemmStrategy(rt: Runtime): GemmStrategy {
@@ -96,6 +205,12 @@ export interface GemmArgs {
  * a is [M, K] per batch ([K, M] if transA), b is [K, N] ([N, K] if transB), y is [M, N] per batch.
  */
 export function gemm(g: GemmArgs): void {
+  if (g.M * g.N * g.batch === 0) return;
+  gemmWith(g, gemmConfigFor(g.a.rt, g));
+}
+
+/** gemm() with an explicit configuration (the tuner's timing runs; tests of every candidate). */
+export function gemmWith(g: GemmArgs, config: GemmConfig): void {
   const { a, b, y, M, N, K, batch } = g;
   const rt = a.rt;
   const dtype = a.dtype;
@@ -122,8 +237,9 @@ export function gemm(g: GemmArgs): void {
     y,
     pre: g.pre ?? dummy(rt, dtype),
   };
-  if (gemmStrategy(rt) === 'subgroup') {
-    const rb = matmulConfig.rowBlocks;
+  if (config.strategy === 'subgroup') {
+    if (!hasSubgroupGemm(rt)) throw new Error("matmul: strategy 'subgroup' needs the 'subgroups' feature with 8-wide subgroups");
+    const rb = config.rowBlocks;
     if (!(Number.isInteger(rb) && rb >= 1 && rb <= 4)) throw new Error(`matmul: rowBlocks must be 1..4, got ${rb}`);
     // 16-byte loads when every 4-aligned element index of the operand starts a row-aligned group of 4
     const vecA = (g.transA ? M : K) % 4 === 0 && g.strideA % 4 === 0;
@@ -143,7 +259,7 @@ export function gemm(g: GemmArgs): void {
     const grid: [number, number, number] = !g.transA && !g.transB ? [mTiles, nTiles, batch] : [nTiles, mTiles, batch];
     rt.dispatch(matmulSubgroupKernel, 'matmul_subgroup', bindings, grid, { defines });
   } else {
-    const t = matmulConfig.tiled;
+    const t = config.tiled;
     Object.assign(defines, { WG_M: `${t.wgM}u`, WG_N: `${t.wgN}u`, TPT_M: `${t.tptM}u`, TPT_N: `${t.tptN}u`, BK: `${t.bk}u` });
     rt.dispatch(matmulKernel, 'matmul_tiled', bindings, [ceilDiv(N, t.wgN * t.tptN), ceilDiv(M, t.wgM * t.tptM), batch], { defines });
   }

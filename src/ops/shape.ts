@@ -1,11 +1,11 @@
-// Shape and masking ops: transposeLast2, sliceLast, maskRows, replaceRows (SpecAugment time mask with a learned
-// embedding), maskColumns (SpecAugment feature mask). Each forward dispatch sits next to its backward.
+// Shape and masking ops: transposeLast2, sliceLast, sliceAxis, concat, maskRows, replaceRows (SpecAugment time mask
+// with a learned embedding), maskColumns (SpecAugment feature mask). Each forward dispatch sits next to its backward.
 import source from '../../kernels/shape.wgsl';
 import { defineKernel } from '../runtime/kernel.js';
 import { Tensor } from '../tensor.js';
 import { record } from '../autograd.js';
 import { grid1d, ceilDiv } from './grid.js';
-import './elementwise.js'; // registers the gradient helpers backward() needs
+import { full } from './elementwise.js'; // also registers the gradient helpers backward() needs
 
 export const shapeKernel = defineKernel('shape', source);
 const WG = 256;
@@ -117,4 +117,75 @@ export function maskColumns(x: Tensor, mask: Tensor): Tensor {
   };
   const y = run(x, 'maskColumns');
   return record('maskColumns', y, [x], [mask], (gy) => [run(gy, 'maskColumns.grad')]);
+}
+
+/** [outer, rows along axis, inner] of a shape split at `axis`. */
+function splitAt(shape: readonly number[], axis: number): { outer: number; rows: number; inner: number } {
+  const prod = (xs: readonly number[]) => xs.reduce((a, b) => a * b, 1);
+  return { outer: prod(shape.slice(0, axis)), rows: shape[axis], inner: prod(shape.slice(axis + 1)) };
+}
+
+/** Copies rows [srcOff, srcOff + len) of src's `axis` into rows [dstOff, ...) of dst's (same shapes otherwise). */
+function copyBlock(src: Tensor, dst: Tensor, axis: number, srcOff: number, dstOff: number, len: number): void {
+  const s = splitAt(src.shape, axis);
+  const d = splitAt(dst.shape, axis);
+  const n = s.outer * len * s.inner;
+  const cp = { n, inner: s.inner, len, srcRows: s.rows, srcOff, dstRows: d.rows, dstOff };
+  src.rt.dispatch(shapeKernel, 'copyBlock', { cp, x: src, y: dst }, grid1d(n, WG), { defines: { T: src.dtype } });
+}
+
+function checkAxis(op: string, x: Tensor, axis: number): void {
+  if (!Number.isInteger(axis) || axis < 0 || axis >= x.shape.length) throw new Error(`${op}: axis ${axis} is outside ${x.label} [${x.shape}]`);
+}
+
+/** x[..., start : start + length, ...] along `axis`. Backward: gy placed into a zero gradient. */
+export function sliceAxis(x: Tensor, axis: number, start: number, length: number): Tensor {
+  floatInput('sliceAxis', x);
+  checkAxis('sliceAxis', x, axis);
+  const rows = x.shape[axis];
+  if (!Number.isInteger(start) || !Number.isInteger(length) || start < 0 || length < 0 || start + length > rows) {
+    throw new Error(`sliceAxis: [${start}, ${start + length}) is outside axis ${axis} of ${x.label} [${x.shape}]`);
+  }
+  const shape = [...x.shape];
+  shape[axis] = length;
+  const y = Tensor.empty(x.rt, shape, x.dtype, 'sliceAxis');
+  copyBlock(x, y, axis, start, 0, length);
+  return record('sliceAxis', y, [x], [], (gy) => {
+    const gx = full(x, x.shape, 0, x.dtype, 'sliceAxis.grad');
+    copyBlock(gy, gx, axis, 0, start, length);
+    return [gx];
+  });
+}
+
+/**
+ * Concatenation along `axis` (torch.cat): every part has the same shape except along `axis`. Backward: each part
+ * gets its block of gy.
+ */
+export function concat(parts: readonly Tensor[], axis: number): Tensor {
+  if (parts.length === 0) throw new Error('concat: no tensors');
+  const first = parts[0];
+  for (const p of parts) {
+    floatInput('concat', p);
+    checkAxis('concat', p, axis);
+    const same = p.dtype === first.dtype && p.shape.length === first.shape.length && p.shape.every((n, i) => i === axis || n === first.shape[i]);
+    if (!same) throw new Error(`concat: ${p.label} ${p.dtype} [${p.shape}] does not match ${first.label} ${first.dtype} [${first.shape}] outside axis ${axis}`);
+  }
+  const offsets: number[] = [];
+  let total = 0;
+  for (const p of parts) {
+    offsets.push(total);
+    total += p.shape[axis];
+  }
+  const shape = [...first.shape];
+  shape[axis] = total;
+  const y = Tensor.empty(first.rt, shape, first.dtype, 'concat');
+  parts.forEach((p, i) => copyBlock(p, y, axis, 0, offsets[i], p.shape[axis]));
+  return record('concat', y, [...parts], [], (gy, needs) =>
+    parts.map((p, i) => {
+      if (!needs[i]) return null;
+      const gx = Tensor.empty(p.rt, p.shape, p.dtype, 'concat.grad');
+      copyBlock(gy, gx, axis, offsets[i], 0, p.shape[axis]);
+      return gx;
+    }),
+  );
 }

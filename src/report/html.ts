@@ -35,10 +35,32 @@ export interface ReportInput {
   info?: Record<string, unknown>;
   /** paragraphs of plain text shown under the title */
   notes?: string[];
+  /** clips left out (unreadable, too short, missing), per split */
+  skipped?: SkippedRecord[];
   /** entries per error-analysis list (default 8) */
   errorExamples?: number;
   /** clips longer than this are embedded cut to this length unless they come as a src (default 6 s) */
   embedMaxSeconds?: number;
+}
+
+/** Clips of one split that could not be used, and why. */
+export interface SkippedRecord {
+  split: string;
+  /** clips the split had before skipping */
+  total: number;
+  clips: { file: string; reason: string }[];
+}
+
+const MAX_SKIPPED_ROWS = 200;
+
+function skippedSection(records: SkippedRecord[]): string {
+  const any = records.some((r) => r.clips.length > 0);
+  const summary = records.map((r) => `${esc(r.split)}: ${r.clips.length} of ${r.total}`).join(', ');
+  if (!any) return `<section><h2>Skipped clips</h2><p class="muted">None (${summary}).</p></section>`;
+  const rows: string[] = [];
+  for (const r of records) for (const c of r.clips) rows.push(`<tr><td>${esc(r.split)}</td><td><code>${esc(c.file)}</code></td><td>${esc(c.reason)}</td></tr>`);
+  const more = rows.length > MAX_SKIPPED_ROWS ? `<p class="muted">${rows.length - MAX_SKIPPED_ROWS} more in metrics.json.</p>` : '';
+  return `<section><h2>Skipped clips</h2><p>${summary}.</p><table><tr><th>split</th><th>file</th><th>reason</th></tr>${rows.slice(0, MAX_SKIPPED_ROWS).join('')}</table>${more}</section>`;
 }
 
 const BASE64 = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/';
@@ -185,6 +207,7 @@ export function buildReport(input: ReportInput): string {
     parts.push('</section>');
   }
   for (const e of input.evaluations ?? []) parts.push(evaluation(e.name, e.metrics));
+  if (input.skipped) parts.push(skippedSection(input.skipped));
   if (input.predictions && input.predictions.length > 0) parts.push(errorAnalysis(input.predictions, input.labels, input.errorExamples ?? 8, input.embedMaxSeconds ?? 6));
   parts.push('</body></html>\n');
   return parts.join('\n');

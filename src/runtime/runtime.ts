@@ -6,6 +6,7 @@
 import { BufferPool, type PooledBuffer } from './pool.js';
 import type { Defines, EntryInfo, KernelFamily, ScalarType } from './kernel.js';
 import { Profile, ProfileRecorder, type ProfileMethod } from './profile.js';
+import type { TuneCache } from './tune.js';
 
 export interface AdapterSummary {
   vendor: string;
@@ -19,6 +20,8 @@ export interface AdapterSummary {
 export interface RuntimeOptions {
   /** dispatches per submitted command buffer before an automatic flush */
   maxBatch?: number;
+  /** tune kernel configurations at first use (see autotune) */
+  autotune?: boolean;
 }
 
 /** Anything with a buffer that a dispatch can bind: tensors implement this. */
@@ -69,6 +72,16 @@ export class Runtime {
   /** dispatches recorded since creation (for tests and benches) */
   dispatchCount = 0;
   submitCount = 0;
+  /**
+   * Autotuning (src/runtime/tune.ts): on, a kernel family's shape class seen for the first time runs its default
+   * configuration and is timed, over every candidate, at the next sync(); the winner is used from then on. Off (the
+   * default): winners found in tuneCache are used, else the hand-picked defaults; nothing is timed.
+   */
+  autotune = false;
+  /** winners per adapter and shape class, kept between processes (Node: a JSON file; browsers: localStorage) */
+  tuneCache: TuneCache | null = null;
+  /** set by the tuner when shape classes wait to be timed; sync() runs it first */
+  pendingTune: (() => Promise<unknown>) | null = null;
 
   constructor(device: GPUDevice, adapter: AdapterSummary, opts: RuntimeOptions = {}) {
     this.device = device;
@@ -79,6 +92,7 @@ export class Runtime {
     this.hasSubgroups = this.features.has('subgroups');
     this.hasTimestamps = this.features.has('timestamp-query');
     this.maxBatch = opts.maxBatch ?? 256;
+    this.autotune = opts.autotune ?? false;
     this.pool = new BufferPool(device, Number(this.limits.maxBufferSize), (label, create) => {
       this.device.pushErrorScope('out-of-memory');
       this.device.pushErrorScope('validation');
@@ -389,6 +403,11 @@ export class Runtime {
 
   /** Wait for all submitted work and throw the first GPU error recorded since the last sync, naming its source. */
   async sync(): Promise<void> {
+    if (this.pendingTune && !this.recorder) {
+      const tune = this.pendingTune;
+      this.pendingTune = null;
+      await tune();
+    }
     this.flush();
     await this.device.queue.onSubmittedWorkDone();
     const checks = this.checks;
@@ -453,17 +472,22 @@ export async function createRuntime(gpu: GPU, opts: RuntimeOptions & { powerPref
   }
   const wanted: GPUFeatureName[] = ['shader-f16', 'subgroups', 'timestamp-query'] as GPUFeatureName[];
   const requiredFeatures = wanted.filter((f) => adapter.features.has(f));
-  const l = adapter.limits;
-  const requiredLimits: Record<string, number> = {
-    maxStorageBufferBindingSize: l.maxStorageBufferBindingSize,
-    maxBufferSize: l.maxBufferSize,
-    maxComputeWorkgroupStorageSize: l.maxComputeWorkgroupStorageSize,
-    maxComputeInvocationsPerWorkgroup: l.maxComputeInvocationsPerWorkgroup,
-    maxComputeWorkgroupSizeX: l.maxComputeWorkgroupSizeX,
-    maxComputeWorkgroupSizeY: l.maxComputeWorkgroupSizeY,
-    maxStorageBuffersPerShaderStage: l.maxStorageBuffersPerShaderStage,
-    maxComputeWorkgroupsPerDimension: l.maxComputeWorkgroupsPerDimension,
-  };
+  // Every limit at the adapter's maximum (the default device limits are the spec's minimums, e.g. a 128 MiB storage
+  // binding even on GPUs that allow 4 GiB): the named ones the engine sizes its work by, plus whatever else the
+  // adapter enumerates. Alignment limits ('min...') are also best at the adapter's value.
+  const l = adapter.limits as unknown as Record<string, unknown>;
+  const named = [
+    'maxStorageBufferBindingSize', 'maxBufferSize', 'maxComputeWorkgroupStorageSize', 'maxComputeInvocationsPerWorkgroup',
+    'maxComputeWorkgroupSizeX', 'maxComputeWorkgroupSizeY', 'maxComputeWorkgroupSizeZ', 'maxStorageBuffersPerShaderStage',
+    'maxComputeWorkgroupsPerDimension', 'maxUniformBufferBindingSize', 'maxBindingsPerBindGroup',
+  ];
+  const requiredLimits: Record<string, number> = {};
+  const names = new Set(named);
+  for (const k in l) names.add(k);
+  for (const k of names) {
+    const value = l[k];
+    if (typeof value === 'number' && Number.isFinite(value)) requiredLimits[k] = value;
+  }
   const device = await adapter.requestDevice({ requiredFeatures, requiredLimits, label: 'ser' });
   const info = (adapter as any).info as GPUAdapterInfo | undefined;
   return new Runtime(device, summarizeAdapter(info, (adapter as any).isFallbackAdapter), opts);

@@ -31,7 +31,7 @@ import { conv1d } from '../../ops/conv.js';
 import { layerNorm, layerNormChannels, groupNormPerChannel, weightNorm } from '../../ops/norm.js';
 import { gelu, dropout } from '../../ops/activation.js';
 import { attention } from '../../ops/attention.js';
-import { transposeLast2, sliceLast, maskRows, replaceRows, maskColumns } from '../../ops/shape.js';
+import { transposeLast2, sliceLast, sliceAxis, concat, maskRows, replaceRows, maskColumns } from '../../ops/shape.js';
 import { seededRandom, computeMaskIndices } from '../specaugment.js';
 import type { EncoderForwardOptions, EncoderInput, EncoderOutput, SpeechEncoder, TensorHook } from '../family.js';
 import type { Wav2Vec2Config } from './config.js';
@@ -53,6 +53,77 @@ export function receptiveField(config: Pick<Wav2Vec2Config, 'conv_kernel' | 'con
   let field = 1;
   for (let i = config.conv_kernel.length - 1; i >= 0; i--) field = (field - 1) * config.conv_stride[i] + config.conv_kernel[i];
   return field;
+}
+
+/** Samples between consecutive output frames of the conv feature encoder (320 for the standard encoder). */
+export function totalStride(config: Pick<Wav2Vec2Config, 'conv_stride'>): number {
+  return config.conv_stride.reduce((a, b) => a * b, 1);
+}
+
+/**
+ * Bytes of the largest activation of the conv feature encoder (f32) for `batch` items of `samples` samples: the
+ * input, then every conv layer's output [batch, C_i, T_i] (norm, GELU and the final transpose have the same size).
+ */
+export function featureEncoderPeakBytes(config: Pick<Wav2Vec2Config, 'conv_kernel' | 'conv_stride' | 'conv_dim'>, batch: number, samples: number): number {
+  let n = samples;
+  let peak = batch * samples * 4;
+  config.conv_kernel.forEach((k, i) => {
+    n = Math.floor((n - k) / config.conv_stride[i]) + 1;
+    peak = Math.max(peak, batch * config.conv_dim[i] * Math.max(n, 0) * 4);
+  });
+  return peak;
+}
+
+/** How the feature encoder splits a batch: items per chunk, and output frames per chunk (= all frames: no split). */
+export interface FeatureEncoderPlan {
+  batchChunk: number;
+  frameChunk: number;
+  frames: number;
+}
+
+/**
+ * Chunking of the conv feature encoder so that no activation exceeds `budget` bytes: the whole batch when it fits,
+ * else groups of whole items, else one item at a time in chunks of output frames. Frames [t0, t0 + F) of a stack of
+ * unpadded strided convs depend exactly on samples [t0 * J, (t0 + F - 1) * J + RF) (J the total stride, RF the
+ * receptive field), and each chunk's input starts at a multiple of every layer's cumulative stride, so running the
+ * stack on that window gives exactly those frames; 'layer' norm is per frame. 'group' norm (wav2vec2-base conv0)
+ * normalises over the whole clip and cannot be split in time: refused with the length that fits.
+ */
+export function planFeatureEncoder(config: Pick<Wav2Vec2Config, 'model_type' | 'conv_kernel' | 'conv_stride' | 'conv_dim' | 'feat_extract_norm'>, batch: number, samples: number, budget: number): FeatureEncoderPlan {
+  const frames = convOutputLength(config, samples);
+  const peak = (b: number, n: number) => featureEncoderPeakBytes(config, b, n);
+  if (peak(batch, samples) <= budget) return { batchChunk: batch, frameChunk: frames, frames };
+  const perItem = peak(1, samples);
+  if (perItem <= budget) return { batchChunk: Math.max(1, Math.floor(budget / perItem)), frameChunk: frames, frames };
+  const J = totalStride(config);
+  const RF = receptiveField(config);
+  const windowOf = (f: number) => (f - 1) * J + RF;
+  if (config.feat_extract_norm === 'group') {
+    // the longest single clip whose conv activations fit (peak grows with the length)
+    let lo = 0;
+    let hi = frames;
+    while (lo < hi) {
+      const mid = Math.ceil((lo + hi) / 2);
+      if (peak(1, windowOf(mid)) <= budget) lo = mid;
+      else hi = mid - 1;
+    }
+    const fit = lo > 0 ? windowOf(lo) : 0;
+    throw new Error(
+      `${config.model_type}: a clip of ${samples} samples (${(samples / 16000).toFixed(1)} s at 16 kHz) needs a ${perItem}-byte activation in the ` +
+        `feature encoder, over this adapter's limit of ${budget} bytes, and this feature encoder (feat_extract_norm 'group', the ` +
+        `wav2vec2-base layout) normalises its first conv over the whole clip, so it cannot be split in time. Use clips of at ` +
+        `most ${fit} samples (${(fit / 16000).toFixed(1)} s): --max-seconds ${Math.floor((fit / 16000) * 10) / 10} in training, or cut long recordings before predict/eval.`,
+    );
+  }
+  if (peak(1, RF) > budget) throw new Error(`${config.model_type}: even one frame of the feature encoder needs ${peak(1, RF)} bytes, over the limit of ${budget} bytes`);
+  let lo = 1;
+  let hi = frames;
+  while (lo < hi) {
+    const mid = Math.ceil((lo + hi) / 2);
+    if (peak(1, windowOf(mid)) <= budget) lo = mid;
+    else hi = mid - 1;
+  }
+  return { batchChunk: 1, frameChunk: lo, frames };
 }
 
 /**
@@ -132,6 +203,12 @@ export class Wav2Vec2Encoder implements SpeechEncoder {
   featureEncoderFrozen = true;
   protected random: () => number = seededRandom(0);
   protected readonly featureProjectionLayerNorm: boolean;
+  /**
+   * Largest activation (bytes) the conv feature encoder may allocate before it splits the batch or the time axis;
+   * null: the adapter's maxStorageBufferBindingSize / maxBufferSize. Tests force small budgets to compare the chunked
+   * computation with the whole one.
+   */
+  featureEncoderBudgetBytes: number | null = null;
 
   constructor(rt: Runtime, config: Wav2Vec2Config, params: ReadonlyMap<string, Tensor>, prefix = 'wav2vec2.', opts: Wav2Vec2EncoderOptions = {}) {
     this.rt = rt;
@@ -169,25 +246,101 @@ export class Wav2Vec2Encoder implements SpeechEncoder {
   // -------------------------------------------------------------------------------------------------------------
   // pieces
 
-  /** input [B, S] -> extract_features [B, T, C] (run under noGrad when frozen: nothing is saved for backward). */
+  /** The adapter's largest single buffer binding, in bytes. */
+  protected bindingLimit(): number {
+    return Math.min(Number(this.rt.limits.maxStorageBufferBindingSize), Number(this.rt.limits.maxBufferSize));
+  }
+
+  /**
+   * input [B, S] -> extract_features [B, T, C] (run under noGrad when frozen: nothing is saved for backward). Split
+   * into chunks (planFeatureEncoder) when an activation would exceed the binding limit; the chunks' outputs are
+   * concatenated (with backward), equal to the unchunked computation.
+   */
   featureEncoder(inputValues: Tensor): Tensor {
+    const [B, S] = inputValues.shape;
+    const plan = planFeatureEncoder(this.config, B, S, this.featureEncoderBudgetBytes ?? this.bindingLimit());
     const run = () =>
       tidy(() => {
-        const [B, S] = inputValues.shape;
-        let x = inputValues.reshape([B, 1, S]);
-        const cfg = this.config;
-        cfg.conv_dim.forEach((_, i) => {
-          const L = `feature_extractor.conv_layers.${i}`;
-          let y = conv1d(x, this.p(`${L}.conv.weight`), this.optP(`${L}.conv.bias`), { stride: cfg.conv_stride[i] });
-          x.dispose();
-          // nn.LayerNorm / nn.GroupNorm defaults: eps 1e-5 (config.layer_norm_eps is not used here, as in HF)
-          if (cfg.feat_extract_norm === 'layer') y = swap(y, layerNormChannels(y, this.p(`${L}.layer_norm.weight`), this.p(`${L}.layer_norm.bias`), 1e-5));
-          else if (i === 0) y = swap(y, groupNormPerChannel(y, this.p(`${L}.layer_norm.weight`), this.p(`${L}.layer_norm.bias`), 1e-5));
-          x = swap(y, gelu(y));
-        });
-        return swap(x, transposeLast2(x));
+        if (plan.batchChunk >= B && plan.frameChunk >= plan.frames) return this.convStack(inputValues);
+        const J = totalStride(this.config);
+        const RF = receptiveField(this.config);
+        const batchParts: Tensor[] = [];
+        for (let b0 = 0; b0 < B; b0 += plan.batchChunk) {
+          const nb = Math.min(plan.batchChunk, B - b0);
+          const rows = nb === B ? inputValues : sliceAxis(inputValues, 0, b0, nb);
+          const timeParts: Tensor[] = [];
+          for (let t0 = 0; t0 < plan.frames; t0 += plan.frameChunk) {
+            const nf = Math.min(plan.frameChunk, plan.frames - t0);
+            const window = (nf - 1) * J + RF;
+            // one chunk of all frames takes every sample: 'group' norm's statistics cover conv0 frames past the last
+            // output frame's receptive field too
+            const piece = nf === plan.frames ? rows : sliceLast(rows, t0 * J, window);
+            const y = this.convStack(piece);
+            if (piece !== rows) piece.dispose();
+            if (y.shape[1] !== nf) throw new Error(`${this.config.model_type}: feature encoder chunk at frame ${t0} gave ${y.shape[1]} frames, expected ${nf}`);
+            timeParts.push(y);
+          }
+          if (rows !== inputValues) rows.dispose();
+          const item = timeParts.length === 1 ? timeParts[0] : concat(timeParts, 1);
+          if (item !== timeParts[0]) for (const t of timeParts) t.dispose();
+          batchParts.push(item);
+        }
+        const out = batchParts.length === 1 ? batchParts[0] : concat(batchParts, 0);
+        if (out !== batchParts[0]) for (const t of batchParts) t.dispose();
+        return out;
       });
     return this.featureEncoderFrozen ? noGrad(run) : run();
+  }
+
+  /** The conv stack on input [b, S'] -> [b, T', C] (the caller keeps its input). */
+  protected convStack(inputValues: Tensor): Tensor {
+    return tidy(() => {
+      const [B, S] = inputValues.shape;
+      let x = inputValues.reshape([B, 1, S]);
+      const cfg = this.config;
+      cfg.conv_dim.forEach((_, i) => {
+        const L = `feature_extractor.conv_layers.${i}`;
+        let y = conv1d(x, this.p(`${L}.conv.weight`), this.optP(`${L}.conv.bias`), { stride: cfg.conv_stride[i] });
+        x.dispose();
+        // nn.LayerNorm / nn.GroupNorm defaults: eps 1e-5 (config.layer_norm_eps is not used here, as in HF)
+        if (cfg.feat_extract_norm === 'layer') y = swap(y, layerNormChannels(y, this.p(`${L}.layer_norm.weight`), this.p(`${L}.layer_norm.bias`), 1e-5));
+        else if (i === 0) y = swap(y, groupNormPerChannel(y, this.p(`${L}.layer_norm.weight`), this.p(`${L}.layer_norm.bias`), 1e-5));
+        x = swap(y, gelu(y));
+      });
+      return swap(x, transposeLast2(x));
+    });
+  }
+
+  /**
+   * Checks that the transformer's activations of a batch fit the adapter's binding limit before anything runs, so a
+   * batch that is too long fails with the option to change rather than a kernel's binding: hidden states, q/k/v and
+   * the positional conv [B, T, H], the FFN intermediate [B, T, I], the feature encoder output [B, T, C].
+   */
+  checkSequenceLimits(batch: number, samples: number, frames: number): void {
+    const cfg = this.config;
+    const limit = this.bindingLimit();
+    const widths: { what: string; width: number; bytes: number }[] = [
+      { what: 'hidden states / attention q, k, v / positional conv', width: cfg.hidden_size, bytes: 4 },
+      // f32 even under autocast: the f16 GEMM's result is cast back to f32
+      { what: 'FFN intermediate', width: cfg.intermediate_size, bytes: 4 },
+      { what: 'feature encoder output', width: cfg.conv_dim[cfg.conv_dim.length - 1], bytes: 4 },
+    ];
+    const perFrame = Math.max(...widths.map((w) => w.width * w.bytes));
+    if (batch * frames * perFrame <= limit) return;
+    const worst = widths.reduce((a, b) => (b.width * b.bytes > a.width * a.bytes ? b : a));
+    const J = totalStride(cfg);
+    const RF = receptiveField(cfg);
+    const secondsFor = (b: number) => {
+      const f = Math.floor(limit / (b * perFrame));
+      return f < 1 ? 0 : ((f - 1) * J + RF) / 16000;
+    };
+    const hint = batch > 1 ? `at most ${secondsFor(batch).toFixed(1)} s per clip fit with batch ${batch}, ${secondsFor(1).toFixed(1)} s with batch 1` : `at most ${secondsFor(1).toFixed(1)} s fit`;
+    throw new Error(
+      `${cfg.model_type}: a batch of ${batch} clip(s) of ${samples} samples (${(samples / 16000).toFixed(1)} s at 16 kHz, ${frames} frames) needs ` +
+        `the ${worst.what} [${batch}, ${frames}, ${worst.width}] of ${batch * frames * worst.width * worst.bytes} bytes, over this adapter's ` +
+        `maxStorageBufferBindingSize (${limit} bytes). Lower the batch size (--batch-size) or the clip length (--max-seconds in ` +
+        `training; cut long recordings before predict/eval): ${hint}.`,
+    );
   }
 
   /** extract_features [B, T, C] -> (layer-normed features or null, projection output before dropout) */
@@ -277,6 +430,7 @@ export class Wav2Vec2Encoder implements SpeechEncoder {
     if (T < 1) {
       throw new Error(`${cfg.model_type}: input of ${S} samples is shorter than the feature encoder's receptive field (${receptiveField(cfg)} samples); pad clips to at least that`);
     }
+    this.checkSequenceLimits(B, S, T);
     const info = this.frameInfo(input, T);
     const keepAll = opts.outputHiddenStates ?? false;
     const needLayers = keepAll || (opts.needHiddenStates ?? false);
