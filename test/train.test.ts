@@ -93,6 +93,9 @@ test('train: loss falls, model beats chance, Hugging Face directory written', as
   assert.ok(cfg.architectures.length > 0 && cfg.pooling_mode === 'mean');
   const metrics = JSON.parse(fs.readFileSync(path.join(out, 'metrics.json'), 'utf8'));
   assert.ok(metrics.valid.ua >= 0.5, `validation UA ${metrics.valid.ua} (chance 0.33)`);
+  // the report: gradient norm, per-class validation recall, the kept checkpoint, data per split, the command line
+  const html = fs.readFileSync(path.join(out, 'report.html'), 'utf8');
+  for (const want of ['Gradient norm', 'Validation recall per class', 'The model kept is the one of step', '<h2>Data</h2>', 'per_device_train_batch_size', 'peak GPU memory']) assert.ok(html.includes(want), `report shows ${want}`);
   // Hugging Face Trainer's record of the same run
   const state = JSON.parse(fs.readFileSync(path.join(out, 'trainer_state.json'), 'utf8'));
   assert.ok(state.global_step > 0 && state.log_history.some((e: { loss?: number }) => typeof e.loss === 'number'));

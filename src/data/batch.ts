@@ -26,6 +26,8 @@ export interface Batch {
   lengths: number[];
   /** label ids [B] (empty when not given) */
   labels: Int32Array;
+  /** regression: float targets [B, targets] row-major (set by the trainer) */
+  targets?: Float32Array;
   /** dataset indices of the rows */
   indices: number[];
 }

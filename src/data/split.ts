@@ -2,6 +2,7 @@
 // (items are sorted by id before anything random happens), and serializable so a run can be repeated exactly.
 //   stratified:          per label, a shuffled round(n * fraction) go to the held-out side (at least 1 and at most
 //                        n - 1 when the label has 2+ items), so label proportions match on both sides.
+//   random:              a shuffled round(n * fraction) of all items, whatever their label (regression: no classes).
 //   speaker-independent: every speaker's clips stay on one side. Speakers are assigned whole; among `attempts` seeded
 //                        random orders (greedy fill to the target size) the one whose held-out side best matches the
 //                        target fraction per label and per gender is kept.
@@ -11,7 +12,7 @@ import { parseJsonBounded } from '../io/json.js';
 import { deriveSeed, mulberry32, shuffleInPlace } from './random.js';
 import type { DataItem } from './manifest.js';
 
-export type SplitMethod = 'stratified' | 'speaker';
+export type SplitMethod = 'stratified' | 'speaker' | 'random';
 
 export interface SplitOptions {
   /** fraction held out for testing (default 0.2) */
@@ -64,6 +65,16 @@ export function stratifiedSplit(items: readonly DataItem[], fraction: number, se
     kept.push(...g.slice(k));
   }
   return [kept.sort(byId), held.sort(byId)];
+}
+
+/** Random split over all items (no stratification: regression has no classes): returns [kept, heldOut]. */
+export function randomSplit(items: readonly DataItem[], fraction: number, seed: number, tag = 'random'): [DataItem[], DataItem[]] {
+  if (!(fraction >= 0 && fraction < 1)) throw new Error(`split fraction must be in [0, 1) (got ${fraction})`);
+  const g = [...items].sort(byId);
+  shuffleInPlace(g, mulberry32(deriveSeed(seed, tag)));
+  let k = Math.round(g.length * fraction);
+  if (fraction > 0 && g.length >= 2) k = Math.min(Math.max(k, 1), g.length - 1);
+  return [g.slice(k).sort(byId), g.slice(0, k).sort(byId)];
 }
 
 function speakerOf(it: DataItem): string {
@@ -133,7 +144,8 @@ export function makeSplits(items: readonly DataItem[], opts: SplitOptions = {}):
   const seed = opts.seed ?? 0;
   const method = opts.method ?? 'stratified';
   const split = (xs: readonly DataItem[], f: number, tag: string) =>
-    method === 'speaker' ? speakerSplit(xs, f, seed, opts.attempts ?? 200, `${tag}-speaker`) : stratifiedSplit(xs, f, seed, tag);
+    method === 'speaker' ? speakerSplit(xs, f, seed, opts.attempts ?? 200, `${tag}-speaker`)
+      : method === 'random' ? randomSplit(xs, f, seed, `${tag}-random`) : stratifiedSplit(xs, f, seed, tag);
   const [rest, test] = split(items, testFraction, 'test');
   const [train, valid] = split(rest, validFraction, 'valid');
   const ids = (xs: DataItem[]) => xs.map((it) => it.id).sort();
@@ -173,7 +185,7 @@ export function splitsFromJson(text: string, name = 'split file'): Splits {
     }
   }
   const num = (k: string) => (typeof field(k) === 'number' && Number.isFinite(field(k)) ? (field(k) as number) : 0);
-  const method = field('method') === 'speaker' ? 'speaker' : 'stratified';
+  const method = field('method') === 'speaker' ? 'speaker' : field('method') === 'random' ? 'random' : 'stratified';
   return { version: 1, method, seed: num('seed'), testFraction: num('testFraction'), validFraction: num('validFraction'), ...lists };
 }
 

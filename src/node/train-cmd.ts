@@ -10,11 +10,11 @@ import { familyOf, parseModelConfig } from '../model/registry.js';
 import type { AudioPreprocessor } from '../model/family.js';
 import { loadCheckpointFile, writeCheckpointFile } from './train-checkpoint.js';
 import { SpeechClassifier } from '../model/classifier.js';
-import { Trainer, DEFAULT_TRAIN_CONFIG, DEFAULT_LOSS_SCALE, type ClipSet, type TrainConfig, type TrainerIO } from '../train/trainer.js';
+import { Trainer, DEFAULT_TRAIN_CONFIG, DEFAULT_LOSS_SCALE, evalLogFields, isRegressionMetrics, type AnyMetrics, type ClipSet, type TrainConfig, type TrainerIO } from '../train/trainer.js';
 import { LabelSet, SHEMO_LABELS, selectLabels, labelCounts, normalizeLabel } from '../data/labels.js';
 import type { DataItem } from '../data/manifest.js';
 import { applySplits, describeSplits } from '../data/split.js';
-import { computeMetrics, formatMetrics, type Metrics } from '../metrics.js';
+import { computeMetrics, formatMetrics, formatRegressionMetrics, type Metrics } from '../metrics.js';
 import { buildReport, type PredictionRecord, type SkippedRecord } from '../report/html.js';
 import { trainerState } from '../report/trainer-state.js';
 import { createNodeRuntime } from './dawn.js';
@@ -45,7 +45,7 @@ export interface LoadedModel {
  * from_pretrained(..., num_labels=n, ignore_mismatched_sizes=True) does. Outside training a label set other than the
  * model's is refused: the head would not mean what the labels say.
  */
-export async function loadModel(rt: Runtime, idOrDir: string, opts: { labels?: readonly string[]; seed?: number; forTraining?: boolean } = {}): Promise<LoadedModel> {
+export async function loadModel(rt: Runtime, idOrDir: string, opts: { labels?: readonly string[]; seed?: number; forTraining?: boolean; regression?: boolean } = {}): Promise<LoadedModel> {
   // a save killed between its two renames left the previous folder aside: put it back first (a run folder's model/ too)
   await recoverModelDir(idOrDir);
   // a Hub id (org/name[@rev]) becomes its snapshot folder in the Hub cache; a run folder its model/
@@ -59,12 +59,21 @@ export async function loadModel(rt: Runtime, idOrDir: string, opts: { labels?: r
   if (!hasWeights && !opts.forTraining) {
     throw new Error(`${dir}: no weights (looked for ${WEIGHT_FILES.join(', ')}). A folder with only config.json is an untrained model, so its predictions would be random; train it first (ser train --model ${idOrDir} ...)`);
   }
-  const relabel = opts.labels && (opts.labels.length !== config.labels.length || opts.labels.some((l, i) => config.labels[i] !== l));
+  // training a regression head (float targets) on a classification model, or the reverse, replaces the head
+  const retype = opts.regression !== undefined && opts.regression !== (config.problem_type === 'regression');
+  if (retype && !opts.forTraining) throw new Error(`${configPath}: problem_type is ${JSON.stringify(config.problem_type)}, not what was asked`);
+  const relabel = retype || (opts.labels && (opts.labels.length !== config.labels.length || opts.labels.some((l, i) => config.labels[i] !== l)));
   if (relabel && !opts.forTraining) throw new Error(`${configPath}: the model's labels [${config.labels.join(', ')}] are not [${opts.labels!.join(', ')}]`);
   const notes: string[] = [];
   if (relabel) {
-    notes.push(`labels [${opts.labels!.join(', ')}] replace the model's [${config.labels.join(', ')}] (${configPath}): fine-tuning with the new label set`);
-    config = family.parseConfig(fineTunedConfigJson(config, { labels: [...opts.labels!] }, family.configFields), configPath);
+    const labels = opts.labels ?? config.labels;
+    if (retype) {
+      notes.push(opts.regression
+        ? `regression on targets [${labels.join(', ')}] replaces the model's classification head over [${config.labels.join(', ')}] (${configPath}): problem_type "regression", MSE loss; the head's output layer is re-initialised where its size differs (see the notices)`
+        : `classification over [${labels.join(', ')}] replaces the model's regression head (${configPath}); the head's output layer is re-initialised where its size differs`);
+    } else notes.push(`labels [${labels.join(', ')}] replace the model's [${config.labels.join(', ')}] (${configPath}): fine-tuning with the new label set`);
+    const extra = retype ? { problem_type: opts.regression ? 'regression' : 'single_label_classification' } : undefined;
+    config = family.parseConfig(fineTunedConfigJson(config, { labels: [...labels], extra }, family.configFields), configPath);
   }
   if (!hasWeights) {
     const ppPath = path.join(dir, 'preprocessor_config.json');
@@ -125,7 +134,7 @@ export interface SkippedClip {
 }
 
 /** Decode every clip once (bad audio is recorded and skipped, never fatal to the run). */
-async function buildClipSet(items: readonly DataItem[], labels: { id(label: string): number }, store: ClipStore, minSamples: number, log: (m: string) => void): Promise<{ set: ClipSet; items: DataItem[]; skipped: SkippedClip[] }> {
+async function buildClipSet(items: readonly DataItem[], labels: { id(label: string): number } | { targets: number }, store: ClipStore, minSamples: number, log: (m: string) => void): Promise<{ set: ClipSet; items: DataItem[]; skipped: SkippedClip[] }> {
   const kept: DataItem[] = [];
   const lengths: number[] = [];
   const skipped: SkippedClip[] = [];
@@ -140,12 +149,19 @@ async function buildClipSet(items: readonly DataItem[], labels: { id(label: stri
       log(`skipping ${it.id}: ${(e as Error).message}`);
     }
   }
-  const set: ClipSet = {
-    ids: kept.map((it) => it.id),
-    labels: kept.map((it) => labels.id(it.label)),
-    lengths,
-    clip: (i) => store.get(kept[i].path),
-  };
+  let set: ClipSet;
+  if ('targets' in labels) {
+    // regression: float targets [n, K] in the manifest's target-column order (= the model's label order)
+    const K = labels.targets;
+    const targets = new Float32Array(kept.length * K);
+    kept.forEach((it, i) => {
+      if (!it.targets || it.targets.length !== K) throw new Error(`${it.id}: ${it.targets?.length ?? 0} target values, the model has ${K} outputs`);
+      targets.set(it.targets, i * K);
+    });
+    set = { ids: kept.map((it) => it.id), labels: [], targets, lengths, clip: (i) => store.get(kept[i].path) };
+  } else {
+    set = { ids: kept.map((it) => it.id), labels: kept.map((it) => labels.id(it.label)), lengths, clip: (i) => store.get(kept[i].path) };
+  }
   return { set, items: kept, skipped };
 }
 
@@ -215,7 +231,8 @@ export function trainOptions(): Command {
     .option('--eval-data <path>', 'separate validation set (default: a stratified --val-fraction of --data)')
     .option('--labels <a,b,c>', "label set (default: ShEMO without 'fear'; otherwise every label in --data)")
     .requiredOption('--out <dir>', 'output: model/ (best, Hugging Face format), log.jsonl, splits, report.html, checkpoint')
-    .addOption(new Option('--split <how>', 'how the test part is held out (stratified, as the original, or by speaker)').choices(['stratified', 'speaker']).default('stratified'))
+    .option('--target-columns <a,b,c>', 'regression: numeric CSV columns (e.g. arousal,dominance,valence) become the model\'s outputs (problem_type "regression", MSE loss); splits are random (or --split speaker) and the best checkpoint is picked by mean CCC')
+    .addOption(new Option('--split <how>', 'how the test part is held out (stratified, as the original; random; or by speaker). Regression: stratified means random').choices(['stratified', 'random', 'speaker']).default('stratified'))
     .addOption(valueOption('--test-fraction <f>', 'held-out test part of --data (0: none)', number({ atLeast: 0, below: 1 }), 0.2))
     .addOption(valueOption('--val-fraction <f>', 'validation part of the training data', number({ atLeast: 0, below: 1 }), 0.1))
     .addOption(valueOption('--epochs <n>', 'training epochs', integer(1), 2))
@@ -227,7 +244,7 @@ export function trainOptions(): Command {
     .addOption(valueOption('--seed <n>', 'seed of the split, batch order, dropout and crops', integer(0), 42))
     .addOption(valueOption('--eval-steps <n>', 'evaluate on validation every N optimizer steps (0: each epoch)', integer(0), 0))
     .addOption(valueOption('--save-steps <n>', 'write the resumable checkpoint every N optimizer steps (0: at each evaluation)', integer(0), 0))
-    .addOption(new Option('--metric <name>', 'validation metric that picks the best checkpoint').choices(['ua', 'accuracy']).default('ua'))
+    .addOption(new Option('--metric <name>', 'validation metric that picks the best checkpoint (default: ua; ccc, the mean over targets, for regression)').choices(['ua', 'accuracy', 'ccc']))
     .addOption(valueOption('--max-grad-norm <x>', 'gradient clipping by global norm', number({ atLeast: 0 }), 1.0))
     .addOption(valueOption('--max-seconds <s>', 'random crops of longer training clips', number({ above: 0 })))
     .option('--train-feature-encoder', 'also train the conv feature encoder (needed from scratch)')
@@ -255,6 +272,13 @@ export async function trainCommand(argv: string[]): Promise<number> {
   const { options: v } = parseCommand(trainOptions(), argv);
   const maxSeconds = v.number('maxSeconds');
   const pooling = v.string('pooling');
+  const targetColumnsText = v.string('targetColumns');
+  const targetColumns = targetColumnsText?.split(',').map((s) => s.trim()).filter(Boolean);
+  if (targetColumns && (targetColumns.length === 0 || new Set(targetColumns).size !== targetColumns.length)) throw new Error(`--target-columns: a list of distinct column names, got '${targetColumnsText}'`);
+  if (targetColumns && v.string('labels')) throw new Error('--target-columns and --labels: a regression run takes its output names from --target-columns');
+  const metricGiven = v.string('metric');
+  const metric: TrainConfig['metric'] = metricGiven === 'accuracy' ? 'accuracy' : metricGiven === 'ccc' ? 'ccc' : metricGiven === 'ua' ? 'ua' : targetColumns ? 'ccc' : 'ua';
+  if (targetColumns ? metric !== 'ccc' : metric === 'ccc') throw new Error(`--metric must be ${targetColumns ? 'ccc for a regression run (--target-columns)' : 'ua or accuracy'}, got '${metricGiven}'`);
   const cfg: TrainConfig = {
     ...DEFAULT_TRAIN_CONFIG,
     epochs: v.number('epochs')!,
@@ -266,7 +290,7 @@ export async function trainCommand(argv: string[]): Promise<number> {
     seed: v.number('seed')!,
     evalSteps: v.number('evalSteps')!,
     saveSteps: v.number('saveSteps')!,
-    metric: v.string('metric') === 'accuracy' ? 'accuracy' : 'ua',
+    metric,
     maxGradNorm: v.number('maxGradNorm')!,
     maxSamples: maxSeconds !== undefined ? Math.round(maxSeconds * 16000) : undefined,
     headOnly: v.flag('headOnly'),
@@ -279,7 +303,8 @@ export async function trainCommand(argv: string[]): Promise<number> {
     pooling: pooling === 'plain' || pooling === 'masked' ? pooling : undefined,
     augment: v.flag('augment') ? { gainDb: [-6, 6], noiseSnrDb: [15, 30], speeds: [0.9, 1.0, 1.1], speedProb: 0.5, gainProb: 0.5, noiseProb: 0.5 } : null,
   };
-  const split = v.string('split') === 'speaker' ? 'speaker' : 'stratified';
+  const splitGiven = v.string('split');
+  const split = splitGiven === 'speaker' ? 'speaker' : splitGiven === 'random' || targetColumns ? 'random' : 'stratified';
   const out = v.string('out')!;
   return runTraining({
     modelDir: v.string('model')!,
@@ -296,6 +321,7 @@ export async function trainCommand(argv: string[]): Promise<number> {
     initSeed: v.number('initSeed'),
     quiet: v.flag('quiet'),
     maxSkippedFraction: v.number('maxSkippedFraction')!,
+    targetColumns,
     // the command that continues this run after an interruption
     resumeCommand: resumeCommandLine(argv),
   });
@@ -314,7 +340,9 @@ export interface TrainRun {
   evalData?: string;
   labels?: string[];
   out: string;
-  split: 'stratified' | 'speaker';
+  split: 'stratified' | 'speaker' | 'random';
+  /** regression: numeric CSV columns that become the model's outputs (problem_type "regression") */
+  targetColumns?: string[];
   testFraction: number;
   valFraction: number;
   cfg: TrainConfig;
@@ -339,8 +367,8 @@ export class TrainingInterrupted extends Error {
 export const INTERRUPTED_EXIT_CODE = 130;
 
 export interface TrainResult {
-  test: Metrics | null;
-  valid: Metrics | null;
+  test: AnyMetrics | null;
+  valid: AnyMetrics | null;
   report: string;
   modelDir: string;
 }
@@ -384,15 +412,20 @@ export async function train(run: TrainRun): Promise<TrainResult> {
   ensureDir(out);
   // debris of a run killed while writing (temporary files, half-written model folders) goes before anything else
   for (const m of await removeStaleTemporaries(out)) say(m);
-  const ds = loadDataset({ source: run.data, dataRoot: run.dataRoot });
-  const labelSet = run.labels ? new LabelSet(run.labels) : defaultLabels(ds.kind, ds.items);
-  const { items, dropped } = selectLabels(ds.items, labelSet);
+  const regression = Boolean(run.targetColumns?.length);
+  if (regression && run.split === 'stratified') throw new Error('a regression run (target columns) has no classes to stratify by: use a random or speaker split');
+  const csvOpts = regression ? { csv: { targetColumns: run.targetColumns } } : {};
+  const ds = loadDataset({ source: run.data, dataRoot: run.dataRoot, ...csvOpts });
+  if (regression && ds.kind !== 'csv') throw new Error(`${run.data}: target columns need a CSV/TSV manifest (this is a ${ds.kind} dataset)`);
+  // regression: the target names are the model's labels (id2label), and every row is kept (no class to select)
+  const labelSet = regression ? new LabelSet(run.targetColumns!) : run.labels ? new LabelSet(run.labels) : defaultLabels(ds.kind, ds.items);
+  const { items, dropped } = regression ? { items: ds.items, dropped: {} } : selectLabels(ds.items, labelSet);
   if (Object.keys(dropped).length) say(`labels not in the set, dropped: ${JSON.stringify(dropped)}`);
   const missing = missingFiles(items);
   if (missing.length) say(`${missing.length} audio file(s) listed but missing (skipped), e.g. ${missing.slice(0, 3).map((m) => m.path).join(', ')}`);
   const present = items.filter((it) => !missing.includes(it));
   const listedMissing: SkippedRecord = { split: 'listed', total: items.length, clips: missing.map((it) => ({ file: it.path, reason: 'file not found' })) };
-  say(`data: ${present.length} clips, labels [${labelSet.labels.join(', ')}]: ${JSON.stringify(labelCounts(present, labelSet))}`);
+  say(regression ? `data: ${present.length} clips, regression targets [${labelSet.labels.join(', ')}]` : `data: ${present.length} clips, labels [${labelSet.labels.join(', ')}]: ${JSON.stringify(labelCounts(present, labelSet))}`);
 
   // splits: written once and reused, so a rerun (or --resume) sees the same sets
   const { splits, created } = loadOrMakeSplits(path.join(out, 'splits.json'), present, {
@@ -406,20 +439,21 @@ export async function train(run: TrainRun): Promise<TrainResult> {
   let validItems = parts.valid;
   let validLabelSource = present;
   if (run.evalData) {
-    const ev = loadDataset({ source: run.evalData });
-    validItems = selectLabels(ev.items, labelSet).items;
+    const ev = loadDataset({ source: run.evalData, ...csvOpts });
+    validItems = regression ? ev.items : selectLabels(ev.items, labelSet).items;
     validLabelSource = validItems;
   }
   void validLabelSource;
 
   const rt = await createNodeRuntime();
-  const { model, config, preprocessor, notes } = await loadModel(rt, run.modelDir, { labels: labelSet.labels, seed: run.initSeed ?? run.cfg.seed, forTraining: true });
+  const { model, config, preprocessor, notes } = await loadModel(rt, run.modelDir, { labels: labelSet.labels, seed: run.initSeed ?? run.cfg.seed, forTraining: true, regression });
   for (const n of notes) say(n);
   const minSamples = preprocessor.minSamples;
   const store = new ClipStore({ sampleRate: preprocessor.samplingRate, minSamples });
-  const train = await buildClipSet(parts.train, labelSet, store, minSamples, say);
-  const validBuilt = validItems.length ? await buildClipSet(validItems, labelSet, store, minSamples, say) : null;
-  const testBuilt = parts.test.length ? await buildClipSet(parts.test, labelSet, store, minSamples, say) : null;
+  const clipLabels = regression ? { targets: labelSet.size } : labelSet;
+  const train = await buildClipSet(parts.train, clipLabels, store, minSamples, say);
+  const validBuilt = validItems.length ? await buildClipSet(validItems, clipLabels, store, minSamples, say) : null;
+  const testBuilt = parts.test.length ? await buildClipSet(parts.test, clipLabels, store, minSamples, say) : null;
   // a split with no usable clip left (only with --max-skipped-fraction 1) is treated as absent, as recorded below
   const valid = validBuilt && validBuilt.set.ids.length ? validBuilt : null;
   const test = testBuilt && testBuilt.set.ids.length ? testBuilt : null;
@@ -446,7 +480,8 @@ export async function train(run: TrainRun): Promise<TrainResult> {
     progress: run.quiet ? undefined : progressPrinter(),
     saveCheckpoint: (ck) => writeCheckpointFile(ckPath, ck),
     saveBest: async (step, m) => {
-      say(`\nstep ${step}: new best validation ${run.cfg.metric} = ${(run.cfg.metric === 'ua' ? m.ua : m.wa).toFixed(4)} (WA ${m.wa.toFixed(4)}, UA ${m.ua.toFixed(4)}); saving ${bestDir}`);
+      if (isRegressionMetrics(m)) say(`\nstep ${step}: new best validation CCC = ${m.ccc.toFixed(4)} (MSE ${m.mse.toFixed(4)}, MAE ${m.mae.toFixed(4)}); saving ${bestDir}`);
+      else say(`\nstep ${step}: new best validation ${run.cfg.metric} = ${(run.cfg.metric === 'ua' ? m.ua : m.wa).toFixed(4)} (WA ${m.wa.toFixed(4)}, UA ${m.ua.toFixed(4)}); saving ${bestDir}`);
       await saveModel(model, config, preprocessor, bestDir);
     },
   };
@@ -480,15 +515,21 @@ export async function train(run: TrainRun): Promise<TrainResult> {
   model.dispose();
   const best = await loadModel(rt, bestDir);
   const evalTrainer = new Trainer(best.model, { train: train.set, valid: null, preprocessor: best.preprocessor }, labelSet.labels, run.cfg, { log: () => {}, saveCheckpoint: async () => {}, saveBest: async () => {} });
-  const results: { name: string; metrics: Metrics }[] = [];
-  let validMetrics: Metrics | null = null;
+  const results: { name: string; metrics: AnyMetrics }[] = [];
+  let validMetrics: AnyMetrics | null = null;
   if (valid) {
-    validMetrics = (await evalTrainer.evaluate(valid.set)).metrics;
+    validMetrics = regression ? (await evalTrainer.evaluateRegression(valid.set)).metrics : (await evalTrainer.evaluate(valid.set)).metrics;
     results.push({ name: 'validation (model selection)', metrics: validMetrics });
   }
-  let testMetrics: Metrics | null = null;
+  let testMetrics: AnyMetrics | null = null;
   let predictions: PredictionRecord[] = [];
-  if (test) {
+  if (test && regression) {
+    const r = await evalTrainer.evaluateRegression(test.set);
+    testMetrics = r.metrics;
+    results.push({ name: `test (${run.split === 'speaker' ? 'held-out speakers' : 'random held-out clips'})`, metrics: r.metrics });
+    log({ type: 'eval', split: 'test', step: trainer.position.step, loss: r.loss, ...evalLogFields(r.metrics) });
+    say(`\ntest: ${formatRegressionMetrics(r.metrics)}`);
+  } else if (test) {
     const r = await evalTrainer.evaluate(test.set);
     testMetrics = r.metrics;
     results.push({ name: `test (${run.split === 'speaker' ? 'held-out speakers' : 'stratified held-out clips'})`, metrics: r.metrics });
@@ -511,11 +552,48 @@ export async function train(run: TrainRun): Promise<TrainResult> {
     evaluations: results,
     predictions,
     skipped: skippedRecords,
-    info: { model: run.modelDir, data: run.data, split: run.split, adapter: `${rt.adapter.vendor} ${rt.adapter.description}`, 'training time': formatDuration(seconds), ...run.cfg },
-    notes: ['WA = weighted accuracy (plain accuracy); UA = unweighted average recall (macro recall). The original notebook reported 0.8401 as "accuracy", which is UA on a test set that was also used to pick its checkpoint; here the checkpoint is picked on a validation split only.'],
+    datasets: datasetStats({ train, valid, test }, preprocessor.samplingRate),
+    keptStep: valid ? trainer.best?.step ?? null : null,
+    info: {
+      command: `ser ${process.argv.slice(2).join(' ')}`,
+      model: run.modelDir,
+      data: run.data,
+      split: run.split,
+      adapter: `${rt.adapter.vendor} ${rt.adapter.description}`,
+      'training time': formatDuration(seconds),
+      'throughput (training clips per second)': ((trainer.totalSteps * run.cfg.batchSize * run.cfg.gradAccum) / Math.max(seconds, 1e-9)).toFixed(2),
+      'peak GPU memory (buffer pool)': `${(rt.pool.peakBytes / 2 ** 30).toFixed(2)} GiB`,
+      ...readableConfig(run.cfg),
+    },
+    notes: regression ? ['Regression: MSE loss on float targets; CCC = Lin\'s concordance correlation coefficient (the checkpoint is picked by mean CCC over the targets on a validation split only).'] : ['WA = weighted accuracy (plain accuracy); UA = unweighted average recall (macro recall). The original notebook reported 0.8401 as "accuracy", which is UA on a test set that was also used to pick its checkpoint; here the checkpoint is picked on a validation split only.'],
   }));
   say(`report: ${report}\nmodel: ${bestDir}`);
   return { test: testMetrics, valid: validMetrics, report, modelDir: bestDir };
+}
+
+/** Per split for the report: clips per class, seconds of audio, speakers. */
+function datasetStats(sets: Record<string, { set: ClipSet; items: DataItem[] } | null>, sampleRate: number): Record<string, { n: number; labels: Record<string, number>; seconds: number; speakers: string[] }> {
+  const out: Record<string, { n: number; labels: Record<string, number>; seconds: number; speakers: string[] }> = {};
+  for (const [name, s] of Object.entries(sets)) {
+    if (!s) continue;
+    const labels: Record<string, number> = {};
+    for (const it of s.items) labels[it.label] = (labels[it.label] ?? 0) + 1;
+    const samples = s.set.lengths.reduce((a, b) => a + b, 0);
+    out[name] = { n: s.items.length, labels, seconds: samples / sampleRate, speakers: [...new Set(s.items.map((it) => it.speaker ?? '').filter(Boolean))] };
+  }
+  return out;
+}
+
+/** Trainer settings under the names people know them by (HF TrainingArguments' where there is one). */
+function readableConfig(cfg: TrainConfig): Record<string, unknown> {
+  const names: Record<string, string> = {
+    epochs: 'num_train_epochs', lr: 'learning_rate', batchSize: 'per_device_train_batch_size', gradAccum: 'gradient_accumulation_steps',
+    warmupSteps: 'warmup_steps', weightDecay: 'weight_decay', seed: 'seed', evalSteps: 'eval_steps', metric: 'metric_for_best_model',
+    maxGradNorm: 'max_grad_norm', maxSamples: 'max crop (samples)', evalMaxSamples: 'max eval length (samples)', headOnly: 'head only',
+    unfreezeTop: 'unfreeze top layers', trainFeatureEncoder: 'train feature encoder', checkpointing: 'gradient_checkpointing',
+    augment: 'augmentation', evalBatchSize: 'per_device_eval_batch_size', fp16: 'fp16', lossScale: 'loss scale',
+  };
+  return Object.fromEntries(Object.entries(cfg).map(([k, v]) => [names[k] ?? k, v]));
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -529,25 +607,29 @@ export function evalOptions(): Command {
     .option('--labels <a,b,c>', "must be the model's own label set when given (the model's labels are used)")
     .option('--splits <file>', 'a splits.json written by train: evaluate one part of it (--part)')
     .addOption(new Option('--part <name>', 'the part of --splits to evaluate').choices(['train', 'valid', 'test']).default('test'))
+    .option('--target-columns <a,b,c>', "regression models: the CSV's numeric columns, in the model's output order (default: the model's label names)")
     .addOption(valueOption('--batch-size <n>', 'clips per evaluation batch (results do not depend on it)', integer(1), 4))
     .option('--json', 'one JSON object: wa, ua, per_class, confusion, labels, n, dropped, skipped')
     .addHelpText('after', `
 Evaluates a model on labelled audio: WA (accuracy), UA (macro recall), per-class precision/recall/F1/support and the
-confusion matrix. Rows whose label the model lacks are dropped and counted; unreadable clips are skipped and counted.`);
+confusion matrix. Rows whose label the model lacks are dropped and counted; unreadable clips are skipped and counted.
+Regression models (problem_type "regression"): a CSV with one numeric column per output; prints per-target MSE, MAE,
+CCC (Pearson too).`);
   aliasOption(cmd, '--per-device-eval-batch-size', '--batch-size');
   return cmd;
 }
 
 export async function evalCommand(argv: string[]): Promise<number> {
   const { options } = parseCommand(evalOptions(), argv);
-  const v = { model: options.string('model')!, data: options.string('data')!, 'data-root': options.string('dataRoot'), labels: options.string('labels'), splits: options.string('splits'), part: options.string('part')!, json: options.flag('json') };
+  const v = { model: options.string('model')!, data: options.string('data')!, 'data-root': options.string('dataRoot'), labels: options.string('labels'), splits: options.string('splits'), part: options.string('part')!, json: options.flag('json'), 'target-columns': options.string('targetColumns') };
   const batchSize = options.number('batchSize')!;
   await recoverModelDir(v.model); // a save killed between its two renames left the previous folder aside
   await recoverModelDir(path.join(v.model, 'model'));
   const dir = modelFolder(v.model);
   const configPath = path.join(dir, 'config.json');
   const probe = parseModelConfig(await readTextFile(configPath), configPath);
-  if (probe.problem_type === 'regression') throw new Error(`${configPath}: a regression model (problem_type "regression"); eval computes classification metrics (use predict for its outputs)`);
+  if (probe.problem_type === 'regression') return evalRegression(v, dir, probe.labels, batchSize);
+  if (v['target-columns']) throw new Error(`--target-columns: ${configPath} is a classification model (problem_type is not "regression")`);
   // the model's labels in its own order (ids are output positions); matched to the data case-insensitively
   const modelLabels = probe.labels;
   const byName = new Map(modelLabels.map((l, i) => [normalizeLabel(l), i]));
@@ -602,6 +684,53 @@ export async function evalCommand(argv: string[]): Promise<number> {
       console.log(formatMetrics(m));
       console.log(`clips evaluated: ${set.set.ids.length}; dropped (label not in the model): ${droppedCount}${droppedCount ? ` ${JSON.stringify(dropped)}` : ''}; skipped (missing or unreadable audio): ${skipped.length}`);
       if (skipped.length) console.log(skipped.map((c) => `  ${c.file}: ${c.reason}`).join('\n'));
+    }
+  } finally {
+    model.dispose();
+  }
+  return 0;
+}
+
+/**
+ * eval of a regression model: a CSV with one numeric column per model output (the model's label names, or
+ * --target-columns in the model's order) -> per-target MSE, MAE, CCC.
+ */
+async function evalRegression(v: { model?: string; data?: string; 'data-root'?: string; labels?: string; splits?: string; part?: string; json?: boolean; 'target-columns'?: string }, dir: string, targets: readonly string[], batchSize: number): Promise<number> {
+  const configPath = path.join(dir, 'config.json');
+  if (v.labels) throw new Error(`--labels: ${configPath} is a regression model; its outputs are [${targets.join(', ')}] (name the CSV columns with --target-columns)`);
+  const columns = v['target-columns'] ? v['target-columns'].split(',').map((s) => s.trim()).filter(Boolean) : [...targets];
+  if (columns.length !== targets.length) throw new Error(`--target-columns: ${columns.length} column(s) [${columns.join(', ')}] for the model's ${targets.length} outputs [${targets.join(', ')}] (${configPath} id2label)`);
+  const ds = loadDataset({ source: v.data!, dataRoot: v['data-root'], csv: { targetColumns: columns } });
+  if (ds.kind !== 'csv') throw new Error(`${v.data}: evaluating a regression model needs a CSV/TSV manifest with the target columns [${columns.join(', ')}]`);
+  let items = ds.items;
+  if (v.splits) {
+    if (!fs.existsSync(v.splits)) throw new Error(`--splits ${v.splits}: no such file (give the splits.json a training run wrote)`);
+    const { splits } = withFileName(v.splits, () => loadOrMakeSplits(v.splits!, items, {}));
+    const p = applySplits(items, splits) as Record<string, DataItem[]>;
+    if (!p[v.part!]) throw new Error(`--part must be train, valid or test (got '${v.part}')`);
+    items = p[v.part!];
+  }
+  const log = (m: string) => { if (!v.json) console.error(m); };
+  const missingAudio = missingFiles(items);
+  if (missingAudio.length) console.error(`${missingAudio.length} audio file(s) listed but missing (skipped), e.g. ${missingAudio.slice(0, 3).map((m) => m.path).join(', ')}`);
+  items = items.filter((it) => !missingAudio.includes(it));
+  if (items.length === 0) throw new Error(`${v.data}: no clips left to evaluate (${missingAudio.length} missing)`);
+  const rt = await createNodeRuntime();
+  const { model, config, preprocessor } = await loadModel(rt, dir);
+  try {
+    const store = new ClipStore({ sampleRate: preprocessor.samplingRate });
+    const set = await buildClipSet(items, { targets: targets.length }, store, preprocessor.minSamples, log);
+    if (set.set.ids.length === 0) throw new Error(`${v.data}: no readable clips (${set.skipped.length} skipped)`);
+    const trainer = new Trainer(model, { train: set.set, valid: null, preprocessor }, config.labels, { ...DEFAULT_TRAIN_CONFIG, batchSize, metric: 'ccc' }, { log: () => {}, saveCheckpoint: async () => {}, saveBest: async () => {} });
+    const r = await trainer.evaluateRegression(set.set);
+    const m = r.metrics;
+    const skipped = set.skipped.length + missingAudio.length;
+    if (v.json) {
+      console.log(JSON.stringify({ mse: m.mse, mae: m.mae, ccc: m.ccc, per_target: m.per_target, targets: m.targets, columns, loss: r.loss, n: set.set.ids.length, skipped: { count: skipped, missing: missingAudio.length, unreadable: set.skipped } }));
+    } else {
+      console.log(formatRegressionMetrics(m));
+      if (columns.some((c, i) => c !== targets[i])) console.log(`columns [${columns.join(', ')}] scored as outputs [${targets.join(', ')}]`);
+      console.log(`clips evaluated: ${set.set.ids.length}; skipped (missing or unreadable audio): ${skipped}`);
     }
   } finally {
     model.dispose();
@@ -732,8 +861,9 @@ export async function demoCommand(argv: string[]): Promise<number> {
     throw e;
   }
   const total = (performance.now() - t0) / 1000;
-  const ua = result.test?.ua ?? NaN;
-  console.log(`\n[demo] done in ${formatDuration(total)}. Test (held-out speakers): UA ${ua.toFixed(3)}, WA ${(result.test?.wa ?? NaN).toFixed(3)} (chance: 0.200)`);
+  const testMetrics = result.test && !isRegressionMetrics(result.test) ? result.test : null;
+  const ua = testMetrics?.ua ?? NaN;
+  console.log(`\n[demo] done in ${formatDuration(total)}. Test (held-out speakers): UA ${ua.toFixed(3)}, WA ${(testMetrics?.wa ?? NaN).toFixed(3)} (chance: 0.200)`);
   console.log(`[demo] report: ${result.report}\n[demo] model:  ${result.modelDir}  (try: npx ser predict ${path.relative(process.cwd(), result.modelDir)} <file.wav>)`);
   return 0;
 }

@@ -357,10 +357,7 @@ function forwardDirect(rt: Runtime, g: Geometry, x: Tensor, w: Tensor, bias: Ten
 function conv1dBackwardInput(rt: Runtime, g: Geometry, gy: Tensor, w: Tensor, config: ConvConfig): Tensor {
   const dx = Tensor.empty(rt, [g.batch, g.cin, g.tin], gy.dtype, 'conv1d.grad_x');
   const path = passPath('grad-input', g, config.strategy);
-  if (path === 'subgroup') {
-    backwardInputSubgroup(rt, g, gy, w, dx, config.rowBlocks);
-    return dx;
-  }
+  if (path === 'subgroup' && backwardInputSubgroup(rt, g, gy, w, dx, config.rowBlocks)) return dx;
   if (path === 'tiled') {
     backwardInputTiled(rt, g, gy, w, dx, config.tiled);
     return dx;
@@ -378,10 +375,7 @@ function conv1dBackwardInput(rt: Runtime, g: Geometry, gy: Tensor, w: Tensor, co
 
 function conv1dBackwardWeight(rt: Runtime, g: Geometry, gy: Tensor, x: Tensor, config: ConvConfig): Tensor {
   const dw = Tensor.empty(rt, [g.cout, g.cinG, g.ksize], gy.dtype, 'conv1d.grad_w');
-  if (passPath('grad-weight', g, config.strategy) === 'subgroup') {
-    backwardWeightSubgroup(rt, g, gy, x, dw, config.rowBlocks);
-    return dw;
-  }
+  if (passPath('grad-weight', g, config.strategy) === 'subgroup' && backwardWeightSubgroup(rt, g, gy, x, dw, config.rowBlocks)) return dw;
   // thread tile: TM output channels x CI input channels x TN consecutive taps (all of a small kernel's taps)
   const small = g.ksize <= SMALL_KERNEL;
   const tn = small ? g.ksize : 16;
@@ -525,11 +519,22 @@ function relayoutWeights(rt: Runtime, g: Geometry, w: Tensor, phases: number, ta
   return wt;
 }
 
+/**
+ * The subgroup kernels read padded copies of their inputs (rows realigned to 16 bytes): a copy that would not fit one
+ * storage binding (a long clip the feature encoder's chunking sized to the unpadded tensor) sends the pass to the
+ * direct kernels, which bind the tensors as they are.
+ */
+function paddedFits(rt: Runtime, rows: number, pitch: number, dtype: Tensor['dtype']): boolean {
+  const bytes = rows * pitch * (dtype === 'f16' ? 2 : 4);
+  return bytes <= rt.limits.maxStorageBufferBindingSize && bytes <= rt.limits.maxBufferSize;
+}
+
 /** Forward on the subgroup kernel: x padded (x[t] = xp[t + P]); weights whose taps need padding to KP relaid. */
 function forwardSubgroup(rt: Runtime, g: Geometry, x: Tensor, w: Tensor, bias: Tensor | null, y: Tensor, rb: number): void {
   const { KP } = subgroupStep(g.ksize, g.stride, g.cinG);
-  const wp = KP === g.ksize ? w : relayoutWeights(rt, g, w, 0, g.ksize, KP);
   const pitch = gemmPitch(g.padding, g.tin, g.tout, g.stride, g.ksize, 0, g.cinG);
+  if (!paddedFits(rt, g.batch * g.cin, pitch, x.dtype)) return forwardDirect(rt, g, x, w, bias, y);
+  const wp = KP === g.ksize ? w : relayoutWeights(rt, g, w, 0, g.ksize, KP);
   const xp = padRows(rt, g, x, g.batch * g.cin, g.tin, g.padding, pitch, 'conv1d.x.padded');
   implicitGemm(rt, {
     xp, w: wp, bias, y, batch: g.batch, rows: g.cout, groups: g.groups, inG: g.cinG, inTotal: g.cin, pitch,
@@ -546,7 +551,7 @@ function forwardSubgroup(rt: Runtime, g: Geometry, x: Tensor, w: Tensor, bias: T
  * dy[q - j], a stride-1 convolution of dy (padding J - 1 - qmin) with the phase's taps reversed (weights relaid into
  * [S][Cin][CoutG * KP], J = ceil(K / S)). Every t lies in exactly one phase, so each dx element is written once.
  */
-function backwardInputSubgroup(rt: Runtime, g: Geometry, gy: Tensor, w: Tensor, dx: Tensor, rb: number): void {
+function backwardInputSubgroup(rt: Runtime, g: Geometry, gy: Tensor, w: Tensor, dx: Tensor, rb: number): boolean {
   const J = ceilDiv(g.ksize, g.stride);
   const { KP } = subgroupStep(J, 1, g.coutG);
   const phases: { r: number; qmin: number; cols: number; pad: number }[] = [];
@@ -559,6 +564,7 @@ function backwardInputSubgroup(rt: Runtime, g: Geometry, gy: Tensor, w: Tensor, 
   const left = Math.max(0, ...phases.map((f) => f.pad));
   const maxShift = Math.max(...phases.map((f) => left - f.pad));
   const pitch = gemmPitch(left, g.tout, Math.max(...phases.map((f) => f.cols)), 1, J, maxShift, g.coutG);
+  if (!paddedFits(rt, g.batch * g.cout, pitch, gy.dtype)) return false;
   const dyp = padRows(rt, g, gy, g.batch * g.cout, g.tout, left, pitch, 'conv1d.grad_x.dy.padded');
   // stride 1 with whole 4-tap blocks: w read in place (transposed, taps reversed); else relaid per phase
   const direct = g.stride === 1 && g.ksize % 4 === 0;
@@ -575,19 +581,21 @@ function backwardInputSubgroup(rt: Runtime, g: Geometry, gy: Tensor, w: Tensor, 
   }
   if (wt !== w) wt.dispose();
   dyp.dispose();
+  return true;
 }
 
 /**
  * Weight gradient on conv1dWeightGradSubgroup: rows = output channels, columns = (input channel, tap padded to KP),
  * contraction over (batch, time) inside each workgroup, from padded copies of x and dy; writes dw directly.
  */
-function backwardWeightSubgroup(rt: Runtime, g: Geometry, gy: Tensor, x: Tensor, dw: Tensor, rbWanted: number): void {
+function backwardWeightSubgroup(rt: Runtime, g: Geometry, gy: Tensor, x: Tensor, dw: Tensor, rbWanted: number): boolean {
   const rb = rowBlocks(rbWanted, g.coutG);
   const kb = g.ksize <= 2 ? g.ksize : 4;
   const kp = g.ksize <= 2 ? g.ksize : roundUp(g.ksize, 4);
   const nw = 7 * g.stride + kb;
   const dyPitch = roundUp(g.tout, 8);
   const pitch = roundUp(Math.max(g.padding + g.tin, dyPitch * g.stride + kp + nw + 4), 4);
+  if (!paddedFits(rt, g.batch * g.cin, pitch, x.dtype) || !paddedFits(rt, g.batch * g.cout, dyPitch, gy.dtype)) return false;
   const grid: [number, number, number] = [ceilDiv(g.coutG, 8 * rb) * g.groups, ceilDiv(g.cinG * kp, 32), 1];
   checkGrid(rt, grid);
   const xp = padRows(rt, g, x, g.batch * g.cin, g.tin, g.padding, pitch, 'conv1d.grad_w.x.padded');
@@ -600,6 +608,7 @@ function backwardWeightSubgroup(rt: Runtime, g: Geometry, gy: Tensor, x: Tensor,
   rt.dispatch(conv1dSubgroupKernel, 'conv1dWeightGradSubgroup', { wg, xv: xp, dyv: dyp, dwOut: dw }, grid, { defines });
   xp.dispose();
   dyp.dispose();
+  return true;
 }
 
 // ---- implicit GEMM on workgroup-memory tiles (conv1dTiled in kernels/conv1d.wgsl) ----

@@ -1,12 +1,15 @@
 // A self-contained HTML report of a run: no external assets (figures are inline SVG, audio clips are base64 WAV data
 // URIs, or relative paths for long clips), so the file can be mailed or opened offline.
 //   - run information (any key/value pairs the caller passes: dataset, split sizes, model, hyper-parameters)
-//   - training loss (raw and smoothed) and learning rate against the step, from the JSONL log (log.ts)
-//   - evaluation curves: loss, WA and UA of each evaluated split against the step
+//   - training loss (raw and smoothed), learning rate and gradient norm against the step, from the JSONL log (log.ts)
+//   - evaluation curves: loss, WA and UA of each evaluated split against the step, the kept checkpoint marked, and
+//     the validation recall of every class over time
+//   - dataset statistics per split (clips per class, hours, speakers)
 //   - per evaluated split: WA / UA / macro-F1, the per-class table and the confusion matrix as a heat map
+//   - per-speaker accuracy of the predictions (speaker-independent splits)
 //   - error analysis: the most confident wrong and right predictions with their class probabilities and a player
 import { encodeWav } from '../audio/wav.js';
-import { macroF1, type Metrics } from '../metrics.js';
+import { macroF1, type Metrics, type RegressionMetrics } from '../metrics.js';
 import { parseLog, smooth, type ParsedLog } from './log.js';
 import { escapeXml as esc, heatmap, linePlot, PALETTE, type Series } from './svg.js';
 
@@ -28,13 +31,17 @@ export interface ReportInput {
   /** JSONL text or an already parsed log */
   log?: string | ParsedLog | null;
   /** final evaluations, e.g. [{ name: 'test', metrics }] */
-  evaluations?: { name: string; metrics: Metrics }[];
+  evaluations?: { name: string; metrics: Metrics | RegressionMetrics }[];
   /** predictions with probabilities (usually the test split) for the error analysis */
   predictions?: PredictionRecord[];
   /** run information shown as a table (values are shown as text; objects as JSON) */
   info?: Record<string, unknown>;
   /** paragraphs of plain text shown under the title */
   notes?: string[];
+  /** per split: clips per class, seconds of audio, speakers */
+  datasets?: Record<string, { n: number; labels: Record<string, number>; seconds?: number; speakers: string[] }>;
+  /** the step whose model was kept (best validation metric), marked on the curves */
+  keptStep?: number | null;
   /** clips left out (unreadable, too short, missing), per split */
   skipped?: SkippedRecord[];
   /** entries per error-analysis list (default 8) */
@@ -98,7 +105,7 @@ function infoTable(info: Record<string, unknown>): string {
   return `<table class="info">${rows.join('')}</table>`;
 }
 
-function curves(log: ParsedLog): string {
+function curves(log: ParsedLog, keptStep?: number | null): string {
   const figs: string[] = [];
   if (log.train.length > 0) {
     const xs = log.train.map((p) => p.step);
@@ -113,6 +120,8 @@ function curves(log: ParsedLog): string {
     figs.push(linePlot(series, { title: 'Loss', xLabel: 'step', yLabel: 'cross-entropy' }));
     const lr = log.train.filter((p) => p.lr !== undefined).map((p) => [p.step, p.lr!] as [number, number]);
     if (lr.length > 0) figs.push(linePlot([{ name: 'learning rate', points: lr, color: PALETTE[3], markers: false }], { title: 'Learning rate', xLabel: 'step', yLabel: 'lr', height: 220 }));
+    const gn = log.train.filter((p) => typeof p.grad_norm === 'number' && Number.isFinite(p.grad_norm)).map((p) => [p.step, p.grad_norm as number] as [number, number]);
+    if (gn.length > 0) figs.push(linePlot([{ name: 'gradient norm (before clipping)', points: gn, color: PALETTE[4], markers: false }], { title: 'Gradient norm', xLabel: 'step', yLabel: '||g||', height: 220 }));
   }
   const metricSeries: Series[] = [];
   const splits = [...new Set(log.evals.map((e) => e.split))];
@@ -121,7 +130,23 @@ function curves(log: ParsedLog): string {
     if (es.some((e) => e.wa !== undefined)) metricSeries.push({ name: `${s} WA`, points: es.filter((e) => e.wa !== undefined).map((e) => [e.step, e.wa!]), color: PALETTE[(2 * i) % PALETTE.length] });
     if (es.some((e) => e.ua !== undefined)) metricSeries.push({ name: `${s} UA`, points: es.filter((e) => e.ua !== undefined).map((e) => [e.step, e.ua!]), color: PALETTE[(2 * i + 1) % PALETTE.length], dashed: true });
   });
+  if (keptStep !== null && keptStep !== undefined) {
+    const kept = log.evals.find((e) => e.split === 'valid' && e.step === keptStep);
+    const y = kept?.ua ?? kept?.wa;
+    if (y !== undefined) metricSeries.push({ name: `kept checkpoint (step ${keptStep})`, points: [[keptStep, y]], color: '#000000', markers: true });
+  }
   if (metricSeries.length > 0) figs.push(linePlot(metricSeries, { title: 'Evaluation accuracy', xLabel: 'step', yLabel: 'WA / UA', yDomain: [0, 1] }));
+  // per-class recall on the validation split over time: which emotions the model learns, and when
+  const withRecall = log.evals.filter((e) => e.split === 'valid' && e.recall && typeof e.recall === 'object');
+  if (withRecall.length > 0) {
+    const names = Object.keys(withRecall[0].recall as Record<string, number>);
+    const series: Series[] = names.map((name, i) => ({
+      name,
+      points: withRecall.map((e) => [e.step, (e.recall as Record<string, number>)[name]] as [number, number]).filter(([, v]) => typeof v === 'number' && Number.isFinite(v)),
+      color: PALETTE[i % PALETTE.length],
+    }));
+    figs.push(linePlot(series, { title: 'Validation recall per class', xLabel: 'step', yLabel: 'recall', yDomain: [0, 1] }));
+  }
   if (figs.length === 0) return '<p class="muted">The log has no training or evaluation lines.</p>';
   return figs.map((f) => `<figure>${f}</figure>`).join('');
 }
@@ -136,6 +161,18 @@ function evaluation(name: string, m: Metrics): string {
 <p class="headline"><span>WA <b>${pct(m.wa)}</b></span><span>UA <b>${pct(m.ua)}</b></span><span>macro-F1 <b>${pct(macroF1(m))}</b></span><span>${n} clips</span></p>
 <div class="row"><table class="metrics"><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>support</th></tr>${rows.join('')}</table>
 <figure>${heatmap(m.confusion, m.labels, { title: `Confusion matrix (${name}); colour = row share` })}</figure></div></section>`;
+}
+
+/** A regression evaluation: one table row per target (CCC, Pearson, MSE, MAE). */
+function regressionEvaluation(name: string, m: RegressionMetrics): string {
+  const f = (x: number) => x.toFixed(4);
+  const rows = m.targets.map((t) => {
+    const r = m.per_target[t];
+    return `<tr><th>${esc(t)}</th><td>${f(r.ccc)}</td><td>${f(r.pearson)}</td><td>${f(r.mse)}</td><td>${f(r.mae)}</td><td>${r.count}</td></tr>`;
+  });
+  return `<section><h2>Evaluation: ${esc(name)}</h2>
+<p class="headline"><span>CCC <b>${f(m.ccc)}</b></span><span>MSE <b>${f(m.mse)}</b></span><span>MAE <b>${f(m.mae)}</b></span><span>means over ${m.targets.length} targets</span></p>
+<table class="metrics"><tr><th>target</th><th>CCC</th><th>Pearson</th><th>MSE</th><th>MAE</th><th>clips</th></tr>${rows.join('')}</table></section>`;
 }
 
 function probBars(probs: ArrayLike<number>, labels: readonly string[], truth: number, pred: number): string {
@@ -194,6 +231,34 @@ figure{margin:12px 0;display:inline-block}.row{display:flex;gap:32px;flex-wrap:w
 .tr{font-size:13px}audio{width:220px}`;
 
 /** Build the report as one HTML string. */
+function datasetSection(d: NonNullable<ReportInput['datasets']>, labels: readonly string[]): string {
+  const splits = Object.keys(d);
+  const head = `<tr><th>split</th><th>clips</th>${labels.map((l) => `<th>${esc(l)}</th>`).join('')}<th>hours</th><th>speakers</th></tr>`;
+  const rows = splits.map((s) => {
+    const x = d[s];
+    const hours = x.seconds !== undefined ? (x.seconds / 3600).toFixed(2) : '';
+    return `<tr><td>${esc(s)}</td><td>${x.n}</td>${labels.map((l) => `<td>${x.labels[l] ?? 0}</td>`).join('')}<td>${hours}</td><td>${x.speakers.length}</td></tr>`;
+  });
+  return `<section><h2>Data</h2><table class="info">${head}${rows.join('')}</table></section>`;
+}
+
+/** Accuracy of the predictions per speaker (a speaker-independent test set shows who the model fails on). */
+function speakerSection(preds: PredictionRecord[], labels: readonly string[]): string {
+  const by = new Map<string, { n: number; correct: number }>();
+  for (const p of preds) {
+    if (!p.speaker) continue;
+    const truth = typeof p.label === 'number' ? p.label : labels.indexOf(p.label);
+    let best = 0;
+    for (let k = 1; k < p.probs.length; k++) if (p.probs[k] > p.probs[best]) best = k;
+    const s = by.get(p.speaker) ?? { n: 0, correct: 0 };
+    s.n++;
+    if (best === truth) s.correct++;
+    by.set(p.speaker, s);
+  }
+  const rows = [...by.entries()].sort((a, b) => a[1].correct / a[1].n - b[1].correct / b[1].n).map(([spk, s]) => `<tr><td>${esc(spk)}</td><td>${s.n}</td><td>${((100 * s.correct) / s.n).toFixed(1)}%</td></tr>`);
+  return `<section><h2>Accuracy per speaker</h2><table class="info"><tr><th>speaker</th><th>clips</th><th>accuracy</th></tr>${rows.join('')}</table></section>`;
+}
+
 export function buildReport(input: ReportInput): string {
   const title = input.title ?? 'Speech emotion recognition report';
   const log = typeof input.log === 'string' ? parseLog(input.log) : input.log ?? null;
@@ -202,11 +267,14 @@ export function buildReport(input: ReportInput): string {
   for (const n of input.notes ?? []) parts.push(`<p>${esc(n)}</p>`);
   if (input.info && Object.keys(input.info).length > 0) parts.push(`<section><h2>Run</h2>${infoTable(input.info)}</section>`);
   if (log) {
-    parts.push(`<section><h2>Training</h2>${curves(log)}`);
+    parts.push(`<section><h2>Training</h2>${curves(log, input.keptStep)}`);
+    if (input.keptStep !== null && input.keptStep !== undefined) parts.push(`<p>The model kept is the one of step ${input.keptStep} (best validation metric; the test split never chose it).</p>`);
     if (log.badLines.length > 0) parts.push(`<p class="muted">${log.badLines.length} log line(s) were not JSON objects and were skipped (line ${log.badLines.slice(0, 10).join(', ')}${log.badLines.length > 10 ? ', …' : ''}).</p>`);
     parts.push('</section>');
   }
-  for (const e of input.evaluations ?? []) parts.push(evaluation(e.name, e.metrics));
+  if (input.datasets && Object.keys(input.datasets).length > 0) parts.push(datasetSection(input.datasets, input.labels));
+  for (const e of input.evaluations ?? []) parts.push('ccc' in e.metrics ? regressionEvaluation(e.name, e.metrics) : evaluation(e.name, e.metrics));
+  if (input.predictions && input.predictions.some((p) => p.speaker)) parts.push(speakerSection(input.predictions, input.labels));
   if (input.skipped) parts.push(skippedSection(input.skipped));
   if (input.predictions && input.predictions.length > 0) parts.push(errorAnalysis(input.predictions, input.labels, input.errorExamples ?? 8, input.embedMaxSeconds ?? 6));
   parts.push('</body></html>\n');

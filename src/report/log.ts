@@ -21,6 +21,8 @@ export interface EvalPoint {
   loss?: number;
   wa?: number;
   ua?: number;
+  /** per-class recall (validation lines of the trainer) */
+  recall?: Record<string, number>;
   [key: string]: unknown;
 }
 

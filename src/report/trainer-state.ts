@@ -7,7 +7,7 @@ export interface TrainerStateOptions {
   maxSteps: number;
   numTrainEpochs: number;
   /** the metric used to pick the checkpoint ('ua' or 'accuracy') */
-  metric: 'ua' | 'accuracy';
+  metric: 'ua' | 'accuracy' | 'ccc';
   /** the folder the best model was saved to */
   bestModelCheckpoint: string | null;
   trainBatchSize: number;
@@ -70,8 +70,10 @@ export function trainerState(logText: string, opts: TrainerStateOptions): Traine
       if (loss !== null) entry.eval_loss = loss;
       if (wa !== null) entry.eval_accuracy = wa;
       if (ua !== null) entry.eval_ua = ua;
+      // regression runs: mean MSE / MAE / CCC over targets
+      for (const k of ['mse', 'mae', 'ccc']) if (num(k) !== null) entry[`eval_${k}`] = num(k)!;
       history.push(entry);
-      const value = opts.metric === 'ua' ? ua : wa;
+      const value = opts.metric === 'ccc' ? num('ccc') : opts.metric === 'ua' ? ua : wa;
       // Trainer keeps the first best on ties (greater_is_better with a strict comparison)
       if (value !== null && (!best || value > best.value)) best = { value, step };
     }

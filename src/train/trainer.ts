@@ -20,13 +20,14 @@ import { linear } from '../ops/matmul.js';
 import { dropout } from '../ops/activation.js';
 import { crossEntropy } from '../ops/loss.js';
 import { disposeOutput, type SpeechClassifier } from '../model/classifier.js';
+import { headLoss } from '../model/heads.js';
 import type { AudioPreprocessor } from '../model/family.js';
 import type { ModelConfigBase } from '../io/config.js';
 import type { Wav2Vec2Config } from '../model/wav2vec2/config.js';
 import { makeBatch, planBatches, splitUnequalLengths, type Batch } from '../data/batch.js';
 import { deriveSeed } from '../data/random.js';
 import type { AugmentOptions } from '../audio/augment.js';
-import { computeMetrics, type Metrics } from '../metrics.js';
+import { computeMetrics, computeRegressionMetrics, type Metrics, type RegressionMetrics } from '../metrics.js';
 import { linearWarmupDecay } from './schedule.js';
 
 export interface TrainConfig {
@@ -41,7 +42,8 @@ export interface TrainConfig {
   evalSteps: number;
   /** also write the resumable checkpoint every N optimizer steps (0: only where it evaluates) */
   saveSteps?: number;
-  metric: 'ua' | 'accuracy';
+  /** validation metric that picks the best checkpoint: ua / accuracy (classification), ccc (regression: mean over targets) */
+  metric: 'ua' | 'accuracy' | 'ccc';
   /** global gradient-norm clip (HF Trainer default 1.0); 0 disables */
   maxGradNorm: number;
   /** random crops of longer clips in training (samples) */
@@ -107,7 +109,10 @@ export const DEFAULT_TRAIN_CONFIG: TrainConfig = {
 /** A labelled set of clips the trainer can fetch (un-normalized mono 16 kHz). */
 export interface ClipSet {
   ids: readonly string[];
+  /** class ids (classification; empty for regression sets) */
   labels: readonly number[];
+  /** regression: float targets [n, targets] row-major, in the model's label (target) order */
+  targets?: Float32Array;
   /** samples per clip (for bucketing) */
   lengths: readonly number[];
   clip(index: number): Promise<Float32Array>;
@@ -138,13 +143,28 @@ export interface EvalResult {
   probs: Float32Array;
 }
 
+export interface RegressionEvalResult {
+  metrics: RegressionMetrics;
+  /** mean MSE loss (over clips; each clip's loss is its mean over targets) */
+  loss: number;
+  /** the model's outputs [n, targets] in ClipSet order */
+  outputs: Float32Array;
+}
+
+/** Metrics of either problem type (regression metrics carry per-target CCC). */
+export type AnyMetrics = Metrics | RegressionMetrics;
+
+export function isRegressionMetrics(m: AnyMetrics): m is RegressionMetrics {
+  return 'ccc' in m;
+}
+
 export interface TrainerIO {
   log(line: Record<string, unknown>): void;
   progress?(info: { step: number; totalSteps: number; epoch: number; loss: number; lr: number; stepSeconds: number }): void;
   /** persist a resumable checkpoint (atomically) */
   saveCheckpoint(ck: TrainerCheckpoint): Promise<void>;
   /** called when the validation metric improves: save the model as the best so far */
-  saveBest(step: number, metrics: Metrics): Promise<void>;
+  saveBest(step: number, metrics: AnyMetrics): Promise<void>;
 }
 
 export function totalOptimizerSteps(batchesPerEpoch: number, cfg: Pick<TrainConfig, 'epochs' | 'gradAccum'>): number {
@@ -204,6 +224,13 @@ export class Trainer {
     if (cfg.headOnly && model.pooling === 'max') throw new Error('--head-only caches pooled features; max pooling is supported, but not with dropout before pooling — use mean or sum');
     if (cfg.fp16 && !model.rt.hasF16) throw new Error('--fp16: this adapter has no shader-f16 feature, so it cannot compute in f16; train in f32 (without --fp16)');
     if (cfg.fp16) this.lossScale = { scale: (cfg.lossScale ?? DEFAULT_LOSS_SCALE).init, goodSteps: 0 };
+    if (this.regression) {
+      if (cfg.metric !== 'ccc') throw new Error(`a regression model (problem_type "regression") is selected by CCC; metric '${cfg.metric}' is a classification metric`);
+      const K = model.config.num_labels;
+      for (const [name, set] of [['train', sets.train], ['valid', sets.valid]] as const) {
+        if (set && (!set.targets || set.targets.length !== set.ids.length * K)) throw new Error(`regression: the ${name} set needs ${set.ids.length} x ${K} float targets (got ${set.targets?.length ?? 'none'})`);
+      }
+    } else if (cfg.metric === 'ccc') throw new Error('metric ccc is for regression models (problem_type "regression"); use ua or accuracy');
     if (cfg.pooling !== undefined && cfg.pooling !== 'plain' && cfg.pooling !== 'masked') throw new Error(`pooling must be plain or masked (got '${String(cfg.pooling)}')`);
     if (cfg.pooling) model.poolExcludePadding = cfg.pooling === 'masked';
     this.trainPoolExcludePadding = model.poolExcludePadding;
@@ -213,6 +240,11 @@ export class Trainer {
     this.optimizer = new AdamW(this.params, { lr: cfg.lr, weightDecay: cfg.weightDecay, betas: [0.9, 0.999], eps: 1e-8 });
     this.batchesPerEpoch = this.plan(0).length;
     this.totalSteps = totalOptimizerSteps(this.batchesPerEpoch, cfg);
+  }
+
+  /** problem_type "regression": MSE on float targets, CCC / MSE / MAE metrics */
+  get regression(): boolean {
+    return this.model.config.problem_type === 'regression';
   }
 
   private plan(epoch: number): number[][] {
@@ -259,7 +291,8 @@ export class Trainer {
   }
 
   private async batchOf(set: ClipSet, indices: number[], train: boolean, epoch: number): Promise<Batch> {
-    return makeBatch(indices, (i) => set.clip(i), (i) => set.labels[i], {
+    const regression = this.regression;
+    const batch = await makeBatch(indices, (i) => set.clip(i), regression ? null : (i) => set.labels[i], {
       train,
       maxSamples: train ? this.cfg.maxSamples : this.cfg.evalMaxSamples,
       evalCrop: 'start',
@@ -268,6 +301,19 @@ export class Trainer {
       epoch,
       prepare: this.preprocessor ? (clips) => this.preprocessor!.prepare(clips) : undefined,
     }, (i) => set.ids[i]);
+    if (regression && set.targets) {
+      const K = this.model.config.num_labels;
+      const targets = new Float32Array(indices.length * K);
+      indices.forEach((idx, r) => targets.set(set.targets!.subarray(idx * K, (idx + 1) * K), r * K));
+      batch.targets = targets;
+    }
+    return batch;
+  }
+
+  /** What the loss compares the outputs with: class ids, or float targets (regression). */
+  private lossTargets(batch: Batch): Int32Array | Float32Array | null {
+    if (!this.regression) return batch.labels.length ? batch.labels : null;
+    return batch.targets ?? null;
   }
 
   /** The model's forward, under autocast in fp16 runs. */
@@ -283,7 +329,7 @@ export class Trainer {
     const lossT = this.precision(() => tidy(() => {
       const input = Tensor.fromData(rt, batch.input, batch.shape, 'f32', 'input_values');
       if (this.cfg.headOnly) return this.headLoss(batch);
-      const out = this.model.forward({ inputValues: input, attentionMask: batch.mask ?? null, labels: batch.labels });
+      const out = this.model.forward({ inputValues: input, attentionMask: batch.mask ?? null, labels: this.lossTargets(batch) });
       const loss = out.loss!;
       out.loss = null;
       disposeOutput(out);
@@ -312,6 +358,7 @@ export class Trainer {
     z = linear(z, p('classifier.dense.weight'), p('classifier.dense.bias'), 'tanh');
     z = dropout(z, pd, true);
     const logits = linear(z, p('classifier.out_proj.weight'), p('classifier.out_proj.bias'));
+    if (this.regression) return headLoss(this.model.config, logits, batch.targets!);
     return crossEntropy(logits, Tensor.fromData(this.model.rt, batch.labels, [batch.B], 'i32', 'labels'));
   }
 
@@ -346,6 +393,28 @@ export class Trainer {
 
   /** Evaluate on a labelled set: metrics, mean loss, probabilities. */
   async evaluate(set: ClipSet): Promise<EvalResult> {
+    if (this.regression) throw new Error('evaluate: a regression model; use evaluateRegression');
+    const { values: probs, loss } = await this.forwardSet(set, true);
+    const L = this.labels.length;
+    const pred = new Int32Array(set.ids.length);
+    for (let i = 0; i < pred.length; i++) {
+      let best = 0;
+      for (let k = 1; k < L; k++) if (probs[i * L + k] > probs[i * L + best]) best = k;
+      pred[i] = best;
+    }
+    return { metrics: computeMetrics(set.labels, pred, this.labels), loss, probs };
+  }
+
+  /** Evaluate a regression model on a set with float targets: per-target MSE, MAE, CCC, mean loss, outputs. */
+  async evaluateRegression(set: ClipSet): Promise<RegressionEvalResult> {
+    if (!this.regression) throw new Error('evaluateRegression: not a regression model (problem_type is not "regression")');
+    if (!set.targets || set.targets.length !== set.ids.length * this.labels.length) throw new Error(`evaluateRegression: the set needs ${set.ids.length} x ${this.labels.length} float targets`);
+    const { values: outputs, loss } = await this.forwardSet(set, false);
+    return { metrics: computeRegressionMetrics(set.targets, outputs, this.labels), loss, outputs };
+  }
+
+  /** Eval-mode forward over a set: softmax probabilities (classification) or raw outputs [n, L], and the mean loss. */
+  private async forwardSet(set: ClipSet, softmaxOutputs: boolean): Promise<{ values: Float32Array; loss: number }> {
     const L = this.labels.length;
     const probs = new Float32Array(set.ids.length * L);
     let lossSum = 0;
@@ -355,8 +424,9 @@ export class Trainer {
         const batch = await this.batchOf(set, idx, false, 0);
         const [p, loss] = noGrad(() => this.precision(() => tidy(() => {
           const input = Tensor.fromData(this.model.rt, batch.input, batch.shape, 'f32', 'input_values');
-          const o = this.model.forward({ inputValues: input, attentionMask: batch.mask ?? null, labels: batch.labels });
-          const pr = softmax(o.logits!);
+          const o = this.model.forward({ inputValues: input, attentionMask: batch.mask ?? null, labels: this.lossTargets(batch) });
+          const pr = softmaxOutputs ? softmax(o.logits!) : o.logits!;
+          if (!softmaxOutputs) o.logits = null;
           const l = o.loss!;
           o.loss = null;
           disposeOutput(o);
@@ -371,25 +441,20 @@ export class Trainer {
     } finally {
       restore();
     }
-    const pred = new Int32Array(set.ids.length);
-    for (let i = 0; i < pred.length; i++) {
-      let best = 0;
-      for (let k = 1; k < L; k++) if (probs[i * L + k] > probs[i * L + best]) best = k;
-      pred[i] = best;
-    }
-    return { metrics: computeMetrics(set.labels, pred, this.labels), loss: lossSum / Math.max(1, set.ids.length), probs };
+    return { values: probs, loss: lossSum / Math.max(1, set.ids.length) };
   }
 
-  private metricOf(m: Metrics): number {
+  private metricOf(m: AnyMetrics): number {
+    if (isRegressionMetrics(m)) return m.ccc;
     return this.cfg.metric === 'accuracy' ? m.wa : m.ua;
   }
 
   private async evalAndSave(): Promise<void> {
     const { step, epoch } = this.position;
     if (this.valid) {
-      const r = await this.evaluate(this.valid);
+      const r = this.regression ? await this.evaluateRegression(this.valid) : await this.evaluate(this.valid);
       const value = this.metricOf(r.metrics);
-      this.io.log({ type: 'eval', split: 'valid', step, epoch, loss: r.loss, wa: r.metrics.wa, ua: r.metrics.ua });
+      this.io.log({ type: 'eval', split: 'valid', step, epoch, loss: r.loss, ...evalLogFields(r.metrics) });
       if (!this.best || value > this.best.metric) {
         this.best = { metric: value, step };
         await this.io.saveBest(step, r.metrics);
@@ -481,4 +546,13 @@ export class Trainer {
     }
     return 'done';
   }
+}
+
+/** The metric fields of an evaluation log line: WA / UA, or mean MSE / MAE / CCC and each target's CCC. */
+export function evalLogFields(m: AnyMetrics): Record<string, number | Record<string, number>> {
+  // classification: WA, UA and every class's recall (the report plots recall per class over time)
+  if (!isRegressionMetrics(m)) return { wa: m.wa, ua: m.ua, recall: Object.fromEntries(Object.entries(m.per_class).map(([label, c]) => [label, c.recall])) };
+  const out: Record<string, number> = { mse: m.mse, mae: m.mae, ccc: m.ccc };
+  for (const t of m.targets) out[`ccc_${t}`] = m.per_target[t].ccc;
+  return out;
 }
