@@ -27,6 +27,7 @@ interface Result {
     probs: number[] | null;
     relL2: number;
     recording: { label: string; audio: string };
+    url: { model: string; label: string; relL2: number; badError: string; staleCleared: boolean };
     png: { width: number; height: number; bytes: number; colours: number };
     screenshot: string;
   } | null;
@@ -82,6 +83,16 @@ test('demo page: a model folder and a WAV through the file inputs give a label a
   assert.ok(d!.relL2 <= TOLERANCE, `probabilities rel-L2 ${d!.relL2}`);
   assert.ok(fs.existsSync(d!.screenshot), 'no screenshot file');
   assert.ok(d!.png.width >= 400 && d!.png.height >= 400 && d!.png.colours >= 50, `screenshot looks empty: ${JSON.stringify(d!.png)}`);
+});
+
+test('demo page: a model loaded by URL (another origin) gives Node\'s probabilities; a URL with no model names the file and clears the result', () => {
+  const u = result.demo?.url;
+  assert.ok(u, `the URL case was not checked:\n${result.failures.join('\n')}`);
+  assert.match(u!.model, /^Loaded http:\/\/127\.0\.0\.1:\d+\/model /);
+  assert.is(u!.label, result.demo!.expected);
+  assert.ok(u!.relL2 <= TOLERANCE, `probabilities rel-L2 ${u!.relL2}`);
+  assert.match(u!.badError, /\/nothing-here\/config\.json: HTTP 404/);
+  assert.ok(u!.staleCleared, 'the previous result stayed on the page after the failed load');
 });
 
 test('demo page: a recording (Chromium\'s fake microphone) is decoded, resampled to 16 kHz and labelled', () => {

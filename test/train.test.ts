@@ -11,6 +11,7 @@ import { encodeWav } from '../src/audio/wav.js';
 import { rng } from './helpers.js';
 import { openTensorFile } from '../src/node/modeldir.js';
 import { parseLog } from '../src/report/log.js';
+import { loadCheckpointFile } from '../src/node/train-checkpoint.js';
 
 const root = process.cwd();
 const cli = path.join(root, 'build/cli.mjs');
@@ -129,6 +130,61 @@ test('train: killed mid-run and resumed ends with the same weights as uninterrup
     for (let i = 0; i < wa.length; i++) if (wa[i] !== wb[i]) { same = false; break; }
     assert.ok(same, `${name} differs between the uninterrupted and the resumed run`);
   }
+});
+
+test('train: Ctrl-C writes a resumable checkpoint and says how to resume; --resume ends as uninterrupted', async () => {
+  const full = path.join(tmp, 'a');
+  const out = path.join(tmp, 'sigint');
+  const ck = path.join(out, 'checkpoint.safetensors');
+  const logFile = path.join(out, 'log.jsonl');
+  // --resume with nothing to resume says so; a Trainer-style alias given last wins (1 epoch instead of 3)
+  const fresh = train(out, ['--resume', '--num-train-epochs', '1']);
+  assert.is(fresh.status, 0, fresh.stderr.slice(-3000));
+  assert.match(fresh.stderr, /--resume: no checkpoint at .*checkpoint\.safetensors; starting fresh/);
+  assert.is(JSON.parse(fs.readFileSync(path.join(out, 'run.json'), 'utf8')).cfg.epochs, 1);
+  fs.rmSync(out, { recursive: true });
+  // SIGINT after the first optimizer step (before the first evaluation writes a checkpoint)
+  const child = spawn(process.execPath, [cli, 'train', ...common, '--output-dir', out], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  child.stderr!.on('data', (d) => (stderr += d));
+  const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+  const started = Date.now();
+  const stepped = () => fs.existsSync(logFile) && fs.readFileSync(logFile, 'utf8').includes('"type":"train"');
+  while (!stepped() && Date.now() - started < 300000 && child.exitCode === null) await new Promise((r) => setTimeout(r, 50));
+  assert.not.ok(fs.existsSync(ck), 'no checkpoint before the interrupt');
+  child.kill('SIGINT');
+  const code = await exited;
+  assert.is(code, 130, stderr.slice(-2000));
+  assert.ok(fs.existsSync(ck), 'the interrupt wrote a checkpoint');
+  const resumeLine = stderr.match(/resume with:\n\s+(ser train .*)/);
+  assert.ok(resumeLine, `resume command printed:\n${stderr.slice(-2000)}`);
+  assert.match(resumeLine![1], /--output-dir \S*sigint .*--resume$/);
+  const r = train(out, ['--resume']);
+  assert.is(r.status, 0, `resume failed:\n${r.stderr.slice(-3000)}`);
+  assert.match(r.stderr, /resumed from .* at optimizer step [1-9]/);
+  const a = await params(path.join(full, 'checkpoint.safetensors'));
+  const b = await params(ck);
+  assert.is(b.size, a.size);
+  for (const [name, wa] of a) {
+    const wb = b.get(name)!;
+    assert.ok(wb && wb.length === wa.length && wa.every((x, i) => x === wb[i]), `${name} differs between the uninterrupted and the interrupted-and-resumed run`);
+  }
+});
+
+test('train --save-steps: the resumable checkpoint is written between evaluations', async () => {
+  const out = path.join(tmp, 'save-steps');
+  const ck = path.join(out, 'checkpoint.safetensors');
+  // evaluation (and so the checkpoint it writes) only at the end of each epoch of 4 optimizer steps
+  const child = spawn(process.execPath, [cli, 'train', ...common, '--eval-steps', '0', '--save-steps', '1', '--out', out], { stdio: 'ignore' });
+  const started = Date.now();
+  while (!fs.existsSync(ck) && Date.now() - started < 300000 && child.exitCode === null) await new Promise((r) => setTimeout(r, 50));
+  child.kill('SIGKILL');
+  await new Promise((r) => child.once('exit', r));
+  assert.ok(fs.existsSync(ck), 'a checkpoint was written');
+  const position = (await loadCheckpointFile(ck)).position;
+  const run = JSON.parse(fs.readFileSync(path.join(out, 'run.json'), 'utf8'));
+  const stepsPerEpoch = run.totalSteps / 3;
+  assert.ok(position.step >= 1 && position.step < stepsPerEpoch, `checkpoint at step ${position.step}, an epoch has ${stepsPerEpoch} steps`);
 });
 
 test('train --fp16: mixed precision learns; an overflowing loss scale skips steps and halves until the gradients fit', async () => {

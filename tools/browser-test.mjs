@@ -200,6 +200,27 @@ function pngStats(file) {
 
 // ---------------------------------------------------------------------------------------------------------------
 
+/**
+ * A model host for the page's "load by URL": the files of one folder under /model/, on 127.0.0.1 (its own port, so
+ * another origin than the page), with the CORS header a public host such as the Hub sends.
+ */
+async function serveFolder(dir) {
+  const http = await import('node:http');
+  const server = http.createServer((req, res) => {
+    const headers = { 'access-control-allow-origin': '*' };
+    const name = decodeURIComponent(new URL(req.url ?? '/', 'http://127.0.0.1').pathname).replace(/^\/model\//, '');
+    const file = /^[\w.-]+$/.test(name) && !name.startsWith('.') ? path.join(dir, name) : null;
+    if (req.method !== 'GET' || !file || !fs.existsSync(file) || !fs.statSync(file).isFile()) {
+      res.writeHead(404, { ...headers, 'content-type': 'text/plain' }).end('not found\n');
+      return;
+    }
+    res.writeHead(200, { ...headers, 'content-type': 'application/octet-stream', 'content-length': fs.statSync(file).size });
+    fs.createReadStream(file).pipe(res);
+  });
+  await new Promise((r) => server.listen(0, '127.0.0.1', r));
+  return { url: `http://127.0.0.1:${server.address().port}`, close: () => new Promise((r) => { server.closeAllConnections?.(); server.close(() => r()); }) };
+}
+
 async function main() {
   const t0 = performance.now();
   ensureChromium();
@@ -228,15 +249,18 @@ async function main() {
   rt.destroy();
 
   const server = await serve({ port: 0 });
+  const modelServer = await serveFolder(demo.modelDir);
   const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_FLAGS, timeout: 60000 });
   const pageErrors = [];
+  // while the page is made to fail on purpose (a URL with no model), its console errors are the expected ones
+  let expectingErrors = false;
   try {
     result.browser.version = browser.version();
     const context = await browser.newContext({ viewport: { width: 900, height: 1000 }, permissions: ['microphone'] });
     const watch = (page, what) => {
       page.on('pageerror', (e) => pageErrors.push(`${what}: ${e.message}`));
       page.on('console', (m) => {
-        if (m.type() === 'error') pageErrors.push(`${what} console: ${m.text()}`);
+        if (m.type() === 'error' && !expectingErrors) pageErrors.push(`${what} console: ${m.text()}`);
       });
     };
 
@@ -323,13 +347,24 @@ async function main() {
     const again = await prediction(2);
     await demoPage.setInputFiles('#model-files', demo.files);
     const reloaded = await prediction(3); // a new model with a clip present predicts at once
+    // the same model by URL (another origin, as a model host would be): the page fetches config, preprocessor config
+    // and weights (at the end, a URL with no model behind it: the error names what failed and the stale result goes)
+    await demoPage.fill('#model-url', `${modelServer.url}/model/`);
+    await demoPage.click('#model-load');
+    const byUrl = await prediction(4);
     const screenshot = path.join(outDir, 'demo.png');
     await demoPage.screenshot({ path: screenshot, fullPage: true });
     const png = pngStats(screenshot);
     await demoPage.click('#record');
     await demoPage.waitForTimeout(1500);
     await demoPage.click('#record');
-    const recorded = await prediction(4);
+    const recorded = await prediction(5);
+    expectingErrors = true;
+    await demoPage.fill('#model-url', `${modelServer.url}/nothing-here`);
+    await demoPage.click('#model-load');
+    await demoPage.waitForFunction(() => document.getElementById('error')?.textContent, null, { timeout: 60000 });
+    const badUrl = await state();
+    expectingErrors = false;
 
     const best = nodePrediction.probs.indexOf(Math.max(...nodePrediction.probs));
     const expected = nodePrediction.labels[best];
@@ -339,7 +374,8 @@ async function main() {
       expected,
       probs: first.probs,
       nodeProbs: nodePrediction.probs,
-      relL2: Math.max(err(first), err(again), err(reloaded)),
+      relL2: Math.max(err(first), err(again), err(reloaded), err(byUrl)),
+      url: { model: byUrl.model.split('\n')[0], label: byUrl.label, relL2: err(byUrl), badError: badUrl.error, staleCleared: !badUrl.labelVisible && badUrl.probs === null },
       timing: first.timing,
       warmTiming: again.timing,
       recording: { label: recorded.label, audio: recorded.audio, timing: recorded.timing },
@@ -351,13 +387,18 @@ async function main() {
     log(`demo page: label "${first.label}" (Node: "${expected}"), probabilities rel-L2 ${err(first).toExponential(2)}; ${first.timing}`);
     log(`demo page: Predict again: rel-L2 ${err(again).toExponential(2)}; ${again.timing}`);
     log(`demo page: files picker: label "${reloaded.label}", rel-L2 ${err(reloaded).toExponential(2)}`);
+    log(`demo page: model by URL: "${byUrl.model.split('\n')[0]}": label "${byUrl.label}", rel-L2 ${err(byUrl).toExponential(2)}`);
+    log(`demo page: a URL with no model: "${badUrl.error}"`);
     log(`demo page: recording (fake microphone): ${recorded.audio}; label "${recorded.label}"; ${recorded.timing}`);
     log(`screenshot ${path.relative(root, screenshot)}: ${png.width}x${png.height}, ${png.bytes} bytes, ${png.colours} colours`);
     if (!/model/.test(first.model.split('\n')[0])) fail(`the folder picker did not find the model folder: ${first.model}`);
-    for (const [what, st] of [['first prediction', first], ['Predict again', again], ['after choosing the files', reloaded], ['recording', recorded]]) {
+    for (const [what, st] of [['first prediction', first], ['Predict again', again], ['after choosing the files', reloaded], ['model by URL', byUrl], ['recording', recorded]]) {
       if (!LABELS.includes(st.label) || !st.labelVisible) fail(`demo page (${what}) shows no label (got "${st.label}")`);
     }
-    for (const [what, st] of [['first prediction', first], ['Predict again', again], ['after choosing the files', reloaded]]) {
+    if (!byUrl.model.includes(`${modelServer.url}/model`)) fail(`the model loaded by URL is not named by its URL: ${byUrl.model}`);
+    if (!badUrl.error.includes(`${modelServer.url}/nothing-here/config.json: HTTP 404`)) fail(`a URL with no model: the error does not name the file that failed: "${badUrl.error}"`);
+    if (badUrl.labelVisible || badUrl.probs !== null) fail('a failed model load left the previous result on the page');
+    for (const [what, st] of [['first prediction', first], ['Predict again', again], ['after choosing the files', reloaded], ['model by URL', byUrl]]) {
       if (st.label !== expected) fail(`demo page (${what}): label "${st.label}" != Node's "${expected}"`);
       if (!(err(st) <= TOLERANCE)) fail(`demo page (${what}): probabilities differ from Node's: rel-L2 ${err(st)}`);
     }
@@ -366,6 +407,7 @@ async function main() {
   } finally {
     await browser.close();
     await server.close();
+    await modelServer.close();
   }
   if (pageErrors.length) for (const e of pageErrors) fail(`page: ${e}`);
   result.seconds = Math.round(performance.now() - t0) / 1000;

@@ -48,8 +48,13 @@ function servedFile(dir, rel) {
   return file;
 }
 
-/** Starts the server; port 0 picks a free one. Resolves to its URL and a close() function. */
-export function serve({ port = 8080, dir = root } = {}) {
+/** How many ports from the default one `npm run web` tries when it is busy. */
+const PORT_TRIES = 20;
+export const DEFAULT_PORT = 8080;
+
+/** Starts the server; port 0 picks a free one, and pickFree moves up from a busy port. Resolves to its URL, port, the
+ * port asked for, and a close() function. */
+export function serve({ port = DEFAULT_PORT, dir = root, pickFree = false } = {}) {
   let hosts = allowedHosts(port);
   const realDir = fs.realpathSync(dir);
   const send = (res, status, body, headers = {}) => {
@@ -119,21 +124,54 @@ export function serve({ port = 8080, dir = root } = {}) {
     if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nconnection: close\r\n\r\n');
     else socket.destroy();
   });
+  // a busy port: with pickFree, the next ones up (at most PORT_TRIES); otherwise a one-line error naming it
   return new Promise((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(port, '127.0.0.1', () => {
-      const { port: actual } = server.address();
-      hosts = allowedHosts(actual);
-      resolve({ url: `http://127.0.0.1:${actual}`, port: actual, close: () => new Promise((r) => { server.closeAllConnections?.(); server.close(() => r()); }) });
-    });
+    let tryPort = port;
+    const attempt = () => {
+      server.once('error', onError);
+      server.listen(tryPort, '127.0.0.1', () => {
+        server.removeListener('error', onError);
+        const { port: actual } = server.address();
+        hosts = allowedHosts(actual);
+        resolve({ url: `http://127.0.0.1:${actual}`, port: actual, requestedPort: port, close: () => new Promise((r) => { server.closeAllConnections?.(); server.close(() => r()); }) });
+      });
+    };
+    const onError = (err) => {
+      if (err.code === 'EADDRINUSE' && pickFree && port !== 0 && tryPort < port + PORT_TRIES - 1 && tryPort < 65535) {
+        tryPort++;
+        attempt();
+        return;
+      }
+      const e = new Error(err.code === 'EADDRINUSE'
+        ? pickFree ? `ports ${port}-${tryPort} on 127.0.0.1 are all in use; choose one with --port N` : `port ${port} on 127.0.0.1 is in use; choose another with --port N`
+        : `cannot listen on 127.0.0.1:${tryPort}: ${err.message}`);
+      e.code = err.code;
+      reject(e);
+    };
+    attempt();
   });
 }
 
 if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
+  // --port N or PORT=N is a port asked for by name: busy means an error; the default moves on to a free one
   const i = process.argv.indexOf('--port');
-  const port = i > 0 ? Number(process.argv[i + 1]) : Number(process.env.PORT ?? 8080);
+  const given = i > 0 ? { text: process.argv[i + 1], from: '--port' } : process.env.PORT ? { text: process.env.PORT, from: 'PORT' } : null;
+  const port = given ? Number(given.text) : DEFAULT_PORT;
+  if (given && (!Number.isInteger(port) || port < 0 || port > 65535)) {
+    console.error(`[web] ${given.from} ${given.text ?? '(nothing)'}: a port number from 0 to 65535 is needed`);
+    process.exit(2);
+  }
   if (!fs.existsSync(path.join(root, 'web/dist/app.js'))) console.warn('[web] web/dist/app.js is missing: run `npm run build` first');
-  const { url } = await serve({ port });
+  let url;
+  try {
+    ({ url } = await serve({ port, pickFree: !given }).then((s) => {
+      if (s.port !== s.requestedPort) console.log(`[web] port ${s.requestedPort} is in use; serving on ${s.port} instead`);
+      return s;
+    }));
+  } catch (e) {
+    console.error(`[web] ${e.message}${given ? ` (${given.from} ${given.text})` : ''}`);
+    process.exit(1);
+  }
   console.log(`[web] demo page: ${url}/web/index.html  (Chrome/Edge 113+; on Linux start Chrome with --enable-unsafe-webgpu --enable-features=Vulkan)`);
   console.log('[web] choose the model folder `npm run demo` wrote (demo-out/run/model: config.json, model.safetensors, preprocessor_config.json), then an audio file or a recording');
 }

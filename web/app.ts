@@ -49,6 +49,7 @@ function showError(e: unknown): void {
   $('result').classList.remove('shown');
   $('label').textContent = '';
   $('probs').replaceChildren();
+  delete $('probs').dataset.probs;
   $('timing').textContent = '';
   console.error(e);
 }
@@ -99,15 +100,69 @@ function chooseModelFiles(files: File[]): { name: string; files: [string, Blob][
   return { name: dir || 'selected files', files: chosen.map((f) => [f.name, f]) };
 }
 
+type ModelFiles = Awaited<ReturnType<typeof ser.openModelFiles>>;
+
 async function loadModel(files: File[]): Promise<void> {
   if (!files.length) return;
+  const { name, files: entries } = chooseModelFiles(files);
+  await loadModelFrom(name, () => ser.openModelFiles(entries, name));
+}
+
+/**
+ * A model named in the text box: a URL of a folder (http(s)://, or a path on this site) is fetched file by file like
+ * a Hub repository's resolve URLs; anything else is a Hub id org/name[@revision].
+ */
+async function loadModelByName(text: string): Promise<void> {
+  const spec = text.trim();
+  if (!spec) throw new Error('enter a Hub id (org/name or org/name@revision) or the URL of a model folder');
+  if (/^(https?:\/\/|\/|\.\.?\/)/i.test(spec)) {
+    const base = new URL(spec.endsWith('/') ? spec : `${spec}/`, location.href);
+    await loadModelFrom(base.href.replace(/\/$/, ''), () => fetchModelFolder(base));
+    return;
+  }
+  await loadModelFrom(spec, () =>
+    ser.openHubModel(spec, {
+      onProgress: (p) => setStatus(modelStatus, `Downloading ${p.repo}/${p.file}: ${(p.loaded / 1e6).toFixed(1)} of ${(p.total / 1e6).toFixed(1)} MB`),
+    }),
+  );
+}
+
+/** config.json, preprocessor_config.json (optional) and model.safetensors, else pytorch_model.bin, below a folder URL. */
+async function fetchModelFolder(base: URL): Promise<ModelFiles> {
+  const get = async (file: string, optional: boolean): Promise<Blob | null> => {
+    const url = new URL(file, base).href;
+    setStatus(modelStatus, `Fetching ${url}…`);
+    let res: Response;
+    try {
+      res = await fetch(url);
+    } catch (e) {
+      throw new Error(`${url}: cannot fetch it (${(e as Error).message || 'network error'}; a server on another origin must allow it with CORS)`);
+    }
+    if (res.status === 404 && optional) return null;
+    if (!res.ok) throw new Error(`${url}: HTTP ${res.status}${res.statusText ? ` ${res.statusText}` : ''}`);
+    return res.blob();
+  };
+  const files = new Map<string, Blob>();
+  files.set('config.json', (await get('config.json', false))!);
+  const pp = await get('preprocessor_config.json', true);
+  if (pp) files.set('preprocessor_config.json', pp);
+  const safetensors = await get('model.safetensors', true);
+  if (safetensors) files.set('model.safetensors', safetensors);
+  else {
+    const bin = await get('pytorch_model.bin', true);
+    if (!bin) throw new Error(`${base.href}: neither model.safetensors nor pytorch_model.bin is there (HTTP 404 for both)`);
+    files.set('pytorch_model.bin', bin);
+  }
+  return ser.openModelFiles(files, base.href.replace(/\/$/, ''));
+}
+
+async function loadModelFrom(name: string, open: () => Promise<ModelFiles>): Promise<void> {
   errorBox.textContent = '';
   const rt = await getRuntime();
-  const { name, files: entries } = chooseModelFiles(files);
   setStatus(modelStatus, `Reading ${name}…`);
   modelStatus.dataset.loaded = 'false';
   const t0 = performance.now();
-  const mf = await ser.openModelFiles(entries, name);
+  const mf = await open();
   const { model, report } = await ser.SpeechClassifier.fromSource(rt, mf.config, mf.weights, {
     checkpoint: mf.weightsFile,
     onTensor: (tensorName, i, n) => {
@@ -289,6 +344,11 @@ $('model-files').addEventListener('change', (ev) => loadModel(filesOf(ev)).catch
 $('audio-file').addEventListener('change', (ev) => {
   const f = filesOf(ev)[0];
   if (f) useAudio(f, f.name).catch((e) => (setStatus(audioStatus, 'Could not use this audio.', true), showError(e)));
+});
+const modelFailed = (e: unknown) => (setStatus(modelStatus, 'Could not load the model.', true), showError(e));
+$('model-load').addEventListener('click', () => loadModelByName($<HTMLInputElement>('model-url').value).catch(modelFailed));
+$('model-url').addEventListener('keydown', (ev) => {
+  if (ev.key === 'Enter') loadModelByName($<HTMLInputElement>('model-url').value).catch(modelFailed);
 });
 recordButton.addEventListener('click', () => toggleRecording().catch(showError));
 predictButton.addEventListener('click', () => predict().catch(showError));

@@ -27,6 +27,8 @@ import { createNodeRuntime } from './dawn.js';
 import { FileByteReader, type OpenedSource } from './modeldir.js';
 import { readSafetensors } from '../io/safetensors.js';
 import { readPytorch } from '../io/pytorch.js';
+import { Option, type Command } from 'commander';
+import { UsageExit, parseCommand, serCommand } from './cli-options.js';
 
 export const FORWARD_TOLERANCE = 1e-4;
 export const GRAD_TOLERANCE = 1e-3;
@@ -356,38 +358,30 @@ export function formatTable(r: ReferenceCheckResult): string {
   return out.join('\n');
 }
 
-export const CHECK_REFERENCE_USAGE = 'ser check-reference <dir> [--weights safetensors|bin] [--fp16] [--json]';
+export function checkReferenceOptions(): Command {
+  return serCommand('check-reference', 'compare the model (f32) with Hugging Face float64 reference outputs and gradients in a fixture directory')
+    .argument('<dir>', 'fixture folder: config.json, weights, reference.safetensors, manifest.json')
+    .addOption(new Option('--weights <format>', 'which weights file to load (default: safetensors when present)').choices(['safetensors', 'bin']))
+    .option('--fp16', 'mixed precision as in training (looser limits)')
+    .option('--json', 'one JSON object')
+    .addHelpText('after', '\nExit status: 0 every tensor within tolerance, 1 otherwise, 2 usage error.');
+}
 
 /** The command: returns the exit code (0 all within tolerance, 1 otherwise, 2 usage). */
 export async function checkReference(argv: string[], runtime?: Runtime): Promise<number> {
-  let dir: string | null = null;
-  let choice: WeightsChoice = 'auto';
-  let json = false;
-  let fp16 = false;
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    if (a === '--json') json = true;
-    else if (a === '--fp16') fp16 = true;
-    else if (a === '--weights' || a.startsWith('--weights=')) {
-      const v = a.includes('=') ? a.slice(a.indexOf('=') + 1) : argv[++i];
-      if (v !== 'safetensors' && v !== 'bin') {
-        console.error(`check-reference: --weights must be safetensors or bin, got ${v ?? 'nothing'}\nusage: ${CHECK_REFERENCE_USAGE}`);
-        return 2;
-      }
-      choice = v;
-    } else if (a.startsWith('-')) {
-      console.error(`check-reference: unknown option ${a}\nusage: ${CHECK_REFERENCE_USAGE}`);
-      return 2;
-    } else if (dir === null) dir = a;
-    else {
-      console.error(`check-reference: more than one directory given\nusage: ${CHECK_REFERENCE_USAGE}`);
-      return 2;
-    }
+  let parsed: ReturnType<typeof parseCommand>;
+  try {
+    parsed = parseCommand(checkReferenceOptions(), argv, 2);
+  } catch (e) {
+    if (e instanceof UsageExit) return e.exitCode;
+    throw e;
   }
-  if (!dir) {
-    console.error(`usage: ${CHECK_REFERENCE_USAGE}`);
-    return 2;
-  }
+  const { options, args } = parsed;
+  const dir = args[0];
+  const weights = options.string('weights');
+  const choice: WeightsChoice = weights === 'safetensors' || weights === 'bin' ? weights : 'auto';
+  const json = options.flag('json');
+  const fp16 = options.flag('fp16');
   const rt = runtime ?? (await createNodeRuntime());
   try {
     const r = await runReferenceCheck(rt, dir, choice, { fp16 });

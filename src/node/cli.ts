@@ -1,75 +1,93 @@
-// The `ser` command line (Node edge). Each command lives in its own module and registers here.
+// The `ser` command line (Node edge). Each command lives in its own module: it declares its options as a commander
+// Command (the help is generated from them) and parses its own arguments; this file lists them and dispatches.
+import { Command, CommanderError } from 'commander';
 import { createNodeRuntime } from './dawn.js';
-import { trainCommand, evalCommand, predictCommand, demoCommand, TRAIN_USAGE, EVAL_USAGE, PREDICT_USAGE, DEMO_USAGE } from './train-cmd.js';
-import { checkReference, CHECK_REFERENCE_USAGE } from './check-reference.js';
-import { profileCommand, PROFILE_USAGE } from './profile-cmd.js';
+import { trainCommand, evalCommand, predictCommand, demoCommand, trainOptions, evalOptions, predictOptions, demoOptions } from './train-cmd.js';
+import { checkReference, checkReferenceOptions } from './check-reference.js';
+import { profileCommand, profileOptions } from './profile-cmd.js';
 import { tuneCommand, TUNE_USAGE } from './tune-cmd.js';
+import { exitCodeOf, parseCommand, serCommand } from './cli-options.js';
 
-interface Command {
-  summary: string;
-  usage: string;
+interface CommandEntry {
+  /** the command's options and arguments (a fresh Command each call: one parse each) */
+  options: () => Command;
   run: (argv: string[]) => Promise<number | void>;
 }
 
-export const commands: Record<string, Command> = {
-  info: {
-    summary: 'show the WebGPU adapter, its limits and features',
-    usage: 'ser info [--json]',
-    async run(argv) {
-      const rt = await createNodeRuntime();
-      const l = rt.limits;
-      const info = {
-        adapter: rt.adapter,
-        features: [...rt.features].sort(),
-        limits: {
-          maxStorageBufferBindingSize: l.maxStorageBufferBindingSize,
-          maxBufferSize: l.maxBufferSize,
-          maxComputeWorkgroupStorageSize: l.maxComputeWorkgroupStorageSize,
-          maxComputeInvocationsPerWorkgroup: l.maxComputeInvocationsPerWorkgroup,
-        },
-      };
-      if (argv.includes('--json')) console.log(JSON.stringify(info));
-      else console.log(JSON.stringify(info, null, 2));
-      rt.destroy();
+function infoOptions(): Command {
+  return serCommand('info', 'show the WebGPU adapter, its limits and features').option('--json', 'one line of JSON');
+}
+
+async function infoCommand(argv: string[]): Promise<number> {
+  const { options: v } = parseCommand(infoOptions(), argv);
+  const rt = await createNodeRuntime();
+  const l = rt.limits;
+  const info = {
+    adapter: rt.adapter,
+    features: [...rt.features].sort(),
+    limits: {
+      maxStorageBufferBindingSize: l.maxStorageBufferBindingSize,
+      maxBufferSize: l.maxBufferSize,
+      maxComputeWorkgroupStorageSize: l.maxComputeWorkgroupStorageSize,
+      maxComputeInvocationsPerWorkgroup: l.maxComputeInvocationsPerWorkgroup,
     },
-  },
-  train: { summary: 'fine-tune a wav2vec2 speech-emotion classifier', usage: TRAIN_USAGE, run: trainCommand },
-  eval: { summary: 'WA, UA, per-class metrics and confusion matrix on labelled audio', usage: EVAL_USAGE, run: evalCommand },
-  predict: { summary: 'label and class probabilities for audio files', usage: PREDICT_USAGE, run: predictCommand },
-  demo: { summary: 'synthesize a Persian emotional-speech corpus and train a small model on it', usage: DEMO_USAGE, run: demoCommand },
-  tune: { summary: 'time candidate kernel configurations (tile sizes, strategies) on this adapter and cache the fastest', usage: TUNE_USAGE, run: tuneCommand },
-  profile: { summary: 'GPU time per kernel and per section of a forward pass or training step (table, Chrome trace)', usage: PROFILE_USAGE, run: profileCommand },
-  'check-reference': {
-    summary: 'compare the model (f32) with Hugging Face float64 reference outputs and gradients in a fixture directory',
-    usage: CHECK_REFERENCE_USAGE,
-    run: (argv) => checkReference(argv),
+  };
+  console.log(v.flag('json') ? JSON.stringify(info) : JSON.stringify(info, null, 2));
+  rt.destroy();
+  return 0;
+}
+
+export const commands: Record<string, CommandEntry> = {
+  info: { options: infoOptions, run: infoCommand },
+  train: { options: trainOptions, run: trainCommand },
+  eval: { options: evalOptions, run: evalCommand },
+  predict: { options: predictOptions, run: predictCommand },
+  demo: { options: demoOptions, run: demoCommand },
+  profile: { options: profileOptions, run: profileCommand },
+  'check-reference': { options: checkReferenceOptions, run: (argv) => checkReference(argv) },
+  // parses its own arguments (tune-cmd.ts); listed here for the help
+  tune: {
+    options: () => serCommand('tune', 'time candidate kernel configurations (tile sizes, strategies) on this adapter and cache the fastest').allowUnknownOption().allowExcessArguments(),
+    run: async (argv) => {
+      if (argv.includes('--help') || argv.includes('-h')) {
+        console.log(TUNE_USAGE);
+        return 0;
+      }
+      return tuneCommand(argv);
+    },
   },
 };
 
-function help(): void {
-  console.log('usage: ser <command> [options]\n\ncommands:');
-  for (const [name, c] of Object.entries(commands)) console.log(`  ${name.padEnd(18)} ${c.summary}`);
-  console.log('\nser <command> --help for the options of one command');
+/** The top level: lists the commands (their summaries come from the commands themselves). */
+function program(): Command {
+  const p = new Command('ser')
+    .usage('<command> [options]')
+    .description('speech emotion recognition on WebGPU')
+    .showSuggestionAfterError(true)
+    .configureHelp({ styleTitle: (title: string) => title.toLowerCase(), helpWidth: 118 })
+    .addHelpText('after', '\nser <command> --help for the options of one command')
+    .exitOverride();
+  for (const entry of Object.values(commands)) p.addCommand(entry.options());
+  return p;
 }
 
 export async function main(argv: string[]): Promise<number> {
   const [name, ...rest] = argv;
-  if (!name || name === '--help' || name === '-h' || name === 'help') {
-    help();
+  if (name === undefined) {
+    program().outputHelp();
     return 0;
   }
-  const cmd = commands[name];
-  if (!cmd) {
-    console.error(`ser: unknown command '${name}'`);
-    help();
-    return 2;
+  const cmd = Object.hasOwn(commands, name) ? commands[name] : undefined;
+  if (cmd) return exitCodeOf(() => cmd.run(rest));
+  if (name === 'help' && rest[0] && Object.hasOwn(commands, rest[0])) return exitCodeOf(() => commands[rest[0]].run(['--help']));
+  // --help, help, or an unknown command (commander suggests the nearest one): exit 2 for a usage error
+  try {
+    program().parse(name === 'help' ? ['--help'] : argv, { from: 'user' });
+  } catch (e) {
+    if (e instanceof CommanderError) return e.code === 'commander.helpDisplayed' || e.code === 'commander.help' ? 0 : 2;
+    throw e;
   }
-  if (rest.includes('--help') || rest.includes('-h')) {
-    console.log(cmd.usage);
-    return 0;
-  }
-  const code = await cmd.run(rest);
-  return typeof code === 'number' ? code : 0;
+  return 2;
 }
 
 main(process.argv.slice(2)).then(

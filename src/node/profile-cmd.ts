@@ -4,7 +4,7 @@
 // The model-specific lines are in runOnce() and the loadModel() call; sections are marked through rt.section only.
 import fs from 'node:fs';
 import path from 'node:path';
-import { parseArgs } from 'node:util';
+import { InvalidArgumentError, type Command } from 'commander';
 import { Tensor } from '../tensor.js';
 import { backward, noGrad, tidy } from '../autograd.js';
 import { AdamW } from '../ops/optim.js';
@@ -14,47 +14,41 @@ import type { Runtime } from '../runtime/runtime.js';
 import { createNodeRuntime } from './dawn.js';
 import { loadModel, type LoadedModel } from './train-cmd.js';
 import { writeFileAtomic } from './modeldir.js';
-
-export const PROFILE_USAGE = `ser profile --model <dir> [--train] [--seconds S] [--batch-size B] [--trace out.json] [--json]
-  Times every kernel dispatch of one forward pass (with --train: forward, backward and an AdamW step, feature encoder
-  frozen as in fine-tuning) on B clips of S seconds of synthetic audio (default 4 s, batch 1), after one untimed run
-  that compiles the pipelines. Prints GPU time per kernel and per section (sorted by total; calls, total ms, mean ms,
-  share). Uses GPU timestamp queries when the adapter has 'timestamp-query', else submits each dispatch alone (coarse).
-  --model <dir>     a Hugging Face model directory (config.json; weights optional: random init without them)
-  --train           profile a training step instead of inference
-  --seconds S       clip length in seconds (default 4)
-  --batch-size B    clips per batch (default 1)
-  --trace FILE      write a Chrome trace (Trace Event Format JSON; open in https://ui.perfetto.dev or chrome://tracing)
-  --fallback        time by submitting each dispatch alone even when timestamp queries are available
-  --json            print the profile as JSON (method, totals, per-kernel and per-section rows)`;
+import { parseCommand, serCommand, valueOption } from './cli-options.js';
 
 const MAX_SECONDS = 600;
 const MAX_BATCH = 256;
 
-function positiveNumber(value: string, flag: string, max: number, integer: boolean): number {
-  const x = Number(value);
-  if (!Number.isFinite(x) || x <= 0 || x > max || (integer && !Number.isInteger(x))) {
-    throw new Error(`profile: ${flag} must be a positive ${integer ? 'integer' : 'number'} up to ${max}, got '${value}'`);
-  }
-  return x;
+function positiveNumber(flag: string, max: number, integer: boolean): (value: string) => number {
+  return (value) => {
+    const x = Number(value);
+    if (value.trim() === '' || !Number.isFinite(x) || x <= 0 || x > max || (integer && !Number.isInteger(x))) {
+      throw new InvalidArgumentError(`${flag} must be a positive ${integer ? 'integer' : 'number'} up to ${max}`);
+    }
+    return x;
+  };
+}
+
+export function profileOptions(): Command {
+  return serCommand('profile', 'GPU time per kernel and per section of a forward pass or training step (table, Chrome trace)')
+    .requiredOption('--model <dir>', 'a Hugging Face model folder or Hub id (config.json; weights optional: random init without them)')
+    .option('--train', 'profile a training step (forward, backward, AdamW; feature encoder frozen) instead of inference')
+    .addOption(valueOption('--seconds <s>', 'clip length in seconds of synthetic audio', positiveNumber('--seconds', MAX_SECONDS, false), 4))
+    .addOption(valueOption('--batch-size <b>', 'clips per batch', positiveNumber('--batch-size', MAX_BATCH, true), 1))
+    .option('--trace <file>', 'write a Chrome trace (Trace Event Format JSON; open in https://ui.perfetto.dev or chrome://tracing)')
+    .option('--fallback', 'time by submitting each dispatch alone even when timestamp queries are available')
+    .option('--json', 'print the profile as JSON (method, totals, per-kernel and per-section rows)')
+    .addHelpText('after', `
+Times every kernel dispatch after one untimed run that compiles the pipelines. Prints GPU time per kernel and per
+section (sorted by total; calls, total ms, mean ms, share). Uses GPU timestamp queries when the adapter has
+'timestamp-query', else submits each dispatch alone (coarse).`);
 }
 
 export async function profileCommand(argv: string[]): Promise<number> {
-  const { values: v } = parseArgs({
-    args: argv,
-    options: {
-      model: { type: 'string' },
-      train: { type: 'boolean' },
-      seconds: { type: 'string', default: '4' },
-      'batch-size': { type: 'string', default: '1' },
-      trace: { type: 'string' },
-      fallback: { type: 'boolean' },
-      json: { type: 'boolean' },
-    },
-  });
-  if (!v.model) throw new Error(`profile needs --model <dir>\n\n${PROFILE_USAGE}`);
-  const seconds = positiveNumber(v.seconds!, '--seconds', MAX_SECONDS, false);
-  const batch = positiveNumber(v['batch-size']!, '--batch-size', MAX_BATCH, true);
+  const { options } = parseCommand(profileOptions(), argv);
+  const v = { model: options.string('model')!, train: options.flag('train'), trace: options.string('trace'), fallback: options.flag('fallback'), json: options.flag('json') };
+  const seconds = options.number('seconds')!;
+  const batch = options.number('batchSize')!;
   const rt = await createNodeRuntime();
   const loaded = await loadModel(rt, v.model);
   const samples = Math.max(Math.round(seconds * loaded.preprocessor.samplingRate), loaded.preprocessor.minSamples);

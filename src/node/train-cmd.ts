@@ -3,7 +3,7 @@
 import cliProgress from 'cli-progress';
 import fs from 'node:fs';
 import path from 'node:path';
-import { parseArgs } from 'node:util';
+import { Option, type Command } from 'commander';
 import type { Runtime } from '../runtime/runtime.js';
 import { configObject, fineTunedConfigJson, type ModelConfigBase } from '../io/config.js';
 import { familyOf, parseModelConfig } from '../model/registry.js';
@@ -25,6 +25,7 @@ import { audioClassifier, type AudioClassifier } from './pipeline.js';
 import type { Prediction, TimelineEntry } from '../pipeline.js';
 import { synthesizeDemoCorpus } from './demo-corpus.js';
 import { demoConfigFor } from './demo-configs.js';
+import { aliasOption, integer, number, parseCommand, serCommand, valueOption } from './cli-options.js';
 
 // ---------------------------------------------------------------------------------------------------------------
 // model loading
@@ -222,99 +223,114 @@ function formatDuration(s: number): string {
 // ---------------------------------------------------------------------------------------------------------------
 // train
 
-export const TRAIN_USAGE = `ser train --model <dir> --data <manifest|folder> --out <dir> [options]
-
-  --model DIR            Hugging Face wav2vec2 directory (config.json + weights; config.json alone = random init)
-  --data PATH            modified_shemo.json-style file, CSV/TSV (path,label columns) or a folder of per-label folders
-  --data-root DIR        folder the manifest's paths are relative to (default: the manifest's folder)
-  --eval-data PATH       separate validation set (default: a stratified --val-fraction of --data)
-  --labels a,b,c         label set (default: ShEMO without 'fear'; otherwise every label in --data)
-  --target-columns a,b,c regression: numeric CSV columns (e.g. arousal,dominance,valence) become the model's
-                         outputs (problem_type "regression", MSE loss); splits are random (or --split speaker)
-                         and the best checkpoint is picked by mean CCC (--metric ccc)
-  --out DIR              output: model/ (best, Hugging Face format), log.jsonl, splits, report.html, checkpoint
-  --split stratified|speaker   how the test part is held out (default stratified, as the original)
-  --test-fraction F      held-out test part of --data (default 0.2; 0: none)
-  --val-fraction F       validation part of the training data (default 0.1)
-  --epochs N (2)  --lr X (3e-4)  --batch-size N (4)  --grad-accum N (2)  --warmup-steps N (100)
-  --weight-decay X (0)  --seed N (42)  --eval-steps N (0: each epoch)  --metric ua|accuracy|ccc (ua; ccc for regression)
-  --max-grad-norm X (1.0)  --max-seconds S (random crops of longer training clips)
-  --train-feature-encoder   also train the conv feature encoder (needed from scratch)
-  --head-only            freeze the whole encoder; pooled features are computed once, then the head trains
-  --unfreeze-top K       train only the top K encoder layers (+ head)
-  --checkpointing        gradient checkpointing (recompute each encoder layer in backward)
-  --fp16                 mixed precision: linear layers in f16 (f32 accumulate, f32 master weights), dynamic
-                         loss scaling; needs an adapter with shader-f16
-  --loss-scale S         fp16: initial loss scale (65536; halved on overflow, doubled after 2000 clean steps)
-  --augment              gain / noise / speed augmentation in training
-  --group-by-length      batches of similar lengths (less padding; HF Trainer's group_by_length). Default: a
-                         random permutation per epoch, as HF Trainer
-  --pooling plain|masked how the head pools over time in training: plain = the notebook head's torch.mean over
-                         every frame of the padded batch (default for that head), masked = each clip's real frames.
-                         Evaluation always pools over real frames, so scores never depend on the batch
-  --resume               continue from <out>/checkpoint.safetensors
-  --max-skipped-fraction F   stop when the validation or test split loses more than this fraction of its clips
-                         to unreadable or too-short audio (default 0.1; 1 allows any)
-  --init-seed N          seed of the random initialisation (default: --seed)`;
+export function trainOptions(): Command {
+  const cmd = serCommand('train', 'fine-tune a wav2vec2-family speech-emotion classifier')
+    .requiredOption('--model <dir>', 'Hugging Face model folder or Hub id org/name[@rev] (config.json + weights; config.json alone = random init)')
+    .requiredOption('--data <path>', "modified_shemo.json-style file, CSV/TSV (path,label columns) or a folder of per-label folders")
+    .option('--data-root <dir>', "folder the manifest's paths are relative to (default: the manifest's folder)")
+    .option('--eval-data <path>', 'separate validation set (default: a stratified --val-fraction of --data)')
+    .option('--labels <a,b,c>', "label set (default: ShEMO without 'fear'; otherwise every label in --data)")
+    .requiredOption('--out <dir>', 'output: model/ (best, Hugging Face format), log.jsonl, splits, report.html, checkpoint')
+    .option('--target-columns <a,b,c>', 'regression: numeric CSV columns (e.g. arousal,dominance,valence) become the model\'s outputs (problem_type "regression", MSE loss); splits are random (or --split speaker) and the best checkpoint is picked by mean CCC')
+    .addOption(new Option('--split <how>', 'how the test part is held out (stratified, as the original; random; or by speaker). Regression: stratified means random').choices(['stratified', 'random', 'speaker']).default('stratified'))
+    .addOption(valueOption('--test-fraction <f>', 'held-out test part of --data (0: none)', number({ atLeast: 0, below: 1 }), 0.2))
+    .addOption(valueOption('--val-fraction <f>', 'validation part of the training data', number({ atLeast: 0, below: 1 }), 0.1))
+    .addOption(valueOption('--epochs <n>', 'training epochs', integer(1), 2))
+    .addOption(valueOption('--lr <x>', 'peak learning rate (AdamW)', number({ atLeast: 0 }), 3e-4))
+    .addOption(valueOption('--batch-size <n>', 'clips per micro-batch', integer(1), 4))
+    .addOption(valueOption('--grad-accum <n>', 'micro-batches per optimizer step (gradient accumulation)', integer(1), 2))
+    .addOption(valueOption('--warmup-steps <n>', 'linear warm-up steps, then linear decay', integer(0), 100))
+    .addOption(valueOption('--weight-decay <x>', 'AdamW weight decay', number({ atLeast: 0 }), 0))
+    .addOption(valueOption('--seed <n>', 'seed of the split, batch order, dropout and crops', integer(0), 42))
+    .addOption(valueOption('--eval-steps <n>', 'evaluate on validation every N optimizer steps (0: each epoch)', integer(0), 0))
+    .addOption(valueOption('--save-steps <n>', 'write the resumable checkpoint every N optimizer steps (0: at each evaluation)', integer(0), 0))
+    .addOption(new Option('--metric <name>', 'validation metric that picks the best checkpoint (default: ua; ccc, the mean over targets, for regression)').choices(['ua', 'accuracy', 'ccc']))
+    .addOption(valueOption('--max-grad-norm <x>', 'gradient clipping by global norm', number({ atLeast: 0 }), 1.0))
+    .addOption(valueOption('--max-seconds <s>', 'random crops of longer training clips', number({ above: 0 })))
+    .option('--train-feature-encoder', 'also train the conv feature encoder (needed from scratch)')
+    .option('--head-only', 'freeze the whole encoder; pooled features are computed once, then the head trains')
+    .addOption(valueOption('--unfreeze-top <k>', 'train only the top K encoder layers (+ head)', integer(0)))
+    .option('--checkpointing', 'gradient checkpointing (recompute each encoder layer in backward)')
+    .option('--fp16', 'mixed precision: linear layers in f16 (f32 accumulate, f32 master weights), dynamic loss scaling; needs an adapter with shader-f16')
+    .addOption(valueOption('--loss-scale <s>', 'fp16: initial loss scale (halved on overflow, doubled after 2000 clean steps)', number({ above: 0 }), DEFAULT_LOSS_SCALE.init))
+    .option('--augment', 'gain / noise / speed augmentation in training (each with probability 0.5)')
+    .option('--group-by-length', "batches of similar lengths (less padding; HF Trainer's group_by_length). Default: a random permutation per epoch, as HF Trainer")
+    .addOption(new Option('--pooling <how>', "how the head pools over time in training: plain = the notebook head's torch.mean over every frame of the padded batch (default for that head), masked = each clip's real frames. Evaluation always pools over real frames").choices(['plain', 'masked']))
+    .option('--resume', 'continue from <out>/checkpoint.safetensors (starts fresh, and says so, when there is none)')
+    .addOption(valueOption('--max-skipped-fraction <f>', 'stop when the validation or test split loses more than this fraction of its clips to unreadable or too-short audio (1 allows any)', number({ atLeast: 0, atMost: 1 }), DEFAULT_MAX_SKIPPED_FRACTION))
+    .addOption(valueOption('--init-seed <n>', 'seed of the random initialisation (default: --seed)', integer(0)))
+    .option('--quiet', 'no progress bar');
+  aliasOption(cmd, '--learning-rate', '--lr');
+  aliasOption(cmd, '--num-train-epochs', '--epochs');
+  aliasOption(cmd, '--per-device-train-batch-size', '--batch-size');
+  aliasOption(cmd, '--gradient-accumulation-steps', '--grad-accum');
+  aliasOption(cmd, '--output-dir', '--out');
+  return cmd;
+}
 
 export async function trainCommand(argv: string[]): Promise<number> {
-  const { values: v } = parseArgs({
-    args: argv,
-    options: {
-      model: { type: 'string' }, data: { type: 'string' }, 'data-root': { type: 'string' }, 'eval-data': { type: 'string' },
-      labels: { type: 'string' }, out: { type: 'string' }, split: { type: 'string', default: 'stratified' },
-      'test-fraction': { type: 'string', default: '0.2' }, 'val-fraction': { type: 'string', default: '0.1' },
-      epochs: { type: 'string' }, lr: { type: 'string' }, 'batch-size': { type: 'string' }, 'grad-accum': { type: 'string' },
-      'warmup-steps': { type: 'string' }, 'weight-decay': { type: 'string' }, seed: { type: 'string' }, 'eval-steps': { type: 'string' },
-      metric: { type: 'string' }, 'max-grad-norm': { type: 'string' }, 'max-seconds': { type: 'string' },
-      'train-feature-encoder': { type: 'boolean' }, 'head-only': { type: 'boolean' }, 'unfreeze-top': { type: 'string' },
-      checkpointing: { type: 'boolean' }, fp16: { type: 'boolean' }, 'loss-scale': { type: 'string' }, augment: { type: 'boolean' }, resume: { type: 'boolean' },
-      'init-seed': { type: 'string' }, quiet: { type: 'boolean' }, 'group-by-length': { type: 'boolean' }, pooling: { type: 'string' }, 'max-skipped-fraction': { type: 'string' },
-      'target-columns': { type: 'string' },
-    },
-    strict: true,
-  });
-  if (!v.model || !v.data || !v.out) throw new Error(`train needs --model, --data and --out\n\n${TRAIN_USAGE}`);
-  const num = (name: string, s: string | undefined, dflt: number, check: (x: number) => boolean = (x) => x >= 0): number => {
-    if (s === undefined) return dflt;
-    const x = Number(s);
-    if (!Number.isFinite(x) || !check(x)) throw new Error(`--${name}: invalid value '${s}'`);
-    return x;
-  };
-  const int = (x: number) => Number.isInteger(x) && x >= 0;
-  const targetColumns = v['target-columns']?.split(',').map((s) => s.trim()).filter(Boolean);
-  if (targetColumns && (targetColumns.length === 0 || new Set(targetColumns).size !== targetColumns.length)) throw new Error(`--target-columns: a list of distinct column names, got '${v['target-columns']}'`);
-  if (targetColumns && v.labels) throw new Error('--target-columns and --labels: a regression run takes its output names from --target-columns');
-  const metric = v.metric ?? (targetColumns ? 'ccc' : 'ua');
-  if (targetColumns ? metric !== 'ccc' : metric !== 'ua' && metric !== 'accuracy') throw new Error(`--metric must be ${targetColumns ? 'ccc for a regression run (--target-columns)' : 'ua or accuracy'}, got '${v.metric}'`);
+  const { options: v } = parseCommand(trainOptions(), argv);
+  const maxSeconds = v.number('maxSeconds');
+  const pooling = v.string('pooling');
+  const targetColumnsText = v.string('targetColumns');
+  const targetColumns = targetColumnsText?.split(',').map((s) => s.trim()).filter(Boolean);
+  if (targetColumns && (targetColumns.length === 0 || new Set(targetColumns).size !== targetColumns.length)) throw new Error(`--target-columns: a list of distinct column names, got '${targetColumnsText}'`);
+  if (targetColumns && v.string('labels')) throw new Error('--target-columns and --labels: a regression run takes its output names from --target-columns');
+  const metricGiven = v.string('metric');
+  const metric: TrainConfig['metric'] = metricGiven === 'accuracy' ? 'accuracy' : metricGiven === 'ccc' ? 'ccc' : metricGiven === 'ua' ? 'ua' : targetColumns ? 'ccc' : 'ua';
+  if (targetColumns ? metric !== 'ccc' : metric === 'ccc') throw new Error(`--metric must be ${targetColumns ? 'ccc for a regression run (--target-columns)' : 'ua or accuracy'}, got '${metricGiven}'`);
   const cfg: TrainConfig = {
     ...DEFAULT_TRAIN_CONFIG,
-    epochs: num('epochs', v.epochs, 2, (x) => int(x) && x > 0),
-    lr: num('lr', v.lr, 3e-4),
-    batchSize: num('batch-size', v['batch-size'], 4, (x) => int(x) && x > 0),
-    gradAccum: num('grad-accum', v['grad-accum'], 2, (x) => int(x) && x > 0),
-    warmupSteps: num('warmup-steps', v['warmup-steps'], 100, int),
-    weightDecay: num('weight-decay', v['weight-decay'], 0),
-    seed: num('seed', v.seed, 42, int),
-    evalSteps: num('eval-steps', v['eval-steps'], 0, int),
-    metric: metric as TrainConfig['metric'],
-    maxGradNorm: num('max-grad-norm', v['max-grad-norm'], 1.0),
-    maxSamples: v['max-seconds'] ? Math.round(num('max-seconds', v['max-seconds'], 0, (x) => x > 0) * 16000) : undefined,
-    headOnly: Boolean(v['head-only']),
-    unfreezeTop: v['unfreeze-top'] !== undefined ? num('unfreeze-top', v['unfreeze-top'], 0, int) : undefined,
-    trainFeatureEncoder: Boolean(v['train-feature-encoder']),
-    checkpointing: Boolean(v.checkpointing),
-    fp16: Boolean(v.fp16),
-    lossScale: { ...DEFAULT_LOSS_SCALE, init: num('loss-scale', v['loss-scale'], DEFAULT_LOSS_SCALE.init, (x) => x > 0 && Number.isFinite(x)) },
-    groupByLength: Boolean(v['group-by-length']),
-    pooling: v.pooling === undefined ? undefined : v.pooling === 'plain' || v.pooling === 'masked' ? v.pooling : (() => { throw new Error(`--pooling must be plain or masked, got '${v.pooling}'`); })(),
-    augment: v.augment ? { gainDb: [-6, 6], noiseSnrDb: [15, 30], speeds: [0.9, 1.0, 1.1], speedProb: 0.5, gainProb: 0.5, noiseProb: 0.5 } : null,
+    epochs: v.number('epochs')!,
+    lr: v.number('lr')!,
+    batchSize: v.number('batchSize')!,
+    gradAccum: v.number('gradAccum')!,
+    warmupSteps: v.number('warmupSteps')!,
+    weightDecay: v.number('weightDecay')!,
+    seed: v.number('seed')!,
+    evalSteps: v.number('evalSteps')!,
+    saveSteps: v.number('saveSteps')!,
+    metric,
+    maxGradNorm: v.number('maxGradNorm')!,
+    maxSamples: maxSeconds !== undefined ? Math.round(maxSeconds * 16000) : undefined,
+    headOnly: v.flag('headOnly'),
+    unfreezeTop: v.number('unfreezeTop'),
+    trainFeatureEncoder: v.flag('trainFeatureEncoder'),
+    checkpointing: v.flag('checkpointing'),
+    fp16: v.flag('fp16'),
+    lossScale: { ...DEFAULT_LOSS_SCALE, init: v.number('lossScale')! },
+    groupByLength: v.flag('groupByLength'),
+    pooling: pooling === 'plain' || pooling === 'masked' ? pooling : undefined,
+    augment: v.flag('augment') ? { gainDb: [-6, 6], noiseSnrDb: [15, 30], speeds: [0.9, 1.0, 1.1], speedProb: 0.5, gainProb: 0.5, noiseProb: 0.5 } : null,
   };
-  const testFraction = num('test-fraction', v['test-fraction'], 0.2, (x) => x >= 0 && x < 1);
-  const valFraction = num('val-fraction', v['val-fraction'], 0.1, (x) => x >= 0 && x < 1);
-  const split = v.split === 'speaker' ? 'speaker' : v.split === 'random' ? 'random' : v.split === 'stratified' ? (targetColumns ? 'random' : 'stratified') : (() => { throw new Error(`--split must be stratified, random or speaker, got '${v.split}'`); })();
-  const maxSkippedFraction = num('max-skipped-fraction', v['max-skipped-fraction'], DEFAULT_MAX_SKIPPED_FRACTION, (x) => x >= 0 && x <= 1);
-  return runTraining({ modelDir: v.model, data: v.data, dataRoot: v['data-root'], evalData: v['eval-data'], labels: v.labels?.split(',').map((s) => s.trim()).filter(Boolean), out: v.out, split, testFraction, valFraction, cfg, resume: Boolean(v.resume), initSeed: v['init-seed'] !== undefined ? Number(v['init-seed']) : undefined, quiet: Boolean(v.quiet), maxSkippedFraction, targetColumns });
+  const splitGiven = v.string('split');
+  const split = splitGiven === 'speaker' ? 'speaker' : splitGiven === 'random' || targetColumns ? 'random' : 'stratified';
+  const out = v.string('out')!;
+  return runTraining({
+    modelDir: v.string('model')!,
+    data: v.string('data')!,
+    dataRoot: v.string('dataRoot'),
+    evalData: v.string('evalData'),
+    labels: v.string('labels')?.split(',').map((s) => s.trim()).filter(Boolean),
+    out,
+    split,
+    testFraction: v.number('testFraction')!,
+    valFraction: v.number('valFraction')!,
+    cfg,
+    resume: v.flag('resume'),
+    initSeed: v.number('initSeed'),
+    quiet: v.flag('quiet'),
+    maxSkippedFraction: v.number('maxSkippedFraction')!,
+    targetColumns,
+    // the command that continues this run after an interruption
+    resumeCommand: resumeCommandLine(argv),
+  });
+}
+
+/** `ser train <the same arguments> --resume`, quoted for a POSIX shell. */
+function resumeCommandLine(argv: readonly string[]): string {
+  const quote = (s: string) => (/^[\w@%+=:,./-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`);
+  return ['ser', 'train', ...argv.filter((a) => a !== '--resume'), '--resume'].map(quote).join(' ');
 }
 
 export interface TrainRun {
@@ -334,9 +350,21 @@ export interface TrainRun {
   initSeed?: number;
   quiet?: boolean;
   title?: string;
+  /** the shell command that continues this run (printed when it is interrupted) */
+  resumeCommand?: string;
   /** validation/test splits losing more than this fraction of their clips stop the run (default 0.1) */
   maxSkippedFraction?: number;
 }
+
+/** Thrown by train() after Ctrl-C: a resumable checkpoint has been written and the way to resume printed. */
+export class TrainingInterrupted extends Error {
+  constructor(readonly checkpoint: string) {
+    super(`training interrupted; checkpoint ${checkpoint}`);
+  }
+}
+
+/** Exit status after an interruption by SIGINT (128 + 2, as shells report it). */
+export const INTERRUPTED_EXIT_CODE = 130;
 
 export interface TrainResult {
   test: AnyMetrics | null;
@@ -346,8 +374,36 @@ export interface TrainResult {
 }
 
 export async function runTraining(run: TrainRun): Promise<number> {
-  const r = await train(run);
-  return r ? 0 : 1;
+  try {
+    await train(run);
+    return 0;
+  } catch (e) {
+    if (e instanceof TrainingInterrupted) return INTERRUPTED_EXIT_CODE;
+    throw e;
+  }
+}
+
+/**
+ * Runs the trainer with Ctrl-C handled: the first SIGINT asks it to stop at the next micro-batch boundary (it writes
+ * the resumable checkpoint there), a second one exits at once.
+ */
+async function runInterruptible(trainer: Trainer, say: (m: string) => void): Promise<'done' | 'interrupted'> {
+  let interrupts = 0;
+  const onSigint = () => {
+    interrupts++;
+    if (interrupts > 1) {
+      say('\ninterrupted again: exiting without a checkpoint');
+      process.exit(INTERRUPTED_EXIT_CODE);
+    }
+    say('\ninterrupted: writing a resumable checkpoint at the next micro-batch (Ctrl-C again to quit at once)');
+    trainer.requestStop();
+  };
+  process.on('SIGINT', onSigint);
+  try {
+    return await trainer.run();
+  } finally {
+    process.removeListener('SIGINT', onSigint);
+  }
 }
 
 export async function train(run: TrainRun): Promise<TrainResult> {
@@ -415,6 +471,7 @@ export async function train(run: TrainRun): Promise<TrainResult> {
   const ckPath = path.join(out, 'checkpoint.safetensors');
   const bestDir = path.join(out, 'model');
   const resuming = run.resume && fs.existsSync(ckPath);
+  if (run.resume && !resuming) say(`--resume: no checkpoint at ${ckPath}; starting fresh`);
   if (!resuming && fs.existsSync(logPath)) fs.rmSync(logPath);
   const runLog = new JsonlLog(logPath);
   const log = (line: Record<string, unknown>) => runLog.append(line);
@@ -443,7 +500,13 @@ export async function train(run: TrainRun): Promise<TrainResult> {
   await writeFileAtomic(path.join(out, 'run.json'), `${JSON.stringify({ ...run, cfg: run.cfg, adapter: rt.adapter, totalSteps: trainer.totalSteps }, null, 2)}\n`);
   say(`training: ${trainer.params.length} parameter tensors, ${trainer.totalSteps} optimizer steps (${trainer.batchesPerEpoch} micro-batches per epoch) on ${rt.adapter.description || rt.adapter.vendor}`);
   const t0 = performance.now();
-  await trainer.run();
+  const outcome = await runInterruptible(trainer, say);
+  if (outcome === 'interrupted') {
+    model.dispose();
+    say(`checkpoint written: ${ckPath} (optimizer step ${trainer.position.step} of ${trainer.totalSteps})`);
+    if (run.resumeCommand) say(`resume with:\n  ${run.resumeCommand}`);
+    throw new TrainingInterrupted(ckPath);
+  }
   const seconds = (performance.now() - t0) / 1000;
   say(`training done in ${formatDuration(seconds)}`);
   if (!valid) await saveModel(model, config, preprocessor, bestDir); // no validation set: the last model is the result
@@ -536,19 +599,30 @@ function readableConfig(cfg: TrainConfig): Record<string, unknown> {
 // ---------------------------------------------------------------------------------------------------------------
 // eval / predict
 
-export const EVAL_USAGE = `ser eval --model <dir> --data <manifest|folder> [--data-root DIR] [--labels a,b] [--splits FILE --part test] [--json]
-  Evaluates a model on labelled audio: WA (accuracy), UA (macro recall), per-class precision/recall/F1/support and the
-  confusion matrix. --splits (a splits.json written by train) with --part restricts to one part. --model takes a
-  model folder or a training run folder (its model/). The model's own labels are used; --labels, when given, must
-  be the same set. Rows whose label the model lacks are dropped and counted; unreadable clips are skipped and counted.
-  Regression models (problem_type "regression"): a CSV with one numeric column per output (the model's label names,
-  or --target-columns a,b,c in the model's output order); prints per-target MSE, MAE, CCC (Pearson too).`;
+export function evalOptions(): Command {
+  const cmd = serCommand('eval', 'WA, UA, per-class metrics and confusion matrix on labelled audio')
+    .requiredOption('--model <dir>', 'model folder, training run folder (its model/) or Hub id org/name[@rev]')
+    .requiredOption('--data <path>', 'modified_shemo.json-style file, CSV/TSV (path,label columns) or a folder of per-label folders')
+    .option('--data-root <dir>', "folder the manifest's paths are relative to (default: the manifest's folder)")
+    .option('--labels <a,b,c>', "must be the model's own label set when given (the model's labels are used)")
+    .option('--splits <file>', 'a splits.json written by train: evaluate one part of it (--part)')
+    .addOption(new Option('--part <name>', 'the part of --splits to evaluate').choices(['train', 'valid', 'test']).default('test'))
+    .option('--target-columns <a,b,c>', "regression models: the CSV's numeric columns, in the model's output order (default: the model's label names)")
+    .addOption(valueOption('--batch-size <n>', 'clips per evaluation batch (results do not depend on it)', integer(1), 4))
+    .option('--json', 'one JSON object: wa, ua, per_class, confusion, labels, n, dropped, skipped')
+    .addHelpText('after', `
+Evaluates a model on labelled audio: WA (accuracy), UA (macro recall), per-class precision/recall/F1/support and the
+confusion matrix. Rows whose label the model lacks are dropped and counted; unreadable clips are skipped and counted.
+Regression models (problem_type "regression"): a CSV with one numeric column per output; prints per-target MSE, MAE,
+CCC (Pearson too).`);
+  aliasOption(cmd, '--per-device-eval-batch-size', '--batch-size');
+  return cmd;
+}
 
 export async function evalCommand(argv: string[]): Promise<number> {
-  const { values: v } = parseArgs({ args: argv, options: { model: { type: 'string' }, data: { type: 'string' }, 'data-root': { type: 'string' }, labels: { type: 'string' }, splits: { type: 'string' }, part: { type: 'string', default: 'test' }, json: { type: 'boolean' }, 'batch-size': { type: 'string', default: '4' }, 'target-columns': { type: 'string' } } });
-  if (!v.model || !v.data) throw new Error(`eval needs --model and --data\n\n${EVAL_USAGE}`);
-  const batchSize = Number(v['batch-size']);
-  if (!Number.isInteger(batchSize) || batchSize < 1) throw new Error(`--batch-size: invalid value '${v['batch-size']}'`);
+  const { options } = parseCommand(evalOptions(), argv);
+  const v = { model: options.string('model')!, data: options.string('data')!, 'data-root': options.string('dataRoot'), labels: options.string('labels'), splits: options.string('splits'), part: options.string('part')!, json: options.flag('json'), 'target-columns': options.string('targetColumns') };
+  const batchSize = options.number('batchSize')!;
   await recoverModelDir(v.model); // a save killed between its two renames left the previous folder aside
   await recoverModelDir(path.join(v.model, 'model'));
   const dir = modelFolder(v.model);
@@ -664,37 +738,30 @@ async function evalRegression(v: { model?: string; data?: string; 'data-root'?: 
   return 0;
 }
 
-export const PREDICT_USAGE = `ser predict <model> <audio...> [--json] [--top-k K] [--window S [--hop S]] [--batch-size N] [--fp16]
-  Label and class probabilities per file (WAV, FLAC, MP3, OGG/Vorbis; any rate, mixed to mono, resampled to the
-  model's rate). <model>: a model folder (config.json + weights) or a training run folder (its model/).
-  Regression models (problem_type "regression") print their outputs by label.
-  --top-k K      labels shown per line (default: all)
-  --window S     classify windows of S seconds (a timeline: emotion over time); the last window ends at the end
-  --hop S        seconds between window starts (default: the window)
-  --json         one JSON array: {file, label, probs} per file, or {file, timeline: [{start, end, label, probs}]}`;
+export function predictOptions(): Command {
+  return serCommand('predict', 'label and class probabilities for audio files')
+    .argument('<model>', 'model folder (config.json + weights), training run folder (its model/) or Hub id org/name[@rev]')
+    .argument('<audio...>', "audio files (WAV, FLAC, MP3, OGG/Vorbis; any rate, mixed to mono, resampled to the model's rate)")
+    .addOption(valueOption('--top-k <k>', 'labels shown per line (default: all)', integer(1)))
+    .addOption(valueOption('--window <s>', 'classify windows of S seconds (a timeline: emotion over time); the last window ends at the end', number({ above: 0 })))
+    .addOption(valueOption('--hop <s>', 'seconds between window starts (default: the window)', number({ above: 0 })))
+    .addOption(valueOption('--batch-size <n>', 'clips per batch', integer(1)))
+    .option('--fp16', 'mixed precision (linear layers in f16)')
+    .option('--json', 'one JSON array: {file, label, probs} per file, or {file, timeline: [{start, end, label, probs}]}')
+    .addHelpText('after', '\nRegression models (problem_type "regression") print their outputs by label.');
+}
 
 export async function predictCommand(argv: string[]): Promise<number> {
-  const { values: v, positionals } = parseArgs({
-    args: argv,
-    options: { json: { type: 'boolean' }, 'top-k': { type: 'string' }, window: { type: 'string' }, hop: { type: 'string' }, 'batch-size': { type: 'string' }, fp16: { type: 'boolean' } },
-    allowPositionals: true,
-  });
-  const [dir, ...files] = positionals;
-  if (!dir || files.length === 0) throw new Error(`predict needs a model directory and at least one audio file\n\n${PREDICT_USAGE}`);
-  const positive = (name: string, s: string | undefined, integer: boolean): number | undefined => {
-    if (s === undefined) return undefined;
-    const x = Number(s);
-    if (!Number.isFinite(x) || x <= 0 || (integer && !Number.isInteger(x))) throw new Error(`--${name}: invalid value '${s}' (a positive ${integer ? 'integer' : 'number'})`);
-    return x;
-  };
-  const window = positive('window', v.window, false);
-  const hop = positive('hop', v.hop, false);
+  const { options, args } = parseCommand(predictOptions(), argv);
+  const [dir, ...files] = args;
+  const v = { json: options.flag('json'), fp16: options.flag('fp16') };
+  const window = options.number('window');
+  const hop = options.number('hop');
   if (hop !== undefined && window === undefined) throw new Error('--hop needs --window');
-  const batchSize = positive('batch-size', v['batch-size'], true);
-  const topKOption = positive('top-k', v['top-k'], true);
+  const batchSize = options.number('batchSize');
   const clf: AudioClassifier = await audioClassifier(dir, { batchSize, dtype: v.fp16 ? 'f16' : 'f32' });
   const labels = clf.labels;
-  const topK = topKOption ?? labels.length;
+  const topK = options.number('topK') ?? labels.length;
   // a prediction as (top label, values by label): probabilities (classification) or outputs (regression)
   const flat = (p: Prediction): { label: string | null; values: Record<string, number> } =>
     Array.isArray(p) ? { label: p[0]?.label ?? null, values: Object.fromEntries(p.map((s) => [s.label, s.score])) } : { label: null, values: p };
@@ -739,13 +806,28 @@ export async function predictCommand(argv: string[]): Promise<number> {
 
 export { DEMO_CONFIG } from './demo-configs.js';
 
-export const DEMO_USAGE = `ser demo [--out DIR] [--family wav2vec2|hubert|data2vec|...] [--epochs N (24)] [--lr LR (1e-3)] [--speakers N (20)] [--per-emotion N (6)] [--seed N (1)]
-  Synthesizes a small Persian emotional-speech corpus (espeak-ng -v fa, emotion-dependent prosody, several speakers,
-  noise), trains a small model of the chosen family (default wav2vec2) from scratch on it with the same code path as real fine-tuning, evaluates on
-  held-out speakers and writes an HTML report. Default output: ./demo-out`;
+export function demoOptions(): Command {
+  const cmd = serCommand('demo', 'synthesize a Persian emotional-speech corpus and train a small model on it')
+    .option('--out <dir>', 'output folder', 'demo-out')
+    .option('--family <name>', 'model family of the small model (wav2vec2, hubert, data2vec, ...)', 'wav2vec2')
+    .addOption(valueOption('--epochs <n>', 'training epochs', integer(1), 24))
+    .addOption(valueOption('--lr <x>', 'peak learning rate', number({ above: 0 }), 1e-3))
+    .addOption(valueOption('--speakers <n>', 'synthetic speakers', integer(1, 1000), 20))
+    .addOption(valueOption('--per-emotion <n>', 'sentences per speaker and emotion', integer(1, 1000), 6))
+    .addOption(valueOption('--seed <n>', 'seed of the corpus, split and training', integer(0), 1))
+    .addHelpText('after', `
+Synthesizes a small Persian emotional-speech corpus (espeak-ng -v fa, emotion-dependent prosody, several speakers,
+noise), trains a small model of the chosen family from scratch on it with the same code path as real fine-tuning,
+evaluates on held-out speakers and writes an HTML report.`);
+  aliasOption(cmd, '--learning-rate', '--lr');
+  aliasOption(cmd, '--num-train-epochs', '--epochs');
+  aliasOption(cmd, '--output-dir', '--out');
+  return cmd;
+}
 
 export async function demoCommand(argv: string[]): Promise<number> {
-  const { values: v } = parseArgs({ args: argv, options: { out: { type: 'string', default: 'demo-out' }, epochs: { type: 'string', default: '24' }, speakers: { type: 'string', default: '20' }, 'per-emotion': { type: 'string', default: '6' }, seed: { type: 'string', default: '1' }, lr: { type: 'string', default: '1e-3' }, family: { type: 'string', default: 'wav2vec2' } } });
+  const { options } = parseCommand(demoOptions(), argv);
+  const v = { out: options.string('out')!, family: options.string('family')!, seed: options.number('seed')!, speakers: options.number('speakers')!, 'per-emotion': options.number('perEmotion')!, epochs: options.number('epochs')!, lr: options.number('lr')! };
   const familyConfig = demoConfigFor(v.family!);
   const out = path.resolve(v.out!);
   const t0 = performance.now();
@@ -761,17 +843,23 @@ export async function demoCommand(argv: string[]): Promise<number> {
   fs.mkdirSync(modelDir, { recursive: true });
   fs.writeFileSync(path.join(modelDir, 'config.json'), `${JSON.stringify({ ...familyConfig.config, id2label: Object.fromEntries(SHEMO_LABELS.map((l, i) => [String(i), l])), label2id: Object.fromEntries(SHEMO_LABELS.map((l, i) => [l, i])) }, null, 2)}\n`);
   if (familyConfig.preprocessor) fs.writeFileSync(path.join(modelDir, 'preprocessor_config.json'), `${JSON.stringify(familyConfig.preprocessor, null, 2)}\n`);
-  const result = await train({
-    modelDir,
-    data: corpus.manifest,
-    out: path.join(out, 'run'),
-    split: 'speaker',
-    testFraction: 0.2,
-    valFraction: 0.15,
-    cfg: { ...DEFAULT_TRAIN_CONFIG, epochs: Number(v.epochs), lr: Number(v.lr), batchSize: 8, gradAccum: 1, warmupSteps: 20, weightDecay: 0.01, seed: Number(v.seed), trainFeatureEncoder: true, evalBatchSize: 16 },
-    resume: false,
-    title: `Demo: a small ${v.family} model trained from scratch on synthetic Persian emotional speech`,
-  });
+  let result: TrainResult;
+  try {
+    result = await train({
+      modelDir,
+      data: corpus.manifest,
+      out: path.join(out, 'run'),
+      split: 'speaker',
+      testFraction: 0.2,
+      valFraction: 0.15,
+      cfg: { ...DEFAULT_TRAIN_CONFIG, epochs: Number(v.epochs), lr: Number(v.lr), batchSize: 8, gradAccum: 1, warmupSteps: 20, weightDecay: 0.01, seed: Number(v.seed), trainFeatureEncoder: true, evalBatchSize: 16 },
+      resume: false,
+      title: `Demo: a small ${v.family} model trained from scratch on synthetic Persian emotional speech`,
+    });
+  } catch (e) {
+    if (e instanceof TrainingInterrupted) return INTERRUPTED_EXIT_CODE; // a demo starts over (its corpus is reused)
+    throw e;
+  }
   const total = (performance.now() - t0) / 1000;
   const testMetrics = result.test && !isRegressionMetrics(result.test) ? result.test : null;
   const ua = testMetrics?.ua ?? NaN;

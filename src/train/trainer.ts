@@ -40,6 +40,8 @@ export interface TrainConfig {
   seed: number;
   /** evaluate (and checkpoint) every N optimizer steps; 0: at the end of each epoch only */
   evalSteps: number;
+  /** also write the resumable checkpoint every N optimizer steps (0: only where it evaluates) */
+  saveSteps?: number;
   /** validation metric that picks the best checkpoint: ua / accuracy (classification), ccc (regression: mean over targets) */
   metric: 'ua' | 'accuracy' | 'ccc';
   /** global gradient-norm clip (HF Trainer default 1.0); 0 disables */
@@ -461,9 +463,26 @@ export class Trainer {
     await this.io.saveCheckpoint(await this.checkpoint());
   }
 
-  /** Train from the current position to the end. */
-  async run(): Promise<void> {
+  private stopRequested = false;
+
+  /**
+   * Ask run() to stop at the next micro-batch boundary: it writes a resumable checkpoint there and returns
+   * 'interrupted'. Weights and optimizer state change only at optimizer steps, so a checkpoint between the
+   * micro-batches of one accumulation holds the last step's position and a resumed run recomputes those micro-batches.
+   */
+  requestStop(): void {
+    this.stopRequested = true;
+  }
+
+  private async stopHere(): Promise<'interrupted'> {
+    await this.io.saveCheckpoint(await this.checkpoint());
+    return 'interrupted';
+  }
+
+  /** Train from the current position to the end ('done'), or until requestStop() ('interrupted', checkpoint saved). */
+  async run(): Promise<'done' | 'interrupted'> {
     const cfg = this.cfg;
+    const saveSteps = cfg.saveSteps ?? 0;
     if (cfg.headOnly) {
       await this.pooledFeatures(this.train);
     }
@@ -475,6 +494,8 @@ export class Trainer {
       let lossSum = 0;
       let t0 = performance.now();
       for (let mb = this.position.microBatch; mb < batches.length; mb++) {
+        // this.position is still the last optimizer step's (microBatch = where this accumulation began)
+        if (this.stopRequested) return this.stopHere();
         const batch = await this.batchOf(this.train, batches[mb], true, epoch);
         const seed = deriveSeed(cfg.seed, 'step', this.position.step, accumulated);
         lossSum += await this.microStep(batch, seed);
@@ -515,12 +536,15 @@ export class Trainer {
           this.io.progress?.({ step: this.position.step, totalSteps: this.totalSteps, epoch: ep, loss, lr, stepSeconds });
           accumulated = 0;
           lossSum = 0;
-          if (!last && cfg.evalSteps > 0 && this.position.step % cfg.evalSteps === 0) await this.evalAndSave();
+          const evaluates = !last && cfg.evalSteps > 0 && this.position.step % cfg.evalSteps === 0;
+          if (evaluates) await this.evalAndSave();
+          else if (!last && saveSteps > 0 && this.position.step % saveSteps === 0) await this.io.saveCheckpoint(await this.checkpoint());
         }
       }
       this.position = { step: this.position.step, epoch: epoch + 1, microBatch: 0 };
       await this.evalAndSave();
     }
+    return 'done';
   }
 }
 
