@@ -55,3 +55,4 @@ export { linearWarmupDecay } from './train/schedule.js';
 
 // one call: model -> predictions (transformers.js's audio-classification pipeline shape)
 export { audioClassifier, windowSpans, type AudioClassifier, type AudioClassifierOptions, type AudioInput, type ClassifyOptions, type WindowOptions, type LabelScore, type ModelSource, type Prediction, type SampledAudio, type TimelineEntry } from './pipeline.js';
+export { timelineSvg, timelineHtml, type TimelinePoint } from './report/timeline.js';

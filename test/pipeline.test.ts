@@ -300,6 +300,14 @@ test('ser predict: --window/--hop print and --json emit a timeline; a training r
   const lines = t.stdout.trim().split('\n');
   assert.is(lines.length, 7);
   assert.match(lines[0], /long\.wav\t0\.00-0\.50 s\t(high|low|mid)\thigh=/);
+  // --html: the timeline plotted, one line per label, points at the window centres
+  const html = path.join(tmp, 'timeline.html');
+  const h = ser('predict', modelDir, file, '--window', '0.5', '--hop', '0.5', '--html', html);
+  assert.is(h.status, 0, h.stderr);
+  const page = fs.readFileSync(html, 'utf8');
+  assert.ok(page.includes('<svg') && page.includes('long.wav'), 'an SVG plot for the file');
+  for (const l of LABELS) assert.ok(page.includes(`>${l}<`), `legend has ${l}`);
+  assert.is(ser('predict', modelDir, file, '--html', html).status !== 0, true, '--html without --window is refused');
   // a run folder (ser train --out) holds the model in model/
   const run = path.join(tmp, 'run');
   fs.mkdirSync(run, { recursive: true });

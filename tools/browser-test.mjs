@@ -113,7 +113,12 @@ async function writeDemoInputs(api, dir) {
   }
   const wav = path.join(dir, 'clip.wav');
   fs.writeFileSync(wav, api.encodeWav(x, rate));
-  return { modelDir, wav, files: ['config.json', 'model.safetensors', 'preprocessor_config.json'].map((f) => path.join(modelDir, f)) };
+  // 9.1 s (the clip seven times): long enough for the page's emotion-over-time plot (4 s windows every second)
+  const long = new Float32Array(7 * n);
+  for (let r = 0; r < 7; r++) long.set(x, r * n);
+  const longWav = path.join(dir, 'long.wav');
+  fs.writeFileSync(longWav, api.encodeWav(long, rate));
+  return { modelDir, wav, longWav, files: ['config.json', 'model.safetensors', 'preprocessor_config.json'].map((f) => path.join(modelDir, f)) };
 }
 
 /** What `ser predict` computes for one file: the same steps as the page on a 16 kHz WAV. */
@@ -359,6 +364,11 @@ async function main() {
     await demoPage.waitForTimeout(1500);
     await demoPage.click('#record');
     const recorded = await prediction(5);
+    // a long clip: the page adds the timeline plot (one line per label over 4 s windows)
+    await demoPage.setInputFiles('#audio-file', demo.longWav);
+    await prediction(6);
+    await demoPage.waitForFunction(() => document.querySelector('#timeline svg') || document.getElementById('error')?.textContent, null, { timeout: 120000 });
+    const timeline = await demoPage.evaluate(() => ({ svg: !!document.querySelector('#timeline svg'), text: document.querySelector('#timeline')?.textContent ?? '' }));
     expectingErrors = true;
     await demoPage.fill('#model-url', `${modelServer.url}/nothing-here`);
     await demoPage.click('#model-load');
@@ -379,6 +389,7 @@ async function main() {
       timing: first.timing,
       warmTiming: again.timing,
       recording: { label: recorded.label, audio: recorded.audio, timing: recorded.timing },
+      timeline,
       seconds: Math.round(performance.now() - d0) / 1000,
       screenshot,
       png,
@@ -398,6 +409,8 @@ async function main() {
     if (!byUrl.model.includes(`${modelServer.url}/model`)) fail(`the model loaded by URL is not named by its URL: ${byUrl.model}`);
     if (!badUrl.error.includes(`${modelServer.url}/nothing-here/config.json: HTTP 404`)) fail(`a URL with no model: the error does not name the file that failed: "${badUrl.error}"`);
     if (badUrl.labelVisible || badUrl.probs !== null) fail('a failed model load left the previous result on the page');
+    if (!timeline.svg || !LABELS.every((l) => timeline.text.includes(l))) fail(`a 9 s clip got no emotion-over-time plot with every label (${JSON.stringify(timeline)})`);
+    log(`demo page: 9.1 s clip: timeline plot with ${LABELS.length} label lines`);
     for (const [what, st] of [['first prediction', first], ['Predict again', again], ['after choosing the files', reloaded], ['model by URL', byUrl]]) {
       if (st.label !== expected) fail(`demo page (${what}): label "${st.label}" != Node's "${expected}"`);
       if (!(err(st) <= TOLERANCE)) fail(`demo page (${what}): probabilities differ from Node's: rel-L2 ${err(st)}`);

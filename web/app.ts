@@ -51,6 +51,7 @@ function showError(e: unknown): void {
   $('probs').replaceChildren();
   delete $('probs').dataset.probs;
   $('timing').textContent = '';
+  $('timeline').replaceChildren();
   console.error(e);
 }
 
@@ -297,10 +298,42 @@ async function predict(): Promise<void> {
     const inferenceMs = performance.now() - t0;
     predictions++;
     show(config.labels, probs, { inferenceMs, decodeMs: clip.decodeMs, seconds: clip.samples.length / preprocessor.samplingRate, first: predictions === 1 });
+    await showTimeline(loaded, clip);
   } finally {
     busy = false;
     updateButtons();
   }
+}
+
+/** Clips longer than this get a timeline: 4 s windows every second, the probabilities of each class over time. */
+const TIMELINE_MIN_SECONDS = 8;
+
+async function showTimeline(m: LoadedModel, c: Clip): Promise<void> {
+  const box = $('timeline');
+  box.replaceChildren();
+  const rate = m.preprocessor.samplingRate;
+  if (c.samples.length < TIMELINE_MIN_SECONDS * rate || m.config.problem_type === 'regression') return;
+  const spans = ser.windowSpans(c.samples.length, rate, 4, 1, m.preprocessor.minSamples);
+  const points: ser.TimelinePoint[] = [];
+  for (let i = 0; i < spans.length; i += 8) {
+    const batch = spans.slice(i, i + 8);
+    const x = m.preprocessor.prepare(batch.map(([a, b]) => c.samples.subarray(a, b)));
+    const probsT = ser.noGrad(() =>
+      ser.tidy(() => {
+        // every window has the same length: no padding, so no mask (Whisper takes none)
+        const out = m.model.forward({ inputValues: ser.Tensor.fromData(m.model.rt, x.values, x.shape, 'f32', 'windows') });
+        const p = ser.softmax(out.logits!);
+        ser.disposeOutput(out);
+        return p;
+      }),
+    );
+    const p = await probsT.readFloat();
+    probsT.dispose();
+    const L = m.config.labels.length;
+    batch.forEach(([a, b], r) => points.push({ start: a / rate, end: b / rate, values: Object.fromEntries(m.config.labels.map((l, k) => [l, p[r * L + k]])) }));
+  }
+  // the SVG is built by the library from numbers and escaped label text
+  box.innerHTML = ser.timelineSvg(points, { title: `Emotion over time (${points.length} windows of 4 s)` });
 }
 
 function show(labels: readonly string[], probs: Float32Array, t: { inferenceMs: number; decodeMs: number; seconds: number; first: boolean }): void {

@@ -17,6 +17,7 @@ import { applySplits, describeSplits } from '../data/split.js';
 import { computeMetrics, formatMetrics, formatRegressionMetrics, type Metrics } from '../metrics.js';
 import { buildReport, type PredictionRecord, type SkippedRecord } from '../report/html.js';
 import { trainerState } from '../report/trainer-state.js';
+import { timelineHtml, type TimelinePoint } from '../report/timeline.js';
 import { createNodeRuntime } from './dawn.js';
 import { JsonlLog, WEIGHT_FILES, ensureDir, modelFolder, openModelDir, readTextFile, recoverModelDir, removeStaleTemporaries, saveModelDir, writeFileAtomic } from './modeldir.js';
 import { resolveModel } from './hub.js';
@@ -748,6 +749,7 @@ export function predictOptions(): Command {
     .addOption(valueOption('--batch-size <n>', 'clips per batch', integer(1)))
     .option('--fp16', 'mixed precision (linear layers in f16)')
     .option('--json', 'one JSON array: {file, label, probs} per file, or {file, timeline: [{start, end, label, probs}]}')
+    .addOption(valueOption('--html <file>', 'with --window: also write the timelines as an HTML page (a plot per file)'))
     .addHelpText('after', '\nRegression models (problem_type "regression") print their outputs by label.');
 }
 
@@ -758,6 +760,9 @@ export async function predictCommand(argv: string[]): Promise<number> {
   const window = options.number('window');
   const hop = options.number('hop');
   if (hop !== undefined && window === undefined) throw new Error('--hop needs --window');
+  const htmlFile = options.string('html');
+  if (htmlFile !== undefined && window === undefined) throw new Error('--html needs --window (it plots the timeline)');
+  const plotted: { file: string; points: TimelinePoint[]; probabilities: boolean }[] = [];
   const batchSize = options.number('batchSize');
   const clf: AudioClassifier = await audioClassifier(dir, { batchSize, dtype: v.fp16 ? 'f16' : 'f32' });
   const labels = clf.labels;
@@ -778,6 +783,7 @@ export async function predictCommand(argv: string[]): Promise<number> {
             return { start: e.start, end: e.end, ...(f.label !== null ? { label: f.label, probs: f.values } : { values: f.values }) };
           });
           results.push({ file, timeline: rows });
+          plotted.push({ file, points: timeline.map((e) => ({ start: e.start, end: e.end, values: flat(e.scores).values })), probabilities: Array.isArray(timeline[0]?.scores) });
           if (!v.json) {
             for (const e of timeline) {
               const f = flat(e.scores);
@@ -798,6 +804,10 @@ export async function predictCommand(argv: string[]): Promise<number> {
     clf.dispose();
   }
   if (v.json) console.log(JSON.stringify(results));
+  if (htmlFile !== undefined) {
+    await writeFileAtomic(htmlFile, timelineHtml(plotted, `Emotion over time (${window} s windows, ${dir})`));
+    if (!v.json) console.error(`timeline plot: ${htmlFile}`);
+  }
   return failures ? 1 : 0;
 }
 
