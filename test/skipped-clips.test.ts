@@ -7,49 +7,18 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
-import { encodeWav } from '../src/audio/wav.js';
-import { rng } from './helpers.js';
 import { parseLog } from '../src/report/log.js';
+import { TINY_LABELS, makeToneData, tinyConfig } from './tiny-run.js';
 
 const root = process.cwd();
 const cli = path.join(root, 'build/cli.mjs');
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'ser-skipped-'));
-const LABELS = ['high', 'low', 'mid'];
+const LABELS = TINY_LABELS;
 
-const TINY = {
-  model_type: 'wav2vec2',
-  conv_dim: [8, 8, 8, 8, 8, 8, 8],
-  conv_kernel: [10, 3, 3, 3, 3, 2, 2],
-  conv_stride: [5, 2, 2, 2, 2, 2, 2],
-  conv_bias: true,
-  feat_extract_norm: 'layer',
-  do_stable_layer_norm: true,
-  hidden_size: 16,
-  num_hidden_layers: 1,
-  num_attention_heads: 2,
-  intermediate_size: 24,
-  num_conv_pos_embeddings: 8,
-  num_conv_pos_embedding_groups: 2,
-  id2label: { 0: 'high', 1: 'low', 2: 'mid' },
-  label2id: { high: 0, low: 1, mid: 2 },
-};
+const TINY = tinyConfig();
 
 function makeData(name: string, perLabel: number, broken: (label: string, i: number) => boolean = () => false): string {
-  const dir = path.join(tmp, name);
-  const r = rng(99);
-  const freq: Record<string, number> = { low: 220, mid: 700, high: 2000 };
-  for (const label of LABELS) {
-    fs.mkdirSync(path.join(dir, label), { recursive: true });
-    for (let i = 0; i < perLabel; i++) {
-      const n = 3000 + Math.floor(r() * 2000);
-      const f = freq[label] * (0.9 + 0.2 * r());
-      const x = new Float32Array(n);
-      for (let t = 0; t < n; t++) x[t] = 0.5 * Math.sin((2 * Math.PI * f * t) / 16000) + 0.05 * (r() - 0.5);
-      const file = path.join(dir, label, `S${i % 3}_${label}_${i}.wav`);
-      fs.writeFileSync(file, broken(label, i) ? Buffer.from('RIFF\x10\x00\x00\x00WAVEjunk') : encodeWav(x, 16000));
-    }
-  }
-  return dir;
+  return makeToneData(path.join(tmp, name), perLabel, broken);
 }
 
 const model = path.join(tmp, 'init');
