@@ -33,6 +33,8 @@ struct Conv {
   hasBias: u32,
   // weight gradient: time steps per chunk, tap blocks (ceil(K / TN)), chunk count; sumPartials: elements, count
   chunk: u32, tapBlocks: u32, n: u32, count: u32,
+  // relayoutWeights: the input gradient's stride phase
+  phase: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Conv;
@@ -256,10 +258,10 @@ fn sumPartials(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroup
 // Weights for the implicit-GEMM kernels, each (row, channel) run of taps padded with zeros to KP (a multiple of 4
 // where the subgroup kernel loads its taps 4 at a time), so that every step's weights are one aligned vec4.
 //   Forward (p.stride = 0):  wt[co][ci][i] = w[co, ci, i]                        (i < K, else 0), i < KP
-//   Input gradient (phases): the input gradient of phase r (input times t = q*S + r - P) is a stride-1 convolution of
-//   dy with the taps k = r + S*j reversed:
-//     wt[r][ci][c][i] = w[g*CoutG + c, ci - g*CinG, r + S*(J - 1 - i)]   (0 where i >= J or that tap is >= K)
-//   for input channel ci of group g, c < CoutG, i < KP, J = ceil(K / S).
+//   Input gradient, one phase r = p.phase per call: the input gradient of phase r (input times t = q*S + r - P) is a
+//   stride-1 convolution of dy with the phase's J = ceil((K - r) / S) taps k = r + S*j reversed:
+//     wt[ci][c][i] = w[g*CoutG + c, ci - g*CinG, r + S*(J - 1 - i)]   (0 where i >= J or that tap is >= K)
+//   for input channel ci of group g, c < CoutG, i < KP. (A phase with no tap, r >= K, gets J = 1 and zeros.)
 // p.n = elements of wt, p.count = J (taps per row, before padding), p.chunk = KP.
 @group(0) @binding(10) var<storage, read_write> wt: array<T>;
 
@@ -276,10 +278,9 @@ fn relayoutWeights(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workg
     return;
   }
   let c = (e / KP) % p.coutG;
-  let ci = (e / (KP * p.coutG)) % p.cin;
-  let r = e / (KP * p.coutG * p.cin);
+  let ci = e / (KP * p.coutG);
   let g = ci / p.cinG;
-  let k = r + p.stride * (J - 1u - min(i, J - 1u));
+  let k = p.phase + p.stride * (J - 1u - min(i, J - 1u));
   let src = ((g * p.coutG + c) * p.cinG + ci - g * p.cinG) * p.ksize + min(k, p.ksize - 1u);
   wt[e] = select(T(0.0), w[src], i < J && k < p.ksize);
 }
@@ -583,6 +584,7 @@ fn conv1dSubgroup(@builtin(workgroup_id) wid: vec3u, @builtin(subgroup_invocatio
 // workgroups for a CPU adapter.
 const WNW: u32 = 18u;        // x window: 7*SS + KB
 const WNCH: u32 = 5u;        // its vec4 chunks: ceil(WNW / 4)
+const WCOLS: u32 = 4u;       // columns per lane that are real taps: 3 for K = 3 (taps padded to 4), else 4
 
 struct ConvWGrad {
   rows: u32, rowsG: u32, inG: u32, inTotal: u32, pitch: u32, tout: u32, dyPitch: u32, batch: u32, ksize: u32, kpad: u32,
@@ -619,7 +621,10 @@ fn accumulateW(acc: ptr<function, array<vec4f, 8>>, d: vec4f, bs: WB) {
     var a = fma(vec4f(bcastConv(d.x, r)), bs.x, (*acc)[r]);
     a = fma(vec4f(bcastConv(d.y, r)), bs.y, a);
     a = fma(vec4f(bcastConv(d.z, r)), bs.z, a);
-    (*acc)[r] = fma(vec4f(bcastConv(d.w, r)), bs.w, a);
+    a = fma(vec4f(bcastConv(d.w, r)), bs.w, a);
+    // a lane's 4th column is a padding tap (K = 3): a constant zero lets the compiler drop its FMAs (a quarter)
+    if (WCOLS == 3u) { a.w = 0.0; }
+    (*acc)[r] = a;
   }
 }
 

@@ -67,6 +67,8 @@ const odd: Cfg[] = [
   { name: 'k2 s2, 17 -> 9 (odd channels: a partial 2-channel step)', B: 2, Cin: 17, Cout: 9, T: 35, K: 2, S: 2, P: 0, G: 1, bias: false, fd: true },
   { name: 'k1 s1, 34 -> 7 (a partial 4-channel step)', B: 1, Cin: 34, Cout: 7, T: 21, K: 1, S: 1, P: 0, G: 1, bias: true },
   { name: 'k7 s4 p5, 10 -> 12 (padding > stride)', B: 2, Cin: 10, Cout: 12, T: 45, K: 7, S: 4, P: 5, G: 1, bias: true },
+  // input gradient by phase: phases 0, 1 have one tap each, phase 2 none (its dx entries are zeros, still written)
+  { name: 'k2 s3 p1, 9 -> 10 (a stride phase with no tap)', B: 2, Cin: 9, Cout: 10, T: 41, K: 2, S: 3, P: 1, G: 1, bias: true, fd: true },
 ];
 
 interface Path {

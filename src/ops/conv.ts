@@ -282,7 +282,7 @@ function channelTile(perGroup: number, groups: number, max: number): number {
   return t;
 }
 
-function uniforms(g: Geometry, extra: Partial<{ hasBias: number; chunk: number; tapBlocks: number; n: number; count: number }> = {}) {
+function uniforms(g: Geometry, extra: Partial<{ hasBias: number; chunk: number; tapBlocks: number; n: number; count: number; phase: number }> = {}) {
   return {
     batch: g.batch,
     cin: g.cin,
@@ -299,6 +299,7 @@ function uniforms(g: Geometry, extra: Partial<{ hasBias: number; chunk: number; 
     tapBlocks: extra.tapBlocks ?? 0,
     n: extra.n ?? 0,
     count: extra.count ?? 0,
+    phase: extra.phase ?? 0,
   };
 }
 
@@ -510,11 +511,11 @@ function implicitGemm(rt: Runtime, a: ImplicitGemm, rbWanted: number): void {
   rt.dispatch(conv1dSubgroupKernel, 'conv1dSubgroup', { cg, xv: a.xp, wv: a.w, ws: a.w, cbias: a.bias ?? a.w, cy: a.y }, grid, { defines });
 }
 
-/** w relaid by relayoutWeights: forward (phases = 0) with taps padded to KP, or the input gradient's phases */
-function relayoutWeights(rt: Runtime, g: Geometry, w: Tensor, phases: number, taps: number, kp: number): Tensor {
-  const n = phases === 0 ? g.cout * g.cinG * kp : phases * g.cin * g.coutG * kp;
-  const wt = Tensor.empty(rt, [n], w.dtype, phases === 0 ? 'conv1d.weights.padded' : 'conv1d.grad_x.weights');
-  const p = { ...uniforms(g, { n, count: taps, chunk: kp }), stride: phases === 0 ? 0 : g.stride };
+/** w relaid by relayoutWeights: forward (phase null) with taps padded to KP, or one stride phase of the input gradient */
+function relayoutWeights(rt: Runtime, g: Geometry, w: Tensor, phase: number | null, taps: number, kp: number): Tensor {
+  const n = phase === null ? g.cout * g.cinG * kp : g.cin * g.coutG * kp;
+  const wt = Tensor.empty(rt, [n], w.dtype, phase === null ? 'conv1d.weights.padded' : 'conv1d.grad_x.weights');
+  const p = { ...uniforms(g, { n, count: taps, chunk: kp, phase: phase ?? 0 }), stride: phase === null ? 0 : g.stride };
   rt.dispatch(conv1dKernel, 'relayoutWeights', { p, w, wt }, grid1d(n, WG), { defines: { T: w.dtype, WG } });
   return wt;
 }
@@ -534,7 +535,7 @@ function forwardSubgroup(rt: Runtime, g: Geometry, x: Tensor, w: Tensor, bias: T
   const { KP } = subgroupStep(g.ksize, g.stride, g.cinG);
   const pitch = gemmPitch(g.padding, g.tin, g.tout, g.stride, g.ksize, 0, g.cinG);
   if (!paddedFits(rt, g.batch * g.cin, pitch, x.dtype)) return forwardDirect(rt, g, x, w, bias, y);
-  const wp = KP === g.ksize ? w : relayoutWeights(rt, g, w, 0, g.ksize, KP);
+  const wp = KP === g.ksize ? w : relayoutWeights(rt, g, w, null, g.ksize, KP);
   const xp = padRows(rt, g, x, g.batch * g.cin, g.tin, g.padding, pitch, 'conv1d.x.padded');
   implicitGemm(rt, {
     xp, w: wp, bias, y, batch: g.batch, rows: g.cout, groups: g.groups, inG: g.cinG, inTotal: g.cin, pitch,
@@ -548,38 +549,48 @@ function forwardSubgroup(rt: Runtime, g: Geometry, x: Tensor, w: Tensor, bias: T
 
 /**
  * Input gradient, one implicit GEMM per stride phase r: input times t = q*S + r - P receive taps k = r + S*j from
- * dy[q - j], a stride-1 convolution of dy (padding J - 1 - qmin) with the phase's taps reversed (weights relaid into
- * [S][Cin][CoutG * KP], J = ceil(K / S)). Every t lies in exactly one phase, so each dx element is written once.
+ * dy[q - j], j < J_r = ceil((K - r) / S): a stride-1 convolution of dy (padding J_r - 1 - qmin) with the phase's taps
+ * reversed (weights relaid per phase into [Cin][CoutG * KP]). Each phase contracts over its own taps only (K = 3,
+ * S = 2: 2 and 1, not 2 and 2 with a zero). Every t lies in exactly one phase, so each dx element is written once.
  */
 function backwardInputSubgroup(rt: Runtime, g: Geometry, gy: Tensor, w: Tensor, dx: Tensor, rb: number): boolean {
-  const J = ceilDiv(g.ksize, g.stride);
-  const { KP } = subgroupStep(J, 1, g.coutG);
-  const phases: { r: number; qmin: number; cols: number; pad: number }[] = [];
+  const phases: { r: number; J: number; qmin: number; cols: number; pad: number }[] = [];
   for (let r = 0; r < g.stride; r++) {
+    // a phase past the last tap (r >= K) still runs, on one zero tap: its dx entries must be written (zeros)
+    const J = Math.max(1, ceilDiv(g.ksize - r, g.stride));
     const qmin = Math.max(0, Math.ceil((g.padding - r) / g.stride));
     const qmax = Math.floor((g.tin - 1 + g.padding - r) / g.stride);
-    if (qmax >= qmin) phases.push({ r, qmin, cols: qmax - qmin + 1, pad: J - 1 - qmin });
+    if (qmax >= qmin) phases.push({ r, J, qmin, cols: qmax - qmin + 1, pad: J - 1 - qmin });
   }
-  // one padded dy for every phase: left padding the largest phase padding, each phase's shift the difference
-  const left = Math.max(0, ...phases.map((f) => f.pad));
-  const maxShift = Math.max(...phases.map((f) => left - f.pad));
-  const pitch = gemmPitch(left, g.tout, Math.max(...phases.map((f) => f.cols)), 1, J, maxShift, g.coutG);
+  // one padded dy for every phase: left padding at least the largest phase padding, each phase's shift the
+  // difference. A window misaligned by shift % 4 can cost one more vec4 load per channel step, so of the 4 lefts
+  // giving every shift mod 4 the one with the fewest loads wins (K = 3, S = 2: the 1-tap phase aligned).
+  const minLeft = Math.max(0, ...phases.map((f) => f.pad));
+  const loadsOf = (left: number) => phases.reduce((sum, f) => {
+    const st = subgroupStep(f.J, 1, g.coutG);
+    const chunks = ceilDiv(st.NW + ((left - f.pad) % 4), 4);
+    return sum + ceilDiv(g.coutG, st.CS) * st.tapBlocks * (rb + st.CS * chunks);
+  }, 0);
+  let left = minLeft;
+  for (let l = minLeft + 1; l < minLeft + 4; l++) if (loadsOf(l) < loadsOf(left)) left = l;
+  const pitch = Math.max(...phases.map((f) => gemmPitch(left, g.tout, f.cols, 1, f.J, left - f.pad, g.coutG)));
   if (!paddedFits(rt, g.batch * g.cout, pitch, gy.dtype)) return false;
   const dyp = padRows(rt, g, gy, g.batch * g.cout, g.tout, left, pitch, 'conv1d.grad_x.dy.padded');
   // stride 1 with whole 4-tap blocks: w read in place (transposed, taps reversed); else relaid per phase
   const direct = g.stride === 1 && g.ksize % 4 === 0;
-  const wt = direct ? w : relayoutWeights(rt, g, w, g.stride, J, KP);
   for (const f of phases) {
+    const { KP } = subgroupStep(f.J, 1, g.coutG);
+    const wt = direct ? w : relayoutWeights(rt, g, w, f.r, f.J, KP);
     const addressing = direct
       ? { wGroupStride: g.coutG * g.cinG * g.ksize, wRowStride: g.ksize, wChanStride: g.cinG * g.ksize, wBase: 0, reverse: true }
-      : { wGroupStride: g.cinG * g.coutG * KP, wRowStride: g.coutG * KP, wChanStride: KP, wBase: f.r * g.cin * g.coutG * KP, reverse: false };
+      : { wGroupStride: g.cinG * g.coutG * KP, wRowStride: g.coutG * KP, wChanStride: KP, wBase: 0, reverse: false };
     implicitGemm(rt, {
       xp: dyp, w: wt, bias: null, y: dx, batch: g.batch, rows: g.cin, groups: g.groups, inG: g.coutG, inTotal: g.cout,
-      pitch, cols: f.cols, ksize: J, stride: 1, shift: left - f.pad, ...addressing,
+      pitch, cols: f.cols, ksize: f.J, stride: 1, shift: left - f.pad, ...addressing,
       yRowLen: g.tin, outStride: g.stride, outOffset: f.qmin * g.stride + f.r - g.padding,
     }, rb);
+    if (wt !== w) wt.dispose();
   }
-  if (wt !== w) wt.dispose();
   dyp.dispose();
   return true;
 }
@@ -604,7 +615,7 @@ function backwardWeightSubgroup(rt: Runtime, g: Geometry, gy: Tensor, x: Tensor,
     rows: g.cout, rowsG: g.coutG, inG: g.cinG, inTotal: g.cin, pitch, tout: g.tout, dyPitch, batch: g.batch,
     ksize: g.ksize, kpad: kp,
   };
-  const defines: Defines = { T: gy.dtype, RB: `${rb}u`, KB: `${kb}u`, CS: `${4 / kb}u`, SS: `${g.stride}u`, WNW: `${nw}u`, WNCH: `${ceilDiv(nw, 4)}u` };
+  const defines: Defines = { T: gy.dtype, RB: `${rb}u`, KB: `${kb}u`, CS: `${4 / kb}u`, SS: `${g.stride}u`, WNW: `${nw}u`, WNCH: `${ceilDiv(nw, 4)}u`, WCOLS: `${g.ksize === 3 ? 3 : 4}u` };
   rt.dispatch(conv1dSubgroupKernel, 'conv1dWeightGradSubgroup', { wg, xv: xp, dyv: dyp, dwOut: dw }, grid, { defines });
   xp.dispose();
   dyp.dispose();
