@@ -288,18 +288,25 @@ fn relayoutWeights(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workg
 // Padded copy for the implicit-GEMM kernels: dst[row, j] = src[row, j - p.padding] for 0 <= j - padding < tin, else 0;
 // rows of p.chunk elements (a multiple of 4, so that every row starts 16-byte aligned), p.n = rows * p.chunk. The
 // zeros are the convolution's padding and cover every window the kernel reads past the row, so its loads need no
-// bounds checks, no masks and no realignment. p.tin = source row length; rows = p.count.
+// bounds checks, no masks and no realignment. p.tin = source row length; rows = p.count. One thread writes 4
+// consecutive elements (one aligned vec4: a quarter of the threads and stores of a scalar copy).
 @group(0) @binding(22) var<storage, read> padSrc: array<T>;
-@group(0) @binding(23) var<storage, read_write> padDst: array<T>;
+@group(0) @binding(23) var<storage, read_write> padDst: array<vec4<T>>;
 
 @compute @workgroup_size(WG)
 fn padRows(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let e = threadIndex(gid, nwg);
-  if (e >= p.n) { return; }
-  let row = e / p.chunk;
-  let j = i32(e % p.chunk) - i32(p.padding);
-  let inside = j >= 0 && j < i32(p.tin);
-  padDst[e] = select(T(0.0), padSrc[row * p.tin + u32(clamp(j, 0, i32(p.tin) - 1))], inside);
+  let q = threadIndex(gid, nwg);
+  if (q >= p.n / 4u) { return; }
+  let row = (4u * q) / p.chunk;
+  let j0 = i32((4u * q) % p.chunk) - i32(p.padding);
+  let last = i32(p.tin) - 1;
+  let base = row * p.tin;
+  var v: vec4<T>;
+  for (var i = 0; i < 4; i++) {
+    let j = j0 + i;
+    v[i] = select(T(0.0), padSrc[base + u32(clamp(j, 0, last))], j >= 0 && j <= last);
+  }
+  padDst[q] = v;
 }
 
 // ---- portable implicit GEMM: workgroup-memory tiles (the GPU path), as kernels/matmul.wgsl's matmul_tiled ----
@@ -439,6 +446,7 @@ const VEC_W: bool = false;   // weight rows (and so every step) start 16-byte al
 const MASK_W: bool = true;   // a step can run past the channels (inG % CS != 0): zero those weights and inputs
 // weights read in reverse tap order (the stride-1 input gradient straight from w: no relayout; needs KB = 4)
 const REVERSE: bool = false;
+const ONE_TAP_BLOCK: bool = false;   // cg.tapBlocks == 1
 
 struct ConvGemm {
   rows: u32, rowsG: u32, inG: u32, inTotal: u32, pitch: u32, cols: u32, ksize: u32, shift: u32,
@@ -476,7 +484,8 @@ fn loadWindow(at: u32) -> array<f32, NW> {
 fn loadWeights(at: u32, ci0: u32) -> vec4f {
   var v: vec4f;
   if (VEC_W) {
-    v = vec4f(wv[min(at / 4u, cg.wLen / 4u - 1u)]);
+    // only a step past the channels (MASK_W) can address past the weights
+    v = vec4f(wv[select(at / 4u, min(at / 4u, cg.wLen / 4u - 1u), MASK_W)]);
     if (REVERSE) { v = v.wzyx; }
   } else {
     let last = cg.wLen - 1u;
@@ -534,7 +543,7 @@ fn convStep(acc: ptr<function, ConvAcc>, wrow: vec4u, xb: u32, pos0: u32, ci0: u
   if (RB > 3u) { w3 = loadWeights(wrow.w + at, ci0); }
   var b: array<vec4f, 4>;
   for (var c = 0u; c < CS; c++) {
-    let ci = min(ci0 + c, cg.inG - 1u);
+    let ci = select(ci0 + c, min(ci0 + c, cg.inG - 1u), MASK_W);
     let win = loadWindow(xb + ci * cg.pitch + pos0 + k0);
     for (var q = 0u; q < KB; q++) {
       b[c * KB + q] = vec4f(win[q], win[SS + q], win[2u * SS + q], win[3u * SS + q]);
@@ -562,7 +571,12 @@ fn conv1dSubgroup(@builtin(workgroup_id) wid: vec3u, @builtin(subgroup_invocatio
   let pos0 = col0 * SS + cg.shift;
   var acc: ConvAcc;
   for (var ci0 = 0u; ci0 < cg.inG; ci0 += CS) {
-    for (var tb = 0u; tb < cg.tapBlocks; tb++) { convStep(&acc, wrow, xb, pos0, ci0, tb * KB); }
+    // one tap block (K <= 4, every 512-channel layer): no inner loop around the step
+    if (ONE_TAP_BLOCK) {
+      convStep(&acc, wrow, xb, pos0, ci0, 0u);
+    } else {
+      for (var tb = 0u; tb < cg.tapBlocks; tb++) { convStep(&acc, wrow, xb, pos0, ci0, tb * KB); }
+    }
   }
   storeConv(acc.b0, b, g, rl0, col0);
   if (RB > 1u) { storeConv(acc.b1, b, g, rl0 + 8u, col0); }
@@ -573,16 +587,18 @@ fn conv1dSubgroup(@builtin(workgroup_id) wid: vec3u, @builtin(subgroup_invocatio
 // conv1dWeightGradSubgroup: the weight gradient as an implicit GEMM on the same scheme.
 //   dw[co, ci, k] = sum_{b, to} dy[b, co, to] * x[b, g*CinG + ci, to*S - P + k]
 // GEMM view per group: rows = output channels, columns = (input channel, tap) with the taps padded to KP (as the
-// forward's weight layout), contraction over (b, to) in steps of 8 time steps. Lane l owns 4 columns: CS channels x
-// KB taps (K <= 2: 4/K channels; else one channel, taps k0 .. k0+3). Reads padded copies: xp as the forward's
-// (x[.., t] = xp[.., t + P]), dyp with rows of wg.dyPitch (a multiple of 8) and zeros past Tout. Per step each lane
-// loads
-//   dy: its own row of each 8-row block, 8 consecutive values (2 aligned vec4), shared by constant-lane shuffles;
-//   x:  per channel one window xp[to*S + k0 + i], i < WNW = 7S + KB: time step l, tap q is win[l*S + q].
-// Per step: 2*RB + CS*WNCH loads for 8*8*RB vec4 FMAs (K=3, S=2: 13 loads for 256; the GEMM: 16 for 256).
+// forward's weight layout), contraction over (b, to) in steps of WT (4 or 8, tuned) time steps. Lane l owns 4
+// columns: CS channels x KB taps (K <= 2: 4/K channels; else one channel, taps k0 .. k0+3). Reads padded copies: xp
+// as the forward's (x[.., t] = xp[.., t + P]), dyp with rows of wg.dyPitch (a multiple of 8) and zeros past Tout.
+// Per step each lane loads
+//   dy: its own row of each 8-row block, WT consecutive values (WT/4 aligned vec4), shared by constant-lane shuffles;
+//   x:  per channel one window xp[to*S + k0 + i], i < WNW = (WT-1)S + KB: time step l, tap q is win[l*S + q].
+// Per step: RB*WT/4 + CS*WNCH loads for 8*WT*RB vec4 FMAs (WT=8, K=3, S=2: 13 loads for 256; the GEMM: 16 for 256).
+// The batch and time loops are one flat loop (see below).
 // The whole contraction runs in one workgroup (no split over time): the gradient has Cout*CinG*K elements, enough
 // workgroups for a CPU adapter.
-const WNW: u32 = 18u;        // x window: 7*SS + KB
+const WT: u32 = 8u;          // time steps per step: 4 or 8
+const WNW: u32 = 18u;        // x window: (WT - 1)*SS + KB
 const WNCH: u32 = 5u;        // its vec4 chunks: ceil(WNW / 4)
 const WCOLS: u32 = 4u;       // columns per lane that are real taps: 3 for K = 3 (taps padded to 4), else 4
 
@@ -611,7 +627,12 @@ fn loadWindowW(at: u32) -> array<f32, WNW> {
 }
 
 struct Dy8 { lo: vec4f, hi: vec4f }
-fn loadDy8(at: u32) -> Dy8 { return Dy8(vec4f(dyv[at / 4u]), vec4f(dyv[at / 4u + 1u])); }
+// WT consecutive dy values from an aligned `at` (hi only when WT = 8)
+fn loadDyStep(at: u32) -> Dy8 {
+  var d = Dy8(vec4f(dyv[at / 4u]), vec4f(0.0));
+  if (WT == 8u) { d.hi = vec4f(dyv[at / 4u + 1u]); }
+  return d;
+}
 
 // x values of this lane's 4 columns at 4 time steps
 struct WB { x: vec4f, y: vec4f, z: vec4f, w: vec4f }
@@ -653,33 +674,41 @@ fn conv1dWeightGradSubgroup(@builtin(workgroup_id) wid: vec3u, @builtin(subgroup
   let rowsLast = wg.rowsG - 1u;
   let rows = g * wg.rowsG + min(vec4u(rl0 + lane) + vec4u(0u, 8u, 16u, 24u), vec4u(rowsLast));
   var acc: ConvAcc;
-  for (var b = 0u; b < wg.batch; b++) {
+  // one flat loop over (batch, WT-step block): a loop nest around the step keeps the compiler from holding the
+  // accumulators in registers (measured on lavapipe: the forward's 1-trip inner loop cost a third of its speed)
+  let blocks = (wg.tout + WT - 1u) / WT;
+  for (var s = 0u; s < wg.batch * blocks; s++) {
+    let b = s / blocks;
+    let to = (s - b * blocks) * WT;
     let dyrow = (b * wg.rows + rows) * wg.dyPitch;
     let xb = (b * wg.inTotal + g * wg.inG) * wg.pitch;
-    for (var to = 0u; to < wg.tout; to += 8u) {
-      // all loads first, then the FMAs
-      let d0 = loadDy8(dyrow.x + to);
-      var d1: Dy8;
-      var d2: Dy8;
-      var d3: Dy8;
-      if (RB > 1u) { d1 = loadDy8(dyrow.y + to); }
-      if (RB > 2u) { d2 = loadDy8(dyrow.z + to); }
-      if (RB > 3u) { d3 = loadDy8(dyrow.w + to); }
-      var bl: array<vec4f, 8>;
-      for (var c = 0u; c < CS; c++) {
-        let ci = min(ci0 + c, wg.inG - 1u);
-        let win = loadWindowW(xb + ci * wg.pitch + to * SS + k0);
-        for (var l = 0u; l < 8u; l++) {
-          for (var q = 0u; q < KB; q++) { bl[l][c * KB + q] = win[l * SS + q]; }
-        }
+    // all loads first, then the FMAs
+    let d0 = loadDyStep(dyrow.x + to);
+    var d1: Dy8;
+    var d2: Dy8;
+    var d3: Dy8;
+    if (RB > 1u) { d1 = loadDyStep(dyrow.y + to); }
+    if (RB > 2u) { d2 = loadDyStep(dyrow.z + to); }
+    if (RB > 3u) { d3 = loadDyStep(dyrow.w + to); }
+    var bl: array<vec4f, 8>;
+    for (var c = 0u; c < CS; c++) {
+      let ci = min(ci0 + c, wg.inG - 1u);
+      let win = loadWindowW(xb + ci * wg.pitch + to * SS + k0);
+      for (var l = 0u; l < WT; l++) {
+        for (var q = 0u; q < KB; q++) { bl[l][c * KB + q] = win[l * SS + q]; }
       }
-      let lo = WB(bl[0], bl[1], bl[2], bl[3]);
-      let hi = WB(bl[4], bl[5], bl[6], bl[7]);
-      accumulateW(&acc.b0, d0.lo, lo);
+    }
+    let lo = WB(bl[0], bl[1], bl[2], bl[3]);
+    let hi = WB(bl[4], bl[5], bl[6], bl[7]);
+    accumulateW(&acc.b0, d0.lo, lo);
+    if (RB > 1u) { accumulateW(&acc.b1, d1.lo, lo); }
+    if (RB > 2u) { accumulateW(&acc.b2, d2.lo, lo); }
+    if (RB > 3u) { accumulateW(&acc.b3, d3.lo, lo); }
+    if (WT == 8u) {
       accumulateW(&acc.b0, d0.hi, hi);
-      if (RB > 1u) { accumulateW(&acc.b1, d1.lo, lo); accumulateW(&acc.b1, d1.hi, hi); }
-      if (RB > 2u) { accumulateW(&acc.b2, d2.lo, lo); accumulateW(&acc.b2, d2.hi, hi); }
-      if (RB > 3u) { accumulateW(&acc.b3, d3.lo, lo); accumulateW(&acc.b3, d3.hi, hi); }
+      if (RB > 1u) { accumulateW(&acc.b1, d1.hi, hi); }
+      if (RB > 2u) { accumulateW(&acc.b2, d2.hi, hi); }
+      if (RB > 3u) { accumulateW(&acc.b3, d3.hi, hi); }
     }
   }
   storeW(acc.b0, g, rl0, ci0, k0);

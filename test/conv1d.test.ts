@@ -75,6 +75,7 @@ interface Path {
   tag: string;
   strategy: ConvStrategy;
   rowBlocks?: number;
+  timeSteps?: 4 | 8;
   tiled?: typeof convConfig.tiled;
 }
 
@@ -87,6 +88,7 @@ async function withPath(rt: Runtime, path: Path, fn: () => Promise<void>): Promi
   const prev = { ...convConfig };
   convConfig.strategy = path.strategy;
   if (path.rowBlocks) convConfig.rowBlocks = path.rowBlocks;
+  if (path.timeSteps) convConfig.timeSteps = path.timeSteps;
   if (path.tiled) convConfig.tiled = path.tiled;
   try {
     await fn();
@@ -96,7 +98,7 @@ async function withPath(rt: Runtime, path: Path, fn: () => Promise<void>): Promi
   return true;
 }
 
-// every path and every tile configuration: the subgroup kernel's row blocks 1..4 (4 ships; fewer are used when a group
+// every path and every tile configuration: the subgroup kernel's row blocks 1..4 x weight-gradient time steps 8, 4 (4 ships; fewer are used when a group
 // has fewer channels), the tiled kernel's default tiles and small ones (several tiles along every dimension)
 const paths: Path[] = [
   { tag: 'direct', strategy: 'direct' },
@@ -106,6 +108,11 @@ const paths: Path[] = [
   { tag: 'subgroup rb1', strategy: 'subgroup', rowBlocks: 1 },
   { tag: 'subgroup rb2', strategy: 'subgroup', rowBlocks: 2 },
   { tag: 'subgroup rb3', strategy: 'subgroup', rowBlocks: 3 },
+  // the weight gradient's 4-step variant (the other passes do not use timeSteps)
+  { tag: 'subgroup rb4 t4', strategy: 'subgroup', rowBlocks: 4, timeSteps: 4 },
+  { tag: 'subgroup rb1 t4', strategy: 'subgroup', rowBlocks: 1, timeSteps: 4 },
+  { tag: 'subgroup rb2 t4', strategy: 'subgroup', rowBlocks: 2, timeSteps: 4 },
+  { tag: 'subgroup rb3 t4', strategy: 'subgroup', rowBlocks: 3, timeSteps: 4 },
 ];
 // finite differences on the shipped configurations (each probe costs two forward passes)
 const fdPaths = new Set(['direct', 'tiled', 'subgroup rb4']);

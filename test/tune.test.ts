@@ -80,8 +80,8 @@ for (const cand of allGemmCandidates()) {
 
 async function withConv(rt: Runtime, c: ConvConfig, fn: () => Promise<void>): Promise<boolean> {
   if (c.strategy === 'subgroup' && !hasSubgroupGemm(rt)) return false;
-  const prev = { strategy: convConfig.strategy, rowBlocks: convConfig.rowBlocks, tiled: convConfig.tiled };
-  Object.assign(convConfig, { strategy: c.strategy, rowBlocks: c.rowBlocks, tiled: c.tiled });
+  const prev = { strategy: convConfig.strategy, rowBlocks: convConfig.rowBlocks, timeSteps: convConfig.timeSteps, tiled: convConfig.tiled };
+  Object.assign(convConfig, { strategy: c.strategy, rowBlocks: c.rowBlocks, timeSteps: c.timeSteps, tiled: c.tiled });
   try {
     await fn();
   } finally {
@@ -134,7 +134,7 @@ const convCases: Cfg[] = [
 ];
 
 for (const config of allConvCandidates()) {
-  const tag = config.strategy === 'subgroup' ? `sg-rb${config.rowBlocks}` : config.strategy === 'direct' ? 'direct' : `tiled ${JSON.stringify(config.tiled)}`;
+  const tag = config.strategy === 'subgroup' ? `sg-rb${config.rowBlocks}-t${config.timeSteps}` : config.strategy === 'direct' ? 'direct' : `tiled ${JSON.stringify(config.tiled)}`;
   test(`conv1d candidate ${tag}: odd sizes, groups, forward and every gradient, finite differences`, async () => {
     const rt = await getRuntime();
     const ran = await withConv(rt, config, async () => {

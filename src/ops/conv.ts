@@ -43,6 +43,8 @@ export const convConfig = {
   strategy: 'auto' as 'auto' | ConvStrategy,
   /** subgroup kernel: 8-row blocks per tile (1..4), capped by the channels per group */
   rowBlocks: 4,
+  /** subgroup weight-gradient kernel: time steps per contraction step (4 or 8) */
+  timeSteps: 8 as 4 | 8,
   /** tiled kernel: threads (tgM x tgN), outputs per thread (ttM x ttN), contraction slice (bk) */
   tiled: { tgM: 16, tgN: 16, ttM: 4, ttN: 4, bk: 16 } as ConvTile,
 };
@@ -59,6 +61,8 @@ export interface ConvTile {
 export interface ConvConfig {
   strategy: ConvStrategy;
   rowBlocks: number;
+  /** subgroup weight gradient only: time steps per step (4: smaller per-lane state; 8: fewer loop trips) */
+  timeSteps: 4 | 8;
   tiled: ConvTile;
 }
 
@@ -70,15 +74,15 @@ const CONV_TILES: ConvTile[] = TILED_CANDIDATES.map((t) => ({ tgM: t.wgM, tgN: t
 /** Every configuration any adapter may get (tests run each against the float64 reference). */
 export function allConvCandidates(): ConvConfig[] {
   return [
-    ...[1, 2, 3, 4].map((rb): ConvConfig => ({ strategy: 'subgroup', rowBlocks: rb, tiled: CONV_TILES[0] })),
-    { strategy: 'direct', rowBlocks: 4, tiled: CONV_TILES[0] },
-    ...CONV_TILES.map((t): ConvConfig => ({ strategy: 'tiled', rowBlocks: 4, tiled: { ...t } })),
+    ...[8, 4].flatMap((ts) => [1, 2, 3, 4].map((rb): ConvConfig => ({ strategy: 'subgroup', rowBlocks: rb, timeSteps: ts as 4 | 8, tiled: CONV_TILES[0] }))),
+    { strategy: 'direct', rowBlocks: 4, timeSteps: 8, tiled: CONV_TILES[0] },
+    ...CONV_TILES.map((t): ConvConfig => ({ strategy: 'tiled', rowBlocks: 4, timeSteps: 8, tiled: { ...t } })),
   ];
 }
 
 /** Today's hand-picked configuration: convConfig with the per-adapter strategy. */
 export function defaultConvConfig(rt: Runtime): ConvConfig {
-  return { strategy: convStrategy(rt), rowBlocks: convConfig.rowBlocks, tiled: { ...convConfig.tiled } };
+  return { strategy: convStrategy(rt), rowBlocks: convConfig.rowBlocks, timeSteps: convConfig.timeSteps, tiled: { ...convConfig.tiled } };
 }
 
 /** Kernel path a pass of this geometry takes under a strategy (the subgroup kernels have geometric limits). */
@@ -103,7 +107,10 @@ function passRows(pass: ConvPass, g: Geometry): number {
 /** Id of what a configuration really runs for this pass and geometry (equal ids: the same kernels). */
 export function effectiveId(pass: ConvPass, g: Geometry, c: ConvConfig): string {
   const path = passPath(pass, g, c.strategy);
-  if (path === 'subgroup') return `sg-rb${rowBlocks(c.rowBlocks, passRows(pass, g))}`;
+  if (path === 'subgroup') {
+    const rb = `sg-rb${rowBlocks(c.rowBlocks, passRows(pass, g))}`;
+    return pass === 'grad-weight' ? `${rb}-t${timeSteps(c.timeSteps)}` : rb;
+  }
   if (path === 'tiled') return `tiled-${c.tiled.tgM}x${c.tiled.tgN}-${c.tiled.ttM}x${c.tiled.ttN}-k${c.tiled.bk}`;
   return 'direct';
 }
@@ -376,7 +383,7 @@ function conv1dBackwardInput(rt: Runtime, g: Geometry, gy: Tensor, w: Tensor, co
 
 function conv1dBackwardWeight(rt: Runtime, g: Geometry, gy: Tensor, x: Tensor, config: ConvConfig): Tensor {
   const dw = Tensor.empty(rt, [g.cout, g.cinG, g.ksize], gy.dtype, 'conv1d.grad_w');
-  if (passPath('grad-weight', g, config.strategy) === 'subgroup' && backwardWeightSubgroup(rt, g, gy, x, dw, config.rowBlocks)) return dw;
+  if (passPath('grad-weight', g, config.strategy) === 'subgroup' && backwardWeightSubgroup(rt, g, gy, x, dw, config.rowBlocks, config.timeSteps)) return dw;
   // thread tile: TM output channels x CI input channels x TN consecutive taps (all of a small kernel's taps)
   const small = g.ksize <= SMALL_KERNEL;
   const tn = small ? g.ksize : 16;
@@ -421,10 +428,11 @@ const roundUp = (n: number, m: number) => m * ceilDiv(n, m);
  * offset `left`, zeros elsewhere (see padRows).
  */
 function padRows(rt: Runtime, g: Geometry, src: Tensor, rows: number, len: number, left: number, pitch: number, label: string): Tensor {
+  if (pitch % 4 !== 0) throw new Error(`conv1d: padded row pitch ${pitch} must be a multiple of 4`);
   const n = rows * pitch;
   const dst = Tensor.empty(rt, [n], src.dtype, label);
   const p = { ...uniforms(g, { n, chunk: pitch, count: rows }), tin: len, padding: left };
-  rt.dispatch(conv1dKernel, 'padRows', { p, padSrc: src, padDst: dst }, grid1d(n, WG), { defines: { T: src.dtype, WG } });
+  rt.dispatch(conv1dKernel, 'padRows', { p, padSrc: src, padDst: dst }, grid1d(n / 4, WG), { defines: { T: src.dtype, WG } });
   return dst;
 }
 
@@ -482,6 +490,11 @@ function checkGrid(rt: Runtime, grid: [number, number, number]): void {
   if (grid.some((n) => n > max)) throw new Error(`conv1d: grid [${grid}] exceeds the adapter's ${max} workgroups per dimension`);
 }
 
+function timeSteps(ts: number): 4 | 8 {
+  if (ts !== 4 && ts !== 8) throw new Error(`conv1d: timeSteps must be 4 or 8, got ${ts}`);
+  return ts;
+}
+
 function rowBlocks(rb: number, rowsG: number): number {
   if (!(Number.isInteger(rb) && rb >= 1 && rb <= 4)) throw new Error(`conv1d: rowBlocks must be 1..4, got ${rb}`);
   return Math.min(rb, ceilDiv(rowsG, 8));
@@ -499,7 +512,7 @@ function implicitGemm(rt: Runtime, a: ImplicitGemm, rbWanted: number): void {
   const ash = a.shift % 4;
   const defines: Defines = {
     T: a.xp.dtype, RB: `${rb}u`, KB: `${KB}u`, CS: `${CS}u`, SS: `${a.stride}u`, NW: `${NW}u`, ASH: `${ash}u`,
-    NCH: `${ceilDiv(NW + ash, 4)}u`, VEC_W: String(vecW), MASK_W: String(a.inG % CS !== 0), REVERSE: String(a.reverse),
+    NCH: `${ceilDiv(NW + ash, 4)}u`, VEC_W: String(vecW), MASK_W: String(a.inG % CS !== 0), REVERSE: String(a.reverse), ONE_TAP_BLOCK: String(tapBlocks === 1),
   };
   const grid: [number, number, number] = [ceilDiv(rowsG, 8 * rb) * a.groups, ceilDiv(a.cols, 32), a.batch];
   checkGrid(rt, grid);
@@ -599,11 +612,12 @@ function backwardInputSubgroup(rt: Runtime, g: Geometry, gy: Tensor, w: Tensor, 
  * Weight gradient on conv1dWeightGradSubgroup: rows = output channels, columns = (input channel, tap padded to KP),
  * contraction over (batch, time) inside each workgroup, from padded copies of x and dy; writes dw directly.
  */
-function backwardWeightSubgroup(rt: Runtime, g: Geometry, gy: Tensor, x: Tensor, dw: Tensor, rbWanted: number): boolean {
+function backwardWeightSubgroup(rt: Runtime, g: Geometry, gy: Tensor, x: Tensor, dw: Tensor, rbWanted: number, tsWanted: number): boolean {
   const rb = rowBlocks(rbWanted, g.coutG);
   const kb = g.ksize <= 2 ? g.ksize : 4;
   const kp = g.ksize <= 2 ? g.ksize : roundUp(g.ksize, 4);
-  const nw = 7 * g.stride + kb;
+  const ts = timeSteps(tsWanted);
+  const nw = (ts - 1) * g.stride + kb;
   const dyPitch = roundUp(g.tout, 8);
   const pitch = roundUp(Math.max(g.padding + g.tin, dyPitch * g.stride + kp + nw + 4), 4);
   if (!paddedFits(rt, g.batch * g.cin, pitch, x.dtype) || !paddedFits(rt, g.batch * g.cout, dyPitch, gy.dtype)) return false;
@@ -615,7 +629,7 @@ function backwardWeightSubgroup(rt: Runtime, g: Geometry, gy: Tensor, x: Tensor,
     rows: g.cout, rowsG: g.coutG, inG: g.cinG, inTotal: g.cin, pitch, tout: g.tout, dyPitch, batch: g.batch,
     ksize: g.ksize, kpad: kp,
   };
-  const defines: Defines = { T: gy.dtype, RB: `${rb}u`, KB: `${kb}u`, CS: `${4 / kb}u`, SS: `${g.stride}u`, WNW: `${nw}u`, WNCH: `${ceilDiv(nw, 4)}u`, WCOLS: `${g.ksize === 3 ? 3 : 4}u` };
+  const defines: Defines = { T: gy.dtype, RB: `${rb}u`, KB: `${kb}u`, CS: `${4 / kb}u`, SS: `${g.stride}u`, WT: `${ts}u`, WNW: `${nw}u`, WNCH: `${ceilDiv(nw, 4)}u`, WCOLS: `${g.ksize === 3 ? 3 : 4}u` };
   rt.dispatch(conv1dSubgroupKernel, 'conv1dWeightGradSubgroup', { wg, xv: xp, dyv: dyp, dwOut: dw }, grid, { defines });
   xp.dispose();
   dyp.dispose();
