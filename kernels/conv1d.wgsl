@@ -267,22 +267,33 @@ fn sumPartials(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroup
 
 @compute @workgroup_size(WG)
 fn relayoutWeights(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let e = threadIndex(gid, nwg);
-  if (e >= p.n) { return; }
+  let id = threadIndex(gid, nwg);
   let J = p.count;
   let KP = p.chunk;
-  let i = e % KP;
   if (p.stride == 0u) {
-    let row = e / KP;  // co * CinG + ci
-    wt[e] = select(T(0.0), w[row * p.ksize + min(i, p.ksize - 1u)], i < p.ksize);
+    // forward: 4 consecutive elements per thread (a quarter of the threads: their index math is most of the cost)
+    for (var e = 4u * id; e < min(4u * id + 4u, p.n); e++) {
+      let i = e % KP;
+      let row = e / KP;  // co * CinG + ci
+      wt[e] = select(T(0.0), w[row * p.ksize + min(i, p.ksize - 1u)], i < p.ksize);
+    }
     return;
   }
-  let c = (e / KP) % p.coutG;
-  let ci = e / (KP * p.coutG);
+  // input gradient: a transpose. One thread per (ci, c), writing its KP taps; the WG = 64 threads of a workgroup
+  // cover 8 input x 8 output channels, so that they read 8 runs of w and write 8 runs of wt (a thread per element in
+  // wt's order reads a different cache line per thread).
+  let local = id % 64u;
+  let tile = id / 64u;
+  let cTiles = (p.coutG + 7u) / 8u;
+  let c = (tile % cTiles) * 8u + local % 8u;
+  let ci = (tile / cTiles) * 8u + local / 8u;
+  if (c >= p.coutG || ci >= p.cin) { return; }
   let g = ci / p.cinG;
-  let k = p.phase + p.stride * (J - 1u - min(i, J - 1u));
-  let src = ((g * p.coutG + c) * p.cinG + ci - g * p.cinG) * p.ksize + min(k, p.ksize - 1u);
-  wt[e] = select(T(0.0), w[src], i < J && k < p.ksize);
+  let wrow = ((g * p.coutG + c) * p.cinG + ci - g * p.cinG) * p.ksize;
+  for (var i = 0u; i < KP; i++) {
+    let k = p.phase + p.stride * (J - 1u - min(i, J - 1u));
+    wt[(ci * p.coutG + c) * KP + i] = select(T(0.0), w[wrow + min(k, p.ksize - 1u)], i < J && k < p.ksize);
+  }
 }
 
 // Padded copy for the implicit-GEMM kernels: dst[row, j] = src[row, j - p.padding] for 0 <= j - padding < tin, else 0;

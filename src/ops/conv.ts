@@ -44,7 +44,7 @@ export const convConfig = {
   /** subgroup kernel: 8-row blocks per tile (1..4), capped by the channels per group */
   rowBlocks: 4,
   /** subgroup weight-gradient kernel: time steps per contraction step (4 or 8) */
-  timeSteps: 8 as 4 | 8,
+  timeSteps: 4 as 4 | 8,
   /** tiled kernel: threads (tgM x tgN), outputs per thread (ttM x ttN), contraction slice (bk) */
   tiled: { tgM: 16, tgN: 16, ttM: 4, ttN: 4, bk: 16 } as ConvTile,
 };
@@ -529,7 +529,9 @@ function relayoutWeights(rt: Runtime, g: Geometry, w: Tensor, phase: number | nu
   const n = phase === null ? g.cout * g.cinG * kp : g.cin * g.coutG * kp;
   const wt = Tensor.empty(rt, [n], w.dtype, phase === null ? 'conv1d.weights.padded' : 'conv1d.grad_x.weights');
   const p = { ...uniforms(g, { n, count: taps, chunk: kp, phase: phase ?? 0 }), stride: phase === null ? 0 : g.stride };
-  rt.dispatch(conv1dKernel, 'relayoutWeights', { p, w, wt }, grid1d(n, WG), { defines: { T: w.dtype, WG } });
+  // forward: 4 elements per thread; input gradient: a thread per (input, output channel) in 8 x 8 tiles of 64 threads
+  const threads = phase === null ? ceilDiv(n, 4) : ceilDiv(g.cin, 8) * ceilDiv(g.coutG, 8) * 64;
+  rt.dispatch(conv1dKernel, 'relayoutWeights', { p, w, wt }, grid1d(threads, WG), { defines: { T: w.dtype, WG } });
   return wt;
 }
 
