@@ -28,7 +28,7 @@ import { checkpoint, noGrad, tidy } from '../../autograd.js';
 import { add } from '../../ops/elementwise.js';
 import { linear } from '../../ops/matmul.js';
 import { conv1d } from '../../ops/conv.js';
-import { layerNorm, layerNormChannels, groupNormPerChannel, weightNorm } from '../../ops/norm.js';
+import { layerNorm, residualLayerNorm, layerNormChannels, groupNormPerChannel, weightNorm } from '../../ops/norm.js';
 import { gelu, dropout } from '../../ops/activation.js';
 import { attention } from '../../ops/attention.js';
 import { transposeLast2, sliceLast, sliceAxis, concat, maskRows, replaceRows, maskColumns } from '../../ops/shape.js';
@@ -385,20 +385,22 @@ export class Wav2Vec2Encoder implements SpeechEncoder {
       const L = `encoder.layers.${index}`;
       const eps = cfg.layer_norm_eps;
       const ln = (t: Tensor, name: string) => layerNorm(t, this.p(`${L}.${name}.weight`), this.p(`${L}.${name}.bias`), eps);
+      // residual add + LayerNorm in one kernel (one pass over both inputs instead of an add and a LayerNorm)
+      const addLn = (t: Tensor, residual: Tensor, name: string) => residualLayerNorm(t, residual, this.p(`${L}.${name}.weight`), this.p(`${L}.${name}.bias`), eps);
       const stable = cfg.do_stable_layer_norm;
       const attnIn = stable ? ln(x, 'layer_norm') : x;
       let a = this.selfAttention(index, attnIn, ctx);
       a = dropout(a, cfg.hidden_dropout, this.training);
-      let h = add(x, a);
-      if (!stable) h = ln(h, 'layer_norm');
-      const ffIn = stable ? ln(h, 'final_layer_norm') : h;
+      // stable (pre-LN): h = x + a, the feed-forward reads LN(h); post-LN: h = LN(x + a)
+      const first = addLn(a, x, stable ? 'final_layer_norm' : 'layer_norm');
+      let h = stable ? first.sum : first.y;
+      const ffIn = first.y;
       const lin = (t: Tensor, name: string, act: 'none' | 'gelu' = 'none') => linear(t, this.p(`${L}.${name}.weight`), this.p(`${L}.${name}.bias`), act);
       let f = lin(ffIn, 'feed_forward.intermediate_dense', 'gelu');
       f = dropout(f, cfg.activation_dropout, this.training);
       f = lin(f, 'feed_forward.output_dense');
       f = dropout(f, cfg.hidden_dropout, this.training);
-      h = add(h, f);
-      if (!stable) h = ln(h, 'final_layer_norm');
+      h = stable ? add(h, f) : addLn(f, h, 'final_layer_norm').y;
       return h;
     });
   }

@@ -20,7 +20,7 @@ import { checkpoint, noGrad, record, tidy } from '../../autograd.js';
 import { add, scale } from '../../ops/elementwise.js';
 import { linear, matmul } from '../../ops/matmul.js';
 import { conv1d } from '../../ops/conv.js';
-import { layerNorm } from '../../ops/norm.js';
+import { layerNorm, residualLayerNorm } from '../../ops/norm.js';
 import { gelu, dropout } from '../../ops/activation.js';
 import { attention } from '../../ops/attention.js';
 import { transposeLast2 } from '../../ops/shape.js';
@@ -111,8 +111,9 @@ export class WhisperEncoder implements SpeechEncoder {
       const v = linear(a, this.p(`${L}.self_attn.v_proj.weight`), this.p(`${L}.self_attn.v_proj.bias`));
       const ctx = attention(q, k, v, { heads: cfg.encoder_attention_heads, keyMask: null, dropout: this.training ? cfg.attention_dropout : 0 });
       const o = dropout(linear(ctx, this.p(`${L}.self_attn.out_proj.weight`), this.p(`${L}.self_attn.out_proj.bias`)), cfg.dropout, this.training);
-      const h = add(x, o);
-      let f = linear(ln(h, 'final_layer_norm'), this.p(`${L}.fc1.weight`), this.p(`${L}.fc1.bias`), 'gelu');
+      // h = x + o and the feed-forward's LN(h) in one kernel
+      const { y: ffIn, sum: h } = residualLayerNorm(o, x, this.p(`${L}.final_layer_norm.weight`), this.p(`${L}.final_layer_norm.bias`), LAYER_NORM_EPS);
+      let f = linear(ffIn, this.p(`${L}.fc1.weight`), this.p(`${L}.fc1.bias`), 'gelu');
       f = dropout(f, cfg.activation_dropout, this.training);
       f = dropout(linear(f, this.p(`${L}.fc2.weight`), this.p(`${L}.fc2.bias`)), cfg.dropout, this.training);
       return add(h, f);
