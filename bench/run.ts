@@ -12,7 +12,7 @@ import { benchGemm, benchConv, benchAttention, benchAttentionRelativeBias, bench
 import { benchTfjs } from './lib/peers-tfjs.js';
 import { benchOrt } from './lib/peers-ort.js';
 import { benchTorch } from './lib/peers-torch.js';
-import { benchModel } from './lib/model.js';
+import { benchModel, benchModelProfile } from './lib/model.js';
 import { benchFidelity } from './lib/fidelity.js';
 import { benchWhisper } from './lib/whisper.js';
 
@@ -36,6 +36,8 @@ const sections: [string, Section][] = [
   ['layernorm', benchLayerNorm],
   ['adamw', benchAdamW],
   ['model', benchModel],
+  // only the model section's profiles (it profiles after its timed runs): skipped whenever 'model' runs too
+  ['model-profile', benchModelProfile],
   ['whisper', benchWhisper],
   // peers, measured side by side in the same run (--torch installs PyTorch first if it is missing)
   ['tfjs', benchTfjs],
@@ -75,6 +77,7 @@ async function main(): Promise<void> {
   const markdown: string[] = [];
   for (const [name, fn] of sections) {
     if (only && !only.has(name)) continue;
+    if (name === 'model-profile' && (!only || only.has('model'))) continue;
     const t0 = performance.now();
     try {
       const out = await fn(rt, peaks, quick);

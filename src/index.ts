@@ -4,7 +4,8 @@
 // hand a `GPU` object (navigator.gpu, or Dawn's) to createRuntime().
 export { Runtime, createRuntime, summarizeAdapter, type AdapterSummary, type RuntimeOptions, type Bindable, type Bindings, type UniformValues } from './runtime/runtime.js';
 export { MemoryTuneCache, LocalStorageTuneCache, tuneResults, tuneTable, setTuneOptions, runQueued, type TuneCache, type TuneEntry, type TuneResult, type StorageLike } from './runtime/tune.js';
-export { Profile, type ProfileMethod, type ProfileRow, type DispatchRecord, type SectionRecord, type TraceEvent } from './runtime/profile.js';
+export { Profile, rooflineTable, rooflineSummaryLine, type ProfileMethod, type ProfileRow, type DispatchRecord, type DispatchCost, type SectionRecord, type TraceEvent, type RooflinePeaks, type RooflineReport, type RooflineRow, type RooflineSummary, type RooflineClass } from './runtime/profile.js';
+export { measureGemmGflops, measureCopyGBps } from './runtime/peaks.js';
 export { KernelFamily, defineKernel, type ScalarType, type Defines, type EntryInfo, type BindingInfo, type UniformMember } from './runtime/kernel.js';
 export { Tensor, numel, bytesPerElement, f32ToF16, f16ToF32, f32ToF16Array, f16ToF32Array, type DType } from './tensor.js';
 export { autocast, autocastDtype, backward, checkpoint, isGradEnabled, keep, manualSeed, nextRandom, noGrad, record, tidy, withGrad, GraphNode, type BackwardFn } from './autograd.js';

@@ -1,7 +1,6 @@
 // Bench plumbing: timing with spread, rows in the results.json schema, and the roofline probes (FMA peak, copy
 // bandwidth) that every "fraction of peak" is measured against in the same run.
-import source from '../../kernels/peak.wgsl';
-import { defineKernel } from '../../src/runtime/kernel.js';
+import { peakKernel as peak } from '../../src/runtime/peaks.js';
 import type { Runtime } from '../../src/runtime/runtime.js';
 import { Tensor } from '../../src/tensor.js';
 import { grid1d } from '../../src/ops/grid.js';
@@ -62,7 +61,6 @@ export function summarize(times: number[]): Timing {
   return { median: s[Math.floor(s.length / 2)], min: s[0], max: s[s.length - 1], reps: s.length };
 }
 
-const peak = defineKernel('peak', source);
 
 /** FMA throughput in GFLOP/s with 12 independent chains per thread. */
 export async function measureFmaPeak(rt: Runtime, quick = false): Promise<number> {

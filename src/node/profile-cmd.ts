@@ -2,10 +2,14 @@
 // audio, and print where the GPU time goes (per kernel, per named section), optionally as a Chrome trace. One run
 // first compiles every pipeline and fills the buffer pool; only the next run is profiled.
 // The model-specific lines are in runOnce() and the loadModel() call; sections are marked through rt.section only.
+// --roofline adds the roofline classification (Profile.roofline): each dispatch's attained fraction of the GEMM rate
+// (GEMM-class kernels) or the copy bandwidth (memory-bound ones), both measured on this adapter unless given.
 import fs from 'node:fs';
 import path from 'node:path';
 import { InvalidArgumentError, type Command } from 'commander';
 import { Tensor } from '../tensor.js';
+import { rooflineTable, type RooflinePeaks } from '../runtime/profile.js';
+import { measureGemmGflops, measureCopyGBps } from '../runtime/peaks.js';
 import { backward, noGrad, tidy } from '../autograd.js';
 import { AdamW } from '../ops/optim.js';
 import { disposeOutput } from '../model/classifier.js';
@@ -38,15 +42,24 @@ export function profileOptions(): Command {
     .option('--trace <file>', 'write a Chrome trace (Trace Event Format JSON; open in https://ui.perfetto.dev or chrome://tracing)')
     .option('--fallback', 'time by submitting each dispatch alone even when timestamp queries are available')
     .option('--json', 'print the profile as JSON (method, totals, per-kernel and per-section rows)')
+    .option('--roofline', 'classify every dispatch against its roofline: GEMM-class vs the GEMM rate, memory-bound vs copy bandwidth')
+    .addOption(valueOption('--gemm-gflops <x>', 'the GEMM rate for --roofline in GFLOP/s (default: a 1024^3 matmul measured here)', positiveNumber('--gemm-gflops', 1e9, false)))
+    .addOption(valueOption('--copy-gbps <y>', 'the copy bandwidth for --roofline in GB/s (default: a large buffer copy measured here)', positiveNumber('--copy-gbps', 1e9, false)))
     .addHelpText('after', `
 Times every kernel dispatch after one untimed run that compiles the pipelines. Prints GPU time per kernel and per
 section (sorted by total; calls, total ms, mean ms, share). Uses GPU timestamp queries when the adapter has
-'timestamp-query', else submits each dispatch alone (coarse).`);
+'timestamp-query', else submits each dispatch alone (coarse).
+With --roofline, each dispatch's attained fraction of its roofline is max(flops / time / GEMM rate, bytes / time /
+copy bandwidth) from the work its op states; the table gives it per kernel, and the summary the share of GPU time
+in dispatches below 50% of their roofline and the share of kernels that state no work (unclassified).`);
 }
 
 export async function profileCommand(argv: string[]): Promise<number> {
   const { options } = parseCommand(profileOptions(), argv);
-  const v = { model: options.string('model')!, train: options.flag('train'), trace: options.string('trace'), fallback: options.flag('fallback'), json: options.flag('json') };
+  const v = { model: options.string('model')!, train: options.flag('train'), trace: options.string('trace'), fallback: options.flag('fallback'), json: options.flag('json'), roofline: options.flag('roofline') };
+  const givenGemm = options.number('gemmGflops');
+  const givenCopy = options.number('copyGbps');
+  if ((givenGemm !== undefined || givenCopy !== undefined) && !v.roofline) throw new InvalidArgumentError('--gemm-gflops and --copy-gbps go with --roofline');
   const seconds = options.number('seconds')!;
   const batch = options.number('batchSize')!;
   const rt = await createNodeRuntime();
@@ -61,6 +74,15 @@ export async function profileCommand(argv: string[]): Promise<number> {
   await run(); // compiles pipelines, sizes the pool: not profiled
   const { profile } = await rt.profile(run, { method: v.fallback ? 'fallback' : 'auto' });
   const what = `${v.train ? 'training step' : 'forward'}, batch ${batch} x ${(samples / loaded.preprocessor.samplingRate).toFixed(2)} s`;
+  let peaks: (RooflinePeaks & { measured: { gemm: boolean; copy: boolean } }) | null = null;
+  if (v.roofline) {
+    peaks = {
+      gemmGflops: givenGemm ?? (await measureGemmGflops(rt)),
+      copyGBps: givenCopy ?? (await measureCopyGBps(rt)),
+      measured: { gemm: givenGemm === undefined, copy: givenCopy === undefined },
+    };
+  }
+  const roofline = peaks ? profile.roofline(peaks) : null;
   if (v.trace) {
     const trace = profile.trace();
     trace.otherData.what = what;
@@ -69,10 +91,15 @@ export async function profileCommand(argv: string[]): Promise<number> {
     await writeFileAtomic(v.trace, JSON.stringify(trace));
   }
   if (v.json) {
-    console.log(JSON.stringify({ what, adapter: rt.adapter, method: profile.method, dispatches: profile.dispatches.length, gpuMs: profile.gpuMs, wallMs: profile.wallMs, kernels: profile.byKernel(), sections: profile.bySection(), trace: v.trace ?? null }));
+    console.log(JSON.stringify({ what, adapter: rt.adapter, method: profile.method, dispatches: profile.dispatches.length, gpuMs: profile.gpuMs, wallMs: profile.wallMs, kernels: profile.byKernel(), sections: profile.bySection(), trace: v.trace ?? null, ...(roofline && peaks ? { roofline: { ...roofline, measured: peaks.measured } } : {}) }));
   } else {
     console.log(`${what} on ${rt.adapter.description || rt.adapter.device}`);
     console.log(profile.table(40));
+    if (roofline && peaks) {
+      const src = (m: boolean) => (m ? 'measured here' : 'given');
+      console.log(`\nroofline: GEMM ${peaks.gemmGflops.toFixed(1)} GFLOP/s (${src(peaks.measured.gemm)}, 1024^3 matmul), copy ${peaks.copyGBps.toFixed(1)} GB/s (${src(peaks.measured.copy)})`);
+      console.log(rooflineTable(roofline, 40));
+    }
     if (v.trace) console.log(`\ntrace: ${v.trace} (${fs.statSync(v.trace).size} bytes)`);
   }
   loaded.model.dispose();

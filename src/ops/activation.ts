@@ -14,12 +14,15 @@ function floatInput(op: string, x: Tensor): void {
 }
 
 /** Elementwise entries run on vec4 when n % 4 == 0 (kernels/activation.wgsl V / VF). */
+/** Cost: every bound tensor read or written once. */
 function dispatch(entry: string, bindings: Record<string, Tensor>, n: number, dtype: Tensor['dtype']): void {
   const rt = Object.values(bindings)[0].rt;
   const vec4 = n % 4 === 0;
   const count = vec4 ? n / 4 : n;
   const defines: Defines = vec4 ? { T: dtype, V: `vec4<${dtype}>`, VF: 'vec4f' } : { T: dtype };
-  rt.dispatch(activationKernel, entry, { ...bindings, sizes: { n: count } }, grid1d(count, WG), { defines });
+  let bytes = 0;
+  for (const t of Object.values(bindings)) bytes += t.byteLength;
+  rt.dispatch(activationKernel, entry, { ...bindings, sizes: { n: count } }, grid1d(count, WG), { defines, cost: { bytes } });
 }
 
 /** y = 0.5 x (1 + erf(x / sqrt 2)) */
@@ -54,7 +57,7 @@ export function dropoutThreshold(p: number): number {
 function dropoutApply(src: Tensor, dst: Tensor, seed: number, offset: number, p: number): void {
   const n = src.size;
   const params = { n, seed, offset, threshold: dropoutThreshold(p), scale: p >= 1 ? 0 : 1 / (1 - p) };
-  src.rt.dispatch(activationKernel, 'dropoutApply', { dp: params, x: src, y: dst }, grid1d(n, WG), { defines: { T: src.dtype } });
+  src.rt.dispatch(activationKernel, 'dropoutApply', { dp: params, x: src, y: dst }, grid1d(n, WG), { defines: { T: src.dtype }, cost: { bytes: src.byteLength + dst.byteLength } });
 }
 
 /**

@@ -11,7 +11,7 @@ import { Tensor } from '../tensor.js';
 import type { Runtime } from '../runtime/runtime.js';
 import { record, nextRandom } from '../autograd.js';
 import { dropoutThreshold } from './activation.js';
-import { ceilDiv, grid1d } from './grid.js';
+import { bytesOf, ceilDiv, grid1d } from './grid.js';
 
 // The file's tail holds the subgroup kernels: the portable module stops before it, so it compiles without the feature.
 const SUBGROUP_SECTION = '// ==== subgroup kernels';
@@ -94,7 +94,7 @@ export function relativePositionBuckets(rt: Runtime, T: number, numBuckets: numb
   const span = 2 * T - 1;
   const out = Tensor.empty(rt, [span], 'i32', 'attention.relative_buckets');
   const params = { ...plainParams(1, T, 1), ...bucketParams(numBuckets, maxDistance), rel_blocks: 1 };
-  rt.dispatch(attentionKernel, 'relative_position_buckets', { p: params, bucket_of: out }, grid1d(span, 64));
+  rt.dispatch(attentionKernel, 'relative_position_buckets', { p: params, bucket_of: out }, grid1d(span, 64), { cost: { bytes: out.byteLength } });
   return out;
 }
 
@@ -121,18 +121,20 @@ export function relativePositionGate(x: Tensor, weight: Tensor, bias: Tensor, ga
   const n = B * heads * T;
   const params = { ...plainParams(B, T, heads), ...NO_REL_BIAS };
   const options = { defines: { HEAD_DIM: `${D}u` } };
+  // cost (memory-bound): the gate's 8 x D linear map is 16 flops per input value, far below a GEMM's reuse
+  const forwardCost = { bytes: bytesOf(x, weight, bias, gateConst, gate) };
   const inputs = { p: params, gate_x: x, gate_weight: weight, gate_bias: bias, gate_const: gateConst };
-  rt.dispatch(attentionKernel, 'relative_gate_forward', { ...inputs, gate_out: gate }, grid1d(n, 64), options);
+  rt.dispatch(attentionKernel, 'relative_gate_forward', { ...inputs, gate_out: gate }, grid1d(n, 64), { ...options, cost: forwardCost });
   return record('relative_gate', gate, [x, weight, bias, gateConst], [x, weight, bias, gateConst], (gradGate, needs) => {
     const dz = Tensor.empty(rt, [n, 3], 'f32', 'attention.gate_dz');
     const gx = Tensor.empty(rt, [B, T, C], 'f32', 'attention.grad_gate_x');
-    rt.dispatch(attentionKernel, 'relative_gate_backward', { ...inputs, grad_gate_in: gradGate, gate_dz: dz, grad_gate_x: gx }, grid1d(n, 64), options);
+    rt.dispatch(attentionKernel, 'relative_gate_backward', { ...inputs, grad_gate_in: gradGate, gate_dz: dz, grad_gate_x: gx }, grid1d(n, 64), { ...options, cost: { bytes: bytesOf(x, weight, bias, gateConst, gradGate, dz, gx) } });
     const gw = Tensor.empty(rt, [8, D], 'f32', 'attention.grad_gate_weight');
     const gb = Tensor.empty(rt, [8], 'f32', 'attention.grad_gate_bias');
     const gk = Tensor.empty(rt, gateConst.shape, 'f32', 'attention.grad_gate_const');
     if (needs[1] || needs[2] || needs[3]) {
       const bindings = { p: params, gate_x: x, gate_dz: dz, grad_gate_weight: gw, grad_gate_bias: gb, grad_gate_const: gk };
-      rt.dispatch(attentionKernel, 'relative_gate_backward_params', bindings, [2 * D + 2 + heads], options);
+      rt.dispatch(attentionKernel, 'relative_gate_backward_params', bindings, [2 * D + 2 + heads], { ...options, cost: { bytes: bytesOf(x, dz, gw, gb, gk) } });
     }
     dz.dispose();
     const keep = (t: Tensor, needed: boolean): Tensor | null => {
@@ -159,7 +161,7 @@ export function relativePositionBiasMatrix(embedding: Tensor, T: number, numBuck
   const buckets = Tensor.empty(rt, [T, T], 'i32', 'attention.relative_position_bucket');
   const params = { ...plainParams(1, T, H), ...bucketParams(numBuckets, maxDistance), rel_blocks: 1 };
   const bindings = { p: params, bucket_of: bucketOf, rel_embed: embedding, dense_bias_out: bias, dense_bucket_out: buckets };
-  rt.dispatch(attentionKernel, 'relative_bias_dense', bindings, grid1d(H * T * T, 64));
+  rt.dispatch(attentionKernel, 'relative_bias_dense', bindings, grid1d(H * T * T, 64), { cost: { bytes: bytesOf(bucketOf, embedding, bias, buckets) } });
   bucketOf.dispose();
   return { bias, buckets };
 }
@@ -261,9 +263,9 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOption
   let relBias: Tensor;
   if (bias && biasParams) {
     buckets = Tensor.empty(rt, [span], 'i32', 'attention.relative_buckets');
-    rt.dispatch(attentionKernel, 'relative_position_buckets', { p: params, bucket_of: buckets }, grid1d(span, 64));
+    rt.dispatch(attentionKernel, 'relative_position_buckets', { p: params, bucket_of: buckets }, grid1d(span, 64), { cost: { bytes: buckets.byteLength } });
     relBias = Tensor.empty(rt, [heads * span + B * heads * T], 'f32', 'attention.relative_bias');
-    rt.dispatch(attentionKernel, 'relative_bias_table', { p: params, bucket_of: buckets, rel_embed: bias.embedding, rel_table_out: relBias }, grid1d(heads * span, 64));
+    rt.dispatch(attentionKernel, 'relative_bias_table', { p: params, bucket_of: buckets, rel_embed: bias.embedding, rel_table_out: relBias }, grid1d(heads * span, 64), { cost: { bytes: bytesOf(buckets, bias.embedding) + 4 * heads * span } });
     rt.copy(bias.gate, relBias, B * heads * T * 4, 0, heads * span * 4);
   } else relBias = unusedBuffer('f32', 'rel_bias');
   // DROPOUT and REL_BIAS are template flags: off, their code is not compiled at all
@@ -304,19 +306,23 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOption
   };
 
   const inputs = { p: params, q, k, v, key_mask: keyMask, rel_bias: relBias };
+  // GEMM-class cost as bench/attention.ts counts it: forward 4*B*H*T*T*D (QK^T and PV); backward 10*B*H*T*T*D, the
+  // five matmuls of FlashAttention-2's backward: the dk/dv kernel's QK^T, dO V^T, P^T dO and dS^T Q (8), the dq
+  // kernel's dS K (2; its recomputed QK^T and dO V^T are not counted)
+  const attnUnit = 2 * B * heads * T * T * D;
   const inputViews = { q4: vec4View(q), k4: vec4View(k), v4: vec4View(v) };
   const forwardPlaceholders: Tensor[] = [];
   if (sg) {
     const bindings = { ...inputs, ...inputViews, ...outputViews('out', out, forwardPlaceholders), lse };
-    rt.dispatch(attentionSubgroupKernel, 'attention_forward_sg', bindings, subgroupForward.blocks, subgroupForward.options);
-  } else rt.dispatch(attentionKernel, 'attention_forward', { ...inputs, out, lse }, portableBlocks, portable);
+    rt.dispatch(attentionSubgroupKernel, 'attention_forward_sg', bindings, subgroupForward.blocks, { ...subgroupForward.options, cost: { flops: 2 * attnUnit } });
+  } else rt.dispatch(attentionKernel, 'attention_forward', { ...inputs, out, lse }, portableBlocks, { ...portable, cost: { flops: 2 * attnUnit } });
   for (const t of forwardPlaceholders) t.dispose();
 
   const differentiable = bias ? [q, k, v, bias.embedding, bias.gate] : [q, k, v];
   const saved = [q, k, v, out, lse, keyMask, relBias, ...(buckets ? [buckets] : []), ...(unusedVec4 ? [unusedVec4] : [])];
   const result = record('attention', out, differentiable, saved, (gradOut, needs) => {
     const rowDot = Tensor.empty(rt, [B, heads, T], 'f32', 'attention.row_dot');
-    rt.dispatch(attentionKernel, 'attention_backward_row_dot', { p: params, grad_out: gradOut, out_saved: out, row_dot: rowDot }, grid1d(B * T * heads, BLOCK_ROWS), rowDotOptions);
+    rt.dispatch(attentionKernel, 'attention_backward_row_dot', { p: params, grad_out: gradOut, out_saved: out, row_dot: rowDot }, grid1d(B * T * heads, BLOCK_ROWS), { ...rowDotOptions, cost: { bytes: bytesOf(gradOut, out, rowDot) } });
     const needsBias = !!bias && (needs[3] || needs[4]);
     // the dq kernel also makes the bias gradients: it runs when either is needed
     const gq = needs[0] || needsBias ? Tensor.empty(rt, [B, T, C], 'f32', 'attention.grad_q') : null;
@@ -333,16 +339,16 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOption
       const placeholders: Tensor[] = [];
       if (gk && gv) {
         const bindings = { ...views, ...outputViews('grad_k', gk, placeholders), ...outputViews('grad_v', gv, placeholders) };
-        rt.dispatch(attentionSubgroupKernel, 'attention_backward_kv_sg', bindings, subgroupBackward.blocks, subgroupBackward.options);
+        rt.dispatch(attentionSubgroupKernel, 'attention_backward_kv_sg', bindings, subgroupBackward.blocks, { ...subgroupBackward.options, cost: { flops: 4 * attnUnit } });
       }
       if (gq) {
         const bindings = { ...views, ...outputViews('grad_q', gq, placeholders), rel_bias_grad: relBiasGrad };
-        rt.dispatch(attentionSubgroupKernel, 'attention_backward_q_sg', bindings, subgroupBackward.blocks, subgroupBackward.options);
+        rt.dispatch(attentionSubgroupKernel, 'attention_backward_q_sg', bindings, subgroupBackward.blocks, { ...subgroupBackward.options, cost: { flops: attnUnit } });
       }
       for (const t of placeholders) t.dispose();
     } else {
-      if (gk && gv) rt.dispatch(attentionKernel, 'attention_backward_kv', { ...common, grad_k: gk, grad_v: gv }, portableBlocks, portable);
-      if (gq) rt.dispatch(attentionKernel, 'attention_backward_q', { ...common, grad_q: gq, rel_bias_grad: relBiasGrad }, portableBlocks, portable);
+      if (gk && gv) rt.dispatch(attentionKernel, 'attention_backward_kv', { ...common, grad_k: gk, grad_v: gv }, portableBlocks, { ...portable, cost: { flops: 4 * attnUnit } });
+      if (gq) rt.dispatch(attentionKernel, 'attention_backward_q', { ...common, grad_q: gq, rel_bias_grad: relBiasGrad }, portableBlocks, { ...portable, cost: { flops: attnUnit } });
     }
     rowDot.dispose();
     let gEmbed: Tensor | null = null;
@@ -351,7 +357,7 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOption
       if (needs[3]) {
         gEmbed = Tensor.empty(rt, [bias.numBuckets, heads], 'f32', 'attention.grad_relative_embedding');
         const bindings = { p: params, bucket_of: buckets, rel_bias_grad: relBiasGrad, grad_rel_embed: gEmbed };
-        rt.dispatch(attentionKernel, 'relative_bias_grad_embed', bindings, grid1d(bias.numBuckets * heads, 64));
+        rt.dispatch(attentionKernel, 'relative_bias_grad_embed', bindings, grid1d(bias.numBuckets * heads, 64), { cost: { bytes: bytesOf(buckets, relBiasGrad, gEmbed) } });
       }
       if (needs[4]) {
         gGate = Tensor.empty(rt, [B, heads, T], 'f32', 'attention.grad_gate');

@@ -357,7 +357,7 @@ function forwardDirect(rt: Runtime, g: Geometry, x: Tensor, w: Tensor, bias: Ten
   const { ksize, cinG, cout, tout, batch, groups } = g;
   const tile = outputTile(ksize, cinG);
   const tm = channelTile(g.coutG, groups, tile.tm);
-  rt.dispatch(conv1dKernel, 'conv1dForward', { p: uniforms(g, { hasBias: bias ? 1 : 0 }), x, w, bias: bias ?? w, y }, grid1d(ceilDiv(tout, tile.tn) * ceilDiv(cout, tm) * batch, WG), {
+  rt.dispatch(conv1dKernel, 'conv1dForward', { p: uniforms(g, { hasBias: bias ? 1 : 0 }), x, w, bias: bias ?? w, y }, grid1d(ceilDiv(tout, tile.tn) * ceilDiv(cout, tm) * batch, WG), { cost: { flops: 2 * g.batch * g.cout * g.cinG * g.ksize * g.tout },
     defines: { T: x.dtype, WG, TM: tm, TN: tile.tn, ...fixedDefines(g) },
   });
 }
@@ -375,7 +375,7 @@ function conv1dBackwardInput(rt: Runtime, g: Geometry, gy: Tensor, w: Tensor, co
   // positions q per stride phase, from the first q with t >= 0 in any phase to the last with t < Tin in any
   const qCount = Math.floor((g.tin - 1 + g.padding) / g.stride) - Math.floor(g.padding / g.stride) + 1;
   const threads = ceilDiv(qCount, tile.tn) * ceilDiv(g.cin, tm) * g.stride * g.batch;
-  rt.dispatch(conv1dKernel, 'conv1dBackwardInput', { p: uniforms(g), w, dy: gy, dx }, grid1d(threads, WG), {
+  rt.dispatch(conv1dKernel, 'conv1dBackwardInput', { p: uniforms(g), w, dy: gy, dx }, grid1d(threads, WG), { cost: { flops: 2 * g.batch * g.cout * g.cinG * g.ksize * g.tout },
     defines: { T: gy.dtype, WG, TM: tm, TN: tile.tn, ...fixedDefines(g) },
   });
   return dx;
@@ -398,11 +398,11 @@ function conv1dBackwardWeight(rt: Runtime, g: Geometry, gy: Tensor, x: Tensor, c
   chunks = ceilDiv(g.tout, chunk);
   const direct = chunks === 1 && gy.dtype === 'f32';
   const partial = direct ? dw : Tensor.empty(rt, [chunks, elements], 'f32', 'conv1d.grad_w.partial');
-  rt.dispatch(conv1dKernel, 'conv1dBackwardWeight', { p: uniforms(g, { chunk, tapBlocks, count: chunks }), x, dy: gy, partial }, grid1d(threads * chunks, WG), {
+  rt.dispatch(conv1dKernel, 'conv1dBackwardWeight', { p: uniforms(g, { chunk, tapBlocks, count: chunks }), x, dy: gy, partial }, grid1d(threads * chunks, WG), { cost: { flops: 2 * g.batch * g.cout * g.cinG * g.ksize * g.tout },
     defines: { T: gy.dtype, WG, TM: tm, TN: tn, CI: ci, ...fixedDefines(g) },
   });
   if (!direct) {
-    rt.dispatch(conv1dKernel, 'sumPartials', { p: uniforms(g, { n: elements, count: chunks }), parts: partial, sum: dw }, grid1d(elements, WG), {
+    rt.dispatch(conv1dKernel, 'sumPartials', { p: uniforms(g, { n: elements, count: chunks }), parts: partial, sum: dw }, grid1d(elements, WG), { cost: { bytes: 4 * elements * chunks + dw.byteLength },
       defines: { T: gy.dtype, WG },
     });
     partial.dispose();
@@ -412,7 +412,7 @@ function conv1dBackwardWeight(rt: Runtime, g: Geometry, gy: Tensor, x: Tensor, c
 
 function conv1dBackwardBias(rt: Runtime, g: Geometry, gy: Tensor): Tensor {
   const db = Tensor.empty(rt, [g.cout], gy.dtype, 'conv1d.grad_bias');
-  rt.dispatch(conv1dKernel, 'conv1dBackwardBias', { p: uniforms(g), dy: gy, sum: db }, [g.cout], { defines: { T: gy.dtype, WG } });
+  rt.dispatch(conv1dKernel, 'conv1dBackwardBias', { p: uniforms(g), dy: gy, sum: db }, [g.cout], { defines: { T: gy.dtype, WG }, cost: { bytes: gy.byteLength + db.byteLength } });
   return db;
 }
 
@@ -432,7 +432,7 @@ function padRows(rt: Runtime, g: Geometry, src: Tensor, rows: number, len: numbe
   const n = rows * pitch;
   const dst = Tensor.empty(rt, [n], src.dtype, label);
   const p = { ...uniforms(g, { n, chunk: pitch, count: rows }), tin: len, padding: left };
-  rt.dispatch(conv1dKernel, 'padRows', { p, padSrc: src, padDst: dst }, grid1d(n / 4, WG), { defines: { T: src.dtype, WG } });
+  rt.dispatch(conv1dKernel, 'padRows', { p, padSrc: src, padDst: dst }, grid1d(n / 4, WG), { defines: { T: src.dtype, WG }, cost: { bytes: src.byteLength + dst.byteLength } });
   return dst;
 }
 
@@ -521,7 +521,7 @@ function implicitGemm(rt: Runtime, a: ImplicitGemm, rbWanted: number): void {
     wGroupStride: a.wGroupStride, wRowStride: a.wRowStride, wChanStride: a.wChanStride, wBase: a.wBase, yRowLen: a.yRowLen, outStride: a.outStride, outOffset: a.outOffset,
     hasBias: a.bias ? 1 : 0, tapBlocks, kpad: KP, wLen: a.w.size,
   };
-  rt.dispatch(conv1dSubgroupKernel, 'conv1dSubgroup', { cg, xv: a.xp, wv: a.w, ws: a.w, cbias: a.bias ?? a.w, cy: a.y }, grid, { defines });
+  rt.dispatch(conv1dSubgroupKernel, 'conv1dSubgroup', { cg, xv: a.xp, wv: a.w, ws: a.w, cbias: a.bias ?? a.w, cy: a.y }, grid, { defines, cost: { flops: 2 * a.batch * a.rows * a.inG * a.ksize * a.cols } });
 }
 
 /** w relaid by relayoutWeights: forward (phase null) with taps padded to KP, or one stride phase of the input gradient */
@@ -531,7 +531,7 @@ function relayoutWeights(rt: Runtime, g: Geometry, w: Tensor, phase: number | nu
   const p = { ...uniforms(g, { n, count: taps, chunk: kp, phase: phase ?? 0 }), stride: phase === null ? 0 : g.stride };
   // forward: 4 elements per thread; input gradient: a thread per (input, output channel) in 8 x 8 tiles of 64 threads
   const threads = phase === null ? ceilDiv(n, 4) : ceilDiv(g.cin, 8) * ceilDiv(g.coutG, 8) * 64;
-  rt.dispatch(conv1dKernel, 'relayoutWeights', { p, w, wt }, grid1d(threads, WG), { defines: { T: w.dtype, WG } });
+  rt.dispatch(conv1dKernel, 'relayoutWeights', { p, w, wt }, grid1d(threads, WG), { defines: { T: w.dtype, WG }, cost: { bytes: w.byteLength + wt.byteLength } });
   return wt;
 }
 
@@ -632,7 +632,7 @@ function backwardWeightSubgroup(rt: Runtime, g: Geometry, gy: Tensor, x: Tensor,
     ksize: g.ksize, kpad: kp,
   };
   const defines: Defines = { T: gy.dtype, RB: `${rb}u`, KB: `${kb}u`, CS: `${4 / kb}u`, SS: `${g.stride}u`, WT: `${ts}u`, WNW: `${nw}u`, WNCH: `${ceilDiv(nw, 4)}u`, WCOLS: `${g.ksize === 3 ? 3 : 4}u` };
-  rt.dispatch(conv1dSubgroupKernel, 'conv1dWeightGradSubgroup', { wg, xv: xp, dyv: dyp, dwOut: dw }, grid, { defines });
+  rt.dispatch(conv1dSubgroupKernel, 'conv1dWeightGradSubgroup', { wg, xv: xp, dyv: dyp, dwOut: dw }, grid, { defines, cost: { flops: 2 * g.batch * g.cout * g.cinG * g.ksize * g.tout } });
   xp.dispose();
   dyp.dispose();
   return true;
@@ -673,7 +673,7 @@ function tiledGemm(rt: Runtime, t: ConvTile, a: TiledGemm): void {
   checkGrid(rt, grid);
   const { x, w, bias, y, batch: _b, groups: _g, ...rest } = a;
   const ct = { ...rest, rowsG, hasBias: bias ? 1 : 0 };
-  rt.dispatch(conv1dKernel, 'conv1dTiled', { ct, tx: x, tw: w, tbias: bias ?? w, ty: y }, grid, {
+  rt.dispatch(conv1dKernel, 'conv1dTiled', { ct, tx: x, tw: w, tbias: bias ?? w, ty: y }, grid, { cost: { flops: 2 * a.batch * a.rows * a.inG * a.taps * a.cols },
     defines: { T: x.dtype, TG_M: `${t.tgM}u`, TG_N: `${t.tgN}u`, TT_M: `${t.ttM}u`, TT_N: `${t.ttN}u`, TBK: `${t.bk}u` },
   });
 }

@@ -14,7 +14,11 @@ function run(entry: string, bindings: Record<string, Tensor>, n: number, dtype: 
   const vec4 = n % 4 === 0;
   const count = vec4 ? n / 4 : n;
   const defines: Defines = vec4 ? { T: dtype, S: srcDtype, V: `vec4<${dtype}>`, VF: 'vec4f', VS: `vec4<${srcDtype}>` } : { T: dtype, S: srcDtype };
-  rt.dispatch(elementwiseKernel, entry, { ...bindings, p: { n: count, alpha: params.alpha ?? 1, beta: params.beta ?? 0, value: params.value ?? 0 } }, grid1d(count, WG), { defines });
+  // every bound tensor is read or written once (accumulate reads acc and writes it: twice)
+  let bytes = 0;
+  for (const t of Object.values(bindings)) bytes += t.byteLength;
+  if (entry === 'accumulate') bytes += bindings.acc.byteLength;
+  rt.dispatch(elementwiseKernel, entry, { ...bindings, p: { n: count, alpha: params.alpha ?? 1, beta: params.beta ?? 0, value: params.value ?? 0 } }, grid1d(count, WG), { defines, cost: { bytes } });
 }
 
 function sameShape(op: string, a: Tensor, b: Tensor): void {

@@ -11,3 +11,10 @@ export function grid1d(n: number, wg: number, maxPerDim = 65535): [number, numbe
 export function ceilDiv(a: number, b: number): number {
   return Math.ceil(a / b);
 }
+
+/** Summed byte lengths of the given tensors (absent ones count 0): a memory-bound dispatch's stated cost. */
+export function bytesOf(...tensors: ({ byteLength: number } | null | undefined)[]): number {
+  let n = 0;
+  for (const t of tensors) if (t) n += t.byteLength;
+  return n;
+}

@@ -4,7 +4,7 @@ import source from '../../kernels/loss.wgsl';
 import { defineKernel } from '../runtime/kernel.js';
 import { Tensor } from '../tensor.js';
 import { record } from '../autograd.js';
-import { grid1d } from './grid.js';
+import { bytesOf, grid1d } from './grid.js';
 import { mean, reduceToScalar } from './reduce.js';
 import { normSubgroupSize } from './norm.js';
 import { mul, sub } from './elementwise.js'; // also registers the gradient helpers backward() needs
@@ -36,12 +36,12 @@ export function crossEntropy(logits: Tensor, labels: Tensor): Tensor {
   const rp = { rows: B, len: L, scale: 1 / Math.max(1, B) };
   const rowLoss = Tensor.empty(rt, [B], 'f32', 'crossEntropy.rows');
   const lse = Tensor.empty(rt, [B], 'f32', 'crossEntropy.lse');
-  rt.dispatch(lossKernel, 'crossEntropyForward', { rp, x: logits, labels, loss: rowLoss, lse }, grid1d(B, 1));
+  rt.dispatch(lossKernel, 'crossEntropyForward', { rp, x: logits, labels, loss: rowLoss, lse }, grid1d(B, 1), { cost: { bytes: bytesOf(logits, labels, rowLoss, lse) } });
   const out = reduceToScalar(rowLoss, { scale: rp.scale });
   rowLoss.dispose();
   record('crossEntropy', out, [logits], [logits, labels, lse], (g) => {
     const gx = Tensor.empty(rt, logits.shape, 'f32', 'crossEntropy.grad');
-    rt.dispatch(lossKernel, 'crossEntropyBackward', { rp, x: logits, labels, lseIn: lse, g, gx }, grid1d(gx.size, WG));
+    rt.dispatch(lossKernel, 'crossEntropyBackward', { rp, x: logits, labels, lseIn: lse, g, gx }, grid1d(gx.size, WG), { cost: { bytes: bytesOf(logits, labels, lse, g, gx) } });
     return [gx];
   });
   lse.dispose(); // kept alive by the node's saved reference when there is one
@@ -59,8 +59,9 @@ export function softmax(x: Tensor): Tensor {
   const kernel = sg ? lossSubgroupKernel : lossKernel;
   const defines = { WG: sg ?? WG };
   const rp = { rows, len: L, scale: 1 };
-  if (L % 4 === 0) x.rt.dispatch(kernel, 'softmaxRows4', { rp, x4: x, y4: y }, grid1d(rows, 1), { defines });
-  else x.rt.dispatch(kernel, 'softmaxRows', { rp, x, y }, grid1d(rows, 1), { defines });
+  const cost = { bytes: bytesOf(x, y) };
+  if (L % 4 === 0) x.rt.dispatch(kernel, 'softmaxRows4', { rp, x4: x, y4: y }, grid1d(rows, 1), { defines, cost });
+  else x.rt.dispatch(kernel, 'softmaxRows', { rp, x, y }, grid1d(rows, 1), { defines, cost });
   return y;
 }
 

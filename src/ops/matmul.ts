@@ -220,6 +220,7 @@ export function gemmWith(g: GemmArgs, config: GemmConfig): void {
   if (dtype === 'i32') throw new Error('matmul: i32 tensors are not supported');
   if (M * N * batch === 0) return;
   const act = g.activation ?? 'none';
+  const cost = { flops: 2 * M * N * K * batch };
   const defines: Defines = {
     T: dtype,
     TRANS_A: String(g.transA),
@@ -257,19 +258,20 @@ export function gemmWith(g: GemmArgs, config: GemmConfig): void {
     const nTiles = ceilDiv(N, 32);
     const mTiles = ceilDiv(M, 8 * rb);
     const grid: [number, number, number] = !g.transA && !g.transB ? [mTiles, nTiles, batch] : [nTiles, mTiles, batch];
-    rt.dispatch(matmulSubgroupKernel, 'matmul_subgroup', bindings, grid, { defines });
+    rt.dispatch(matmulSubgroupKernel, 'matmul_subgroup', bindings, grid, { defines, cost });
   } else {
     const t = config.tiled;
     Object.assign(defines, { WG_M: `${t.wgM}u`, WG_N: `${t.wgN}u`, TPT_M: `${t.tptM}u`, TPT_N: `${t.tptN}u`, BK: `${t.bk}u` });
-    rt.dispatch(matmulKernel, 'matmul_tiled', bindings, [ceilDiv(N, t.wgN * t.tptN), ceilDiv(M, t.wgM * t.tptM), batch], { defines });
+    rt.dispatch(matmulKernel, 'matmul_tiled', bindings, [ceilDiv(N, t.wgN * t.tptN), ceilDiv(M, t.wgM * t.tptM), batch], { defines, cost });
   }
 }
 
 // ---- backward helpers ----
 
-function flatDispatch(entry: string, bindings: Record<string, Tensor>, flat: { n: number; cols: number; rows: number }, threads: number, defines: Defines): void {
+/** Memory-bound helpers: `bytes` is the minimum read + written. */
+function flatDispatch(entry: string, bindings: Record<string, Tensor>, flat: { n: number; cols: number; rows: number }, threads: number, defines: Defines, bytes: number): void {
   const rt = Object.values(bindings)[0].rt;
-  rt.dispatch(matmulKernel, entry, { ...bindings, flat }, grid1d(threads, WG1), { defines });
+  rt.dispatch(matmulKernel, entry, { ...bindings, flat }, grid1d(threads, WG1), { defines, cost: { bytes } });
 }
 
 /** dZ = dY * act'(saved): saved is z (gelu) or y (tanh) */
@@ -277,15 +279,15 @@ function activationBackward(gy: Tensor, saved: Tensor, act: Activation): Tensor 
   const gz = Tensor.empty(gy.rt, gy.shape, gy.dtype, `matmul.${act}.grad`);
   const n = gy.size;
   const defines = { T: gy.dtype, ACT: ACT_CODE[act] };
-  if (n % 4 === 0) flatDispatch('activation_backward4', { gradOut4: gy, saved4: saved, gradIn4: gz }, { n, cols: 0, rows: 0 }, n / 4, defines);
-  else flatDispatch('activation_backward', { gradOut: gy, saved, gradIn: gz }, { n, cols: 0, rows: 0 }, n, defines);
+  if (n % 4 === 0) flatDispatch('activation_backward4', { gradOut4: gy, saved4: saved, gradIn4: gz }, { n, cols: 0, rows: 0 }, n / 4, defines, 3 * gy.byteLength);
+  else flatDispatch('activation_backward', { gradOut: gy, saved, gradIn: gz }, { n, cols: 0, rows: 0 }, n, defines, 3 * gy.byteLength);
   return gz;
 }
 
 /** column sums of src viewed as [rows, cols] -> [cols] */
 function columnSums(src: Tensor, rows: number, cols: number, shape: readonly number[], label: string): Tensor {
   const dst = Tensor.empty(src.rt, shape, src.dtype, label);
-  flatDispatch('bias_grad', { src, dst }, { n: cols, cols, rows }, cols, { T: src.dtype });
+  flatDispatch('bias_grad', { src, dst }, { n: cols, cols, rows }, cols, { T: src.dtype }, src.byteLength + dst.byteLength);
   return dst;
 }
 
@@ -293,7 +295,7 @@ function columnSums(src: Tensor, rows: number, cols: number, shape: readonly num
 function sumBatches(src: Tensor, batches: number, shape: readonly number[], label: string): Tensor {
   const n = numel(shape);
   const dst = Tensor.empty(src.rt, shape, src.dtype, label);
-  flatDispatch('sum_batches', { src, dst }, { n, cols: 0, rows: batches }, n, { T: src.dtype });
+  flatDispatch('sum_batches', { src, dst }, { n, cols: 0, rows: batches }, n, { T: src.dtype }, src.byteLength + dst.byteLength);
   return dst;
 }
 

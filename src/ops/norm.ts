@@ -12,7 +12,7 @@ import type { Bindings, Runtime } from '../runtime/runtime.js';
 import { scale } from './elementwise.js';
 import { Tensor } from '../tensor.js';
 import { record } from '../autograd.js';
-import { ceilDiv, grid1d } from './grid.js';
+import { bytesOf, ceilDiv, grid1d } from './grid.js';
 
 export const normKernel = defineKernel('norm', normSource);
 export const weightNormKernel = defineKernel('weightnorm', weightNormSource);
@@ -93,7 +93,7 @@ function chunking(groups: number, lanes: number): [number, number] {
 
 function sumPartials(rt: Runtime, parts: Tensor, n: number, count: number, dtype: Tensor['dtype'], label: string): Tensor {
   const out = Tensor.empty(rt, [n], dtype, label);
-  rt.dispatch(normKernel, 'sumPartials', { p: params({ n, chunks: count }), parts, sum: out }, grid1d(n, WG), { defines: { T: dtype, WG } });
+  rt.dispatch(normKernel, 'sumPartials', { p: params({ n, chunks: count }), parts, sum: out }, grid1d(n, WG), { defines: { T: dtype, WG }, cost: { bytes: 4 * n * count + out.byteLength } });
   return out;
 }
 
@@ -137,7 +137,9 @@ function rowNorm(
   const all: Bindings = vec4
     ? { p, x4: x, weight4: weight ?? x, bias4: bias ?? x, y4: y, mean, rstd, res4: residual ?? x, sum4: sum ?? dummy! }
     : { p, x, weight: weight ?? x, bias: bias ?? x, y, mean, rstd, res: residual ?? x, sum: sum ?? dummy! };
-  rt.dispatch(rowKernel, fwd, used(rowKernel, fwd, rowDefines, all), rowGrid(rows), { defines: rowDefines });
+  // cost: x (and residual) read once, y (and sum) written once, the affine parameters, mean and rstd
+  const fwdBytes = bytesOf(x, residual, y, sum, weight, bias) + 8 * rows;
+  rt.dispatch(rowKernel, fwd, used(rowKernel, fwd, rowDefines, all), rowGrid(rows), { defines: rowDefines, cost: { bytes: fwdBytes } });
   dummy?.dispose();
   // the residual sum's own node: gradient passes unchanged to x and residual
   let normed = x;
@@ -155,8 +157,9 @@ function rowNorm(
     // GroupNorm's parameter gradients: per-row sums from the same pass, then a sum over the batch. Without them the
     // kernel writes nothing to partW / partB, which are then one-element stand-ins (every binding must be bound).
     const rowSums = perRowAffine && (needW || needB);
+    const bwdBytes = bytesOf(xs, gy, dx, weight) + 8 * rows;
     if (vec4) {
-      rt.dispatch(rowKernel, 'rowNormBackward4', { p, x4: xs, weight4: weight ?? xs, dy4: gy, savedMean: mean, savedRstd: rstd, dx4: dx }, rowGrid(rows), { defines: bwdDefines });
+      rt.dispatch(rowKernel, 'rowNormBackward4', { p, x4: xs, weight4: weight ?? xs, dy4: gy, savedMean: mean, savedRstd: rstd, dx4: dx }, rowGrid(rows), { defines: bwdDefines, cost: { bytes: bwdBytes } });
     } else {
       const partW = Tensor.empty(rt, [rowSums ? rows : 1], 'f32', `${op}.grad_w.rows`);
       const partB = Tensor.empty(rt, [rowSums ? rows : 1], 'f32', `${op}.grad_b.rows`);
@@ -165,7 +168,7 @@ function rowNorm(
         'rowNormBackward',
         { p: { ...p, rowSums: rowSums ? 1 : 0 }, x: xs, weight: weight ?? xs, dy: gy, savedMean: mean, savedRstd: rstd, dx, partW, partB },
         rowGrid(rows),
-        { defines: bwdDefines },
+        { defines: bwdDefines, cost: { bytes: bwdBytes + (rowSums ? 8 * rows : 0) } },
       );
       if (rowSums) {
         // rows = B * C, row-major [B, C]: sum over B
@@ -182,10 +185,11 @@ function rowNorm(
       const pw = Tensor.empty(rt, [chunks, n], 'f32', `${op}.grad_w.partial`);
       const pb = Tensor.empty(rt, [chunks, n], 'f32', `${op}.grad_b.partial`);
       const pa = { ...p, chunk, chunks };
+      const affineCost = { bytes: bytesOf(xs, gy, pw, pb) + 8 * rows };
       if (vec4) {
-        rt.dispatch(normKernel, 'rowAffineGrad4', { p: pa, x4: xs, dy4: gy, savedMean: mean, savedRstd: rstd, partW4: pw, partB4: pb }, grid1d(lanes * chunks, WG), { defines: { T: dt, WG } });
+        rt.dispatch(normKernel, 'rowAffineGrad4', { p: pa, x4: xs, dy4: gy, savedMean: mean, savedRstd: rstd, partW4: pw, partB4: pb }, grid1d(lanes * chunks, WG), { defines: { T: dt, WG }, cost: affineCost });
       } else {
-        rt.dispatch(normKernel, 'rowAffineGrad', { p: pa, x: xs, dy: gy, savedMean: mean, savedRstd: rstd, partW: pw, partB: pb }, grid1d(lanes * chunks, WG), { defines: { T: dt, WG } });
+        rt.dispatch(normKernel, 'rowAffineGrad', { p: pa, x: xs, dy: gy, savedMean: mean, savedRstd: rstd, partW: pw, partB: pb }, grid1d(lanes * chunks, WG), { defines: { T: dt, WG }, cost: affineCost });
       }
       if (needW) grads.dw = sumPartials(rt, pw, n, chunks, dt, `${op}.grad_w`);
       if (needB) grads.db = sumPartials(rt, pb, n, chunks, dt, `${op}.grad_b`);
@@ -259,7 +263,7 @@ export function layerNormChannels(x: Tensor, weight: Tensor | null, bias: Tensor
   const mean = Tensor.empty(rt, [groups], 'f32', `${op}.mean`);
   const rstd = Tensor.empty(rt, [groups], 'f32', `${op}.rstd`);
   const p = params({ rows: groups, n: C, channels: C, inner: T, eps, hasWeight: weight ? 1 : 0, hasBias: bias ? 1 : 0 });
-  rt.dispatch(normKernel, 'channelNormForward', { p, x, weight: weight ?? x, bias: bias ?? x, y, mean, rstd }, grid1d(groups, WG), { defines: { T: dt, WG } });
+  rt.dispatch(normKernel, 'channelNormForward', { p, x, weight: weight ?? x, bias: bias ?? x, y, mean, rstd }, grid1d(groups, WG), { defines: { T: dt, WG }, cost: { bytes: bytesOf(x, y, weight, bias, mean, rstd) } });
   const inputs = [x, ...(weight ? [weight] : []), ...(bias ? [bias] : [])];
   const out = record(op, y, inputs, [x, mean, rstd, ...(weight ? [weight] : [])], (gy, needs) => {
     const needW = weight ? needs[1] : false;
@@ -267,7 +271,7 @@ export function layerNormChannels(x: Tensor, weight: Tensor | null, bias: Tensor
     let dx: Tensor | null = null;
     if (needs[0]) {
       dx = Tensor.empty(rt, x.shape, dt, `${op}.grad_x`);
-      rt.dispatch(normKernel, 'channelNormBackward', { p, x, weight: weight ?? x, dy: gy, savedMean: mean, savedRstd: rstd, dx }, grid1d(groups, WG), { defines: { T: dt, WG } });
+      rt.dispatch(normKernel, 'channelNormBackward', { p, x, weight: weight ?? x, dy: gy, savedMean: mean, savedRstd: rstd, dx }, grid1d(groups, WG), { defines: { T: dt, WG }, cost: { bytes: bytesOf(x, gy, dx, weight, mean, rstd) } });
     }
     let dw: Tensor | null = null;
     let db: Tensor | null = null;
@@ -276,7 +280,7 @@ export function layerNormChannels(x: Tensor, weight: Tensor | null, bias: Tensor
       const pw = Tensor.empty(rt, [chunks, C], 'f32', `${op}.grad_w.partial`);
       const pb = Tensor.empty(rt, [chunks, C], 'f32', `${op}.grad_b.partial`);
       rt.dispatch(normKernel, 'channelAffineGrad', { p: { ...p, chunk, chunks }, x, dy: gy, savedMean: mean, savedRstd: rstd, partW: pw, partB: pb }, grid1d(C * chunks, WG), {
-        defines: { T: dt, WG },
+        defines: { T: dt, WG }, cost: { bytes: bytesOf(x, gy, mean, rstd, pw, pb) },
       });
       if (needW) dw = sumPartials(rt, pw, C, chunks, dt, `${op}.grad_w`);
       if (needB) db = sumPartials(rt, pb, C, chunks, dt, `${op}.grad_b`);
@@ -317,22 +321,22 @@ export function weightNorm(g: Tensor, v: Tensor, dim: number): Tensor {
   const norm = Tensor.empty(rt, [D], 'f32', `${op}.norm`);
   const partial = Tensor.empty(rt, [chunks, D], 'f32', `${op}.partial`);
   // forward binds v as the unused dw: the kernel selects v * v there
-  rt.dispatch(weightNormKernel, 'weightNormPartial', { p, v, dw: v, partial }, grid1d(D * chunks, WG), { defines });
-  rt.dispatch(weightNormKernel, 'weightNormFinishNorm', { p, parts: partial, norm }, grid1d(D, WG), { defines });
+  rt.dispatch(weightNormKernel, 'weightNormPartial', { p, v, dw: v, partial }, grid1d(D * chunks, WG), { defines, cost: { bytes: bytesOf(v, partial) } });
+  rt.dispatch(weightNormKernel, 'weightNormFinishNorm', { p, parts: partial, norm }, grid1d(D, WG), { defines, cost: { bytes: bytesOf(partial, norm) } });
   partial.dispose();
   const w = Tensor.empty(rt, v.shape, dt, op);
-  rt.dispatch(weightNormKernel, 'weightNormForward', { p, v, g, savedNorm: norm, w }, grid1d(ceilDiv(v.size, WEIGHT_NORM_EPT), WG), { defines });
+  rt.dispatch(weightNormKernel, 'weightNormForward', { p, v, g, savedNorm: norm, w }, grid1d(ceilDiv(v.size, WEIGHT_NORM_EPT), WG), { defines, cost: { bytes: bytesOf(v, g, norm, w) } });
   const out = record(op, w, [g, v], [g, v, norm], (gw, needs) => {
     const pb = { ...p, backward: 1 };
     const dg = Tensor.empty(rt, g.shape, dt, `${op}.grad_g`);
     const part = Tensor.empty(rt, [chunks, D], 'f32', `${op}.grad_g.partial`);
-    rt.dispatch(weightNormKernel, 'weightNormPartial', { p: pb, v, dw: gw, partial: part }, grid1d(D * chunks, WG), { defines });
-    rt.dispatch(weightNormKernel, 'weightNormFinishGrad', { p: pb, parts: part, savedNorm: norm, dg }, grid1d(D, WG), { defines });
+    rt.dispatch(weightNormKernel, 'weightNormPartial', { p: pb, v, dw: gw, partial: part }, grid1d(D * chunks, WG), { defines, cost: { bytes: bytesOf(v, gw, part) } });
+    rt.dispatch(weightNormKernel, 'weightNormFinishGrad', { p: pb, parts: part, savedNorm: norm, dg }, grid1d(D, WG), { defines, cost: { bytes: bytesOf(part, norm, dg) } });
     part.dispose();
     let dv: Tensor | null = null;
     if (needs[1]) {
       dv = Tensor.empty(rt, v.shape, dt, `${op}.grad_v`);
-      rt.dispatch(weightNormKernel, 'weightNormBackwardV', { p, v, g, dw: gw, savedNorm: norm, dg, dv }, grid1d(ceilDiv(v.size, WEIGHT_NORM_EPT), WG), { defines });
+      rt.dispatch(weightNormKernel, 'weightNormBackwardV', { p, v, g, dw: gw, savedNorm: norm, dg, dv }, grid1d(ceilDiv(v.size, WEIGHT_NORM_EPT), WG), { defines, cost: { bytes: bytesOf(v, g, gw, norm, dg, dv) } });
     }
     if (!needs[0]) {
       dg.dispose();

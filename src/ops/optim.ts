@@ -87,9 +87,10 @@ export class AdamW {
         bc2Sqrt: Math.sqrt(1 - b2 ** t),
       };
       const n4 = Math.floor(p.size / 4);
-      if (n4 > 0) p.rt.dispatch(optimKernel, 'adamwStep4', { ap: { ...ap, n: n4 }, param4: p, grad4: g, m4: m, v4: v }, grid1d(n4, WG));
+      // cost: reads param, grad, m, v and writes param, m, v (7 f32 per element)
+      if (n4 > 0) p.rt.dispatch(optimKernel, 'adamwStep4', { ap: { ...ap, n: n4 }, param4: p, grad4: g, m4: m, v4: v }, grid1d(n4, WG), { cost: { bytes: 7 * 16 * n4 } });
       const tail = p.size - 4 * n4;
-      if (tail > 0) p.rt.dispatch(optimKernel, 'adamwStep', { ap: { ...ap, offset: 4 * n4 }, param: p, grad: g, m, v }, grid1d(tail, WG));
+      if (tail > 0) p.rt.dispatch(optimKernel, 'adamwStep', { ap: { ...ap, offset: 4 * n4 }, param: p, grad: g, m, v }, grid1d(tail, WG), { cost: { bytes: 7 * 4 * tail } });
     });
   }
 
@@ -160,9 +161,11 @@ export class AdamW {
 /** An in-place pass over g: the vec4 entry over the first floor(n / 4) * 4 elements, the scalar one over the rest. */
 function inPlace(g: Tensor, entry: 'zeroFill' | 'clipScale', cp: { maxNorm: number; invScale: number }, extra: Record<string, Tensor>): void {
   const n4 = Math.floor(g.size / 4);
-  if (n4 > 0) g.rt.dispatch(optimKernel, `${entry}4`, { cp: { ...cp, n: n4, offset: 0 }, gradInOut4: g, ...extra }, grid1d(n4, WG));
+  // cost: zeroFill writes each f32 element once, clipScale reads and writes it
+  const passes = entry === 'zeroFill' ? 1 : 2;
+  if (n4 > 0) g.rt.dispatch(optimKernel, `${entry}4`, { cp: { ...cp, n: n4, offset: 0 }, gradInOut4: g, ...extra }, grid1d(n4, WG), { cost: { bytes: passes * 16 * n4 } });
   const tail = g.size - 4 * n4;
-  if (tail > 0) g.rt.dispatch(optimKernel, entry, { cp: { ...cp, n: g.size, offset: 4 * n4 }, gradInOut: g, ...extra }, grid1d(tail, WG));
+  if (tail > 0) g.rt.dispatch(optimKernel, entry, { cp: { ...cp, n: g.size, offset: 4 * n4 }, gradInOut: g, ...extra }, grid1d(tail, WG), { cost: { bytes: passes * 4 * tail } });
 }
 
 /**

@@ -6,7 +6,7 @@ import { defineKernel } from '../runtime/kernel.js';
 import type { Runtime } from '../runtime/runtime.js';
 import { Tensor } from '../tensor.js';
 import { record, keep } from '../autograd.js';
-import { grid1d, ceilDiv } from './grid.js';
+import { bytesOf, grid1d, ceilDiv } from './grid.js';
 import './elementwise.js'; // registers the gradient helpers backward() needs
 
 export const reduceKernel = defineKernel('reduce', source);
@@ -34,8 +34,9 @@ export function reducePass(x: Tensor, dst: Tensor, dstOffset: number, opts: { te
   if (term === 'product' && !opts.other) throw new Error('reducePass: a product needs `other`');
   const rp = { n, groups, outOffset: dstOffset, term: TERM[term], finish: opts.sqrt ? 1 : 0, scale: opts.scale ?? 1 };
   // vec4 loads when the elements fill whole vec4s (x, and other, hold at least n elements from offset 0)
-  if (n % 4 === 0) x.rt.dispatch(reduceKernel, 'partialSums4', { rp, x4: x, other4: opts.other ?? x, partials: dst }, grid1d(groups, 1));
-  else x.rt.dispatch(reduceKernel, 'partialSums', { rp, x, other: opts.other ?? x, partials: dst }, grid1d(groups, 1));
+  const cost = { bytes: 4 * n * (term === 'product' ? 2 : 1) + 4 * groups };
+  if (n % 4 === 0) x.rt.dispatch(reduceKernel, 'partialSums4', { rp, x4: x, other4: opts.other ?? x, partials: dst }, grid1d(groups, 1), { cost });
+  else x.rt.dispatch(reduceKernel, 'partialSums', { rp, x, other: opts.other ?? x, partials: dst }, grid1d(groups, 1), { cost });
   return groups;
 }
 
@@ -71,7 +72,7 @@ export function reduceToScalar(x: Tensor, opts: { term?: ReduceTerm; other?: Ten
 
 function broadcastScalar(g: Tensor, shape: readonly number[], scale: number, label: string): Tensor {
   const gx = Tensor.empty(g.rt, shape, 'f32', label);
-  g.rt.dispatch(reduceKernel, 'broadcastScalar', { bp: { n: gx.size, scale }, g, gx }, grid1d(gx.size, WG));
+  g.rt.dispatch(reduceKernel, 'broadcastScalar', { bp: { n: gx.size, scale }, g, gx }, grid1d(gx.size, WG), { cost: { bytes: bytesOf(g, gx) } });
   return gx;
 }
 
@@ -120,22 +121,22 @@ export function poolTime(x: Tensor, mode: 'mean' | 'sum' | 'max', mask?: Tensor 
   const wgs: [number, number] = [ceilDiv(C, WG_C), B];
   if (mode === 'max') {
     const argmax = Tensor.empty(rt, [B, C], 'i32', 'poolTime.argmax');
-    rt.dispatch(reduceKernel, 'poolTimeMax', { pp, x, mask: m, y, argmax }, wgs);
+    rt.dispatch(reduceKernel, 'poolTimeMax', { pp, x, mask: m, y, argmax }, wgs, { cost: { bytes: bytesOf(x, mask, y, argmax) } });
     record('poolTime.max', y, [x], [argmax], (gy) => {
       const gx = Tensor.empty(rt, x.shape, 'f32', 'poolTime.grad');
-      rt.dispatch(reduceKernel, 'poolTimeMaxBackward', { pp, gy, argmaxIn: argmax, gx }, grid1d(gx.size, WG));
+      rt.dispatch(reduceKernel, 'poolTimeMaxBackward', { pp, gy, argmaxIn: argmax, gx }, grid1d(gx.size, WG), { cost: { bytes: bytesOf(gy, argmax, gx) } });
       return [gx];
     });
     argmax.dispose(); // the node's saved reference (if any) keeps it until backward
     return y;
   }
   if (mode !== 'mean' && mode !== 'sum') throw new Error(`poolTime: unknown mode '${mode}'`);
-  rt.dispatch(reduceKernel, 'poolTimeSum', { pp, x, mask: m, y }, wgs);
+  rt.dispatch(reduceKernel, 'poolTimeSum', { pp, x, mask: m, y }, wgs, { cost: { bytes: bytesOf(x, mask, y) } });
   return record(`poolTime.${mode}`, y, [x], [m], (gy) => {
     const counts = Tensor.empty(rt, [B], 'f32', 'poolTime.counts');
-    rt.dispatch(reduceKernel, 'maskCounts', { pp, mask: m, counts }, [ceilDiv(B, WG)]);
+    rt.dispatch(reduceKernel, 'maskCounts', { pp, mask: m, counts }, [ceilDiv(B, WG)], { cost: { bytes: bytesOf(mask, counts) } });
     const gx = Tensor.empty(rt, x.shape, 'f32', 'poolTime.grad');
-    rt.dispatch(reduceKernel, 'poolTimeSumBackward', { pp, gy, mask: m, frameCounts: counts, gx }, grid1d(gx.size, WG));
+    rt.dispatch(reduceKernel, 'poolTimeSumBackward', { pp, gy, mask: m, frameCounts: counts, gx }, grid1d(gx.size, WG), { cost: { bytes: bytesOf(gy, mask, counts, gx) } });
     counts.dispose();
     return [gx];
   });
@@ -158,13 +159,13 @@ export function weightedLayerSum(xs: Tensor[], logits: Tensor): Tensor {
   const n = xs[0].size;
   const lp = (layer: number, count: number, first: boolean) => ({ n, layers: L, layer, count, first: first ? 1 : 0 });
   const w = Tensor.empty(rt, [L], 'f32', 'layerWeights');
-  rt.dispatch(reduceKernel, 'layerSoftmax', { lp: lp(0, 0, false), logits, weights: w }, [1]);
+  rt.dispatch(reduceKernel, 'layerSoftmax', { lp: lp(0, 0, false), logits, weights: w }, [1], { cost: { bytes: bytesOf(logits, w) } });
   const y = Tensor.empty(rt, shape, 'f32', 'weightedLayerSum');
   for (let l = 0; l < L; l += LAYERS_PER_PASS) {
     const count = Math.min(LAYERS_PER_PASS, L - l);
     // unused slots are bound to x0 (read-only bindings may alias) and skipped by `count`
     const [x0, x1, x2, x3] = [0, 1, 2, 3].map((k) => xs[l + Math.min(k, count - 1)]);
-    rt.dispatch(reduceKernel, 'weightedAccumulate', { lp: lp(l, count, l === 0), weightsIn: w, x0, x1, x2, x3, y }, grid1d(n, WG));
+    rt.dispatch(reduceKernel, 'weightedAccumulate', { lp: lp(l, count, l === 0), weightsIn: w, x0, x1, x2, x3, y }, grid1d(n, WG), { cost: { bytes: 4 * n * (count + (l === 0 ? 1 : 2)) + w.byteLength } });
   }
   // the layers themselves are only needed for the logits' gradient
   const saved = logits.requiresGrad ? [w, ...xs] : [w];
@@ -172,7 +173,7 @@ export function weightedLayerSum(xs: Tensor[], logits: Tensor): Tensor {
     const grads: (Tensor | null)[] = xs.map((x, l) => {
       if (!needs[l]) return null;
       const gx = Tensor.empty(rt, shape, 'f32', 'weightedLayerSum.grad');
-      rt.dispatch(reduceKernel, 'scaleByWeight', { lp: lp(l, 1, false), weightsIn: w, gy, gx }, grid1d(n, WG));
+      rt.dispatch(reduceKernel, 'scaleByWeight', { lp: lp(l, 1, false), weightsIn: w, gy, gx }, grid1d(n, WG), { cost: { bytes: bytesOf(w, gy, gx) } });
       return gx;
     });
     let glogits: Tensor | null = null;
@@ -180,7 +181,7 @@ export function weightedLayerSum(xs: Tensor[], logits: Tensor): Tensor {
       const dots = Tensor.empty(rt, [L], 'f32', 'weightedLayerSum.dots');
       xs.forEach((x, l) => reduceInto(gy, dots, l, { term: 'product', other: x }));
       glogits = Tensor.empty(rt, [L], 'f32', 'weightedLayerSum.grad_logits');
-      rt.dispatch(reduceKernel, 'layerSoftmaxBackward', { lp: lp(0, 0, false), weightsIn: w, dots, glogits }, [1]);
+      rt.dispatch(reduceKernel, 'layerSoftmaxBackward', { lp: lp(0, 0, false), weightsIn: w, dots, glogits }, [1], { cost: { bytes: bytesOf(w, dots, glogits) } });
       dots.dispose();
     }
     return [...grads, glogits];

@@ -2,9 +2,9 @@
 // with a learned embedding), maskColumns (SpecAugment feature mask). Each forward dispatch sits next to its backward.
 import source from '../../kernels/shape.wgsl';
 import { defineKernel } from '../runtime/kernel.js';
-import { Tensor } from '../tensor.js';
+import { Tensor, bytesPerElement } from '../tensor.js';
 import { record } from '../autograd.js';
-import { grid1d, ceilDiv } from './grid.js';
+import { bytesOf, grid1d, ceilDiv } from './grid.js';
 import { full } from './elementwise.js'; // also registers the gradient helpers backward() needs
 
 export const shapeKernel = defineKernel('shape', source);
@@ -28,7 +28,7 @@ export function transposeLast2(x: Tensor): Tensor {
     const dst = Tensor.empty(src.rt, [...lead, c, r], src.dtype, label);
     if (ceilDiv(r, TILE) > 65535 || ceilDiv(c, TILE) > 65535) throw new Error(`transposeLast2: ${r} x ${c} is too large for one dispatch`);
     src.rt.dispatch(shapeKernel, 'transposeLast2', { tp: { batch, rows: r, cols: c }, x: src, y: dst }, [ceilDiv(c, TILE), ceilDiv(r, TILE), Math.min(batch, 65535)], {
-      defines: { T: src.dtype },
+      defines: { T: src.dtype }, cost: { bytes: bytesOf(src, dst) },
     });
     return dst;
   };
@@ -46,10 +46,10 @@ export function sliceLast(x: Tensor, start: number, length: number): Tensor {
   const lead = x.shape.slice(0, -1);
   const y = Tensor.empty(x.rt, [...lead, length], x.dtype, 'slice');
   const params = (n: number) => ({ sp: { n, width, start, len: length } });
-  x.rt.dispatch(shapeKernel, 'sliceLast', { ...params(y.size), x, y }, grid1d(y.size, WG), { defines: { T: x.dtype } });
+  x.rt.dispatch(shapeKernel, 'sliceLast', { ...params(y.size), x, y }, grid1d(y.size, WG), { defines: { T: x.dtype }, cost: { bytes: 2 * y.byteLength } });
   return record('sliceLast', y, [x], [], (gy) => {
     const gx = Tensor.empty(x.rt, x.shape, x.dtype, 'slice.grad');
-    x.rt.dispatch(shapeKernel, 'sliceLastBackward', { ...params(gx.size), x: gy, y: gx }, grid1d(gx.size, WG), { defines: { T: x.dtype } });
+    x.rt.dispatch(shapeKernel, 'sliceLastBackward', { ...params(gx.size), x: gy, y: gx }, grid1d(gx.size, WG), { defines: { T: x.dtype }, cost: { bytes: bytesOf(gy, gx) } });
     return [gx];
   });
 }
@@ -67,7 +67,7 @@ function checkRowMask(op: string, x: Tensor, mask: Tensor): { B: number; T: numb
 function maskRowsInto(src: Tensor, mask: Tensor, invert: boolean, label: string, dims: { B: number; T: number; C: number }): Tensor {
   const dst = Tensor.empty(src.rt, src.shape, src.dtype, label);
   const mp = { n: dst.size, rows: dims.B * dims.T, frames: dims.T, channels: dims.C, invert: invert ? 1 : 0 };
-  src.rt.dispatch(shapeKernel, 'maskRows', { mp, x: src, mask, y: dst }, grid1d(dst.size, WG), { defines: { T: src.dtype } });
+  src.rt.dispatch(shapeKernel, 'maskRows', { mp, x: src, mask, y: dst }, grid1d(dst.size, WG), { defines: { T: src.dtype }, cost: { bytes: bytesOf(src, mask, dst) } });
   return dst;
 }
 
@@ -89,13 +89,13 @@ export function replaceRows(x: Tensor, mask: Tensor, row: Tensor): Tensor {
   }
   const y = Tensor.empty(x.rt, x.shape, x.dtype, 'replaceRows');
   const mp = { n: y.size, rows: dims.B * dims.T, frames: dims.T, channels: dims.C, invert: 0 };
-  x.rt.dispatch(shapeKernel, 'replaceRows', { mp, x, mask, row, y }, grid1d(y.size, WG), { defines: { T: x.dtype } });
+  x.rt.dispatch(shapeKernel, 'replaceRows', { mp, x, mask, row, y }, grid1d(y.size, WG), { defines: { T: x.dtype }, cost: { bytes: bytesOf(x, mask, row, y) } });
   return record('replaceRows', y, [x, row], [mask], (gy, needs) => {
     const gx = needs[0] ? maskRowsInto(gy, mask, true, 'replaceRows.grad_x', dims) : null;
     let grow: Tensor | null = null;
     if (needs[1]) {
       grow = Tensor.empty(x.rt, row.shape, row.dtype, 'replaceRows.grad_row');
-      x.rt.dispatch(shapeKernel, 'replaceRowsGradRow', { mp, x: gy, mask, grow }, [ceilDiv(dims.C, WG_C)], { defines: { T: x.dtype } });
+      x.rt.dispatch(shapeKernel, 'replaceRowsGradRow', { mp, x: gy, mask, grow }, [ceilDiv(dims.C, WG_C)], { defines: { T: x.dtype }, cost: { bytes: bytesOf(gy, mask, grow) } });
     }
     return [gx, grow];
   });
@@ -112,7 +112,7 @@ export function maskColumns(x: Tensor, mask: Tensor): Tensor {
   const run = (src: Tensor, label: string): Tensor => {
     const dst = Tensor.empty(src.rt, src.shape, src.dtype, label);
     const mp = { n: dst.size, rows: B * T, frames: T, channels: C, invert: 0 };
-    src.rt.dispatch(shapeKernel, 'maskColumns', { mp, x: src, mask, y: dst }, grid1d(dst.size, WG), { defines: { T: src.dtype } });
+    src.rt.dispatch(shapeKernel, 'maskColumns', { mp, x: src, mask, y: dst }, grid1d(dst.size, WG), { defines: { T: src.dtype }, cost: { bytes: bytesOf(src, mask, dst) } });
     return dst;
   };
   const y = run(x, 'maskColumns');
@@ -131,7 +131,7 @@ function copyBlock(src: Tensor, dst: Tensor, axis: number, srcOff: number, dstOf
   const d = splitAt(dst.shape, axis);
   const n = s.outer * len * s.inner;
   const cp = { n, inner: s.inner, len, srcRows: s.rows, srcOff, dstRows: d.rows, dstOff };
-  src.rt.dispatch(shapeKernel, 'copyBlock', { cp, x: src, y: dst }, grid1d(n, WG), { defines: { T: src.dtype } });
+  src.rt.dispatch(shapeKernel, 'copyBlock', { cp, x: src, y: dst }, grid1d(n, WG), { defines: { T: src.dtype }, cost: { bytes: 2 * n * bytesPerElement(src.dtype) } });
 }
 
 function checkAxis(op: string, x: Tensor, axis: number): void {

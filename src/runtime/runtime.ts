@@ -5,7 +5,7 @@
 // the kernel or allocation at fault at the next sync point (read, sync).
 import { BufferPool, type PooledBuffer } from './pool.js';
 import type { Defines, EntryInfo, KernelFamily, ScalarType } from './kernel.js';
-import { Profile, ProfileRecorder, type ProfileMethod } from './profile.js';
+import { Profile, ProfileRecorder, type DispatchCost, type ProfileMethod } from './profile.js';
 import type { TuneCache } from './tune.js';
 
 export interface AdapterSummary {
@@ -164,13 +164,15 @@ export class Runtime {
   /**
    * Record one dispatch. `bindings` maps every binding name the entry point uses to a tensor (storage) or a plain
    * object of uniform members; anything missing, extra or of the wrong element type is an error naming both.
+   * `cost` (the dispatch's work: flops for GEMM-class kernels, minimum bytes moved for memory-bound ones) is kept only
+   * while profiling, for Profile.roofline().
    */
   dispatch(
     kernel: KernelFamily,
     entryPoint: string,
     bindings: Bindings,
     workgroups: [number, number?, number?],
-    opts: { defines?: Defines; constants?: Record<string, number> } = {},
+    opts: { defines?: Defines; constants?: Record<string, number>; cost?: DispatchCost } = {},
   ): void {
     const label = `${kernel.name}.${entryPoint}`;
     this.assertAlive(`dispatching ${label}`);
@@ -210,7 +212,7 @@ export class Runtime {
     const group = this.device.createBindGroup({ layout, entries, label });
     if (!this.encoder) this.encoder = this.device.createCommandEncoder();
     if (this.recorder) {
-      this.profiledDispatch(this.recorder, this.encoder, label, pipeline, group, wg as [number, number, number]);
+      this.profiledDispatch(this.recorder, this.encoder, label, pipeline, group, wg as [number, number, number], opts.cost);
       return;
     }
     if (!this.pass) this.pass = this.encoder.beginComputePass();
@@ -223,7 +225,7 @@ export class Runtime {
   }
 
   /** One dispatch in its own compute pass, timed by timestamp queries or by submitting it alone (see profile.ts). */
-  private profiledDispatch(rec: ProfileRecorder, encoder: GPUCommandEncoder, label: string, pipeline: GPUComputePipeline, group: GPUBindGroup, wg: [number, number, number]): void {
+  private profiledDispatch(rec: ProfileRecorder, encoder: GPUCommandEncoder, label: string, pipeline: GPUComputePipeline, group: GPUBindGroup, wg: [number, number, number], cost: DispatchCost | undefined): void {
     if (this.pass) {
       this.pass.end();
       this.pass = null;
@@ -239,12 +241,12 @@ export class Runtime {
     this.batchKernels.push(label);
     this.dispatchCount++;
     if (timed) {
-      rec.recordTimestamp(label, wg, timed.set, timed.begin);
+      rec.recordTimestamp(label, wg, cost, timed.set, timed.begin);
       if (this.batchKernels.length >= this.maxBatch) this.flush();
     } else {
       const submitted = performance.now();
       this.flush();
-      rec.recordSubmitted(label, wg, submitted, this.device.queue.onSubmittedWorkDone().then(() => performance.now()));
+      rec.recordSubmitted(label, wg, cost, submitted, this.device.queue.onSubmittedWorkDone().then(() => performance.now()));
     }
   }
 
