@@ -4,6 +4,7 @@
 // and releases each node's saved tensors as soon as its backward has run.
 import type { Tensor } from './tensor.js';
 
+/** Gradients of the inputs from the output's (owned by the engine after return; gradOut itself may be returned for one input). */
 export type BackwardFn = (gradOut: Tensor, needs: boolean[]) => (Tensor | null)[];
 
 export class GraphNode {
@@ -35,13 +36,16 @@ interface GraphState {
   /** accumulate b into a (a += b); set by ops/elementwise to avoid an import cycle at load time */
   accumulate: ((a: Tensor, b: Tensor) => void) | null;
   ones: ((like: Tensor) => Tensor) | null;
+  /** a fresh copy of t */
+  copy: ((t: Tensor) => Tensor) | null;
 }
 
-const state: GraphState = { gradEnabled: true, scopes: [], rngSeed: 0, rngOffset: 0, autocast: null, accumulate: null, ones: null };
+const state: GraphState = { gradEnabled: true, scopes: [], rngSeed: 0, rngOffset: 0, autocast: null, accumulate: null, ones: null, copy: null };
 
-export function registerGradHelpers(accumulate: (a: Tensor, b: Tensor) => void, ones: (like: Tensor) => Tensor): void {
+export function registerGradHelpers(accumulate: (a: Tensor, b: Tensor) => void, ones: (like: Tensor) => Tensor, copy: (t: Tensor) => Tensor): void {
   state.accumulate = accumulate;
   state.ones = ones;
+  state.copy = copy;
 }
 
 export function isGradEnabled(): boolean {
@@ -207,7 +211,16 @@ export function backward(root: Tensor, gradOut?: Tensor): void {
         const needs = node.inputs.map((x) => x.requiresGrad);
         const run = () => node.backwardFn(g, needs);
         const inGrads = node.sections?.length ? inSections(t.rt, node.sections, run) : run();
-        if (g !== gradOut) g.dispose();
+        // A backward may return its incoming gradient itself as one input's (an identity: add, residual sums),
+        // handing it over instead of copying it. Only one input may own it (gradients are accumulated in place),
+        // and the caller's gradOut is never handed over: those get copies.
+        let handedOver = false;
+        for (let i = 0; i < inGrads.length; i++) {
+          if (inGrads[i] !== g) continue;
+          if (g === gradOut || handedOver) inGrads[i] = state.copy!(g);
+          else handedOver = true;
+        }
+        if (g !== gradOut && !handedOver) g.dispose();
         node.inputs.forEach((x, i) => {
           const gi = inGrads[i];
           if (!gi) return;

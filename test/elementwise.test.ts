@@ -35,6 +35,33 @@ test('add / mul / scale forward match f64 and gradients flow', async () => {
   }
 });
 
+// add hands its incoming gradient to an input instead of copying it: the engine must give the other input a copy
+// (gradients are accumulated in place) and never hand over the caller's seed gradient
+test('add: gradient handed over, never aliased, seed never mutated', async () => {
+  const rt = await getRuntime();
+  const n = N;
+  const a = randn(n, 21);
+  const b = randn(n, 22);
+  const w = randn(n, 23);
+  const ta = upload(rt, a, [n], { requiresGrad: true });
+  const tb = upload(rt, b, [n], { requiresGrad: true });
+  const seed = upload(rt, w, [n]);
+  // the root is the add itself: its gradient is the caller's seed
+  backward(add(ta, tb), seed);
+  // twice more, through an inner add (its gradient is the engine's own: handed to ta, copied for tb), accumulating
+  // into the leaves' .grad in place
+  backward(scale(add(ta, tb), 2), seed);
+  backward(scale(add(ta, ta), 1), seed);
+  close(await seed.read(), w, 0, 'seed gradient unchanged');
+  close(await ta.grad!.read(), w.map((v) => 5 * v), 1e-6, 'grad a = (1 + 2 + 2) w');
+  close(await tb.grad!.read(), w.map((v) => 3 * v), 1e-6, 'grad b = (1 + 2) w');
+  for (const t of [ta, tb]) {
+    t.grad!.dispose();
+    t.dispose();
+  }
+  seed.dispose();
+});
+
 test('f16 storage where the adapter has shader-f16', async () => {
   const rt = await getRuntime();
   if (!rt.hasF16) return;

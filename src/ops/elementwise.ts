@@ -50,9 +50,10 @@ export function add(a: Tensor, b: Tensor, alpha = 1): Tensor {
   sameShape('add', a, b);
   const y = Tensor.empty(a.rt, a.shape, a.dtype, 'add');
   run('add', { y, a, b }, y.size, a.dtype, { alpha });
+  // the gradient itself goes to a (the engine copies it for b when b needs it too): no copy per residual add
   return record('add', y, [a, b], [], (gy, needs) => [
-    needs[0] ? scale(gy, 1) : null,
-    needs[1] ? scale(gy, alpha) : null,
+    needs[0] ? gy : null,
+    needs[1] ? (alpha === 1 ? gy : scale(gy, alpha)) : null,
   ]);
 }
 
@@ -100,4 +101,4 @@ export function cast(x: Tensor, dtype: 'f32' | 'f16'): Tensor {
   return record('cast', y, [x], [], (gy) => [cast(gy, from)]);
 }
 
-registerGradHelpers(accumulate, onesLike);
+registerGradHelpers(accumulate, onesLike, (t) => scale(t, 1));

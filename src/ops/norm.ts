@@ -144,7 +144,7 @@ function rowNorm(
   // the residual sum's own node: gradient passes unchanged to x and residual
   let normed = x;
   if (sum && residual) {
-    normed = record(`${op}.sum`, sum, [x, residual], [], (gs, needs) => [needs[0] ? scale(gs, 1) : null, needs[1] ? scale(gs, 1) : null]);
+    normed = record(`${op}.sum`, sum, [x, residual], [], (gs, needs) => [needs[0] ? gs : null, needs[1] ? gs : null]);
   }
   const bwdDefines = { ...rowDefines, RESIDUAL: 'false' };
   const inputs = [normed, ...(weight ? [weight] : []), ...(bias ? [bias] : [])];
