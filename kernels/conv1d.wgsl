@@ -33,8 +33,6 @@ struct Conv {
   hasBias: u32,
   // weight gradient: time steps per chunk, tap blocks (ceil(K / TN)), chunk count; sumPartials: elements, count
   chunk: u32, tapBlocks: u32, n: u32, count: u32,
-  // relayoutWeights: the input gradient's stride phase
-  phase: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Conv;
@@ -257,21 +255,26 @@ fn sumPartials(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroup
 
 // Weights for the implicit-GEMM kernels, each (row, channel) run of taps padded with zeros to KP (a multiple of 4
 // where the subgroup kernel loads its taps 4 at a time), so that every step's weights are one aligned vec4.
-//   Forward (p.stride = 0):  wt[co][ci][i] = w[co, ci, i]                        (i < K, else 0), i < KP
-//   Input gradient, one phase r = p.phase per call: the input gradient of phase r (input times t = q*S + r - P) is a
-//   stride-1 convolution of dy with the phase's J = ceil((K - r) / S) taps k = r + S*j reversed:
-//     wt[ci][c][i] = w[g*CoutG + c, ci - g*CinG, r + S*(J - 1 - i)]   (0 where i >= J or that tap is >= K)
-//   for input channel ci of group g, c < CoutG, i < KP. (A phase with no tap, r >= K, gets J = 1 and zeros.)
-// p.n = elements of wt, p.count = J (taps per row, before padding), p.chunk = KP.
+//   Forward (p.stride = 0):  wt[co][ci][i] = w[co, ci, i]                        (i < K, else 0), i < KP = p.chunk
+//   Input gradient (p.stride = S), every stride phase in one pass: the input gradient of phase r (input times
+//   t = q*S + r - P) is a stride-1 convolution of dy with the phase's J_r = ceil((K - r) / S) taps k = r + S*j
+//   reversed (a phase with no tap, r >= K, gets J_r = 1 and zeros). Phase r's block, at the sum of the earlier
+//   blocks' sizes, holds
+//     wt_r[ci][c][i] = w[g*CoutG + c, ci - g*CinG, r + S*(J_r - 1 - i)]   (0 where i >= J_r or that tap is >= K)
+//   for input channel ci of group g, c < CoutG, i < KP_r (J_r <= 2: J_r, else J_r rounded up to 4; as
+//   src/ops/conv.ts's subgroupStep).
+// p.n = elements of wt (forward), p.count = J (forward: K).
 @group(0) @binding(10) var<storage, read_write> wt: array<T>;
+
+fn phaseTaps(r: u32) -> u32 { return max(1u, (p.ksize - min(r, p.ksize) + p.stride - 1u) / p.stride); }
+fn paddedTaps(J: u32) -> u32 { return select(J, (J + 3u) / 4u * 4u, J > 2u); }
 
 @compute @workgroup_size(WG)
 fn relayoutWeights(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
   let id = threadIndex(gid, nwg);
-  let J = p.count;
-  let KP = p.chunk;
   if (p.stride == 0u) {
     // forward: 4 consecutive elements per thread (a quarter of the threads: their index math is most of the cost)
+    let KP = p.chunk;
     for (var e = 4u * id; e < min(4u * id + 4u, p.n); e++) {
       let i = e % KP;
       let row = e / KP;  // co * CinG + ci
@@ -279,9 +282,9 @@ fn relayoutWeights(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workg
     }
     return;
   }
-  // input gradient: a transpose. One thread per (ci, c), writing its KP taps; the WG = 64 threads of a workgroup
-  // cover 8 input x 8 output channels, so that they read 8 runs of w and write 8 runs of wt (a thread per element in
-  // wt's order reads a different cache line per thread).
+  // input gradient: a transpose. One thread per (ci, c), writing its taps of every phase (its K weights are adjacent
+  // in w); the WG = 64 threads of a workgroup cover 8 input x 8 output channels, so that they read 8 runs of w and
+  // write 8 runs per phase block.
   let local = id % 64u;
   let tile = id / 64u;
   let cTiles = (p.coutG + 7u) / 8u;
@@ -290,9 +293,15 @@ fn relayoutWeights(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workg
   if (c >= p.coutG || ci >= p.cin) { return; }
   let g = ci / p.cinG;
   let wrow = ((g * p.coutG + c) * p.cinG + ci - g * p.cinG) * p.ksize;
-  for (var i = 0u; i < KP; i++) {
-    let k = p.phase + p.stride * (J - 1u - min(i, J - 1u));
-    wt[(ci * p.coutG + c) * KP + i] = select(T(0.0), w[wrow + min(k, p.ksize - 1u)], i < J && k < p.ksize);
+  var off = 0u;
+  for (var r = 0u; r < p.stride; r++) {
+    let J = phaseTaps(r);
+    let KP = paddedTaps(J);
+    for (var i = 0u; i < KP; i++) {
+      let k = r + p.stride * (J - 1u - min(i, J - 1u));
+      wt[off + (ci * p.coutG + c) * KP + i] = select(T(0.0), w[wrow + min(k, p.ksize - 1u)], i < J && k < p.ksize);
+    }
+    off += p.cin * p.coutG * KP;
   }
 }
 

@@ -289,7 +289,7 @@ function channelTile(perGroup: number, groups: number, max: number): number {
   return t;
 }
 
-function uniforms(g: Geometry, extra: Partial<{ hasBias: number; chunk: number; tapBlocks: number; n: number; count: number; phase: number }> = {}) {
+function uniforms(g: Geometry, extra: Partial<{ hasBias: number; chunk: number; tapBlocks: number; n: number; count: number }> = {}) {
   return {
     batch: g.batch,
     cin: g.cin,
@@ -306,7 +306,6 @@ function uniforms(g: Geometry, extra: Partial<{ hasBias: number; chunk: number; 
     tapBlocks: extra.tapBlocks ?? 0,
     n: extra.n ?? 0,
     count: extra.count ?? 0,
-    phase: extra.phase ?? 0,
   };
 }
 
@@ -524,13 +523,29 @@ function implicitGemm(rt: Runtime, a: ImplicitGemm, rbWanted: number): void {
   rt.dispatch(conv1dSubgroupKernel, 'conv1dSubgroup', { cg, xv: a.xp, wv: a.w, ws: a.w, cbias: a.bias ?? a.w, cy: a.y }, grid, { defines, cost: { flops: 2 * a.batch * a.rows * a.inG * a.ksize * a.cols } });
 }
 
-/** w relaid by relayoutWeights: forward (phase null) with taps padded to KP, or one stride phase of the input gradient */
-function relayoutWeights(rt: Runtime, g: Geometry, w: Tensor, phase: number | null, taps: number, kp: number): Tensor {
-  const n = phase === null ? g.cout * g.cinG * kp : g.cin * g.coutG * kp;
-  const wt = Tensor.empty(rt, [n], w.dtype, phase === null ? 'conv1d.weights.padded' : 'conv1d.grad_x.weights');
-  const p = { ...uniforms(g, { n, count: taps, chunk: kp, phase: phase ?? 0 }), stride: phase === null ? 0 : g.stride };
+/** Taps of stride phase r of the input gradient (at least one: a phase past the last tap runs on a zero tap). */
+function phaseTaps(g: Geometry, r: number): number {
+  return Math.max(1, ceilDiv(g.ksize - Math.min(r, g.ksize), g.stride));
+}
+
+/** Element offset of each stride phase's block in relayoutWeights' input-gradient layout, and the total size. */
+function phaseBlocks(g: Geometry): { offsets: number[]; size: number } {
+  const offsets: number[] = [];
+  let size = 0;
+  for (let r = 0; r < g.stride; r++) {
+    offsets.push(size);
+    size += g.cin * g.coutG * subgroupStep(phaseTaps(g, r), 1, g.coutG).KP;
+  }
+  return { offsets, size };
+}
+
+/** w relaid by relayoutWeights: forward (taps padded to KP), or every stride phase of the input gradient (phaseBlocks) */
+function relayoutWeights(rt: Runtime, g: Geometry, w: Tensor, pass: 'forward' | 'grad-input', kp: number): Tensor {
+  const n = pass === 'forward' ? g.cout * g.cinG * kp : phaseBlocks(g).size;
+  const wt = Tensor.empty(rt, [n], w.dtype, pass === 'forward' ? 'conv1d.weights.padded' : 'conv1d.grad_x.weights');
+  const p = { ...uniforms(g, { n, count: g.ksize, chunk: kp }), stride: pass === 'forward' ? 0 : g.stride };
   // forward: 4 elements per thread; input gradient: a thread per (input, output channel) in 8 x 8 tiles of 64 threads
-  const threads = phase === null ? ceilDiv(n, 4) : ceilDiv(g.cin, 8) * ceilDiv(g.coutG, 8) * 64;
+  const threads = pass === 'forward' ? ceilDiv(n, 4) : ceilDiv(g.cin, 8) * ceilDiv(g.coutG, 8) * 64;
   rt.dispatch(conv1dKernel, 'relayoutWeights', { p, w, wt }, grid1d(threads, WG), { defines: { T: w.dtype, WG }, cost: { bytes: w.byteLength + wt.byteLength } });
   return wt;
 }
@@ -550,7 +565,7 @@ function forwardSubgroup(rt: Runtime, g: Geometry, x: Tensor, w: Tensor, bias: T
   const { KP } = subgroupStep(g.ksize, g.stride, g.cinG);
   const pitch = gemmPitch(g.padding, g.tin, g.tout, g.stride, g.ksize, 0, g.cinG);
   if (!paddedFits(rt, g.batch * g.cin, pitch, x.dtype)) return forwardDirect(rt, g, x, w, bias, y);
-  const wp = KP === g.ksize ? w : relayoutWeights(rt, g, w, null, g.ksize, KP);
+  const wp = KP === g.ksize ? w : relayoutWeights(rt, g, w, 'forward', KP);
   const xp = padRows(rt, g, x, g.batch * g.cin, g.tin, g.padding, pitch, 'conv1d.x.padded');
   implicitGemm(rt, {
     xp, w: wp, bias, y, batch: g.batch, rows: g.cout, groups: g.groups, inG: g.cinG, inTotal: g.cin, pitch,
@@ -565,14 +580,15 @@ function forwardSubgroup(rt: Runtime, g: Geometry, x: Tensor, w: Tensor, bias: T
 /**
  * Input gradient, one implicit GEMM per stride phase r: input times t = q*S + r - P receive taps k = r + S*j from
  * dy[q - j], j < J_r = ceil((K - r) / S): a stride-1 convolution of dy (padding J_r - 1 - qmin) with the phase's taps
- * reversed (weights relaid per phase into [Cin][CoutG * KP]). Each phase contracts over its own taps only (K = 3,
- * S = 2: 2 and 1, not 2 and 2 with a zero). Every t lies in exactly one phase, so each dx element is written once.
+ * reversed (weights relaid for every phase by one dispatch, into per-phase blocks [Cin][CoutG * KP_r]). Each phase
+ * contracts over its own taps only (K = 3, S = 2: 2 and 1, not 2 and 2 with a zero). Every t lies in exactly one
+ * phase, so each dx element is written once.
  */
 function backwardInputSubgroup(rt: Runtime, g: Geometry, gy: Tensor, w: Tensor, dx: Tensor, rb: number): boolean {
   const phases: { r: number; J: number; qmin: number; cols: number; pad: number }[] = [];
   for (let r = 0; r < g.stride; r++) {
     // a phase past the last tap (r >= K) still runs, on one zero tap: its dx entries must be written (zeros)
-    const J = Math.max(1, ceilDiv(g.ksize - r, g.stride));
+    const J = phaseTaps(g, r);
     const qmin = Math.max(0, Math.ceil((g.padding - r) / g.stride));
     const qmax = Math.floor((g.tin - 1 + g.padding - r) / g.stride);
     if (qmax >= qmin) phases.push({ r, J, qmin, cols: qmax - qmin + 1, pad: J - 1 - qmin });
@@ -591,21 +607,22 @@ function backwardInputSubgroup(rt: Runtime, g: Geometry, gy: Tensor, w: Tensor, 
   const pitch = Math.max(...phases.map((f) => gemmPitch(left, g.tout, f.cols, 1, f.J, left - f.pad, g.coutG)));
   if (!paddedFits(rt, g.batch * g.cout, pitch, gy.dtype)) return false;
   const dyp = padRows(rt, g, gy, g.batch * g.cout, g.tout, left, pitch, 'conv1d.grad_x.dy.padded');
-  // stride 1 with whole 4-tap blocks: w read in place (transposed, taps reversed); else relaid per phase
+  // stride 1 with whole 4-tap blocks: w read in place (transposed, taps reversed); else every phase relaid at once
   const direct = g.stride === 1 && g.ksize % 4 === 0;
+  const wt = direct ? w : relayoutWeights(rt, g, w, 'grad-input', 0);
+  const { offsets } = phaseBlocks(g);
   for (const f of phases) {
     const { KP } = subgroupStep(f.J, 1, g.coutG);
-    const wt = direct ? w : relayoutWeights(rt, g, w, f.r, f.J, KP);
     const addressing = direct
       ? { wGroupStride: g.coutG * g.cinG * g.ksize, wRowStride: g.ksize, wChanStride: g.cinG * g.ksize, wBase: 0, reverse: true }
-      : { wGroupStride: g.cinG * g.coutG * KP, wRowStride: g.coutG * KP, wChanStride: KP, wBase: 0, reverse: false };
+      : { wGroupStride: g.cinG * g.coutG * KP, wRowStride: g.coutG * KP, wChanStride: KP, wBase: offsets[f.r], reverse: false };
     implicitGemm(rt, {
       xp: dyp, w: wt, bias: null, y: dx, batch: g.batch, rows: g.cin, groups: g.groups, inG: g.coutG, inTotal: g.cout,
       pitch, cols: f.cols, ksize: f.J, stride: 1, shift: left - f.pad, ...addressing,
       yRowLen: g.tin, outStride: g.stride, outOffset: f.qmin * g.stride + f.r - g.padding,
     }, rb);
-    if (wt !== w) wt.dispose();
   }
+  if (wt !== w) wt.dispose();
   dyp.dispose();
   return true;
 }
