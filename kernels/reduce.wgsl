@@ -96,7 +96,11 @@ fn partialSums4(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id)
   finishPartial(lid.x, group, (acc.x + acc.y) + (acc.z + acc.w));
 }
 
-// workgroup tree over the threads' sums; thread 0 writes the (scaled, maybe square-rooted) partial
+// workgroup tree over the threads' sums; thread 0 writes the (scaled, maybe square-rooted) partial.
+// The subgroup module (src/ops/reduce.ts) replaces this section by one subgroupAdd and runs with WG = the adapter's
+// fixed subgroup size and PER_THREAD = the same chunk / WG: no workgroup barrier (8 of them per chunk here, each
+// costly on a CPU adapter), the same partials.
+// ==== finishPartial (portable)
 fn finishPartial(lid: u32, group: u32, acc: f32) {
   scratch[lid] = acc;
   workgroupBarrier();
@@ -110,6 +114,7 @@ fn finishPartial(lid: u32, group: u32, acc: f32) {
     partials[rp.outOffset + group] = r;
   }
 }
+// ==== end finishPartial
 
 @compute @workgroup_size(WG)
 fn broadcastScalar(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {

@@ -1,7 +1,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { getRuntime, randn, uniform, upload, close, finiteDifference, probeIndices } from './helpers.js';
-import { sum, mean, poolTime, weightedLayerSum, reduceToScalar } from '../src/ops/reduce.js';
+import { sum, mean, poolTime, weightedLayerSum, reduceToScalar, setReduceSubgroups } from '../src/ops/reduce.js';
 import { backward, tidy } from '../src/autograd.js';
 import { Tensor } from '../src/tensor.js';
 
@@ -18,30 +18,39 @@ function sum64(x: ArrayLike<number>): number {
   return s + comp;
 }
 
-test('sum / mean of 5,000,011 and 5,000,012 values (three passes; scalar and vec4 first pass) match f64 to 1e-6, bit-identical on rerun', async () => {
-  const rt = await getRuntime();
-  for (const n of [5_000_011, 5_000_012]) {
-    const x = uniform(n, 1, 0, 2); // all positive: a sequential f32 sum would drift by ~1e-4 here
-    const tx = upload(rt, x, [n]);
-    const ref = sum64(x);
-    const s1 = await sum(tx).read();
-    const s2 = await sum(tx).read();
-    const m = await mean(tx).read();
-    close(s1, [ref], 1e-6, `sum n=${n}`);
-    close(m, [ref / n], 1e-6, `mean n=${n}`);
-    assert.is(s1[0], s2[0], 'deterministic');
-    const ss = await reduceToScalar(tx, { term: 'square', sqrt: true }).read();
-    close(ss, [Math.sqrt(sum64(Array.from(x, (v) => v * v)))], 1e-6, `L2 norm n=${n}`);
-    tx.dispose();
-  }
-  // the product term on both paths (the second pass over 3 partials is scalar, over 4 vec4)
-  for (const n of [3 * 2048 - 5, 4 * 2048]) {
-    const a = randn(n, 5);
-    const b = randn(n, 6);
-    const dot = await reduceToScalar(upload(rt, a, [n]), { term: 'product', other: upload(rt, b, [n]) }).read();
-    close(dot, [sum64(Array.from(a, (v, i) => v * b[i]))], 1e-5, `dot n=${n}`);
-  }
-});
+// the partial sums run one subgroup per chunk where the adapter has a fixed subgroup size, else a workgroup tree:
+// both paths (on an adapter without subgroups the first runs the portable one twice)
+for (const subgroups of [true, false]) {
+  test(`sum / mean of 5,000,011 and 5,000,012 values (three passes; scalar and vec4 first pass) match f64 to 1e-6, bit-identical on rerun (${subgroups ? 'subgroup' : 'portable'} partial sums)`, async () => {
+    const rt = await getRuntime();
+    setReduceSubgroups(subgroups);
+    try {
+      for (const n of [5_000_011, 5_000_012]) {
+        const x = uniform(n, 1, 0, 2); // all positive: a sequential f32 sum would drift by ~1e-4 here
+        const tx = upload(rt, x, [n]);
+        const ref = sum64(x);
+        const s1 = await sum(tx).read();
+        const s2 = await sum(tx).read();
+        const m = await mean(tx).read();
+        close(s1, [ref], 1e-6, `sum n=${n}`);
+        close(m, [ref / n], 1e-6, `mean n=${n}`);
+        assert.is(s1[0], s2[0], 'deterministic');
+        const ss = await reduceToScalar(tx, { term: 'square', sqrt: true }).read();
+        close(ss, [Math.sqrt(sum64(Array.from(x, (v) => v * v)))], 1e-6, `L2 norm n=${n}`);
+        tx.dispose();
+      }
+      // the product term on both paths (the second pass over 3 partials is scalar, over 4 vec4)
+      for (const n of [3 * 2048 - 5, 4 * 2048]) {
+        const a = randn(n, 5);
+        const b = randn(n, 6);
+        const dot = await reduceToScalar(upload(rt, a, [n]), { term: 'product', other: upload(rt, b, [n]) }).read();
+        close(dot, [sum64(Array.from(a, (v, i) => v * b[i]))], 1e-5, `dot n=${n}`);
+      }
+    } finally {
+      setReduceSubgroups(true);
+    }
+  });
+}
 
 test('sum / mean forward and backward on an odd size, with cancellation; finite differences agree', async () => {
   const rt = await getRuntime();

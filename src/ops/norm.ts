@@ -12,7 +12,7 @@ import type { Bindings, Runtime } from '../runtime/runtime.js';
 import { scale } from './elementwise.js';
 import { Tensor } from '../tensor.js';
 import { record } from '../autograd.js';
-import { bytesOf, ceilDiv, grid1d } from './grid.js';
+import { bytesOf, ceilDiv, fixedSubgroupSize, grid1d } from './grid.js';
 
 export const normKernel = defineKernel('norm', normSource);
 export const weightNormKernel = defineKernel('weightnorm', weightNormSource);
@@ -37,11 +37,7 @@ export function setNormSubgroups(allowed: boolean): void {
  * exactly one subgroup.
  */
 export function normSubgroupSize(rt: Runtime): number | null {
-  if (!subgroupsAllowed || !rt.hasSubgroups) return null;
-  const info = (rt.device as unknown as { adapterInfo?: { subgroupMinSize?: number; subgroupMaxSize?: number } }).adapterInfo;
-  const size = info?.subgroupMinSize;
-  if (!size || size !== info?.subgroupMaxSize || size < 4 || size > 128 || (size & (size - 1)) !== 0) return null;
-  return size;
+  return subgroupsAllowed ? fixedSubgroupSize(rt) : null;
 }
 
 const WG = 128;

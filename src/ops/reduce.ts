@@ -6,7 +6,7 @@ import { defineKernel } from '../runtime/kernel.js';
 import type { Runtime } from '../runtime/runtime.js';
 import { Tensor } from '../tensor.js';
 import { record, keep } from '../autograd.js';
-import { bytesOf, grid1d, ceilDiv } from './grid.js';
+import { bytesOf, grid1d, ceilDiv, fixedSubgroupSize } from './grid.js';
 import './elementwise.js'; // registers the gradient helpers backward() needs
 
 export const reduceKernel = defineKernel('reduce', source);
@@ -15,6 +15,28 @@ const PER_THREAD = 8;
 const WG_C = 64;
 /** elements one workgroup of partialSums reduces */
 export const REDUCE_CHUNK = WG * PER_THREAD;
+
+/** The same file with finishPartial as one subgroupAdd: run with WG = a fixed subgroup size (one subgroup per chunk). */
+const PORTABLE_FINISH = /\/\/ ==== finishPartial \(portable\)[\s\S]*?\/\/ ==== end finishPartial\n/;
+if (!PORTABLE_FINISH.test(source)) throw new Error('kernels/reduce.wgsl: the portable finishPartial section is missing');
+const reduceSubgroupKernel = defineKernel(
+  'reduce_subgroups',
+  `enable subgroups;\n${source.replace(PORTABLE_FINISH, `fn finishPartial(lid: u32, group: u32, acc: f32) {
+  let total = subgroupAdd(acc);
+  if (lid == 0u) {
+    var r = total * rp.scale;
+    if (rp.finish == 1u) { r = sqrt(r); }
+    partials[rp.outOffset + group] = r;
+  }
+}
+`)}`,
+);
+
+let subgroupsAllowed = true;
+/** Tests and benches: false forces the portable partial sums where the subgroup ones would run. */
+export function setReduceSubgroups(allowed: boolean): void {
+  subgroupsAllowed = allowed;
+}
 
 export type ReduceTerm = 'value' | 'square' | 'product';
 const TERM = { value: 0, square: 1, product: 2 } as const;
@@ -35,8 +57,12 @@ export function reducePass(x: Tensor, dst: Tensor, dstOffset: number, opts: { te
   const rp = { n, groups, outOffset: dstOffset, term: TERM[term], finish: opts.sqrt ? 1 : 0, scale: opts.scale ?? 1 };
   // vec4 loads when the elements fill whole vec4s (x, and other, hold at least n elements from offset 0)
   const cost = { bytes: 4 * n * (term === 'product' ? 2 : 1) + 4 * groups };
-  if (n % 4 === 0) x.rt.dispatch(reduceKernel, 'partialSums4', { rp, x4: x, other4: opts.other ?? x, partials: dst }, grid1d(groups, 1), { cost });
-  else x.rt.dispatch(reduceKernel, 'partialSums', { rp, x, other: opts.other ?? x, partials: dst }, grid1d(groups, 1), { cost });
+  // one subgroup per chunk where the adapter has a fixed subgroup size dividing the chunk (lavapipe: 8 lanes)
+  const sg = subgroupsAllowed ? fixedSubgroupSize(x.rt) : null;
+  const kernel = sg && REDUCE_CHUNK % (4 * sg) === 0 ? reduceSubgroupKernel : reduceKernel;
+  const defines = kernel === reduceSubgroupKernel ? { WG: sg!, PER_THREAD: REDUCE_CHUNK / sg! } : undefined;
+  if (n % 4 === 0) x.rt.dispatch(kernel, 'partialSums4', { rp, x4: x, other4: opts.other ?? x, partials: dst }, grid1d(groups, 1), { cost, defines });
+  else x.rt.dispatch(kernel, 'partialSums', { rp, x, other: opts.other ?? x, partials: dst }, grid1d(groups, 1), { cost, defines });
   return groups;
 }
 
