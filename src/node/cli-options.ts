@@ -40,6 +40,17 @@ export function number(bounds: { above?: number; atLeast?: number; below?: numbe
   };
 }
 
+/** A positive number (an integer when `integer`) up to max; the error names the flag. */
+export function positiveNumber(flag: string, max: number, integer: boolean): Parser {
+  return (value) => {
+    const x = Number(value);
+    if (value.trim() === '' || !Number.isFinite(x) || x <= 0 || x > max || (integer && !Number.isInteger(x))) {
+      throw new InvalidArgumentError(`${flag} must be a positive ${integer ? 'integer' : 'number'} up to ${max}`);
+    }
+    return x;
+  };
+}
+
 /** `--flag <value>` with a parser and an optional default (shown in the help). */
 export function valueOption(flags: string, description: string, parse?: Parser, defaultValue?: number | string): Option {
   const o = new Option(flags, description);

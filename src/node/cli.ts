@@ -5,7 +5,7 @@ import { createNodeRuntime } from './dawn.js';
 import { trainCommand, evalCommand, predictCommand, demoCommand, trainOptions, evalOptions, predictOptions, demoOptions } from './train-cmd.js';
 import { checkReference, checkReferenceOptions } from './check-reference.js';
 import { profileCommand, profileOptions } from './profile-cmd.js';
-import { tuneCommand, TUNE_USAGE } from './tune-cmd.js';
+import { tuneCommand, tuneOptions } from './tune-cmd.js';
 import { exitCodeOf, parseCommand, serCommand } from './cli-options.js';
 
 interface CommandEntry {
@@ -45,17 +45,7 @@ export const commands: Record<string, CommandEntry> = {
   demo: { options: demoOptions, run: demoCommand },
   profile: { options: profileOptions, run: profileCommand },
   'check-reference': { options: checkReferenceOptions, run: (argv) => checkReference(argv) },
-  // parses its own arguments (tune-cmd.ts); listed here for the help
-  tune: {
-    options: () => serCommand('tune', 'time candidate kernel configurations (tile sizes, strategies) on this adapter and cache the fastest').allowUnknownOption().allowExcessArguments(),
-    run: async (argv) => {
-      if (argv.includes('--help') || argv.includes('-h')) {
-        console.log(TUNE_USAGE);
-        return 0;
-      }
-      return tuneCommand(argv);
-    },
-  },
+  tune: { options: tuneOptions, run: tuneCommand },
 };
 
 /** The top level: lists the commands (their summaries come from the commands themselves). */

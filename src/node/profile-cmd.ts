@@ -18,20 +18,10 @@ import type { Runtime } from '../runtime/runtime.js';
 import { createNodeRuntime } from './dawn.js';
 import { loadModel, type LoadedModel } from './train-cmd.js';
 import { writeFileAtomic } from './modeldir.js';
-import { parseCommand, serCommand, valueOption } from './cli-options.js';
+import { parseCommand, positiveNumber, serCommand, valueOption } from './cli-options.js';
 
 const MAX_SECONDS = 600;
 const MAX_BATCH = 256;
-
-function positiveNumber(flag: string, max: number, integer: boolean): (value: string) => number {
-  return (value) => {
-    const x = Number(value);
-    if (value.trim() === '' || !Number.isFinite(x) || x <= 0 || x > max || (integer && !Number.isInteger(x))) {
-      throw new InvalidArgumentError(`${flag} must be a positive ${integer ? 'integer' : 'number'} up to ${max}`);
-    }
-    return x;
-  };
-}
 
 export function profileOptions(): Command {
   return serCommand('profile', 'GPU time per kernel and per section of a forward pass or training step (table, Chrome trace)')

@@ -1,7 +1,7 @@
 // `ser tune`: time the candidate kernel configurations (src/runtime/tune.ts) for the shapes of a model's forward pass
 // (or training step), or without --model for the XLSR-large shapes of the kernel bench, keep the winners in the tune
 // cache, and print the table of candidates and winners.
-import { parseArgs } from 'node:util';
+import type { Command } from 'commander';
 import { Tensor } from '../tensor.js';
 import { backward, noGrad, tidy } from '../autograd.js';
 import { matmul } from '../ops/matmul.js';
@@ -13,26 +13,22 @@ import { setTuneOptions, tuneResults, tuneTable, type TuneCache } from '../runti
 import { createNodeRuntime } from './dawn.js';
 import { defaultTuneCachePath } from './tune-cache.js';
 import { loadModel } from './train-cmd.js';
+import { parseCommand, positiveNumber, serCommand, valueOption } from './cli-options.js';
 
-export const TUNE_USAGE = `ser tune [--model <dir>] [--train] [--quick] [--seconds S] [--batch-size B] [--rounds N] [--json]
-  Times every candidate configuration (strategy, tile sizes) of the GEMM and conv1d kernels for each shape class a
-  run uses, on this adapter, and keeps the fastest in the tune cache (${defaultTuneCachePath() ?? 'disabled by SER_TUNE_CACHE=off'};
-  SER_TUNE_CACHE=<file> elsewhere). Later runs on the same adapter and driver use the winners; without a winner the
-  hand-picked defaults run. Classes already in the cache are timed again.
-  --model <dir>     tune the shapes of one forward pass of this model (Hugging Face directory; weights optional)
-                    on B clips of S seconds of synthetic audio; without it, the XLSR-large GEMM and convolution
-                    shapes of the kernel bench (4 s of audio)
-  --train           also tune the backward passes (forward + backward of a training step)
-  --quick           3 timed rounds per candidate instead of 7; without --model, fewer shapes
-  --rounds N        timed rounds per candidate (interleaved; the median is kept)
-  --seconds S       clip length (default 4)
-  --batch-size B    clips per batch (default 1)
-  --json            print the results as JSON`;
-
-function positive(value: string, flag: string, max: number, integer: boolean): number {
-  const x = Number(value);
-  if (!Number.isFinite(x) || x <= 0 || x > max || (integer && !Number.isInteger(x))) throw new Error(`tune: ${flag} must be a positive ${integer ? 'integer' : 'number'} up to ${max}, got '${value}'`);
-  return x;
+export function tuneOptions(): Command {
+  return serCommand('tune', 'time candidate kernel configurations (tile sizes, strategies) on this adapter and cache the fastest')
+    .option('--model <dir>', 'tune the shapes of one forward pass of this model (Hugging Face folder or Hub id; weights optional) on B clips of S seconds of synthetic audio; without it, the XLSR-large GEMM and convolution shapes of the kernel bench (4 s of audio)')
+    .option('--train', 'also tune the backward passes (forward + backward of a training step)')
+    .option('--quick', '3 timed rounds per candidate instead of 7; without --model, fewer shapes')
+    .addOption(valueOption('--rounds <n>', 'timed rounds per candidate (interleaved; the median is kept)', positiveNumber('--rounds', 50, true)))
+    .addOption(valueOption('--seconds <s>', 'clip length', positiveNumber('--seconds', 600, false), 4))
+    .addOption(valueOption('--batch-size <b>', 'clips per batch', positiveNumber('--batch-size', 256, true), 1))
+    .option('--json', 'print the results as JSON')
+    .addHelpText('after', `
+Times every candidate configuration (strategy, tile sizes) of the GEMM and conv1d kernels for each shape class a run
+uses, on this adapter, and keeps the fastest in the tune cache (${defaultTuneCachePath() ?? 'disabled by SER_TUNE_CACHE=off'};
+SER_TUNE_CACHE=<file> elsewhere). Later runs on the same adapter and driver use the winners; without a winner the
+hand-picked defaults run. Classes already in the cache are timed again.`);
 }
 
 /** The runtime's cache with lookups disabled: every class is timed again, winners still written. */
@@ -42,36 +38,27 @@ function retimeEverything(cache: TuneCache | null): TuneCache | null {
 }
 
 export async function tuneCommand(argv: string[]): Promise<number> {
-  const { values: v } = parseArgs({
-    args: argv,
-    options: {
-      model: { type: 'string' },
-      train: { type: 'boolean' },
-      quick: { type: 'boolean' },
-      rounds: { type: 'string' },
-      seconds: { type: 'string', default: '4' },
-      'batch-size': { type: 'string', default: '1' },
-      json: { type: 'boolean' },
-    },
-  });
-  const rounds = v.rounds ? positive(v.rounds, '--rounds', 50, true) : v.quick ? 3 : 7;
-  const seconds = positive(v.seconds!, '--seconds', 600, false);
-  const batch = positive(v['batch-size']!, '--batch-size', 256, true);
+  const { options: v } = parseCommand(tuneOptions(), argv);
+  const rounds = v.number('rounds') ?? (v.flag('quick') ? 3 : 7);
+  const seconds = v.number('seconds')!;
+  const batch = v.number('batchSize')!;
+  const modelDir = v.string('model');
+  const train = v.flag('train');
   const rt = await createNodeRuntime();
   const cache = rt.tuneCache;
   rt.tuneCache = retimeEverything(cache);
   rt.autotune = true;
   setTuneOptions(rt, { rounds });
   let what: string;
-  if (v.model) {
-    const loaded = await loadModel(rt, v.model);
+  if (modelDir) {
+    const loaded = await loadModel(rt, modelDir);
     const samples = Math.max(Math.round(seconds * loaded.preprocessor.samplingRate), loaded.preprocessor.minSamples);
     const clips = Array.from({ length: batch }, (_, b) => syntheticAudio(samples, 1 + b));
     const audio = loaded.preprocessor.prepare(clips);
     const model = loaded.model;
-    model.train(!!v.train);
+    model.train(train);
     const input = () => Tensor.fromData(rt, audio.values, audio.shape, 'f32', 'input_values');
-    if (v.train) {
+    if (train) {
       const labels = Array.from({ length: batch }, (_, i) => i % loaded.config.labels.length);
       const loss = tidy(() => {
         const o = model.forward({ inputValues: input(), labels });
@@ -95,14 +82,14 @@ export async function tuneCommand(argv: string[]): Promise<number> {
     // the first sync times every shape class the run queued
     await rt.sync();
     model.dispose();
-    what = `${v.train ? 'training step' : 'forward'} of ${v.model}, batch ${batch} x ${(samples / loaded.preprocessor.samplingRate).toFixed(2)} s`;
+    what = `${train ? 'training step' : 'forward'} of ${modelDir}, batch ${batch} x ${(samples / loaded.preprocessor.samplingRate).toFixed(2)} s`;
   } else {
-    await benchShapes(rt, !!v.quick, !!v.train);
+    await benchShapes(rt, v.flag('quick'), train);
     what = 'XLSR-large kernel-bench shapes (4 s of audio)';
   }
   rt.tuneCache = cache;
   const results = tuneResults(rt);
-  if (v.json) {
+  if (v.flag('json')) {
     const finite = (x: number) => (Number.isFinite(x) ? x : null);
     console.log(JSON.stringify({ what, adapter: rt.adapter, cache: cache ? defaultTuneCachePath() : null, rounds, results: results.map((r) => ({ ...r, timings: r.timings.map((t) => ({ ...t, medianMs: finite(t.medianMs) })) })) }));
   } else {
