@@ -77,7 +77,7 @@ export async function measureCopyBandwidth(rt: Runtime, quick = false): Promise<
   const n4 = (quick ? 4 : 16) << 18; // 16 or 64 MiB per buffer
   const x = Tensor.empty(rt, [n4 * 4], 'f32', 'copy src');
   const y = Tensor.empty(rt, [n4 * 4], 'f32', 'copy dst');
-  const t = await timeGPU(rt, () => rt.dispatch(peak, 'copy', { x, y, p: { iters: 0, n4 } }, grid1d(n4, 256)), { reps: quick ? 3 : 5 });
+  const t = await timeGPU(rt, () => rt.dispatch(peak, 'copy', { x, y, p: { iters: 0, n4 } }, grid1d(n4, 256)), { reps: quick ? 3 : 9 });
   x.dispose();
   y.dispose();
   return (2 * 16 * n4) / t.median / 1e9;

@@ -211,8 +211,9 @@ export async function benchLayerNorm(rt: Runtime, peaks: Peaks, quick: boolean):
   const R = quick ? 800 : 4000;
   const C = 1024;
   const bytes = R * C * 4;
-  const reps = quick ? 3 : 5;
-  const inner = quick ? 2 : 4;
+  // a call takes a few ms: many of them, so that one preempted repetition does not decide the row
+  const reps = quick ? 3 : 9;
+  const inner = quick ? 2 : 8;
   const timed = `device-resident data, ${inner} calls per submit + wait, median of ${reps}`;
   const x = rand(rt, [R, C], 'x');
   const r = rand(rt, [R, C], 'residual');
