@@ -282,24 +282,27 @@ fn relayoutWeights(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workg
     }
     return;
   }
-  // input gradient: a transpose. One thread per (ci, c), writing its taps of every phase (its K weights are adjacent
-  // in w); the WG = 64 threads of a workgroup cover 8 input x 8 output channels, so that they read 8 runs of w and
-  // write 8 runs per phase block.
+  // input gradient: a transpose. One thread per input channel ci and 4 consecutive output channels c, writing their
+  // taps of every phase (a (c, ci)'s K weights are adjacent in w); the WG = 64 threads of a workgroup cover 8 input x
+  // 32 output channels, so that they read 32 runs of w and write 8 runs per phase block. (On a CPU adapter the cost
+  // is mostly per invocation: 4 channels each, a quarter of the invocations of one per (ci, c).)
   let local = id % 64u;
   let tile = id / 64u;
-  let cTiles = (p.coutG + 7u) / 8u;
-  let c = (tile % cTiles) * 8u + local % 8u;
+  let cTiles = (p.coutG + 31u) / 32u;
+  let c0 = (tile % cTiles) * 32u + (local % 8u) * 4u;
   let ci = (tile / cTiles) * 8u + local / 8u;
-  if (c >= p.coutG || ci >= p.cin) { return; }
+  if (c0 >= p.coutG || ci >= p.cin) { return; }
   let g = ci / p.cinG;
-  let wrow = ((g * p.coutG + c) * p.cinG + ci - g * p.cinG) * p.ksize;
   var off = 0u;
   for (var r = 0u; r < p.stride; r++) {
     let J = phaseTaps(r);
     let KP = paddedTaps(J);
-    for (var i = 0u; i < KP; i++) {
-      let k = r + p.stride * (J - 1u - min(i, J - 1u));
-      wt[off + (ci * p.coutG + c) * KP + i] = select(T(0.0), w[wrow + min(k, p.ksize - 1u)], i < J && k < p.ksize);
+    for (var c = c0; c < min(c0 + 4u, p.coutG); c++) {
+      let wrow = ((g * p.coutG + c) * p.cinG + ci - g * p.cinG) * p.ksize;
+      for (var i = 0u; i < KP; i++) {
+        let k = r + p.stride * (J - 1u - min(i, J - 1u));
+        wt[off + (ci * p.coutG + c) * KP + i] = select(T(0.0), w[wrow + min(k, p.ksize - 1u)], i < J && k < p.ksize);
+      }
     }
     off += p.cin * p.coutG * KP;
   }

@@ -544,8 +544,9 @@ function relayoutWeights(rt: Runtime, g: Geometry, w: Tensor, pass: 'forward' | 
   const n = pass === 'forward' ? g.cout * g.cinG * kp : phaseBlocks(g).size;
   const wt = Tensor.empty(rt, [n], w.dtype, pass === 'forward' ? 'conv1d.weights.padded' : 'conv1d.grad_x.weights');
   const p = { ...uniforms(g, { n, count: g.ksize, chunk: kp }), stride: pass === 'forward' ? 0 : g.stride };
-  // forward: 4 elements per thread; input gradient: a thread per (input, output channel) in 8 x 8 tiles of 64 threads
-  const threads = pass === 'forward' ? ceilDiv(n, 4) : ceilDiv(g.cin, 8) * ceilDiv(g.coutG, 8) * 64;
+  // forward: 4 elements per thread; input gradient: a thread per (input channel, 4 output channels), in tiles of 8
+  // input x 32 output channels per 64 threads
+  const threads = pass === 'forward' ? ceilDiv(n, 4) : ceilDiv(g.cin, 8) * ceilDiv(g.coutG, 32) * 64;
   rt.dispatch(conv1dKernel, 'relayoutWeights', { p, w, wt }, grid1d(threads, WG), { defines: { T: w.dtype, WG }, cost: { bytes: w.byteLength + wt.byteLength } });
   return wt;
 }
