@@ -8,7 +8,7 @@ import { fileURLToPath } from 'node:url';
 import { createNodeRuntime } from '../src/node/dawn.js';
 import type { Runtime } from '../src/runtime/runtime.js';
 import { measureCopyBandwidth, measureFmaPeak, fmt, type Row } from './lib/harness.js';
-import { benchGemm, benchConv, benchAttention, benchAttentionRelativeBias, benchLayerNorm, benchAdamW, type Peaks } from './lib/kernels.js';
+import { benchGemm, benchConv, benchAttention, benchAttentionRelativeBias, benchLayerNorm, benchElementwise, benchAdamW, type Peaks } from './lib/kernels.js';
 import { benchTfjs } from './lib/peers-tfjs.js';
 import { benchOrt } from './lib/peers-ort.js';
 import { benchTorch } from './lib/peers-torch.js';
@@ -34,6 +34,7 @@ const sections: [string, Section][] = [
   ['attention', benchAttention],
   ['attention-bias', benchAttentionRelativeBias],
   ['layernorm', benchLayerNorm],
+  ['elementwise', benchElementwise],
   ['adamw', benchAdamW],
   ['model', benchModel],
   // only the model section's profiles (it profiles after its timed runs): skipped whenever 'model' runs too

@@ -6,12 +6,14 @@
 //   tanhBackward:  gx = gy (1 - y^2)                                          (y is the saved output)
 //   dropoutApply:  y = keep(i) ? x / (1 - p) : 0, keep(i) = hash(seed, offset + i) >= p * 2^32.
 //                  The mask is a pure function of (seed, offset + i), so the same entry applied to gy is the backward,
-//                  and a checkpoint replaying the random stream regenerates it bit for bit.
+//                  and a checkpoint replaying the random stream regenerates it bit for bit. dropoutApply4: the same on
+//                  4 elements per thread when n % 4 == 0.
 // WGSL has no erf: Phi is computed from erfc on the non-negative side only (Numerical Recipes' Chebyshev fit,
 // relative error < 1.2e-7 everywhere), so gelu keeps full relative accuracy in the far negative tail too.
 // T is the storage type (f32, or f16 with shader-f16); arithmetic is f32. V / VF are the element and arithmetic types
 // of one thread: T / f32, or vec4<T> / vec4f when n % 4 == 0 (then n counts vec4s: 4x fewer memory operations; the math
-// is componentwise, the same per element). dropoutApply hashes element indices and always runs on scalars.
+// is componentwise, the same per element). dropoutApply hashes element indices: it runs with V = T (dropoutApply4
+// binds its own vec4 arrays).
 alias T = f32;
 alias V = T;
 alias VF = f32;
@@ -100,6 +102,20 @@ fn pcgHash(v: u32) -> u32 {
 // never collide and each seed gives a different permutation.
 fn randomBits(seed: u32, counter: u32) -> u32 {
   return pcgHash(pcgHash(counter) ^ pcgHash(seed ^ 0x9e3779b9u));
+}
+
+// dropoutApply on 4 consecutive elements per thread (n % 4 == 0): vec4 loads and stores, one hash per element as in
+// dropoutApply (the same mask bit for bit), a quarter of the threads.
+@group(0) @binding(7) var<storage, read> dropX4: array<vec4<T>>;
+@group(0) @binding(8) var<storage, read_write> dropY4: array<vec4<T>>;
+
+@compute @workgroup_size(WG)
+fn dropoutApply4(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let q = flat(gid, nwg);
+  if (q >= dp.n / 4u) { return; }
+  let c = dp.offset + 4u * q;
+  let bits = vec4u(randomBits(dp.seed, c), randomBits(dp.seed, c + 1u), randomBits(dp.seed, c + 2u), randomBits(dp.seed, c + 3u));
+  dropY4[q] = vec4<T>(select(vec4f(0.0), vec4f(dropX4[q]) * dp.scale, bits >= vec4u(dp.threshold)));
 }
 
 @compute @workgroup_size(WG)

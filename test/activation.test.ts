@@ -142,31 +142,33 @@ test('f16 gelu and tanh where the adapter has shader-f16', async () => {
 
 // ---- dropout ---------------------------------------------------------------------------------------------------------
 
-test('dropout: exact hash mask, kept fraction within 5 sigma, kept values scaled by 1/(1-p)', async () => {
-  const rt = await getRuntime();
-  const n = 100003;
-  const p = 0.3;
-  const x = randn(n, 41);
-  manualSeed(1234);
-  const { seed, offset } = nextRandom(0); // what the dropout call below will get (nextRandom(0) reserves 1)
-  manualSeed(1234);
-  const y = await dropout(upload(rt, x, [n]), p, true).read();
-  assert.is(seed, 1234);
-  const thr = dropoutThreshold(p);
-  let kept = 0;
-  let mismatches = 0;
-  const ref = new Float64Array(n);
-  for (let i = 0; i < n; i++) {
-    const keep = randomBits(seed, offset + i) >= thr;
-    ref[i] = keep ? x[i] / (1 - p) : 0;
-    if (y[i] !== 0) kept++;
-    if ((y[i] !== 0) !== keep && x[i] !== 0) mismatches++;
-  }
-  assert.is(mismatches, 0, 'mask equals the documented hash');
-  close(y, ref, 1e-6, 'dropout values');
-  const sigma = Math.sqrt(n * p * (1 - p));
-  assert.ok(Math.abs(kept - n * (1 - p)) < 5 * sigma, `kept ${kept} of ${n}, expected ${n * (1 - p)} +- ${5 * sigma}`);
-});
+// n % 4 == 0 runs dropoutApply4 (4 elements per thread), else the scalar entry: the same mask either way
+for (const n of [100003, 100004]) {
+  test(`dropout: exact hash mask, kept fraction within 5 sigma, kept values scaled by 1/(1-p) (n = ${n})`, async () => {
+    const rt = await getRuntime();
+    const p = 0.3;
+    const x = randn(n, 41);
+    manualSeed(1234);
+    const { seed, offset } = nextRandom(0); // what the dropout call below will get (nextRandom(0) reserves 1)
+    manualSeed(1234);
+    const y = await dropout(upload(rt, x, [n]), p, true).read();
+    assert.is(seed, 1234);
+    const thr = dropoutThreshold(p);
+    let kept = 0;
+    let mismatches = 0;
+    const ref = new Float64Array(n);
+    for (let i = 0; i < n; i++) {
+      const keep = randomBits(seed, offset + i) >= thr;
+      ref[i] = keep ? x[i] / (1 - p) : 0;
+      if (y[i] !== 0) kept++;
+      if ((y[i] !== 0) !== keep && x[i] !== 0) mismatches++;
+    }
+    assert.is(mismatches, 0, 'mask equals the documented hash');
+    close(y, ref, 1e-6, 'dropout values');
+    const sigma = Math.sqrt(n * p * (1 - p));
+    assert.ok(Math.abs(kept - n * (1 - p)) < 5 * sigma, `kept ${kept} of ${n}, expected ${n * (1 - p)} +- ${5 * sigma}`);
+  });
+}
 
 test('dropout: deterministic for a seed/offset, different for the next offset; identity when off', async () => {
   const rt = await getRuntime();

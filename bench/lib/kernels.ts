@@ -10,6 +10,9 @@ import { attention } from '../../src/ops/attention.js';
 import { layerNorm, residualLayerNorm } from '../../src/ops/norm.js';
 import { softmax } from '../../src/ops/loss.js';
 import { AdamW } from '../../src/ops/optim.js';
+import { gelu, dropout } from '../../src/ops/activation.js';
+import { add } from '../../src/ops/elementwise.js';
+import { reduceToScalar } from '../../src/ops/reduce.js';
 import { timeGPU, summarize, type Row, type Timing } from './harness.js';
 
 function rand(rt: Runtime, shape: number[], label: string, scale = 1): Tensor {
@@ -243,6 +246,29 @@ export async function benchLayerNorm(rt: Runtime, peaks: Peaks, quick: boolean):
   const ts = await timeGPU(rt, () => noGrad(() => tidy(() => { softmax(x); })), { reps, inner });
   rows.push(bandwidthRow(`softmax ${R}x${C} (last axis)`, 2 * bytes, ts, peaks, `GB/s = (read x + write y) / time; ${timed}`));
   for (const t of [x, r, w, b, gy]) t.dispose();
+  return rows;
+}
+
+/** The other memory-bound kernels a training step runs: GELU, residual add, dropout, the gradient-norm reduction. */
+export async function benchElementwise(rt: Runtime, peaks: Peaks, quick: boolean): Promise<Row[]> {
+  const rows: Row[] = [];
+  const R = quick ? 800 : 4000;
+  const C = 1024;
+  const bytes = R * C * 4;
+  const reps = quick ? 3 : 9;
+  const inner = quick ? 2 : 8;
+  const timed = `device-resident data, ${inner} calls per submit + wait, median of ${reps}`;
+  const x = rand(rt, [R, C], 'x');
+  const r = rand(rt, [R, C], 'residual');
+  const tg = await timeGPU(rt, () => noGrad(() => tidy(() => { gelu(x); })), { reps, inner });
+  rows.push(bandwidthRow(`GELU ${R}x${C}`, 2 * bytes, tg, peaks, `GB/s = (read x + write y) / time; ${timed}`));
+  const ta = await timeGPU(rt, () => noGrad(() => tidy(() => { add(x, r); })), { reps, inner });
+  rows.push(bandwidthRow(`add ${R}x${C}`, 3 * bytes, ta, peaks, `GB/s = (read a, b + write y) / time; ${timed}`));
+  const td = await timeGPU(rt, () => noGrad(() => tidy(() => { dropout(x, 0.1, true); })), { reps, inner });
+  rows.push(bandwidthRow(`dropout ${R}x${C} (p = 0.1, training)`, 2 * bytes, td, peaks, `GB/s = (read x + write y) / time; the mask is hashed, not stored; ${timed}`));
+  const tn = await timeGPU(rt, () => noGrad(() => tidy(() => { reduceToScalar(x, { term: 'square', sqrt: true }); })), { reps, inner });
+  rows.push(bandwidthRow(`L2 norm of ${R * C} values (gradient-norm clipping's reduction)`, bytes, tn, peaks, `GB/s = (read x) / time; every pass until one value; ${timed}`));
+  for (const t of [x, r]) t.dispose();
   return rows;
 }
 

@@ -57,7 +57,9 @@ export function dropoutThreshold(p: number): number {
 function dropoutApply(src: Tensor, dst: Tensor, seed: number, offset: number, p: number): void {
   const n = src.size;
   const params = { n, seed, offset, threshold: dropoutThreshold(p), scale: p >= 1 ? 0 : 1 / (1 - p) };
-  src.rt.dispatch(activationKernel, 'dropoutApply', { dp: params, x: src, y: dst }, grid1d(n, WG), { defines: { T: src.dtype }, cost: { bytes: src.byteLength + dst.byteLength } });
+  const cost = { bytes: src.byteLength + dst.byteLength };
+  if (n % 4 === 0) src.rt.dispatch(activationKernel, 'dropoutApply4', { dp: params, dropX4: src, dropY4: dst }, grid1d(n / 4, WG), { defines: { T: src.dtype }, cost });
+  else src.rt.dispatch(activationKernel, 'dropoutApply', { dp: params, x: src, y: dst }, grid1d(n, WG), { defines: { T: src.dtype }, cost });
 }
 
 /**
