@@ -8,7 +8,7 @@
 //   node build/bench/long-audio.mjs [--seconds 600] [--hidden 64] [--layers 1] [--intermediate 256] [--heads 4] [--train --batch B]
 import { parseArgs } from 'node:util';
 import { createNodeRuntime } from '../src/node/dawn.js';
-import { SpeechClassifier, disposeOutput } from '../src/model/classifier.js';
+import { SpeechClassifier, disposeOutput, takeOutput } from '../src/model/classifier.js';
 import { parseWav2Vec2Config } from '../src/model/wav2vec2/config.js';
 import { Wav2Vec2Encoder, convOutputLength, featureEncoderPeakBytes, planFeatureEncoder } from '../src/model/wav2vec2/encoder.js';
 import { Tensor } from '../src/tensor.js';
@@ -57,11 +57,7 @@ if (v.train) {
   const opt = new AdamW(model.trainableParameters(), { lr: 1e-5 });
   const t1 = performance.now();
   const loss = tidy(() => {
-    const o = model.forward({ inputValues: Tensor.fromData(rt, batch, [B, S], 'f32', 'input_values'), labels: Array.from({ length: B }, (_, i) => i % 5) });
-    const l = o.loss!;
-    o.loss = null;
-    disposeOutput(o);
-    return l;
+    return takeOutput(model.forward({ inputValues: Tensor.fromData(rt, batch, [B, S], 'f32', 'input_values'), labels: Array.from({ length: B }, (_, i) => i % 5) }), 'loss');
   });
   backward(loss);
   opt.step();

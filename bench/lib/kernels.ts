@@ -213,15 +213,19 @@ export async function benchAttentionRelativeBias(rt: Runtime, peaks: Peaks, quic
   return rows;
 }
 
-export async function benchLayerNorm(rt: Runtime, peaks: Peaks, quick: boolean): Promise<Row[]> {
-  const rows: Row[] = [];
+/** The memory-bound rows' problem size and timing: a [R, 1024] f32 activation, device-resident. */
+function memoryBoundSetup(quick: boolean) {
   const R = quick ? 800 : 4000;
   const C = 1024;
-  const bytes = R * C * 4;
   // a call takes a few ms: many of them, so that one preempted repetition does not decide the row
   const reps = quick ? 3 : 9;
   const inner = quick ? 2 : 8;
-  const timed = `device-resident data, ${inner} calls per submit + wait, median of ${reps}`;
+  return { R, C, bytes: R * C * 4, reps, inner, timed: `device-resident data, ${inner} calls per submit + wait, median of ${reps}` };
+}
+
+export async function benchLayerNorm(rt: Runtime, peaks: Peaks, quick: boolean): Promise<Row[]> {
+  const rows: Row[] = [];
+  const { R, C, bytes, reps, inner, timed } = memoryBoundSetup(quick);
   const x = rand(rt, [R, C], 'x');
   const r = rand(rt, [R, C], 'residual');
   const w = rand(rt, [C], 'w');
@@ -256,12 +260,7 @@ export async function benchLayerNorm(rt: Runtime, peaks: Peaks, quick: boolean):
 /** The other memory-bound kernels a training step runs: GELU, residual add, dropout, the gradient-norm reduction. */
 export async function benchElementwise(rt: Runtime, peaks: Peaks, quick: boolean): Promise<Row[]> {
   const rows: Row[] = [];
-  const R = quick ? 800 : 4000;
-  const C = 1024;
-  const bytes = R * C * 4;
-  const reps = quick ? 3 : 9;
-  const inner = quick ? 2 : 8;
-  const timed = `device-resident data, ${inner} calls per submit + wait, median of ${reps}`;
+  const { R, C, bytes, reps, inner, timed } = memoryBoundSetup(quick);
   const x = rand(rt, [R, C], 'x');
   const r = rand(rt, [R, C], 'residual');
   const tg = await timeGPU(rt, () => noGrad(() => tidy(() => { gelu(x); })), { reps, inner });

@@ -14,7 +14,7 @@ import type { Runtime } from '../../src/runtime/runtime.js';
 import { Tensor } from '../../src/tensor.js';
 import { backward, noGrad, tidy } from '../../src/autograd.js';
 import { parseWav2Vec2Config } from '../../src/model/wav2vec2/config.js';
-import { Wav2Vec2ForSpeechClassification, disposeOutput } from '../../src/model/classifier.js';
+import { Wav2Vec2ForSpeechClassification, takeOutput } from '../../src/model/classifier.js';
 import { AdamW, clipGradNorm } from '../../src/ops/optim.js';
 import { DEMO_CONFIG } from '../../src/node/train-cmd.js';
 import { timeAsync, type Row } from './harness.js';
@@ -48,11 +48,7 @@ function xlsrName(layers: number): string {
 
 async function forwardOnce(model: Wav2Vec2ForSpeechClassification, x: Tensor): Promise<void> {
   const logits = noGrad(() => tidy(() => {
-    const o = model.forward({ inputValues: x });
-    const l = o.logits!;
-    o.logits = null;
-    disposeOutput(o);
-    return l;
+    return takeOutput(model.forward({ inputValues: x }), 'logits');
   }));
   await logits.read();
   logits.dispose();
@@ -86,11 +82,7 @@ async function trainStep(rt: Runtime, model: Wav2Vec2ForSpeechClassification, op
   model.train();
   // the sections only matter while profiling (rt.section is a plain call otherwise)
   const loss = rt.section('forward', () => tidy(() => {
-    const o = model.forward({ inputValues: x, labels: Array.from({ length: B }, (_, i) => i % 5) });
-    const l = o.loss!;
-    o.loss = null;
-    disposeOutput(o);
-    return l;
+    return takeOutput(model.forward({ inputValues: x, labels: Array.from({ length: B }, (_, i) => i % 5) }), 'loss');
   }));
   rt.section('backward', () => backward(loss));
   const n = rt.section('optimizer', () => {

@@ -320,6 +320,15 @@ function modelClassName(family: AnyFamily, head: ModelHead): string {
   return head === 'sequence-classification' ? family.classNames.sequenceClassification : family.classNames.base;
 }
 
+/** The one output `key` of a forward (the caller owns it); every other tensor of the output is freed. */
+export function takeOutput(out: ClassifierOutput, key: 'logits' | 'loss'): Tensor {
+  const t = out[key];
+  if (!t) throw new Error(`the forward returned no ${key}${key === 'loss' ? ' (no labels given?)' : ''}`);
+  out[key] = null;
+  disposeOutput(out);
+  return t;
+}
+
 /** Free every tensor of a forward's output. */
 export function disposeOutput(out: Partial<ClassifierOutput> | HeadOutput): void {
   const seen = new Set<Tensor>();

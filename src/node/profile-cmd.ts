@@ -12,7 +12,7 @@ import { rooflineTable, type RooflinePeaks } from '../runtime/profile.js';
 import { measureGemmGflops, measureCopyGBps } from '../runtime/peaks.js';
 import { backward, noGrad, tidy } from '../autograd.js';
 import { AdamW } from '../ops/optim.js';
-import { disposeOutput } from '../model/classifier.js';
+import { takeOutput } from '../model/classifier.js';
 import { mulberry32 } from '../data/random.js';
 import type { Runtime } from '../runtime/runtime.js';
 import { createNodeRuntime } from './dawn.js';
@@ -104,11 +104,7 @@ async function runOnce(rt: Runtime, loaded: LoadedModel, audio: { values: Float3
   if (!optimizer) {
     const logits = rt.section('forward', () => noGrad(() => tidy(() => {
       const input = Tensor.fromData(rt, audio.values, audio.shape, 'f32', 'input_values');
-      const o = model.forward({ inputValues: input });
-      const l = o.logits!;
-      o.logits = null;
-      disposeOutput(o);
-      return l;
+      return takeOutput(model.forward({ inputValues: input }), 'logits');
     })));
     await logits.read();
     logits.dispose();
@@ -117,11 +113,7 @@ async function runOnce(rt: Runtime, loaded: LoadedModel, audio: { values: Float3
   const labels = Array.from({ length: batch }, (_, i) => i % loaded.config.labels.length);
   const loss = rt.section('forward', () => tidy(() => {
     const input = Tensor.fromData(rt, audio.values, audio.shape, 'f32', 'input_values');
-    const o = model.forward({ inputValues: input, labels });
-    const l = o.loss!;
-    o.loss = null;
-    disposeOutput(o);
-    return l;
+    return takeOutput(model.forward({ inputValues: input, labels }), 'loss');
   }));
   rt.section('backward', () => backward(loss));
   loss.dispose();

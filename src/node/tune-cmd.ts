@@ -6,7 +6,7 @@ import { Tensor } from '../tensor.js';
 import { backward, noGrad, tidy } from '../autograd.js';
 import { matmul } from '../ops/matmul.js';
 import { conv1d } from '../ops/conv.js';
-import { disposeOutput } from '../model/classifier.js';
+import { takeOutput } from '../model/classifier.js';
 import { mulberry32 } from '../data/random.js';
 import type { Runtime } from '../runtime/runtime.js';
 import { setTuneOptions, tuneResults, tuneTable, type TuneCache } from '../runtime/tune.js';
@@ -61,21 +61,13 @@ export async function tuneCommand(argv: string[]): Promise<number> {
     if (train) {
       const labels = Array.from({ length: batch }, (_, i) => i % loaded.config.labels.length);
       const loss = tidy(() => {
-        const o = model.forward({ inputValues: input(), labels });
-        const l = o.loss!;
-        o.loss = null;
-        disposeOutput(o);
-        return l;
+        return takeOutput(model.forward({ inputValues: input(), labels }), 'loss');
       });
       backward(loss);
       loss.dispose();
     } else {
       const logits = noGrad(() => tidy(() => {
-        const o = model.forward({ inputValues: input() });
-        const l = o.logits!;
-        o.logits = null;
-        disposeOutput(o);
-        return l;
+        return takeOutput(model.forward({ inputValues: input() }), 'logits');
       }));
       logits.dispose();
     }
