@@ -30,7 +30,9 @@ const SAVE_PRE: bool = false;
 // 0 none, 1 gelu (exact erf), 2 tanh
 const ACT: u32 = 0u;
 
-struct Dims { M: u32, N: u32, K: u32, strideA: u32, strideB: u32 }
+// mBase (subgroup kernel): rows before this dispatch's first tile (a GEMM whose M is not a multiple of the tile runs its
+// last rows as a second dispatch with fewer row blocks, instead of computing up to 8*RB - 1 rows for nothing)
+struct Dims { M: u32, N: u32, K: u32, strideA: u32, strideB: u32, mBase: u32 }
 
 @group(0) @binding(0) var<uniform> dims: Dims;
 @group(0) @binding(1) var<storage, read> a: array<VA>;
@@ -360,7 +362,7 @@ fn storeBlock(tile: array<vec4f, 8>, yoff: u32, row0: u32, nb: u32) {
 @compute @workgroup_size(SG)
 fn matmul_subgroup(@builtin(workgroup_id) wid: vec3u, @builtin(subgroup_invocation_id) lane: u32) {
   let tiles = select(wid.xy, wid.yx, M_FASTEST);   // (n tile, m tile)
-  let m0 = tiles.y * 8u * RB;
+  let m0 = dims.mBase + tiles.y * 8u * RB;
   let nb = tiles.x * 4u * SG + 4u * lane;
   let aoff = wid.z * dims.strideA;
   let boff = wid.z * dims.strideB;
