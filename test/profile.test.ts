@@ -327,14 +327,19 @@ test('real profile: matmul states 2*M*N*K flops (per batch), layer norm its byte
     rt.section('ln', () => layerNorm(x, w, bias, 1e-5));
   })));
   const inSection = (name: string) => profile.dispatches.filter((d) => d.sections[0] === name);
+  // an M that leaves most of the last row tile empty runs as two dispatches (whole tiles, then the last rows): the
+  // section's dispatches together state the GEMM's flops
+  const flopsOf = (ds: DispatchRecord[]) => ds.reduce((sum, d) => sum + (d.flops ?? 0), 0);
   const mm = inSection('mm');
-  assert.is(mm.length, 1);
-  assert.ok(/^matmul(_subgroup)?\.matmul_/.test(mm[0].kernel), mm[0].kernel);
-  assert.is(mm[0].flops, 2 * M * N * K);
-  assert.is(mm[0].bytes, undefined);
+  assert.ok(mm.length >= 1 && mm.length <= 2, `${mm.length} matmul dispatches`);
+  for (const d of mm) {
+    assert.ok(/^matmul(_subgroup)?\.matmul_/.test(d.kernel), d.kernel);
+    assert.is(d.bytes, undefined);
+  }
+  assert.is(flopsOf(mm), 2 * M * N * K);
   const bmm = inSection('bmm');
-  assert.is(bmm.length, 1);
-  assert.is(bmm[0].flops, 2 * M * N * K * batch);
+  assert.ok(bmm.length >= 1 && bmm.length <= 2, `${bmm.length} batched matmul dispatches`);
+  assert.is(flopsOf(bmm), 2 * M * N * K * batch);
   const ln = inSection('ln');
   assert.is(ln.length, 1);
   assert.ok(/^norm(_subgroups)?\.rowNormForward/.test(ln[0].kernel), ln[0].kernel);
