@@ -1,5 +1,9 @@
 // Multi-head self-attention with a key-padding mask, flash style (online softmax; the T x T matrix never exists).
-// Layout: q, k, v, out, grad_out [B, T, H*D] straight from nn.Linear: element [b, t, h, d] at ((b*T + t)*H + h)*D + d.
+// Layout: out, grad_out [B, T, H*D] straight from nn.Linear: element [b, t, h, d] at ((b*T + t)*H + h)*D + d.
+// q, k, v (and grad_q, grad_k, grad_v) are rows of p.qkv_stride elements from their own base: [b, t, h, d] of q at
+// p.q_base + (b*T + t)*qkv_stride + h*D + d. Separate tensors: stride H*D, bases 0. One packed projection output
+// [B, T, 3*H*D] (q | k | v per row, the fused q/k/v GEMM's output) bound as all three: stride 3*H*D, bases 0, H*D,
+// 2*H*D, and its gradient is one [B, T, 3*H*D] buffer too (PACKED_GRAD_KV below).
 // key_mask i32 [B, T] (0 = padded key: zero weight; ignored when p.masked == 0). lse, row_dot [B, H, T].
 //   forward:   s_ij = scale * q_i . k_j (padded keys excluded), P = softmax_j(s), out_i = sum_j P_ij v_j,
 //              lse_i = logsumexp_j s_ij (a row whose keys are all padding gets out = 0 and lse = POS_BIG: P = 0 later)
@@ -42,6 +46,9 @@ const BLOCK_ROWS: u32 = 64u;
 const BLOCK_STREAM: u32 = 32u;
 const DROPOUT: bool = false;
 const REL_BIAS: bool = false;
+// the dk/dv kernels write dv into grad_k at p.v_base (grad_v unused): the packed gradient of one [B, T, 3*H*D]
+// projection output, which one buffer holds (two writable bindings may not share a buffer)
+const PACKED_GRAD_KV: bool = false;
 // workgroup floats for the dq kernels' gate*dS block (rows x streamed keys) with REL_BIAS, else 1
 const DIAG_SIZE: u32 = 1u;
 
@@ -58,6 +65,7 @@ const POS_BIG: f32 = 3.0e38;
 struct Params {
   batch: u32, seq: u32, heads: u32, masked: u32, scale: f32, seed: u32, offset: u32, threshold: u32, keep_scale: f32,
   rel_buckets: u32, rel_half_buckets: u32, rel_max_exact: u32, rel_log_ratio: f32, rel_blocks: u32,
+  qkv_stride: u32, q_base: u32, k_base: u32, v_base: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -94,9 +102,15 @@ var<workgroup> row_c: array<f32, BLOCK_STREAM>;
 // gate * dS of the dq kernels' rows x streamed keys (REL_BIAS), row-major
 var<workgroup> diag_c: array<f32, DIAG_SIZE>;
 
-// offset of element [b, t, h, 0]
+// offset of element [b, t, h, 0] of out, grad_out (and gate_x)
 fn row_offset(b: u32, t: u32, h: u32) -> u32 {
   return ((b * p.seq + t) * p.heads + h) * HEAD_DIM;
+}
+
+// offset of element [b, t, h, 0] of q, k, v and their gradients before their base (p.q_base, ...): rows of
+// p.qkv_stride elements, H*D for separate tensors, 3*H*D for one packed [B, T, 3*H*D] projection output
+fn in_offset(b: u32, t: u32, h: u32) -> u32 {
+  return (b * p.seq + t) * p.qkv_stride + h * HEAD_DIM;
 }
 
 // PCG output permutation of one LCG step (Jarzynski & Olano 2020); pcgHash and randomBits in activation.wgsl, the same
@@ -363,9 +377,9 @@ fn load_key_tiles(b: u32, h: u32, start: u32, lane: u32) {
     let i = r * BLOCK_ROWS + lane;
     if (i < TILE) {
       let t = min(start + i / HEAD_DIM, p.seq - 1u);
-      let idx = row_offset(b, t, h) + i % HEAD_DIM;
-      tile_a[i] = k[idx];
-      tile_b[i] = v[idx];
+      let idx = in_offset(b, t, h) + i % HEAD_DIM;
+      tile_a[i] = k[p.k_base + idx];
+      tile_b[i] = v[p.v_base + idx];
     }
   }
   if (lane < BLOCK_STREAM) {
@@ -379,10 +393,11 @@ fn attention_forward(@builtin(local_invocation_index) lane: u32, @builtin(workgr
   let h = wg.y % p.heads;
   let t = wg.x * BLOCK_ROWS + lane;
   let base = row_offset(b, min(t, p.seq - 1u), h);
+  let q_row = p.q_base + in_offset(b, min(t, p.seq - 1u), h);
   var qr: array<f32, HEAD_DIM>;
   var acc: array<f32, HEAD_DIM>;
   for (var d = 0u; d < HEAD_DIM; d++) {
-    qr[d] = q[base + d] * p.scale;
+    qr[d] = q[q_row + d] * p.scale;
     acc[d] = 0.0;
   }
   var m = NEG_BIG;
@@ -464,11 +479,12 @@ fn attention_backward_q(@builtin(local_invocation_index) lane: u32, @builtin(wor
   let t = wg.x * BLOCK_ROWS + lane;
   let tc = min(t, p.seq - 1u);
   let base = row_offset(b, tc, h);
+  let q_row = p.q_base + in_offset(b, tc, h);
   var qr: array<f32, HEAD_DIM>;
   var gor: array<f32, HEAD_DIM>;
   var dq: array<f32, HEAD_DIM>;
   for (var d = 0u; d < HEAD_DIM; d++) {
-    qr[d] = q[base + d] * p.scale;
+    qr[d] = q[q_row + d] * p.scale;
     gor[d] = grad_out[base + d];
     dq[d] = 0.0;
   }
@@ -515,7 +531,7 @@ fn attention_backward_q(@builtin(local_invocation_index) lane: u32, @builtin(wor
   }
   if (t < p.seq) {
     for (var d = 0u; d < HEAD_DIM; d++) {
-      grad_q[base + d] = dq[d] * p.scale;
+      grad_q[q_row + d] = dq[d] * p.scale;
     }
     if (REL_BIAS) { rel_bias_grad[stat] = dgate; }
   }
@@ -528,15 +544,15 @@ fn attention_backward_kv(@builtin(local_invocation_index) lane: u32, @builtin(wo
   let b = wg.y / p.heads;
   let h = wg.y % p.heads;
   let t = wg.x * BLOCK_ROWS + lane;
-  let base = row_offset(b, min(t, p.seq - 1u), h);
+  let base = in_offset(b, min(t, p.seq - 1u), h);
   let real = key_is_real(b, t);
   var kr: array<f32, HEAD_DIM>;
   var vr: array<f32, HEAD_DIM>;
   var dk: array<f32, HEAD_DIM>;
   var dv: array<f32, HEAD_DIM>;
   for (var d = 0u; d < HEAD_DIM; d++) {
-    kr[d] = k[base + d] * p.scale;
-    vr[d] = v[base + d];
+    kr[d] = k[p.k_base + base + d] * p.scale;
+    vr[d] = v[p.v_base + base + d];
     dk[d] = 0.0;
     dv[d] = 0.0;
   }
@@ -546,9 +562,8 @@ fn attention_backward_kv(@builtin(local_invocation_index) lane: u32, @builtin(wo
       let i = r * BLOCK_ROWS + lane;
       if (i < TILE) {
         let tq = min(start + i / HEAD_DIM, p.seq - 1u);
-        let idx = row_offset(b, tq, h) + i % HEAD_DIM;
-        tile_a[i] = q[idx];
-        tile_b[i] = grad_out[idx];
+        tile_a[i] = q[p.q_base + in_offset(b, tq, h) + i % HEAD_DIM];
+        tile_b[i] = grad_out[row_offset(b, tq, h) + i % HEAD_DIM];
       }
     }
     if (lane < BLOCK_STREAM) {
@@ -584,8 +599,8 @@ fn attention_backward_kv(@builtin(local_invocation_index) lane: u32, @builtin(wo
   }
   if (t < p.seq) {
     for (var d = 0u; d < HEAD_DIM; d++) {
-      grad_k[base + d] = dk[d] * p.scale;
-      grad_v[base + d] = dv[d];
+      grad_k[p.k_base + base + d] = dk[d] * p.scale;
+      if (PACKED_GRAD_KV) { grad_k[p.v_base + base + d] = dv[d]; } else { grad_v[p.v_base + base + d] = dv[d]; }
     }
   }
 }
@@ -635,21 +650,21 @@ var<private> pair_b: PairBlock;  // dP, then probabilities (dk/dv)
 
 // chunk c (elements 4c..4c+3, zero past HEAD_DIM) of the row that starts at element `base`
 fn chunk_q(base: u32, c: u32) -> vec4f {
-  if (VEC_LOADS) { return q4[base / 4u + c]; }
+  if (VEC_LOADS) { return q4[(p.q_base + base) / 4u + c]; }
   var x = vec4f(0.0);
-  for (var e = 0u; e < 4u; e++) { if (4u * c + e < HEAD_DIM) { x[e] = q[base + 4u * c + e]; } }
+  for (var e = 0u; e < 4u; e++) { if (4u * c + e < HEAD_DIM) { x[e] = q[p.q_base + base + 4u * c + e]; } }
   return x;
 }
 fn chunk_k(base: u32, c: u32) -> vec4f {
-  if (VEC_LOADS) { return k4[base / 4u + c]; }
+  if (VEC_LOADS) { return k4[(p.k_base + base) / 4u + c]; }
   var x = vec4f(0.0);
-  for (var e = 0u; e < 4u; e++) { if (4u * c + e < HEAD_DIM) { x[e] = k[base + 4u * c + e]; } }
+  for (var e = 0u; e < 4u; e++) { if (4u * c + e < HEAD_DIM) { x[e] = k[p.k_base + base + 4u * c + e]; } }
   return x;
 }
 fn chunk_v(base: u32, c: u32) -> vec4f {
-  if (VEC_LOADS) { return v4[base / 4u + c]; }
+  if (VEC_LOADS) { return v4[(p.v_base + base) / 4u + c]; }
   var x = vec4f(0.0);
-  for (var e = 0u; e < 4u; e++) { if (4u * c + e < HEAD_DIM) { x[e] = v[base + 4u * c + e]; } }
+  for (var e = 0u; e < 4u; e++) { if (4u * c + e < HEAD_DIM) { x[e] = v[p.v_base + base + 4u * c + e]; } }
   return x;
 }
 fn chunk_grad_out(base: u32, c: u32) -> vec4f {
@@ -665,16 +680,22 @@ fn store_out(base: u32, c: u32, x: vec4f) {
   for (var e = 0u; e < 4u; e++) { if (4u * c + e < HEAD_DIM) { out[base + 4u * c + e] = x[e]; } }
 }
 fn store_grad_q(base: u32, c: u32, x: vec4f) {
-  if (VEC_LOADS) { grad_q4[base / 4u + c] = x; return; }
-  for (var e = 0u; e < 4u; e++) { if (4u * c + e < HEAD_DIM) { grad_q[base + 4u * c + e] = x[e]; } }
+  if (VEC_LOADS) { grad_q4[(p.q_base + base) / 4u + c] = x; return; }
+  for (var e = 0u; e < 4u; e++) { if (4u * c + e < HEAD_DIM) { grad_q[p.q_base + base + 4u * c + e] = x[e]; } }
 }
 fn store_grad_k(base: u32, c: u32, x: vec4f) {
-  if (VEC_LOADS) { grad_k4[base / 4u + c] = x; return; }
-  for (var e = 0u; e < 4u; e++) { if (4u * c + e < HEAD_DIM) { grad_k[base + 4u * c + e] = x[e]; } }
+  if (VEC_LOADS) { grad_k4[(p.k_base + base) / 4u + c] = x; return; }
+  for (var e = 0u; e < 4u; e++) { if (4u * c + e < HEAD_DIM) { grad_k[p.k_base + base + 4u * c + e] = x[e]; } }
 }
 fn store_grad_v(base: u32, c: u32, x: vec4f) {
-  if (VEC_LOADS) { grad_v4[base / 4u + c] = x; return; }
-  for (var e = 0u; e < 4u; e++) { if (4u * c + e < HEAD_DIM) { grad_v[base + 4u * c + e] = x[e]; } }
+  let at = p.v_base + base;
+  if (PACKED_GRAD_KV) {
+    if (VEC_LOADS) { grad_k4[at / 4u + c] = x; return; }
+    for (var e = 0u; e < 4u; e++) { if (4u * c + e < HEAD_DIM) { grad_k[at + 4u * c + e] = x[e]; } }
+    return;
+  }
+  if (VEC_LOADS) { grad_v4[at / 4u + c] = x; return; }
+  for (var e = 0u; e < 4u; e++) { if (4u * c + e < HEAD_DIM) { grad_v[at + 4u * c + e] = x[e]; } }
 }
 
 fn hsum(x: vec4f) -> f32 { return (x.x + x.y) + (x.z + x.w); }
@@ -686,7 +707,7 @@ fn own_row(row_block: u32, r: u32, lane: u32) -> u32 { return row_block * SG * R
 // mask)
 fn stream_keys(b: u32, h: u32, start: u32, lane: u32) {
   for (var j = 0u; j < STREAM_ROWS; j++) {
-    let base = row_offset(b, min(start + j, p.seq - 1u), h);
+    let base = in_offset(b, min(start + j, p.seq - 1u), h);
     for (var s = 0u; s < CHUNKS_PER_LANE; s++) {
       let c = min(s * SG + lane, HEAD_VEC - 1u);
       stream_a[j][s] = chunk_k(base, c);
@@ -698,11 +719,11 @@ fn stream_keys(b: u32, h: u32, start: u32, lane: u32) {
 // this lane's chunks of q and grad_out (into stream_a, stream_b) for queries start..start+STREAM_ROWS
 fn stream_queries(b: u32, h: u32, start: u32, lane: u32) {
   for (var i = 0u; i < STREAM_ROWS; i++) {
-    let base = row_offset(b, min(start + i, p.seq - 1u), h);
+    let t = min(start + i, p.seq - 1u);
     for (var s = 0u; s < CHUNKS_PER_LANE; s++) {
       let c = min(s * SG + lane, HEAD_VEC - 1u);
-      stream_a[i][s] = chunk_q(base, c);
-      stream_b[i][s] = chunk_grad_out(base, c);
+      stream_a[i][s] = chunk_q(in_offset(b, t, h), c);
+      stream_b[i][s] = chunk_grad_out(row_offset(b, t, h), c);
     }
   }
 }
@@ -751,9 +772,9 @@ fn accumulate_block(acc: ptr<private, OwnRows>, weights: ptr<private, PairBlock>
   }
 }
 
-// offset of own row r of this lane (clamped to the last row: finite data whose results are not stored)
+// in_offset of own row r of this lane (clamped to the last row: finite data whose results are not stored)
 fn own_base(b: u32, h: u32, row_block: u32, r: u32, lane: u32) -> u32 {
-  return row_offset(b, min(own_row(row_block, r, lane), p.seq - 1u), h);
+  return in_offset(b, min(own_row(row_block, r, lane), p.seq - 1u), h);
 }
 
 // REL_BIAS: pair_a[r][j] += gate[r] * table(own row r, key start + j), for the forward and dq kernels
@@ -873,7 +894,7 @@ fn attention_backward_q_sg(@builtin(subgroup_invocation_id) lane: u32, @builtin(
     let base = own_base(b, h, wg.x, r, lane);
     for (var c = 0u; c < HEAD_VEC; c++) {
       own_a[r][c] = chunk_q(base, c) * p.scale;
-      own_b[r][c] = chunk_grad_out(base, c);
+      own_b[r][c] = chunk_grad_out(row_offset(b, min(own_row(wg.x, r, lane), p.seq - 1u), h), c);
     }
   }
   clear_rows(&acc_a);
@@ -924,7 +945,7 @@ fn attention_backward_q_sg(@builtin(subgroup_invocation_id) lane: u32, @builtin(
   for (var r = 0u; r < ROWS_PER_LANE; r++) {
     let t = own_row(wg.x, r, lane);
     if (t < p.seq) {
-      let base = row_offset(b, t, h);
+      let base = in_offset(b, t, h);
       for (var c = 0u; c < HEAD_VEC; c++) { store_grad_q(base, c, acc_a[r][c] * p.scale); }
       if (REL_BIAS) { rel_bias_grad[(b * p.heads + h) * p.seq + t] = dgate[r]; }
     }
@@ -986,7 +1007,7 @@ fn attention_backward_kv_sg(@builtin(subgroup_invocation_id) lane: u32, @builtin
   for (var r = 0u; r < ROWS_PER_LANE; r++) {
     let t = own_row(wg.x, r, lane);
     if (t < p.seq) {
-      let base = row_offset(b, t, h);
+      let base = in_offset(b, t, h);
       for (var c = 0u; c < HEAD_VEC; c++) {
         store_grad_k(base, c, acc_a[r][c] * p.scale);
         store_grad_v(base, c, acc_b[r][c]);

@@ -6,7 +6,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import fs from 'node:fs';
 import { getRuntime, randn, upload, close, maxAbs, finiteDifference, probeIndices } from './helpers.js';
-import { attention, attentionUsesSubgroups, relativePositionBucket, relativePositionBuckets, relativePositionGate, setAttentionSubgroups } from '../src/ops/attention.js';
+import { attention, attentionPacked, attentionUsesSubgroups, relativePositionBucket, relativePositionBuckets, relativePositionGate, setAttentionSubgroups } from '../src/ops/attention.js';
 import '../src/ops/elementwise.js'; // registers the gradient helpers backward() needs
 import { backward, tidy } from '../src/autograd.js';
 import { Tensor } from '../src/tensor.js';
@@ -182,7 +182,23 @@ async function onPath(path: Path, fn: () => Promise<void>): Promise<void> {
 const names = ['q', 'k', 'v', 'E', 'gate'] as const;
 type Name = (typeof names)[number];
 
-async function check(c: Case, seed: number, path: Path, opts: { fdProbes?: number; grads?: Partial<Record<Name, boolean>> } = {}): Promise<void> {
+/** B*T rows of C, three times -> rows of [q | k | v] (the fused projection's layout), and one third back. */
+function pack(C: number, parts: Float64Array[]): Float64Array {
+  const out = new Float64Array(3 * parts[0].length);
+  for (let r = 0; r < parts[0].length / C; r++) for (let s = 0; s < 3; s++) out.set(parts[s].subarray(r * C, (r + 1) * C), (3 * r + s) * C);
+  return out;
+}
+function unpack(C: number, packed: Float32Array, part: number): Float32Array {
+  const out = new Float32Array(packed.length / 3);
+  for (let r = 0; r < out.length / C; r++) out.set(packed.subarray((3 * r + part) * C, (3 * r + part + 1) * C), r * C);
+  return out;
+}
+
+/**
+ * opts.packed: q, k, v go in as one [B, T, 3*H*D] tensor through attentionPacked (WavLM's fused projection); they
+ * then all need a gradient or none (grads.q decides).
+ */
+async function check(c: Case, seed: number, path: Path, opts: { fdProbes?: number; grads?: Partial<Record<Name, boolean>>; packed?: boolean } = {}): Promise<void> {
   const rt = await getRuntime();
   const { B, T, H, D } = c;
   const n = B * T * H * D;
@@ -202,26 +218,49 @@ async function check(c: Case, seed: number, path: Path, opts: { fdProbes?: numbe
   const mask = maskTensor(rt, c);
   const wants = (name: Name) => opts.grads?.[name] ?? true;
   const t = Object.fromEntries(names.map((name) => [name, upload(rt, data[name], shapes[name], { requiresGrad: wants(name), label: name })])) as Record<Name, Tensor>;
-  const run = (x: Record<Name, Tensor>) =>
-    attention(x.q, x.k, x.v, { heads: H, keyMask: mask, relativeBias: { embedding: x.E, gate: x.gate, numBuckets: c.numBuckets, maxDistance: c.maxDistance } });
-  const y = run(t);
-  const what = `[${path}] B=${B} T=${T} H=${H} D=${D} lengths=${c.lengths ?? 'none'} buckets=(${c.numBuckets}, ${c.maxDistance})`;
+  const biasOpts = (x: Record<Name, Tensor>) => ({ heads: H, keyMask: mask, relativeBias: { embedding: x.E, gate: x.gate, numBuckets: c.numBuckets, maxDistance: c.maxDistance } });
+  const run = (x: Record<Name, Tensor>) => attention(x.q, x.k, x.v, biasOpts(x));
+  const C = H * D;
+  const packedData = opts.packed ? pack(C, [data.q, data.k, data.v]) : null;
+  const qkv = packedData ? upload(rt, packedData, [B, T, 3 * C], { requiresGrad: wants('q'), label: 'qkv' }) : null;
+  const y = qkv ? attentionPacked(qkv, biasOpts(t)) : run(t);
+  const what = `[${path}]${qkv ? ' packed' : ''} B=${B} T=${T} H=${H} D=${D} lengths=${c.lengths ?? 'none'} buckets=(${c.numBuckets}, ${c.maxDistance})`;
   close(await y.read(), ref.out, 1e-5, `${what}: forward`);
   const w = upload(rt, wd, shape, { label: 'grad_out' });
   backward(y, w);
   const got: Partial<Record<Name, Float32Array>> = {};
+  const packedGrad = qkv?.grad ? ((await qkv.grad.read()) as Float32Array) : null;
+  if (qkv && !wants('q')) assert.is(qkv.grad, null, `${what}: dqkv computed though qkv needs no gradient`);
   for (const name of names) {
-    if (!wants(name)) {
+    const part = ['q', 'k', 'v'].indexOf(name);
+    if (qkv && part >= 0) {
+      if (packedGrad) got[name] = unpack(C, packedGrad, part);
+    } else if (!wants(name)) {
       assert.is(t[name].grad, null, `${what}: d${name} computed though ${name} needs no gradient`);
       continue;
-    }
-    got[name] = (await t[name].grad!.read()) as Float32Array;
+    } else got[name] = (await t[name].grad!.read()) as Float32Array;
+    if (!got[name]) continue;
     if (refGrads[name].some((x) => x !== 0)) close(got[name]!, refGrads[name], 1e-4, `${what}: d${name}`);
     else assert.ok(maxAbs(got[name]!, refGrads[name]) <= 1e-5, `${what}: d${name} should be 0`);
   }
+  if (opts.fdProbes && packedData && packedGrad) {
+    await finiteDifference({
+      what: `${what}: dqkv`,
+      x: packedData,
+      w: wd,
+      analytic: packedGrad,
+      indices: probeIndices(packedData.length, 3 * opts.fdProbes, seed + 13),
+      forward: async (x) => {
+        const out = tidy(() => attentionPacked(upload(rt, x, [B, T, 3 * C]), biasOpts(Object.fromEntries(names.map((m) => [m, upload(rt, data[m], shapes[m])])) as Record<Name, Tensor>)));
+        const values = await out.read();
+        out.dispose();
+        return values;
+      },
+    });
+  }
   if (opts.fdProbes) {
     for (const name of names) {
-      if (!got[name]) continue;
+      if (!got[name] || (qkv && ['q', 'k', 'v'].includes(name))) continue;
       await finiteDifference({
         what: `${what}: d${name}`,
         x: data[name],
@@ -237,7 +276,7 @@ async function check(c: Case, seed: number, path: Path, opts: { fdProbes?: numbe
       });
     }
   }
-  for (const x of [...Object.values(t), ...Object.values(t).map((x) => x.grad), w, y]) x?.dispose();
+  for (const x of [...Object.values(t), ...Object.values(t).map((x) => x.grad), w, y, qkv, qkv?.grad]) x?.dispose();
   mask?.dispose();
 }
 
@@ -259,6 +298,14 @@ for (const path of paths) {
       await check({ B: 2, T: 19, H: 2, D: 16, lengths: [0, 19], numBuckets: 16, maxDistance: 20 }, 310, path);
       await check({ B: 2, T: 21, H: 3, D: 16, lengths: [21, 6], numBuckets: 16, maxDistance: 20 }, 320, path, { grads: { q: false, k: false, v: false, E: true, gate: false } });
       await check({ B: 2, T: 21, H: 3, D: 16, lengths: [21, 6], numBuckets: 16, maxDistance: 20 }, 330, path, { grads: { q: false, k: true, v: false, E: false, gate: true } });
+    });
+  });
+
+  test(`[${path}] bias on packed q|k|v (WavLM's fused projection): padding, D=16 and D=5, finite differences; bias gradients only`, async () => {
+    await onPath(path, async () => {
+      await check({ B: 2, T: 37, H: 3, D: 16, lengths: [37, 23], numBuckets: 16, maxDistance: 20 }, 400, path, { fdProbes: 2, packed: true });
+      await check({ B: 2, T: 45, H: 3, D: 5, lengths: [45, 9], numBuckets: 33, maxDistance: 50 }, 410, path, { fdProbes: 2, packed: true });
+      await check({ B: 2, T: 21, H: 3, D: 16, lengths: [21, 6], numBuckets: 16, maxDistance: 20 }, 420, path, { packed: true, grads: { q: false, k: false, v: false, E: true, gate: true } });
     });
   });
 

@@ -5,7 +5,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { getRuntime, randn, upload, close, maxAbs, finiteDifference, probeIndices } from './helpers.js';
-import { attention, attentionUsesSubgroups, setAttentionSubgroups } from '../src/ops/attention.js';
+import { attention, attentionPacked, attentionUsesSubgroups, setAttentionSubgroups } from '../src/ops/attention.js';
 import '../src/ops/elementwise.js'; // registers the gradient helpers backward() needs
 import { backward, checkpoint, manualSeed, nextRandom, tidy } from '../src/autograd.js';
 import { Tensor } from '../src/tensor.js';
@@ -161,6 +161,22 @@ interface CheckOptions {
   heads?: number[];
   /** which inputs require grad (default all) */
   grads?: [boolean, boolean, boolean];
+  /** q, k, v as one packed [B, T, 3*H*D] tensor through attentionPacked (the fused projection's output) */
+  packed?: boolean;
+}
+
+/** [B*T rows of C] x 3 -> B*T rows of [q | k | v] (the fused projection's layout), and back. */
+function pack(C: number, parts: ArrayLike<number>[]): Float64Array {
+  const rows = parts[0].length / C;
+  const out = new Float64Array(3 * parts[0].length);
+  for (let r = 0; r < rows; r++) for (let s = 0; s < 3; s++) for (let e = 0; e < C; e++) out[(3 * r + s) * C + e] = parts[s][r * C + e];
+  return out;
+}
+function unpack(C: number, packed: ArrayLike<number>, part: number): Float32Array {
+  const rows = packed.length / (3 * C);
+  const out = new Float32Array(rows * C);
+  for (let r = 0; r < rows; r++) for (let e = 0; e < C; e++) out[r * C + e] = packed[(3 * r + part) * C + e];
+  return out;
 }
 
 async function check(c: Case, seed: number, path: Path, opts: CheckOptions = {}): Promise<void> {
@@ -176,9 +192,14 @@ async function check(c: Case, seed: number, path: Path, opts: CheckOptions = {})
   const ref = reference(c, qd, kd, vd, wd, opts.heads);
   const pick = (x: ArrayLike<number>): ArrayLike<number> => (opts.heads ? Float64Array.from(opts.heads.flatMap((h) => [...headSlice(c, x, h)])) : x);
   const mask = maskTensor(rt, c);
-  const q = upload(rt, qd, shape, { requiresGrad: grads[0], label: 'q' });
-  const k = upload(rt, kd, shape, { requiresGrad: grads[1], label: 'k' });
-  const v = upload(rt, vd, shape, { requiresGrad: grads[2], label: 'v' });
+  const packed = opts.packed ?? false;
+  const C = H * D;
+  const packedShape = [B, T, 3 * C];
+  const qkvData = packed ? pack(C, [qd, kd, vd]) : null;
+  const qkv = qkvData ? upload(rt, qkvData, packedShape, { requiresGrad: true, label: 'qkv' }) : null;
+  const q = qkv ?? upload(rt, qd, shape, { requiresGrad: grads[0], label: 'q' });
+  const k = qkv ?? upload(rt, kd, shape, { requiresGrad: grads[1], label: 'k' });
+  const v = qkv ?? upload(rt, vd, shape, { requiresGrad: grads[2], label: 'v' });
   const attnOpts = { heads: H, keyMask: mask, scale: c.scale, dropout: c.dropout?.p };
   const drop = c.dropout;
   if (drop) {
@@ -187,21 +208,22 @@ async function check(c: Case, seed: number, path: Path, opts: CheckOptions = {})
     assert.ok(dropped > 0 && dropped < total, `dropout p=${drop.p} dropped ${dropped} of ${total}`);
     seedStream(drop.seed, drop.offset);
   }
-  const y = attention(q, k, v, attnOpts);
-  const what = `[${path}] B=${B} T=${T} H=${H} D=${D} lengths=${c.lengths ?? 'none'}${drop ? ` dropout=${drop.p}@${drop.offset}` : ''}`;
+  const y = qkv ? attentionPacked(qkv, attnOpts) : attention(q, k, v, attnOpts);
+  const what = `[${path}]${packed ? ' packed' : ''} B=${B} T=${T} H=${H} D=${D} lengths=${c.lengths ?? 'none'}${drop ? ` dropout=${drop.p}@${drop.offset}` : ''}`;
   close(pick(await y.read()), pick(ref.out), 1e-5, `${what}: forward`);
   const w = upload(rt, wd, shape, { label: 'grad_out' });
   backward(y, w);
   const inputs = { q, k, v };
   const refGrads = { q: ref.dq, k: ref.dk, v: ref.dv };
   const got: Partial<Record<'q' | 'k' | 'v', Float32Array>> = {};
+  const packedGrad = qkv ? ((await qkv.grad!.read()) as Float32Array) : null;
   for (const name of ['q', 'k', 'v'] as const) {
     const t = inputs[name];
     if (!t.requiresGrad) {
       assert.is(t.grad, null, `${what}: d${name} computed though ${name} needs no gradient`);
       continue;
     }
-    got[name] = (await t.grad!.read()) as Float32Array;
+    got[name] = packedGrad ? unpack(C, packedGrad, ['q', 'k', 'v'].indexOf(name)) : ((await t.grad!.read()) as Float32Array);
     const expected = pick(refGrads[name]);
     if (Array.prototype.some.call(expected, (x: number) => x !== 0)) close(pick(got[name]!), expected, 1e-4, `${what}: d${name}`);
     else {
@@ -223,7 +245,23 @@ async function check(c: Case, seed: number, path: Path, opts: CheckOptions = {})
       }
     }
   }
-  if (opts.fdProbes) {
+  if (opts.fdProbes && qkvData && packedGrad) {
+    // the packed input as one tensor: probes anywhere in its q, k and v thirds
+    await finiteDifference({
+      what: `${what}: dqkv`,
+      x: qkvData,
+      w: wd,
+      analytic: packedGrad,
+      indices: probeIndices(3 * n, 3 * opts.fdProbes, seed + 11),
+      forward: async (x) => {
+        if (drop) seedStream(drop.seed, drop.offset);
+        const out = tidy(() => attentionPacked(upload(rt, x, packedShape), attnOpts));
+        const values = await out.read();
+        out.dispose();
+        return values;
+      },
+    });
+  } else if (opts.fdProbes) {
     const data = { q: qd, k: kd, v: vd };
     for (const name of ['q', 'k', 'v'] as const) {
       if (!got[name]) continue;
@@ -244,7 +282,7 @@ async function check(c: Case, seed: number, path: Path, opts: CheckOptions = {})
       });
     }
   }
-  for (const t of [q, k, v, w, y, q.grad, k.grad, v.grad]) t?.dispose();
+  for (const t of new Set([q, k, v, w, y, q.grad, k.grad, v.grad])) t?.dispose();
   mask?.dispose();
 }
 
@@ -267,6 +305,15 @@ for (const path of paths) {
       await check({ B: 2, T: 1, H: 3, D: 5, lengths: [1, 1] }, 400, path);
       await check({ B: 1, T: 45, H: 1, D: 5, lengths: [44] }, 410, path, { grads: [false, true, false] });
       await check({ B: 2, T: 21, H: 2, D: 24, lengths: [21, 6] }, 420, path, { grads: [true, false, false] });
+    });
+  });
+
+  test(`[${path}] packed q|k|v [B, T, 3C] (the fused projection): odd sizes, padding, dropout, D=5 and D=64, finite differences`, async () => {
+    await onPath(path, async () => {
+      await check({ B: 2, T: 37, H: 3, D: 16, lengths: [37, 23] }, 900, path, { fdProbes: 3, packed: true });
+      await check({ B: 3, T: 150, H: 3, D: 24, lengths: [131, 150, 9], dropout: { p: 0.1, seed: 5, offset: 11 } }, 910, path, { fdProbes: 2, packed: true });
+      await check({ B: 2, T: 19, H: 2, D: 5, lengths: [0, 19] }, 920, path, { fdProbes: 2, packed: true });
+      await check({ B: 1, T: 70, H: 2, D: 64, lengths: null, scale: 0.2 }, 930, path, { fdProbes: 2, packed: true });
     });
   });
 

@@ -265,4 +265,33 @@ test('concat refuses mismatched shapes and dtypes; sliceAxis forward/backward ma
   if (rt.hasF16) close(await concat([upload(rt, x, [B, T, C], { dtype: 'f16' }), upload(rt, x, [B, T, C], { dtype: 'f16' })], 0).read(), catRef([{ data: x, shape: [B, T, C] }, { data: x, shape: [B, T, C] }], 0), 1e-3, 'f16 concat');
 });
 
+test('contiguous blocks (axis 0, or after size-1 axes) go by buffer copy, others by the kernel: the same values, gradients included', async () => {
+  const rt = await getRuntime();
+  // f32 parts of 3*5 and 7*5 rows: whole-buffer offsets, the buffer-copy path; sliceAxis on axis 0 and on axis 1
+  // behind a size-1 axis too
+  const a = randn(3 * 5, 60);
+  const b = randn(7 * 5, 61);
+  const ta = upload(rt, a, [3, 5], { requiresGrad: true });
+  const tb = upload(rt, b, [7, 5], { requiresGrad: true });
+  const y = concat([ta, tb], 0);
+  close(await y.read(), Float64Array.from([...a, ...b]), 0, 'concat axis 0 (buffer copy)');
+  const w = randn(10 * 5, 62);
+  backward(y, upload(rt, w, [10, 5]));
+  close(await ta.grad!.read(), w.subarray(0, 15), 0, 'concat axis 0: first part grad');
+  close(await tb.grad!.read(), w.subarray(15), 0, 'concat axis 0: second part grad');
+  const x = randn(11 * 3, 63);
+  const s0 = sliceAxis(upload(rt, x, [11, 3]), 0, 4, 5);
+  close(await s0.read(), x.subarray(12, 27), 0, 'sliceAxis axis 0 (buffer copy)');
+  const s1 = sliceAxis(upload(rt, x, [1, 11, 3]), 1, 4, 5);
+  close(await s1.read(), x.subarray(12, 27), 0, 'sliceAxis behind a size-1 axis (buffer copy)');
+  if (rt.hasF16) {
+    // f16 blocks of odd length (3 and 5 halves: not whole 4-byte words) take the kernel
+    const h = [1, 2, 3, 4, 5, 6, 7, 8];
+    const y16 = concat([upload(rt, h.slice(0, 3), [3], { dtype: 'f16' }), upload(rt, h.slice(3), [5], { dtype: 'f16' })], 0);
+    close(await y16.read(), Float64Array.from(h), 0, 'f16 concat of odd blocks (kernel)');
+    const s16 = sliceAxis(upload(rt, h, [8], { dtype: 'f16' }), 0, 1, 5);
+    close(await s16.read(), Float64Array.from(h.slice(1, 6)), 0, 'f16 slice at an odd offset (kernel)');
+  }
+});
+
 test.run();

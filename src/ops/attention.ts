@@ -166,9 +166,9 @@ export function relativePositionBiasMatrix(embedding: Tensor, T: number, numBuck
   return { bias, buckets };
 }
 
-/** Params of the kernels with dropout and relative bias off. */
+/** Params of the kernels with dropout and relative bias off (the q/k/v layout is set by attention() alone). */
 function plainParams(batch: number, seq: number, heads: number) {
-  return { batch, seq, heads, masked: 0, scale: 1, seed: 0, offset: 0, threshold: 0, keep_scale: 1 };
+  return { batch, seq, heads, masked: 0, scale: 1, seed: 0, offset: 0, threshold: 0, keep_scale: 1, qkv_stride: 0, q_base: 0, k_base: 0, v_base: 0 };
 }
 const NO_REL_BIAS = { rel_buckets: 0, rel_half_buckets: 0, rel_max_exact: 0, rel_log_ratio: 1, rel_blocks: 0 };
 
@@ -205,13 +205,33 @@ function subgroupKernelSize(rt: Runtime): number | null {
 
 /** q, k, v [B, T, H*D] (heads interleaved, as nn.Linear produces them) -> [B, T, H*D]. */
 export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptions): Tensor {
-  const { heads } = opts;
   if (q.shape.length !== 3) throw new Error(`attention: q must be [B, T, H*D], got [${q.shape}]`);
   for (const [name, x] of [['k', k], ['v', v]] as const) {
     if (x.shape.join() !== q.shape.join()) throw new Error(`attention: ${name} [${x.shape}] differs from q [${q.shape}]`);
   }
   for (const x of [q, k, v]) if (x.dtype !== 'f32') throw new Error(`attention: ${x.label} is ${x.dtype}; only f32 is supported`);
   const [B, T, C] = q.shape;
+  return flashAttention({ packed: false, q, k, v }, B, T, C, opts);
+}
+
+/**
+ * Attention on one packed projection output qkv [B, T, 3*H*D] (per row: q | k | v, each heads-interleaved; what a
+ * linear over the concatenated q, k, v weights gives) -> [B, T, H*D]. The kernels read q, k and v in place and the
+ * backward writes one [B, T, 3*H*D] gradient: no slicing and no concatenation on either side.
+ */
+export function attentionPacked(qkv: Tensor, opts: AttentionOptions): Tensor {
+  if (qkv.shape.length !== 3 || qkv.shape[2] % 3 !== 0) throw new Error(`attentionPacked: qkv must be [B, T, 3*H*D], got [${qkv.shape}]`);
+  if (qkv.dtype !== 'f32') throw new Error(`attentionPacked: ${qkv.label} is ${qkv.dtype}; only f32 is supported`);
+  const [B, T, C3] = qkv.shape;
+  return flashAttention({ packed: true, q: qkv, k: qkv, v: qkv }, B, T, C3 / 3, opts);
+}
+
+/** q, k, v as separate [B, T, C] tensors, or one packed [B, T, 3C] tensor bound as all three. */
+type QkvInputs = { packed: false; q: Tensor; k: Tensor; v: Tensor } | { packed: true; q: Tensor; k: Tensor; v: Tensor };
+
+function flashAttention(input: QkvInputs, B: number, T: number, C: number, opts: AttentionOptions): Tensor {
+  const { heads } = opts;
+  const { q, k, v, packed } = input;
   if (!Number.isInteger(heads) || heads <= 0 || C % heads !== 0) throw new Error(`attention: ${C} channels do not split into ${heads} heads`);
   const D = C / heads;
   if (D > MAX_HEAD_DIM) throw new Error(`attention: head dim ${D} exceeds the supported ${MAX_HEAD_DIM}`);
@@ -252,6 +272,8 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOption
     ...plainParams(B, T, heads), masked: mask ? 1 : 0, scale,
     ...random, threshold: dropoutThreshold(dropout), keep_scale: dropout >= 1 ? 0 : 1 / (1 - dropout),
     ...(biasParams ? { ...biasParams, rel_blocks: relBlocks } : NO_REL_BIAS),
+    // rows of q, k, v (and of their gradients) and where each starts: see the kernel header
+    qkv_stride: packed ? 3 * C : C, q_base: 0, k_base: packed ? C : 0, v_base: packed ? 2 * C : 0,
   };
   // Placeholders bind what a kernel declares but never touches: key_mask without a mask, the bias buffers without a
   // bias, and in the subgroup kernels the view of each tensor (vec4 or scalar) that this D does not use.
@@ -272,11 +294,11 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOption
   const portable = {
     defines: {
       HEAD_DIM: `${D}u`, BLOCK_ROWS: `${BLOCK_ROWS}u`, BLOCK_STREAM: `${BLOCK_STREAM}u`, DROPOUT: dropout > 0 ? 'true' : 'false',
-      REL_BIAS: bias ? 'true' : 'false', DIAG_SIZE: `${bias ? BLOCK_ROWS * BLOCK_STREAM : 1}u`,
+      REL_BIAS: bias ? 'true' : 'false', DIAG_SIZE: `${bias ? BLOCK_ROWS * BLOCK_STREAM : 1}u`, PACKED_GRAD_KV: packed ? 'true' : 'false',
     },
   };
   // the row dot is the same with or without dropout and bias (out already has them): one pipeline for all
-  const rowDotOptions = { defines: { ...portable.defines, DROPOUT: 'false', REL_BIAS: 'false', DIAG_SIZE: '1u' } };
+  const rowDotOptions = { defines: { ...portable.defines, DROPOUT: 'false', REL_BIAS: 'false', DIAG_SIZE: '1u', PACKED_GRAD_KV: 'false' } };
   const portableBlocks: [number, number] = [ceilDiv(T, BLOCK_ROWS), B * heads];
   const subgroupShape = (shape: { rowsPerLane: number; streamRows: number }) => {
     const streamRows = Math.min(shape.streamRows, sg ?? 4);
@@ -318,17 +340,24 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOption
   } else rt.dispatch(attentionKernel, 'attention_forward', { ...inputs, out, lse }, portableBlocks, { ...portable, cost: { flops: 2 * attnUnit } });
   for (const t of forwardPlaceholders) t.dispose();
 
-  const differentiable = bias ? [q, k, v, bias.embedding, bias.gate] : [q, k, v];
-  const saved = [q, k, v, out, lse, keyMask, relBias, ...(buckets ? [buckets] : []), ...(unusedVec4 ? [unusedVec4] : [])];
-  const result = record('attention', out, differentiable, saved, (gradOut, needs) => {
+  const inputTensors = packed ? [q] : [q, k, v];
+  const differentiable = bias ? [...inputTensors, bias.embedding, bias.gate] : inputTensors;
+  const saved = [...inputTensors, out, lse, keyMask, relBias, ...(buckets ? [buckets] : []), ...(unusedVec4 ? [unusedVec4] : [])];
+  const result = record(packed ? 'attention_packed' : 'attention', out, differentiable, saved, (gradOut, needs) => {
     const rowDot = Tensor.empty(rt, [B, heads, T], 'f32', 'attention.row_dot');
     rt.dispatch(attentionKernel, 'attention_backward_row_dot', { p: params, grad_out: gradOut, out_saved: out, row_dot: rowDot }, grid1d(B * T * heads, BLOCK_ROWS), { ...rowDotOptions, cost: { bytes: bytesOf(gradOut, out, rowDot) } });
-    const needsBias = !!bias && (needs[3] || needs[4]);
+    // needs of [q, k, v, embedding, gate]; packed, needs[0] is the whole qkv's
+    const need = packed ? [needs[0], needs[0], needs[0], needs[1], needs[2]] : needs;
+    const needsBias = !!bias && (need[3] || need[4]);
+    // Packed: one [B, T, 3C] gradient, its q third written by the dq kernel and its k, v thirds by the dk/dv kernel
+    // (PACKED_GRAD_KV: both through grad_k; grad_v gets a placeholder).
+    const gqkv = packed && (need[0] || needsBias) ? Tensor.empty(rt, [B, T, 3 * C], 'f32', 'attention.grad_qkv') : null;
+    const kvPlaceholder = gqkv ? unusedBuffer('f32', 'grad_v') : null;
     // the dq kernel also makes the bias gradients: it runs when either is needed
-    const gq = needs[0] || needsBias ? Tensor.empty(rt, [B, T, C], 'f32', 'attention.grad_q') : null;
+    const gq = gqkv ?? (need[0] || needsBias ? Tensor.empty(rt, [B, T, C], 'f32', 'attention.grad_q') : null);
     // one kernel makes dk and dv together
-    const gk = needs[1] || needs[2] ? Tensor.empty(rt, [B, T, C], 'f32', 'attention.grad_k') : null;
-    const gv = needs[1] || needs[2] ? Tensor.empty(rt, [B, T, C], 'f32', 'attention.grad_v') : null;
+    const gk = gqkv ? (need[1] ? gqkv : null) : need[1] || need[2] ? Tensor.empty(rt, [B, T, C], 'f32', 'attention.grad_k') : null;
+    const gv = gqkv ? (need[1] ? kvPlaceholder : null) : need[1] || need[2] ? Tensor.empty(rt, [B, T, C], 'f32', 'attention.grad_v') : null;
     // [dgate B x H x T | partial diagonal sums B x H x blocks x (2T-1)]
     const relBiasGrad = needsBias
       ? Tensor.empty(rt, [B * heads * T + B * heads * relBlocks * span], 'f32', 'attention.relative_bias_grad')
@@ -354,21 +383,28 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOption
     let gEmbed: Tensor | null = null;
     let gGate: Tensor | null = null;
     if (bias && needsBias && buckets) {
-      if (needs[3]) {
+      if (need[3]) {
         gEmbed = Tensor.empty(rt, [bias.numBuckets, heads], 'f32', 'attention.grad_relative_embedding');
         const bindings = { p: params, bucket_of: buckets, rel_bias_grad: relBiasGrad, grad_rel_embed: gEmbed };
         rt.dispatch(attentionKernel, 'relative_bias_grad_embed', bindings, grid1d(bias.numBuckets * heads, 64), { cost: { bytes: bytesOf(buckets, relBiasGrad, gEmbed) } });
       }
-      if (needs[4]) {
+      if (need[4]) {
         gGate = Tensor.empty(rt, [B, heads, T], 'f32', 'attention.grad_gate');
         rt.copy(relBiasGrad, gGate, B * heads * T * 4);
       }
     }
     relBiasGrad.dispose();
-    if (!needs[0]) gq?.dispose();
-    if (!needs[1]) gk?.dispose();
-    if (!needs[2]) gv?.dispose();
-    const grads = [needs[0] ? gq : null, needs[1] ? gk : null, needs[2] ? gv : null];
+    kvPlaceholder?.dispose();
+    let grads: (Tensor | null)[];
+    if (gqkv) {
+      if (!need[0]) gqkv.dispose();
+      grads = [need[0] ? gqkv : null];
+    } else {
+      if (!need[0]) gq?.dispose();
+      if (!need[1]) gk?.dispose();
+      if (!need[2]) gv?.dispose();
+      grads = [need[0] ? gq : null, need[1] ? gk : null, need[2] ? gv : null];
+    }
     return bias ? [...grads, gEmbed, gGate] : grads;
   });
   // a recorded backward holds its own references to the placeholders and the bias buffers it reads

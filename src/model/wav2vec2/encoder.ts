@@ -30,7 +30,7 @@ import { linear } from '../../ops/matmul.js';
 import { conv1d } from '../../ops/conv.js';
 import { layerNorm, residualLayerNorm, layerNormChannels, groupNormPerChannel, weightNorm } from '../../ops/norm.js';
 import { gelu, dropout } from '../../ops/activation.js';
-import { attention } from '../../ops/attention.js';
+import { packedQkvAttention } from '../qkv.js';
 import { transposeLast2, sliceLast, sliceAxis, concat, maskRows, replaceRows, maskColumns } from '../../ops/shape.js';
 import { seededRandom, computeMaskIndices } from '../specaugment.js';
 import type { EncoderForwardOptions, EncoderInput, EncoderOutput, SpeechEncoder, TensorHook } from '../family.js';
@@ -370,12 +370,9 @@ export class Wav2Vec2Encoder implements SpeechEncoder {
   selfAttention(index: number, x: Tensor, ctx: LayerContext): Tensor {
     const cfg = this.config;
     const L = `encoder.layers.${index}.attention`;
-    const lin = (t: Tensor, name: string) => linear(t, this.p(`${L}.${name}.weight`), this.p(`${L}.${name}.bias`));
-    const q = lin(x, 'q_proj');
-    const k = lin(x, 'k_proj');
-    const v = lin(x, 'v_proj');
-    const out = attention(q, k, v, { heads: cfg.num_attention_heads, keyMask: ctx.keyMask, dropout: this.training ? cfg.attention_dropout : 0 });
-    return lin(out, 'out_proj');
+    const proj = (name: string) => ({ weight: this.p(`${L}.${name}.weight`), bias: this.p(`${L}.${name}.bias`) });
+    const out = packedQkvAttention(x, proj('q_proj'), proj('k_proj'), proj('v_proj'), { heads: cfg.num_attention_heads, keyMask: ctx.keyMask, dropout: this.training ? cfg.attention_dropout : 0 });
+    return linear(out, this.p(`${L}.out_proj.weight`), this.p(`${L}.out_proj.bias`));
   }
 
   /** One encoder layer (either layout). Never disposes x. */

@@ -8,14 +8,15 @@
 //     stable layout, the raw layer input in the base layout), split per head: r = gru_rel_pos_linear(x_h) [.., 8],
 //     a, c = sigmoid(sums of r's first and last four), gate = a * (c * gru_rel_pos_const[h] - 1) + 2;
 //   - scores = q k^T / sqrt(d) + gate * bias, padded keys masked.
-// The bias never exists as a T x T array here: attention() takes E and the gate and adds the bias inside the flash
+// The bias never exists as a T x T array here: attentionPacked() takes E and the gate and adds the bias inside the flash
 // kernels (kernels/attention.wgsl). With outputHiddenStates the encoder also reports the dense position_bias,
 // relative_position_bucket and gate.L (the names of the HF fixture's tensors).
 import type { Runtime } from '../../runtime/runtime.js';
 import type { Tensor } from '../../tensor.js';
 import { keep } from '../../autograd.js';
 import { linear } from '../../ops/matmul.js';
-import { attention, relativePositionBiasMatrix, relativePositionGate } from '../../ops/attention.js';
+import { relativePositionBiasMatrix, relativePositionGate } from '../../ops/attention.js';
+import { packedQkvAttention } from '../qkv.js';
 import type { EncoderForwardOptions, EncoderInput, EncoderOutput, ModelFamily } from '../family.js';
 import { ConfigReader } from '../../io/config.js';
 import { defaultRule } from '../init.js';
@@ -108,16 +109,13 @@ export class WavLMEncoder extends Wav2Vec2Encoder {
     const cfg = this.config;
     const H = cfg.num_attention_heads;
     const L = `encoder.layers.${index}.attention`;
-    const lin = (t: Tensor, name: string) => linear(t, this.p(`${L}.${name}.weight`), this.p(`${L}.${name}.bias`));
-    const q = lin(x, 'q_proj');
-    const k = lin(x, 'k_proj');
-    const v = lin(x, 'v_proj');
+    const proj = (name: string) => ({ weight: this.p(`${L}.${name}.weight`), bias: this.p(`${L}.${name}.bias`) });
     let gate = relativePositionGate(x, this.p(`${L}.gru_rel_pos_linear.weight`), this.p(`${L}.gru_rel_pos_linear.bias`), this.p(`${L}.gru_rel_pos_const`), H);
     gate = ctx.hook(`gate.${index}`, gate);
     if (this.reported && !this.reported.has(`gate.${index}`)) this.reported.set(`gate.${index}`, keep(gate));
     const relativeBias = { embedding: this.p(EMBEDDING.slice(PREFIX.length)), gate, numBuckets: cfg.num_buckets, maxDistance: cfg.max_bucket_distance };
-    const out = attention(q, k, v, { heads: H, keyMask: ctx.keyMask, dropout: this.training ? cfg.attention_dropout : 0, relativeBias });
-    return lin(out, 'out_proj');
+    const out = packedQkvAttention(x, proj('q_proj'), proj('k_proj'), proj('v_proj'), { heads: H, keyMask: ctx.keyMask, dropout: this.training ? cfg.attention_dropout : 0, relativeBias });
+    return linear(out, this.p(`${L}.out_proj.weight`), this.p(`${L}.out_proj.bias`));
   }
 }
 

@@ -22,7 +22,7 @@ import { linear, matmul } from '../../ops/matmul.js';
 import { conv1d } from '../../ops/conv.js';
 import { layerNorm, residualLayerNorm } from '../../ops/norm.js';
 import { gelu, dropout } from '../../ops/activation.js';
-import { attention } from '../../ops/attention.js';
+import { packedQkvAttention } from '../qkv.js';
 import { transposeLast2 } from '../../ops/shape.js';
 import { seededRandom } from '../specaugment.js';
 import type { EncoderForwardOptions, EncoderInput, EncoderOutput, SpeechEncoder, TensorHook } from '../family.js';
@@ -106,10 +106,9 @@ export class WhisperEncoder implements SpeechEncoder {
       const L = `layers.${index}`;
       const ln = (t: Tensor, name: string) => layerNorm(t, this.p(`${L}.${name}.weight`), this.p(`${L}.${name}.bias`), LAYER_NORM_EPS);
       const a = ln(x, 'self_attn_layer_norm');
-      const q = linear(a, this.p(`${L}.self_attn.q_proj.weight`), this.p(`${L}.self_attn.q_proj.bias`));
-      const k = linear(a, this.p(`${L}.self_attn.k_proj.weight`), null);
-      const v = linear(a, this.p(`${L}.self_attn.v_proj.weight`), this.p(`${L}.self_attn.v_proj.bias`));
-      const ctx = attention(q, k, v, { heads: cfg.encoder_attention_heads, keyMask: null, dropout: this.training ? cfg.attention_dropout : 0 });
+      const proj = (name: string, bias: boolean) => ({ weight: this.p(`${L}.self_attn.${name}.weight`), bias: bias ? this.p(`${L}.self_attn.${name}.bias`) : null });
+      // Whisper's k_proj has no bias
+      const ctx = packedQkvAttention(a, proj('q_proj', true), proj('k_proj', false), proj('v_proj', true), { heads: cfg.encoder_attention_heads, keyMask: null, dropout: this.training ? cfg.attention_dropout : 0 });
       const o = dropout(linear(ctx, this.p(`${L}.self_attn.out_proj.weight`), this.p(`${L}.self_attn.out_proj.bias`)), cfg.dropout, this.training);
       // h = x + o and the feed-forward's LN(h) in one kernel
       const { y: ffIn, sum: h } = residualLayerNorm(o, x, this.p(`${L}.final_layer_norm.weight`), this.p(`${L}.final_layer_norm.bias`), LAYER_NORM_EPS);
