@@ -15,6 +15,7 @@ import { benchTorch } from './lib/peers-torch.js';
 import { benchModel, benchModelProfile } from './lib/model.js';
 import { benchFidelity } from './lib/fidelity.js';
 import { benchWhisper } from './lib/whisper.js';
+import { benchQkv } from './lib/qkv.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const args = process.argv.slice(2);
@@ -33,6 +34,7 @@ const sections: [string, Section][] = [
   ['conv', benchConv],
   ['attention', benchAttention],
   ['attention-bias', benchAttentionRelativeBias],
+  ['qkv', benchQkv],
   ['layernorm', benchLayerNorm],
   ['elementwise', benchElementwise],
   ['adamw', benchAdamW],

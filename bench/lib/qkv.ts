@@ -1,0 +1,101 @@
+// The q/k/v block of one attention layer (projections + attention; out_proj is the same in every variant), timed
+// interleaved in one process because this host's timings drift 20-50% between runs:
+//   separate        three linear() [B*T, C] x [C, C]^T, attention(q, k, v)            (before the fusion)
+//   packed+concat   concat(W_q, W_k, W_v) and one linear() [B*T, C] x [3C, C]^T, attentionPacked(qkv): what every
+//                   family now runs (src/model/qkv.ts), concatenating on each call
+//   packed          the same GEMM on weights concatenated once: what a cached concatenation would give
+// Forward under noGrad; forward + backward (x and every weight requiring gradients) for separate and packed+concat.
+import type { Runtime } from '../../src/runtime/runtime.js';
+import { Tensor } from '../../src/tensor.js';
+import { backward, noGrad, tidy } from '../../src/autograd.js';
+import { linear } from '../../src/ops/matmul.js';
+import { concat } from '../../src/ops/shape.js';
+import { attention, attentionPacked } from '../../src/ops/attention.js';
+import '../../src/ops/elementwise.js';
+import type { Row } from './harness.js';
+import type { Peaks } from './kernels.js';
+
+export const QKV_VARIANTS = ['forward separate', 'forward packed+concat', 'forward packed', 'fwd+bwd separate', 'fwd+bwd packed+concat'] as const;
+export type QkvVariant = (typeof QKV_VARIANTS)[number];
+
+function randomTensor(rt: Runtime, shape: number[], scale: number, label: string): Tensor {
+  const n = shape.reduce((a, b) => a * b, 1);
+  const data = new Float32Array(n);
+  let s = 12345 + n;
+  for (let i = 0; i < n; i++) {
+    s = (Math.imul(s, 1103515245) + 12345) >>> 0;
+    data[i] = ((s / 2 ** 32) * 2 - 1) * scale;
+  }
+  return Tensor.fromData(rt, data, shape, 'f32', label);
+}
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+
+/** Median ms of each variant over `rounds` interleaved rounds (after one warm-up call each). */
+export async function timeQkvBlock(rt: Runtime, B: number, T: number, C: number, heads: number, rounds: number): Promise<Map<QkvVariant, number>> {
+  const x = randomTensor(rt, [B, T, C], 1, 'x');
+  const w = [0, 1, 2].map((i) => randomTensor(rt, [C, C], 0.03, `w${i}`));
+  const b = [0, 1, 2].map((i) => randomTensor(rt, [C], 0.1, `b${i}`));
+  const wPacked = noGrad(() => concat(w, 0));
+  const bPacked = noGrad(() => concat(b, 0));
+  const seed = randomTensor(rt, [B, T, C], 1, 'grad_out');
+  const separate = () => attention(linear(x, w[0], b[0]), linear(x, w[1], b[1]), linear(x, w[2], b[2]), { heads });
+  const packedConcat = () => attentionPacked(linear(x, concat(w, 0), concat(b, 0)), { heads });
+  const packed = () => attentionPacked(linear(x, wPacked, bPacked), { heads });
+  const forward = (fn: () => Tensor) => () => noGrad(() => tidy(() => void fn()));
+  const train = (fn: () => Tensor) => () =>
+    tidy(() => {
+      for (const t of [x, ...w, ...b]) t.requiresGrad = true;
+      backward(fn(), seed);
+      for (const t of [x, ...w, ...b]) {
+        t.grad?.dispose();
+        t.grad = null;
+        t.requiresGrad = false;
+      }
+    });
+  const run: Record<QkvVariant, () => void> = {
+    'forward separate': forward(separate),
+    'forward packed+concat': forward(packedConcat),
+    'forward packed': forward(packed),
+    'fwd+bwd separate': train(separate),
+    'fwd+bwd packed+concat': train(packedConcat),
+  };
+  const times = new Map<QkvVariant, number[]>(QKV_VARIANTS.map((v) => [v, []]));
+  for (const v of QKV_VARIANTS) {
+    run[v](); // pipelines
+    await rt.sync();
+  }
+  for (let r = 0; r < rounds; r++) {
+    for (const v of QKV_VARIANTS) {
+      await rt.sync();
+      const t0 = performance.now();
+      run[v]();
+      await rt.sync();
+      times.get(v)!.push(performance.now() - t0);
+    }
+  }
+  for (const t of [x, ...w, ...b, wPacked, bPacked, seed]) t.dispose();
+  return new Map(QKV_VARIANTS.map((v) => [v, median(times.get(v)!)]));
+}
+
+/** Bench rows: XLSR-large's block (C = 1024, 16 heads) on 4 s of audio (199 frames), batch 1 and 4. */
+export async function benchQkv(rt: Runtime, _peaks: Peaks, quick: boolean): Promise<Row[]> {
+  const rows: Row[] = [];
+  const T = 199;
+  for (const B of quick ? [1] : [1, 4]) {
+    const ms = await timeQkvBlock(rt, B, T, 1024, 16, quick ? 3 : 7);
+    for (const [variant, base] of [['forward packed+concat', 'forward separate'], ['forward packed', 'forward separate'], ['fwd+bwd packed+concat', 'fwd+bwd separate']] as const) {
+      rows.push({
+        name: `q/k/v block ${variant} B=${B} T=${T} 1024/16 heads`,
+        unit: 'ms',
+        ours: ms.get(variant)!,
+        peer: variant.replace(/packed(\+concat)?/, 'separate'),
+        peer_value: ms.get(base)!,
+        speedup: ms.get(base)! / ms.get(variant)!,
+        command: 'node build/bench/qkv.mjs',
+        note: 'speedup = three GEMMs + attention() / this, interleaved medians in one process',
+      });
+    }
+  }
+  return rows;
+}
