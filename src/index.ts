@@ -17,10 +17,10 @@ export { conv1d, type Conv1dOptions } from './ops/conv.js';
 export { layerNorm, layerNormChannels, groupNormPerChannel, weightNorm } from './ops/norm.js';
 export { gelu, tanh, dropout } from './ops/activation.js';
 export {
-  attention, attentionUsesSubgroups, setAttentionSubgroups, relativePositionGate, relativePositionBucket, relativePositionBuckets, relativePositionBiasMatrix,
+  attention, attentionPacked, attentionUsesSubgroups, setAttentionSubgroups, relativePositionGate, relativePositionBucket, relativePositionBuckets, relativePositionBiasMatrix,
   type AttentionOptions, type RelativePositionBias,
 } from './ops/attention.js';
-export { transposeLast2, sliceLast, maskRows, replaceRows, maskColumns } from './ops/shape.js';
+export { transposeLast2, sliceLast, sliceAxis, concat, maskRows, replaceRows, maskColumns } from './ops/shape.js';
 export { sum, mean, poolTime, weightedLayerSum } from './ops/reduce.js';
 export { crossEntropy, mseLoss, softmax } from './ops/loss.js';
 export { AdamW, clipGradNorm, type AdamWOptions, type AdamWState } from './ops/optim.js';
@@ -30,6 +30,7 @@ export * from './model/classifier.js';
 export { runHead, headLoss, headParameterShapes, type HeadInput, type HeadOptions } from './model/heads.js';
 export { registeredFamilies, familyForModelType, familyOf, parseModelConfig, type AnyFamily } from './model/registry.js';
 export type { ModelFamily, SpeechEncoder, EncoderInput, EncoderOutput, EncoderForwardOptions, AudioPreprocessor } from './model/family.js';
+export { packedQkvAttention, type Projection } from './model/qkv.js';
 export { initParameters, type InitRule, type InitOptions, type InitTensor } from './model/init.js';
 export { parseWav2Vec2Config, WAV2VEC2_DEFAULTS, type Wav2Vec2Config } from './model/wav2vec2/config.js';
 export { convOutputLength, receptiveField, frameMaskFromSampleLengths, frameMaskFromFrameLengths, Wav2Vec2Encoder } from './model/wav2vec2/encoder.js';
