@@ -9,6 +9,9 @@
 //              subtracted from 1 on the GPU would be 1.3e-5 off.
 //   adamwStep4: the same on vec4 for the first n4 * 4 elements (4x fewer memory operations); adamwStep then does the
 //              last n % 4 from `offset` on.
+//   adamwStepClipped(4): the same with g = grad * clipCoefficient() (clipScale's factor, below): gradient clipping and
+//              mixed-precision unscaling inside the update, instead of a clipScale pass that reads and writes every
+//              gradient once more. The scaled g is the value clipScale would have stored, so the update is the same.
 //   clipScale: g *= invScale * min(1, maxNorm / (norm[0] + 1e-6)), with the global norm read from the GPU: the host
 //              never waits (torch.nn.utils.clip_grad_norm_ semantics; the global norm comes from reduce.wgsl's
 //              partialSums). invScale = 1 / loss scale unscales mixed-precision gradients in the same pass, and then
@@ -37,11 +40,7 @@ struct ClipParams { n: u32, offset: u32, maxNorm: f32, invScale: f32 }
 
 fn flat(gid: vec3u, nwg: vec3u) -> u32 { return gid.x + gid.y * nwg.x * WG; }
 
-@compute @workgroup_size(WG)
-fn adamwStep(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let i = flat(gid, nwg) + ap.offset;
-  if (i >= ap.n) { return; }
-  let g = grad[i];
+fn adamwUpdate(i: u32, g: f32) {
   let p = param[i] * ap.decay;
   let mi = m[i] + ap.oneMinusBeta1 * (g - m[i]);
   let vi = ap.beta2 * v[i] + ap.oneMinusBeta2 * g * g;
@@ -50,12 +49,7 @@ fn adamwStep(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups)
   param[i] = p - ap.stepSize * mi / (sqrt(vi) / ap.bc2Sqrt + ap.eps);
 }
 
-// ap.n counts vec4s here
-@compute @workgroup_size(WG)
-fn adamwStep4(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let i = flat(gid, nwg);
-  if (i >= ap.n) { return; }
-  let g = grad4[i];
+fn adamwUpdate4(i: u32, g: vec4f) {
   let p = param4[i] * ap.decay;
   let m0 = m4[i];
   let mi = m0 + ap.oneMinusBeta1 * (g - m0);
@@ -63,6 +57,31 @@ fn adamwStep4(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups
   m4[i] = mi;
   v4[i] = vi;
   param4[i] = p - ap.stepSize * mi / (sqrt(vi) / ap.bc2Sqrt + ap.eps);
+}
+
+@compute @workgroup_size(WG)
+fn adamwStep(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let i = flat(gid, nwg) + ap.offset;
+  if (i < ap.n) { adamwUpdate(i, grad[i]); }
+}
+
+// ap.n counts vec4s here
+@compute @workgroup_size(WG)
+fn adamwStep4(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let i = flat(gid, nwg);
+  if (i < ap.n) { adamwUpdate4(i, grad4[i]); }
+}
+
+@compute @workgroup_size(WG)
+fn adamwStepClipped(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let i = flat(gid, nwg) + ap.offset;
+  if (i < ap.n) { adamwUpdate(i, grad[i] * clipCoefficient()); }
+}
+
+@compute @workgroup_size(WG)
+fn adamwStepClipped4(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let i = flat(gid, nwg);
+  if (i < ap.n) { adamwUpdate4(i, grad4[i] * clipCoefficient()); }
 }
 
 @compute @workgroup_size(WG)

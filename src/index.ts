@@ -23,7 +23,7 @@ export {
 export { transposeLast2, sliceLast, sliceAxis, concat, maskRows, replaceRows, maskColumns } from './ops/shape.js';
 export { sum, mean, poolTime, weightedLayerSum } from './ops/reduce.js';
 export { crossEntropy, mseLoss, softmax } from './ops/loss.js';
-export { AdamW, clipGradNorm, type AdamWOptions, type AdamWState } from './ops/optim.js';
+export { AdamW, clipGradNorm, gradNorm, type AdamWOptions, type AdamWState, type GradClip } from './ops/optim.js';
 
 // models: a registry of families (model_type -> family folder), one classifier class over any family's encoder
 export * from './model/classifier.js';

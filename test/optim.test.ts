@@ -1,7 +1,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { getRuntime, randn, upload, close } from './helpers.js';
-import { AdamW, clipGradNorm } from '../src/ops/optim.js';
+import { AdamW, clipGradNorm, gradNorm } from '../src/ops/optim.js';
 import type { Tensor } from '../src/tensor.js';
 
 const sizes = [1237, 7 * 13, 1]; // odd sizes, one scalar
@@ -73,6 +73,62 @@ test('AdamW matches an f64 AdamW over 6 steps (lr change, a skipped parameter, w
     close(st.m[k]!, ref.m[k], 1e-5, `m ${k}`);
     close(st.v[k]!, ref.v[k], 1e-5, `v ${k}`);
   }
+  opt.dispose();
+});
+
+test('AdamW with the clip inside the update (gradNorm + step({ clip })) equals clipGradNorm + step and an f64 reference; gradients untouched', async () => {
+  const rt = await getRuntime();
+  // vec4 body + scalar tail, tail only, vec4 only; parameter 1 has no gradient in step 1
+  const sizes = [1237, 3, 2048];
+  const cases: [number, number | undefined][] = [[0.5, undefined], [1e6, undefined], [0.5, 1024], [0, 256]];
+  for (const [maxNorm, gradScale] of cases) {
+    const what = `maxNorm ${maxNorm}, gradScale ${gradScale ?? 'none'}`;
+    const init = sizes.map((n, k) => randn(n, 300 + k));
+    const fused = init.map((x) => upload(rt, x, [x.length], { requiresGrad: true }));
+    const separate = init.map((x) => upload(rt, x, [x.length], { requiresGrad: true }));
+    const optFused = new AdamW(fused, { lr: 1e-2, weightDecay: 0.05 });
+    const optSeparate = new AdamW(separate, { lr: 1e-2, weightDecay: 0.05 });
+    const ref = new AdamW64(init.map((x) => Float64Array.from(x)), 1e-2, 0.9, 0.999, 1e-8, 0.05);
+    const S = gradScale ?? 1;
+    for (let s = 0; s < 3; s++) {
+      const grads = sizes.map((n, k) => (s === 1 && k === 1 ? null : randn(n, 400 + 10 * s + k, S * 0.3)));
+      setGrads(rt, fused, grads);
+      setGrads(rt, separate, grads);
+      // reference: unscale, then clip_grad_norm_'s coefficient over the gradients present
+      let sq = 0;
+      for (const g of grads) if (g) for (const x of g) sq += (x / S) ** 2;
+      const coef = (maxNorm > 0 ? Math.min(1, maxNorm / (Math.sqrt(sq) + 1e-6)) : 1) / S;
+      ref.step(grads.map((g) => (g ? g.map((x) => x * coef) : null)));
+      clipGradNorm(separate, maxNorm, gradScale === undefined ? {} : { gradScale }).dispose();
+      optSeparate.step();
+      const norm = gradNorm(fused, gradScale === undefined ? {} : { gradScale });
+      close(await norm.read(), [Math.sqrt(sq)], 1e-5, `${what}: gradNorm (the true norm)`);
+      optFused.step(undefined, { clip: { norm, maxNorm, gradScale } });
+      norm.dispose();
+      // the fused step leaves the gradients as they were
+      for (let k = 0; k < sizes.length; k++) if (grads[k]) close(await fused[k].grad!.read(), grads[k]!, 1e-6, `${what}: grad ${k} untouched`);
+    }
+    for (let k = 0; k < sizes.length; k++) {
+      const [a, b] = [await fused[k].read(), await separate[k].read()];
+      let differ = 0;
+      for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) differ++;
+      assert.is(differ, 0, `${what}: param ${k}: ${differ} of ${a.length} values differ from clipGradNorm + step`);
+      close(a, ref.p[k], 1e-5, `${what}: param ${k} vs f64`);
+    }
+    for (const t of [...fused, ...separate]) {
+      t.grad?.dispose();
+      t.dispose();
+    }
+    optFused.dispose();
+    optSeparate.dispose();
+  }
+  const p = upload(rt, randn(5, 1), [5], { requiresGrad: true });
+  p.grad = upload(rt, randn(5, 2), [5]);
+  const opt = new AdamW([p], { lr: 1e-3 });
+  const norm = gradNorm([p]);
+  assert.throws(() => opt.step(undefined, { clip: { norm, maxNorm: -1 } }), /maxNorm must be a positive number/);
+  assert.throws(() => opt.step(undefined, { clip: { norm: p, maxNorm: 1 } }), /clip.norm must be f32 \[1\]/);
+  for (const t of [norm, p.grad, p]) t.dispose();
   opt.dispose();
 });
 

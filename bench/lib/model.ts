@@ -15,7 +15,7 @@ import { Tensor } from '../../src/tensor.js';
 import { backward, noGrad, tidy } from '../../src/autograd.js';
 import { parseWav2Vec2Config } from '../../src/model/wav2vec2/config.js';
 import { Wav2Vec2ForSpeechClassification, takeOutput } from '../../src/model/classifier.js';
-import { AdamW, clipGradNorm } from '../../src/ops/optim.js';
+import { AdamW, gradNorm } from '../../src/ops/optim.js';
 import { DEMO_CONFIG } from '../../src/node/train-cmd.js';
 import { timeAsync, type Row } from './harness.js';
 import { benchRoofs, profileReport } from './model-profile.js';
@@ -86,8 +86,9 @@ async function trainStep(rt: Runtime, model: Wav2Vec2ForSpeechClassification, op
   }));
   rt.section('backward', () => backward(loss));
   const n = rt.section('optimizer', () => {
-    const norm = clipGradNorm(opt.params.filter((p) => p.grad), 1.0);
-    opt.step();
+    // as the trainer does it: clip_grad_norm_(1.0) applied inside the AdamW update
+    const norm = gradNorm(opt.params.filter((p) => p.grad));
+    opt.step(undefined, { clip: { norm, maxNorm: 1.0 } });
     opt.zeroGrad();
     return norm;
   });

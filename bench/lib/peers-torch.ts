@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url';
 import type { Runtime } from '../../src/runtime/runtime.js';
 import { Tensor } from '../../src/tensor.js';
 import { backward, noGrad, tidy } from '../../src/autograd.js';
-import { AdamW, clipGradNorm } from '../../src/ops/optim.js';
+import { AdamW, gradNorm } from '../../src/ops/optim.js';
 import { parseWav2Vec2Config } from '../../src/model/wav2vec2/config.js';
 import { Wav2Vec2ForSpeechClassification, disposeOutput } from '../../src/model/classifier.js';
 import { timeAsync, timeGPU, type Row, type Timing } from './harness.js';
@@ -177,9 +177,10 @@ async function timeOurs(rt: Runtime, plan: ReturnType<typeof torchPlan>, withTra
           res.lastLoss = (await loss.readFloat())[0];
           backward(loss);
           loss.dispose();
-          const norm = clipGradNorm(params.filter((p) => p.grad), 1.0);
+          // the trainer's path: clip_grad_norm_(1.0) applied inside the AdamW update
+          const norm = gradNorm(params.filter((p) => p.grad));
+          o.step(undefined, { clip: { norm, maxNorm: 1.0 } });
           norm.dispose();
-          o.step();
           o.zeroGrad();
           await rt.sync();
         };

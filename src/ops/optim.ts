@@ -2,6 +2,7 @@
 // No autograd: these run between backward() and the next forward.
 import source from '../../kernels/optim.wgsl';
 import { defineKernel } from '../runtime/kernel.js';
+import type { Bindings } from '../runtime/runtime.js';
 import { Tensor } from '../tensor.js';
 import { keep } from '../autograd.js';
 import { grid1d } from './grid.js';
@@ -27,6 +28,27 @@ export interface AdamWState {
   paramSteps: number[];
   m: (Float32Array | null)[];
   v: (Float32Array | null)[];
+}
+
+/**
+ * Gradient clipping (and mixed-precision unscaling) applied inside AdamW.step: each gradient is multiplied by
+ * (1 / gradScale) * min(1, maxNorm / (norm + 1e-6)) as the update reads it, exactly what clipGradNorm would have
+ * stored, without that extra pass over every gradient. `norm` is gradNorm()'s [1] result (read on the GPU: the host
+ * never waits); maxNorm = 0 with a gradScale only unscales.
+ */
+export interface GradClip {
+  norm: Tensor;
+  maxNorm: number;
+  gradScale?: number;
+}
+
+/** Validated clip settings as the kernels take them (ClipParams.maxNorm, invScale). */
+function clipSettings(op: string, maxNorm: number, gradScale: number | undefined): { maxNorm: number; invScale: number } {
+  const scale = gradScale ?? 1;
+  if (!(scale > 0) || !Number.isFinite(scale)) throw new Error(`${op}: gradScale must be a positive number, got ${scale}`);
+  const unscaleOnly = maxNorm === 0 && gradScale !== undefined;
+  if (!unscaleOnly && (!(maxNorm > 0) || !Number.isFinite(maxNorm))) throw new Error(`${op}: maxNorm must be a positive number, got ${maxNorm}`);
+  return { maxNorm, invScale: 1 / scale };
 }
 
 function checkF32(op: string, t: Tensor): void {
@@ -60,12 +82,21 @@ export class AdamW {
     this.v = this.params.map(() => null);
   }
 
-  /** One update of every parameter that has a gradient; `lr` (optional) replaces the learning rate from now on. */
-  step(lr?: number): void {
+  /**
+   * One update of every parameter that has a gradient; `lr` (optional) replaces the learning rate from now on.
+   * opts.clip clips (and unscales) the gradients inside the update (see GradClip); the gradients themselves are left
+   * as they are.
+   */
+  step(lr?: number, opts: { clip?: GradClip } = {}): void {
     if (lr !== undefined) {
       if (!(lr >= 0)) throw new Error(`AdamW.step: invalid lr ${lr}`);
       this.lr = lr;
     }
+    const clip = opts.clip;
+    const cp = clip ? { ...clipSettings('AdamW.step', clip.maxNorm, clip.gradScale), n: 0, offset: 0 } : null;
+    if (clip && (clip.norm.dtype !== 'f32' || clip.norm.size !== 1)) throw new Error(`AdamW.step: clip.norm must be f32 [1], got ${clip.norm.dtype} [${clip.norm.shape}]`);
+    const clipBindings: Bindings = clip && cp ? { cp, norm: clip.norm } : {};
+    const suffix = clip ? 'Clipped' : '';
     this.stepCount++;
     const [b1, b2] = this.betas;
     this.params.forEach((p, i) => {
@@ -88,9 +119,9 @@ export class AdamW {
       };
       const n4 = Math.floor(p.size / 4);
       // cost: reads param, grad, m, v and writes param, m, v (7 f32 per element)
-      if (n4 > 0) p.rt.dispatch(optimKernel, 'adamwStep4', { ap: { ...ap, n: n4 }, param4: p, grad4: g, m4: m, v4: v }, grid1d(n4, WG), { cost: { bytes: 7 * 16 * n4 } });
+      if (n4 > 0) p.rt.dispatch(optimKernel, `adamwStep${suffix}4`, { ap: { ...ap, n: n4 }, param4: p, grad4: g, m4: m, v4: v, ...clipBindings }, grid1d(n4, WG), { cost: { bytes: 7 * 16 * n4 } });
       const tail = p.size - 4 * n4;
-      if (tail > 0) p.rt.dispatch(optimKernel, 'adamwStep', { ap: { ...ap, offset: 4 * n4 }, param: p, grad: g, m, v }, grid1d(tail, WG), { cost: { bytes: 7 * 4 * tail } });
+      if (tail > 0) p.rt.dispatch(optimKernel, `adamwStep${suffix}`, { ap: { ...ap, offset: 4 * n4 }, param: p, grad: g, m, v, ...clipBindings }, grid1d(tail, WG), { cost: { bytes: 7 * 4 * tail } });
     });
   }
 
@@ -179,14 +210,24 @@ function inPlace(g: Tensor, entry: 'zeroFill' | 'clipScale', cp: { maxNorm: numb
  * only unscales.
  */
 export function clipGradNorm(params: Tensor[], maxNorm: number, opts: { gradScale?: number } = {}): Tensor {
+  const { invScale } = clipSettings('clipGradNorm', maxNorm, opts.gradScale);
+  const norm = gradNorm(params, opts, 'clipGradNorm');
+  for (const p of params) if (p.grad) inPlace(p.grad, 'clipScale', { maxNorm, invScale }, { norm });
+  return norm;
+}
+
+/**
+ * The global L2 norm of all gradients, [1] on the GPU (divided by opts.gradScale: the true norm of loss-scaled
+ * gradients; Infinity or NaN when one overflowed). Parameters without a gradient are skipped. With
+ * AdamW.step(lr, { clip: { norm, maxNorm } }) it is clipGradNorm + step without the clipping pass.
+ */
+export function gradNorm(params: Tensor[], opts: { gradScale?: number } = {}, op = 'gradNorm'): Tensor {
   const gradScale = opts.gradScale ?? 1;
-  if (!(gradScale > 0) || !Number.isFinite(gradScale)) throw new Error(`clipGradNorm: gradScale must be a positive number, got ${gradScale}`);
-  const unscaleOnly = maxNorm === 0 && opts.gradScale !== undefined;
-  if (!unscaleOnly && (!(maxNorm > 0) || !Number.isFinite(maxNorm))) throw new Error(`clipGradNorm: maxNorm must be a positive number, got ${maxNorm}`);
-  if (params.length === 0) throw new Error('clipGradNorm: no parameters');
+  if (!(gradScale > 0) || !Number.isFinite(gradScale)) throw new Error(`${op}: gradScale must be a positive number, got ${gradScale}`);
+  if (params.length === 0) throw new Error(`${op}: no parameters`);
   const grads = params.map((p) => p.grad).filter((g): g is Tensor => g !== null);
   if (grads.length === 0) return full(params[0], [1], 0, 'f32', 'gradNorm');
-  for (const g of grads) checkF32('clipGradNorm', g);
+  for (const g of grads) checkF32(op, g);
   const rt = grads[0].rt;
   // each gradient's sum of squares goes to its own slice of one buffer of partial sums, then one reduction over all
   const counts = grads.map((g) => Math.max(1, Math.ceil(g.size / REDUCE_CHUNK)));
@@ -200,8 +241,5 @@ export function clipGradNorm(params: Tensor[], maxNorm: number, opts: { gradScal
   const norm = reduceToScalar(partials, { sqrt: true, scale: invScale * invScale });
   partials.dispose();
   norm.label = 'gradNorm';
-  for (const g of grads) {
-    inPlace(g, 'clipScale', { maxNorm, invScale }, { norm });
-  }
   return norm;
 }

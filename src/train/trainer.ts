@@ -14,7 +14,7 @@
 // notebook's plain mean includes padded frames, kept for fidelity) unless `pooling: 'masked'`.
 import { Tensor } from '../tensor.js';
 import { autocast, backward, manualSeed, noGrad, tidy } from '../autograd.js';
-import { AdamW, clipGradNorm, type AdamWState } from '../ops/optim.js';
+import { AdamW, gradNorm as gradNormOf, type AdamWState, type GradClip } from '../ops/optim.js';
 import { softmax } from '../ops/loss.js';
 import { linear } from '../ops/matmul.js';
 import { dropout } from '../ops/activation.js';
@@ -506,19 +506,22 @@ export class Trainer {
           let gradNorm: number | undefined;
           let skipped = false;
           const withGrads = this.params.filter((p) => p.grad);
+          // clipping and unscaling happen inside the AdamW update (clip_grad_norm_'s factor, no extra pass over the
+          // gradients); the norm is read back for the log
+          let clip: GradClip | undefined;
           if (this.lossScale && withGrads.length > 0) {
-            // unscale (and clip) in one pass; a non-finite norm means an f16 overflow somewhere: skip this step and
-            // halve the scale (GradScaler's rule); after growthInterval clean steps in a row, double it
-            const n = clipGradNorm(withGrads, cfg.maxGradNorm, { gradScale: this.lossScale.scale });
-            gradNorm = (await n.readFloat())[0];
-            n.dispose();
+            // a non-finite norm means an f16 overflow somewhere: skip this step and halve the scale (GradScaler's
+            // rule); after growthInterval clean steps in a row, double it
+            const gradScale = this.lossScale.scale;
+            clip = { norm: gradNormOf(withGrads, { gradScale }), maxNorm: cfg.maxGradNorm, gradScale };
+            gradNorm = (await clip.norm.readFloat())[0];
             skipped = !Number.isFinite(gradNorm);
           } else if (cfg.maxGradNorm > 0 && withGrads.length > 0) {
-            const n = clipGradNorm(withGrads, cfg.maxGradNorm);
-            gradNorm = (await n.readFloat())[0];
-            n.dispose();
+            clip = { norm: gradNormOf(withGrads), maxNorm: cfg.maxGradNorm };
+            gradNorm = (await clip.norm.readFloat())[0];
           }
-          if (!skipped) this.optimizer.step(lr);
+          if (!skipped) this.optimizer.step(lr, { clip });
+          clip?.norm.dispose();
           this.optimizer.zeroGrad();
           const scaleUsed = this.lossScale?.scale;
           if (this.lossScale) {
