@@ -2,6 +2,9 @@
 //   transposeLast2:     x [batch, rows, cols] -> y [batch, cols, rows]. TILE x TILE tiles go through workgroup memory so
 //                       both the load and the store walk contiguous memory; the batch loops over z (more than 65535
 //                       fit). Its own backward.
+//   transposeLast2Direct: the same map with one invocation per element of y and no workgroup memory, for CPU adapters
+//                       (lavapipe): there a barrier costs every invocation a coroutine switch and loads run lane by
+//                       lane whatever their addresses, so the tiles only cost (measured 0.3 GB/s tiled).
 //   sliceLast:          y [R, len] = x[R, start : start + len]     (x [R, width])
 //   sliceLastBackward:  gx [R, width] = gy inside the window, 0 outside (every element written: no separate fill)
 //   maskRows:           y[r, c] = keep(r) ? x[r, c] : 0, keep(r) = (mask[r] != 0) != invert      (x [R = B*T, C])
@@ -59,6 +62,19 @@ fn transposeLast2(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_i
     if (yr < cols && yc < rows) { y[base + yr * rows + yc] = tile[lid.x][lid.y]; }
     workgroupBarrier();
   }
+}
+
+@compute @workgroup_size(WG)
+fn transposeLast2Direct(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let i = flat(gid, nwg);
+  let plane = tp.rows * tp.cols;
+  if (i >= tp.batch * plane) { return; }
+  let b = i / plane;
+  let k = i - b * plane;
+  // y [cols, rows] of batch b: y[yr, yc] = x[yc, yr]
+  let yr = k / tp.rows;
+  let yc = k - yr * tp.rows;
+  y[i] = x[b * plane + yc * tp.cols + yr];
 }
 
 @compute @workgroup_size(WG)

@@ -1,7 +1,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { getRuntime, randn, upload, close, finiteDifference, probeIndices, rng } from './helpers.js';
-import { transposeLast2, sliceLast, sliceAxis, concat, maskRows, replaceRows, maskColumns } from '../src/ops/shape.js';
+import { setTransposeKernel, transposeLast2, sliceLast, sliceAxis, concat, maskRows, replaceRows, maskColumns } from '../src/ops/shape.js';
 import { backward, tidy } from '../src/autograd.js';
 import { Tensor } from '../src/tensor.js';
 
@@ -13,48 +13,55 @@ function randomMask(n: number, seed: number, pOne: number): Int32Array {
   return Int32Array.from({ length: n }, () => (r() < pOne ? 1 : 0));
 }
 
-test('transposeLast2 forward/backward match f64 on [2, 3, 37, 53], finite differences agree', async () => {
-  const rt = await getRuntime();
-  const shape = [2, 3, 37, 53];
-  const [b0, b1, A, Bc] = shape;
-  const n = b0 * b1 * A * Bc;
-  const x = randn(n, 1);
-  const w = randn(n, 2);
-  const tx = upload(rt, x, shape, { requiresGrad: true });
-  const y = transposeLast2(tx);
-  assert.equal(y.shape, [2, 3, 53, 37]);
-  const ref = new Float64Array(n);
-  const gref = new Float64Array(n);
-  for (let b = 0; b < b0 * b1; b++) {
-    for (let i = 0; i < A; i++) {
-      for (let j = 0; j < Bc; j++) {
-        ref[b * A * Bc + j * A + i] = x[b * A * Bc + i * Bc + j];
-        gref[b * A * Bc + i * Bc + j] = w[b * A * Bc + j * A + i];
+// both kernels on every adapter: workgroup-tiled (GPUs) and direct (CPU adapters' default)
+for (const kernel of ['tiled', 'direct'] as const) {
+  test(`[${kernel}] transposeLast2 forward/backward match f64 on [2, 3, 37, 53], finite differences agree`, async () => {
+    const rt = await getRuntime();
+    setTransposeKernel(kernel);
+    const shape = [2, 3, 37, 53];
+    const [b0, b1, A, Bc] = shape;
+    const n = b0 * b1 * A * Bc;
+    const x = randn(n, 1);
+    const w = randn(n, 2);
+    const tx = upload(rt, x, shape, { requiresGrad: true });
+    const y = transposeLast2(tx);
+    assert.equal(y.shape, [2, 3, 53, 37]);
+    const ref = new Float64Array(n);
+    const gref = new Float64Array(n);
+    for (let b = 0; b < b0 * b1; b++) {
+      for (let i = 0; i < A; i++) {
+        for (let j = 0; j < Bc; j++) {
+          ref[b * A * Bc + j * A + i] = x[b * A * Bc + i * Bc + j];
+          gref[b * A * Bc + i * Bc + j] = w[b * A * Bc + j * A + i];
+        }
       }
     }
-  }
-  close(await y.read(), ref, 1e-6, 'transpose forward');
-  backward(y, upload(rt, w, [2, 3, 53, 37]));
-  close(await tx.grad!.read(), gref, 1e-6, 'transpose grad');
-  await finiteDifference({
-    what: 'transpose grad',
-    x,
-    w,
-    analytic: await tx.grad!.read(),
-    indices: probeIndices(n),
-    forward: async (xs) => tidy(() => transposeLast2(upload(rt, xs, shape))).read(),
+    close(await y.read(), ref, 1e-6, `${kernel} transpose forward`);
+    backward(y, upload(rt, w, [2, 3, 53, 37]));
+    close(await tx.grad!.read(), gref, 1e-6, `${kernel} transpose grad`);
+    await finiteDifference({
+      what: `${kernel} transpose grad`,
+      x,
+      w,
+      analytic: await tx.grad!.read(),
+      indices: probeIndices(n),
+      forward: async (xs) => tidy(() => transposeLast2(upload(rt, xs, shape))).read(),
+    });
+    setTransposeKernel('auto');
   });
-});
 
-test('transposeLast2 on a 2-D tensor and in f16', async () => {
-  const rt = await getRuntime();
-  const [A, Bc] = [17, 19];
-  const x = randn(A * Bc, 3);
-  const ref = new Float64Array(A * Bc);
-  for (let i = 0; i < A; i++) for (let j = 0; j < Bc; j++) ref[j * A + i] = x[i * Bc + j];
-  close(await transposeLast2(upload(rt, x, [A, Bc])).read(), ref, 0, '2-D transpose');
-  if (rt.hasF16) close(await transposeLast2(upload(rt, x, [A, Bc], { dtype: 'f16' })).read(), ref, 1e-3, 'f16 transpose');
-});
+  test(`[${kernel}] transposeLast2 on a 2-D tensor and in f16`, async () => {
+    const rt = await getRuntime();
+    setTransposeKernel(kernel);
+    const [A, Bc] = [17, 19];
+    const x = randn(A * Bc, 3);
+    const ref = new Float64Array(A * Bc);
+    for (let i = 0; i < A; i++) for (let j = 0; j < Bc; j++) ref[j * A + i] = x[i * Bc + j];
+    close(await transposeLast2(upload(rt, x, [A, Bc])).read(), ref, 0, '2-D transpose');
+    if (rt.hasF16) close(await transposeLast2(upload(rt, x, [A, Bc], { dtype: 'f16' })).read(), ref, 1e-3, 'f16 transpose');
+    setTransposeKernel('auto');
+  });
+}
 
 test('sliceLast forward/backward match f64, finite differences agree', async () => {
   const rt = await getRuntime();

@@ -16,6 +16,12 @@ function floatInput(op: string, x: Tensor): void {
   if (x.dtype !== 'f32' && x.dtype !== 'f16') throw new Error(`${op}: ${x.label} is ${x.dtype}; expected f32 or f16`);
 }
 
+let transposeMode: 'auto' | 'tiled' | 'direct' = 'auto';
+/** Tests and benches: force the workgroup-tiled or the direct transpose kernel ('auto': direct on CPU adapters). */
+export function setTransposeKernel(mode: 'auto' | 'tiled' | 'direct'): void {
+  transposeMode = mode;
+}
+
 /** [..., A, B] -> [..., B, A] */
 export function transposeLast2(x: Tensor): Tensor {
   floatInput('transposeLast2', x);
@@ -26,6 +32,11 @@ export function transposeLast2(x: Tensor): Tensor {
   const run = (src: Tensor, r: number, c: number, label: string): Tensor => {
     const batch = src.size / Math.max(1, r * c);
     const dst = Tensor.empty(src.rt, [...lead, c, r], src.dtype, label);
+    const direct = transposeMode === 'direct' || (transposeMode === 'auto' && src.rt.adapter.isCPU);
+    if (direct) {
+      src.rt.dispatch(shapeKernel, 'transposeLast2Direct', { tp: { batch, rows: r, cols: c }, x: src, y: dst }, grid1d(dst.size, WG), { defines: { T: src.dtype }, cost: { bytes: bytesOf(src, dst) } });
+      return dst;
+    }
     if (ceilDiv(r, TILE) > 65535 || ceilDiv(c, TILE) > 65535) throw new Error(`transposeLast2: ${r} x ${c} is too large for one dispatch`);
     src.rt.dispatch(shapeKernel, 'transposeLast2', { tp: { batch, rows: r, cols: c }, x: src, y: dst }, [ceilDiv(c, TILE), ceilDiv(r, TILE), Math.min(batch, 65535)], {
       defines: { T: src.dtype }, cost: { bytes: bytesOf(src, dst) },
