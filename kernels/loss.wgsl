@@ -4,10 +4,14 @@
 //   crossEntropyForward:  lse[r] = m + log(sum_j exp(x[r, j] - m)), m = max_j x[r, j]   (max shift: no overflow)
 //                         loss[r] = lse[r] - x[r, label[r]]  (NaN for a label outside [0, L), so bad data is loud)
 //   crossEntropyBackward: gx[r, j] = g[0] * scale * (exp(x[r, j] - lse[r]) - (j == label[r])),  scale = 1 / R (mean)
-//   softmaxRows:          y[r, j] = exp(x[r, j] - lse[r])   (softmaxRows4: the same on vec4 when L % 4 == 0)
+//   softmaxRows:          y[r, j] = exp(x[r, j] - lse[r])   (softmaxRows4: the same on vec4 when L % 4 == 0); each
+//                         workgroup takes ROWS_PER_WG consecutive rows, one after another
 // Row reductions go through rowMax / rowTotal: the portable module uses workgroup trees; the subgroup module
 // (src/ops/loss.ts builds it from this file) uses subgroupMax / subgroupAdd with WG = the adapter's fixed subgroup
 // size, one subgroup per row, so no barrier.
+// rows per workgroup of the softmax entries (template parameter): short rows share a workgroup, whose start-up costs
+// about as much as a row of 200 on lavapipe
+const ROWS_PER_WG: u32 = 1u;
 const WG: u32 = 64u;
 
 struct RowParams { rows: u32, len: u32, scale: f32 }
@@ -93,24 +97,28 @@ fn crossEntropyBackward(@builtin(global_invocation_id) gid: vec3u, @builtin(num_
 
 @compute @workgroup_size(WG)
 fn softmaxRows(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let r = rowIndex(wid, nwg);
-  if (r >= rp.rows) { return; }
-  let base = r * rp.len;
-  let l = rowLogSumExp(base, lid.x);
-  for (var j = lid.x; j < rp.len; j += WG) { y[base + j] = exp(x[base + j] - l); }
+  let first = rowIndex(wid, nwg) * ROWS_PER_WG;
+  let last = min(first + ROWS_PER_WG, rp.rows); // uniform: the row loop keeps the reductions in uniform control flow
+  for (var r = first; r < last; r++) {
+    let base = r * rp.len;
+    let l = rowLogSumExp(base, lid.x);
+    for (var j = lid.x; j < rp.len; j += WG) { y[base + j] = exp(x[base + j] - l); }
+  }
 }
 
 @compute @workgroup_size(WG)
 fn softmaxRows4(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let r = rowIndex(wid, nwg);
-  if (r >= rp.rows) { return; }
+  let first = rowIndex(wid, nwg) * ROWS_PER_WG;
+  let last = min(first + ROWS_PER_WG, rp.rows);
   let n4 = rp.len / 4u;
-  let base = r * n4;
-  var m = vec4f(x4[base].x);
-  for (var j = lid.x; j < n4; j += WG) { m = max(m, x4[base + j]); }
-  let mx = rowMax(lid.x, max(max(m.x, m.y), max(m.z, m.w)));
-  var acc = vec4f(0.0);
-  for (var j = lid.x; j < n4; j += WG) { acc += exp(x4[base + j] - mx); }
-  let l = mx + log(rowTotal(lid.x, dot(acc, vec4f(1.0))));
-  for (var j = lid.x; j < n4; j += WG) { y4[base + j] = exp(x4[base + j] - l); }
+  for (var r = first; r < last; r++) {
+    let base = r * n4;
+    var m = vec4f(x4[base].x);
+    for (var j = lid.x; j < n4; j += WG) { m = max(m, x4[base + j]); }
+    let mx = rowMax(lid.x, max(max(m.x, m.y), max(m.z, m.w)));
+    var acc = vec4f(0.0);
+    for (var j = lid.x; j < n4; j += WG) { acc += exp(x4[base + j] - mx); }
+    let l = mx + log(rowTotal(lid.x, dot(acc, vec4f(1.0))));
+    for (var j = lid.x; j < n4; j += WG) { y4[base + j] = exp(x4[base + j] - l); }
+  }
 }

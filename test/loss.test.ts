@@ -64,20 +64,23 @@ test('crossEntropy is stable for huge logits; a bad label gives NaN', async () =
   assert.throws(() => crossEntropy(upload(rt, x, [2, 3]), upload(rt, [0, 1], [2])), /labels must be i32/);
 });
 
-test('softmax over the last axis of [3, 5, L] (L = 97 scalar rows, 1028 and 4 vec4 rows; 1000-scale logits), subgroup and portable', async () => {
+test('softmax over the last axis (L = 97 scalar rows, 1028, 4 and 200 vec4 rows; several rows per workgroup with a partial last one; 1000-scale logits), subgroup and portable', async () => {
   const rt = await getRuntime();
   const paths: [string, boolean][] = normSubgroupSize(rt) ? [['subgroup', true], ['portable', false]] : [['portable', false]];
-  for (const L of [97, 1028, 4]) {
+  // rows per workgroup min(16, 4096 / L): 15 rows of 97 in one workgroup of 16; 7 rows of 1028 in 3 + 3 + 1; 111 rows
+  // of 200 in 6 x 16 + 15
+  const shapes = [[3, 5, 97], [3, 5, 1028], [3, 5, 4], [1, 7, 1028], [3, 37, 200]];
+  for (const [A, R, L] of shapes) {
     for (const [path, allowed] of paths) {
       setNormSubgroups(allowed);
       try {
-        const x = randn(3 * 5 * L, 77 + L, 4);
+        const x = randn(A * R * L, 77 + L + R, 4);
         x[0] = 1000;
         x[1] = 995;
-        const y = softmax(upload(rt, x, [3, 5, L]));
-        assert.equal(y.shape, [3, 5, L]);
+        const y = softmax(upload(rt, x, [A, R, L]));
+        assert.equal(y.shape, [A, R, L]);
         const got = await y.read();
-        close(got, softmax64(x, 15, L), 1e-5, `softmax L=${L} (${path})`);
+        close(got, softmax64(x, A * R, L), 1e-5, `softmax [${A}, ${R}, ${L}] (${path})`);
         let rowSum = 0;
         for (let j = 0; j < L; j++) rowSum += got[L * 4 + j];
         assert.ok(Math.abs(rowSum - 1) < 1e-5, `row sums to ${rowSum}`);
