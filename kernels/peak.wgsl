@@ -46,18 +46,22 @@ fn copy(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
   if (i < p.n4) { y[i] = x[i]; }
 }
 
-// 8 loads per trip at addresses 977 apart, the start moving by 13 each trip; `& mask` keeps them in the buffer
-@compute @workgroup_size(WG)
-fn load_lanes(@builtin(global_invocation_id) gid: vec3u) {
+// 8 loads per trip at addresses 977 apart, from `start` moving by 13 each trip; `& mask` keeps them in the buffer
+fn sum_loads(start: u32) -> f32 {
   let mask = p.n4 - 1u;
-  var j = gid.x * 8u;
+  var j = start;
   var acc = 0.0;
   for (var i = 0u; i < p.iters; i++) {
     acc += xs[j & mask] + xs[(j + 977u) & mask] + xs[(j + 1954u) & mask] + xs[(j + 2931u) & mask];
     acc += xs[(j + 3908u) & mask] + xs[(j + 4885u) & mask] + xs[(j + 5862u) & mask] + xs[(j + 6839u) & mask];
     j += 13u;
   }
-  sink[gid.x] = acc;
+  return acc;
+}
+
+@compute @workgroup_size(WG)
+fn load_lanes(@builtin(global_invocation_id) gid: vec3u) {
+  sink[gid.x] = sum_loads(gid.x * 8u);
 }
 
 @compute @workgroup_size(WG)
@@ -75,13 +79,5 @@ fn load_lanes4(@builtin(global_invocation_id) gid: vec3u) {
 
 @compute @workgroup_size(WG)
 fn load_uniform(@builtin(global_invocation_id) gid: vec3u, @builtin(workgroup_id) wid: vec3u) {
-  let mask = p.n4 - 1u;
-  var j = wid.x * 8u;
-  var acc = 0.0;
-  for (var i = 0u; i < p.iters; i++) {
-    acc += xs[j & mask] + xs[(j + 977u) & mask] + xs[(j + 1954u) & mask] + xs[(j + 2931u) & mask];
-    acc += xs[(j + 3908u) & mask] + xs[(j + 4885u) & mask] + xs[(j + 5862u) & mask] + xs[(j + 6839u) & mask];
-    j += 13u;
-  }
-  sink[gid.x] = acc;
+  sink[gid.x] = sum_loads(wid.x * 8u);
 }

@@ -5,7 +5,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import fs from 'node:fs';
-import { getRuntime, randn, upload, close, maxAbs, finiteDifference, probeIndices } from './helpers.js';
+import { getRuntime, randn, upload, close, maxAbs, finiteDifference, probeIndices, packQkv, unpackQkv } from './helpers.js';
 import { attention, attentionPacked, attentionUsesSubgroups, relativePositionBucket, relativePositionBuckets, relativePositionGate, setAttentionSubgroups } from '../src/ops/attention.js';
 import '../src/ops/elementwise.js'; // registers the gradient helpers backward() needs
 import { backward, tidy } from '../src/autograd.js';
@@ -182,18 +182,6 @@ async function onPath(path: Path, fn: () => Promise<void>): Promise<void> {
 const names = ['q', 'k', 'v', 'E', 'gate'] as const;
 type Name = (typeof names)[number];
 
-/** B*T rows of C, three times -> rows of [q | k | v] (the fused projection's layout), and one third back. */
-function pack(C: number, parts: Float64Array[]): Float64Array {
-  const out = new Float64Array(3 * parts[0].length);
-  for (let r = 0; r < parts[0].length / C; r++) for (let s = 0; s < 3; s++) out.set(parts[s].subarray(r * C, (r + 1) * C), (3 * r + s) * C);
-  return out;
-}
-function unpack(C: number, packed: Float32Array, part: number): Float32Array {
-  const out = new Float32Array(packed.length / 3);
-  for (let r = 0; r < out.length / C; r++) out.set(packed.subarray((3 * r + part) * C, (3 * r + part + 1) * C), r * C);
-  return out;
-}
-
 /**
  * opts.packed: q, k, v go in as one [B, T, 3*H*D] tensor through attentionPacked (WavLM's fused projection); they
  * then all need a gradient or none (grads.q decides).
@@ -221,7 +209,7 @@ async function check(c: Case, seed: number, path: Path, opts: { fdProbes?: numbe
   const biasOpts = (x: Record<Name, Tensor>) => ({ heads: H, keyMask: mask, relativeBias: { embedding: x.E, gate: x.gate, numBuckets: c.numBuckets, maxDistance: c.maxDistance } });
   const run = (x: Record<Name, Tensor>) => attention(x.q, x.k, x.v, biasOpts(x));
   const C = H * D;
-  const packedData = opts.packed ? pack(C, [data.q, data.k, data.v]) : null;
+  const packedData = opts.packed ? packQkv(C, [data.q, data.k, data.v]) : null;
   const qkv = packedData ? upload(rt, packedData, [B, T, 3 * C], { requiresGrad: wants('q'), label: 'qkv' }) : null;
   const y = qkv ? attentionPacked(qkv, biasOpts(t)) : run(t);
   const what = `[${path}]${qkv ? ' packed' : ''} B=${B} T=${T} H=${H} D=${D} lengths=${c.lengths ?? 'none'} buckets=(${c.numBuckets}, ${c.maxDistance})`;
@@ -234,7 +222,7 @@ async function check(c: Case, seed: number, path: Path, opts: { fdProbes?: numbe
   for (const name of names) {
     const part = ['q', 'k', 'v'].indexOf(name);
     if (qkv && part >= 0) {
-      if (packedGrad) got[name] = unpack(C, packedGrad, part);
+      if (packedGrad) got[name] = unpackQkv(C, packedGrad, part);
     } else if (!wants(name)) {
       assert.is(t[name].grad, null, `${what}: d${name} computed though ${name} needs no gradient`);
       continue;

@@ -4,7 +4,7 @@
 // activation.wgsl, reimplemented here independently) and applies it to explicit probabilities.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { getRuntime, randn, upload, close, maxAbs, finiteDifference, probeIndices } from './helpers.js';
+import { getRuntime, randn, upload, close, maxAbs, finiteDifference, probeIndices, packQkv, unpackQkv } from './helpers.js';
 import { attention, attentionPacked, attentionUsesSubgroups, setAttentionSubgroups } from '../src/ops/attention.js';
 import '../src/ops/elementwise.js'; // registers the gradient helpers backward() needs
 import { backward, checkpoint, manualSeed, nextRandom, tidy } from '../src/autograd.js';
@@ -165,19 +165,6 @@ interface CheckOptions {
   packed?: boolean;
 }
 
-/** [B*T rows of C] x 3 -> B*T rows of [q | k | v] (the fused projection's layout), and back. */
-function pack(C: number, parts: ArrayLike<number>[]): Float64Array {
-  const rows = parts[0].length / C;
-  const out = new Float64Array(3 * parts[0].length);
-  for (let r = 0; r < rows; r++) for (let s = 0; s < 3; s++) for (let e = 0; e < C; e++) out[(3 * r + s) * C + e] = parts[s][r * C + e];
-  return out;
-}
-function unpack(C: number, packed: ArrayLike<number>, part: number): Float32Array {
-  const rows = packed.length / (3 * C);
-  const out = new Float32Array(rows * C);
-  for (let r = 0; r < rows; r++) for (let e = 0; e < C; e++) out[r * C + e] = packed[(3 * r + part) * C + e];
-  return out;
-}
 
 async function check(c: Case, seed: number, path: Path, opts: CheckOptions = {}): Promise<void> {
   const rt = await getRuntime();
@@ -195,7 +182,7 @@ async function check(c: Case, seed: number, path: Path, opts: CheckOptions = {})
   const packed = opts.packed ?? false;
   const C = H * D;
   const packedShape = [B, T, 3 * C];
-  const qkvData = packed ? pack(C, [qd, kd, vd]) : null;
+  const qkvData = packed ? packQkv(C, [qd, kd, vd]) : null;
   const qkv = qkvData ? upload(rt, qkvData, packedShape, { requiresGrad: true, label: 'qkv' }) : null;
   const q = qkv ?? upload(rt, qd, shape, { requiresGrad: grads[0], label: 'q' });
   const k = qkv ?? upload(rt, kd, shape, { requiresGrad: grads[1], label: 'k' });
@@ -223,7 +210,7 @@ async function check(c: Case, seed: number, path: Path, opts: CheckOptions = {})
       assert.is(t.grad, null, `${what}: d${name} computed though ${name} needs no gradient`);
       continue;
     }
-    got[name] = packedGrad ? unpack(C, packedGrad, ['q', 'k', 'v'].indexOf(name)) : ((await t.grad!.read()) as Float32Array);
+    got[name] = packedGrad ? unpackQkv(C, packedGrad, ['q', 'k', 'v'].indexOf(name)) : ((await t.grad!.read()) as Float32Array);
     const expected = pick(refGrads[name]);
     if (Array.prototype.some.call(expected, (x: number) => x !== 0)) close(pick(got[name]!), expected, 1e-4, `${what}: d${name}`);
     else {

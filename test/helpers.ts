@@ -40,6 +40,22 @@ export function uniform(n: number, seed: number, lo = -1, hi = 1): Float64Array 
   return out;
 }
 
+/** Rows of C values, three times (q, k, v) -> rows of [q | k | v] (a fused q/k/v projection's layout). */
+export function packQkv(C: number, parts: ArrayLike<number>[]): Float64Array {
+  const rows = parts[0].length / C;
+  const out = new Float64Array(3 * parts[0].length);
+  for (let r = 0; r < rows; r++) for (let s = 0; s < 3; s++) for (let e = 0; e < C; e++) out[(3 * r + s) * C + e] = parts[s][r * C + e];
+  return out;
+}
+
+/** Third `part` (0 q, 1 k, 2 v) of rows of [q | k | v]. */
+export function unpackQkv(C: number, packed: ArrayLike<number>, part: number): Float32Array {
+  const rows = packed.length / (3 * C);
+  const out = new Float32Array(rows * C);
+  for (let r = 0; r < rows; r++) for (let e = 0; e < C; e++) out[r * C + e] = packed[(3 * r + part) * C + e];
+  return out;
+}
+
 export function upload(rt: Runtime, data: ArrayLike<number>, shape: number[], opts: { dtype?: DType; requiresGrad?: boolean; label?: string } = {}): Tensor {
   const t = Tensor.fromData(rt, Float32Array.from(data as ArrayLike<number>), shape, opts.dtype ?? 'f32', opts.label ?? 'input');
   t.requiresGrad = opts.requiresGrad ?? false;

@@ -15,7 +15,7 @@ import { add } from '../../src/ops/elementwise.js';
 import { reduceToScalar } from '../../src/ops/reduce.js';
 import { timeGPU, summarize, type Row, type Timing } from './harness.js';
 
-function rand(rt: Runtime, shape: number[], label: string, scale = 1): Tensor {
+export function rand(rt: Runtime, shape: number[], label: string, scale = 1): Tensor {
   const n = shape.reduce((a, b) => a * b, 1);
   const d = new Float32Array(n);
   let s = 12345;

@@ -6,39 +6,28 @@
 //   packed          the same GEMM on weights concatenated once: what a cached concatenation would give
 // Forward under noGrad; forward + backward (x and every weight requiring gradients) for separate and packed+concat.
 import type { Runtime } from '../../src/runtime/runtime.js';
-import { Tensor } from '../../src/tensor.js';
+import type { Tensor } from '../../src/tensor.js';
 import { backward, noGrad, tidy } from '../../src/autograd.js';
 import { linear } from '../../src/ops/matmul.js';
 import { concat } from '../../src/ops/shape.js';
 import { attention, attentionPacked } from '../../src/ops/attention.js';
 import '../../src/ops/elementwise.js';
 import type { Row } from './harness.js';
-import type { Peaks } from './kernels.js';
+import { rand, type Peaks } from './kernels.js';
 
 export const QKV_VARIANTS = ['forward separate', 'forward packed+concat', 'forward packed', 'fwd+bwd separate', 'fwd+bwd packed+concat'] as const;
 export type QkvVariant = (typeof QKV_VARIANTS)[number];
-
-function randomTensor(rt: Runtime, shape: number[], scale: number, label: string): Tensor {
-  const n = shape.reduce((a, b) => a * b, 1);
-  const data = new Float32Array(n);
-  let s = 12345 + n;
-  for (let i = 0; i < n; i++) {
-    s = (Math.imul(s, 1103515245) + 12345) >>> 0;
-    data[i] = ((s / 2 ** 32) * 2 - 1) * scale;
-  }
-  return Tensor.fromData(rt, data, shape, 'f32', label);
-}
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 /** Median ms of each variant over `rounds` interleaved rounds (after one warm-up call each). */
 export async function timeQkvBlock(rt: Runtime, B: number, T: number, C: number, heads: number, rounds: number): Promise<Map<QkvVariant, number>> {
-  const x = randomTensor(rt, [B, T, C], 1, 'x');
-  const w = [0, 1, 2].map((i) => randomTensor(rt, [C, C], 0.03, `w${i}`));
-  const b = [0, 1, 2].map((i) => randomTensor(rt, [C], 0.1, `b${i}`));
+  const x = rand(rt, [B, T, C], 'x', 2);
+  const w = [0, 1, 2].map((i) => rand(rt, [C, C], `w${i}`, 0.06));
+  const b = [0, 1, 2].map((i) => rand(rt, [C], `b${i}`, 0.2));
   const wPacked = noGrad(() => concat(w, 0));
   const bPacked = noGrad(() => concat(b, 0));
-  const seed = randomTensor(rt, [B, T, C], 1, 'grad_out');
+  const seed = rand(rt, [B, T, C], 'grad_out', 2);
   const separate = () => attention(linear(x, w[0], b[0]), linear(x, w[1], b[1]), linear(x, w[2], b[2]), { heads });
   const packedConcat = () => attentionPacked(linear(x, concat(w, 0), concat(b, 0)), { heads });
   const packed = () => attentionPacked(linear(x, wPacked, bPacked), { heads });

@@ -42,10 +42,14 @@ export interface GradClip {
   gradScale?: number;
 }
 
+function checkGradScale(op: string, gradScale: number): void {
+  if (!(gradScale > 0) || !Number.isFinite(gradScale)) throw new Error(`${op}: gradScale must be a positive number, got ${gradScale}`);
+}
+
 /** Validated clip settings as the kernels take them (ClipParams.maxNorm, invScale). */
 function clipSettings(op: string, maxNorm: number, gradScale: number | undefined): { maxNorm: number; invScale: number } {
   const scale = gradScale ?? 1;
-  if (!(scale > 0) || !Number.isFinite(scale)) throw new Error(`${op}: gradScale must be a positive number, got ${scale}`);
+  checkGradScale(op, scale);
   const unscaleOnly = maxNorm === 0 && gradScale !== undefined;
   if (!unscaleOnly && (!(maxNorm > 0) || !Number.isFinite(maxNorm))) throw new Error(`${op}: maxNorm must be a positive number, got ${maxNorm}`);
   return { maxNorm, invScale: 1 / scale };
@@ -223,7 +227,7 @@ export function clipGradNorm(params: Tensor[], maxNorm: number, opts: { gradScal
  */
 export function gradNorm(params: Tensor[], opts: { gradScale?: number } = {}, op = 'gradNorm'): Tensor {
   const gradScale = opts.gradScale ?? 1;
-  if (!(gradScale > 0) || !Number.isFinite(gradScale)) throw new Error(`${op}: gradScale must be a positive number, got ${gradScale}`);
+  checkGradScale(op, gradScale);
   if (params.length === 0) throw new Error(`${op}: no parameters`);
   const grads = params.map((p) => p.grad).filter((g): g is Tensor => g !== null);
   if (grads.length === 0) return full(params[0], [1], 0, 'f32', 'gradNorm');

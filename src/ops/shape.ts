@@ -150,7 +150,7 @@ function copyBlock(src: Tensor, dst: Tensor, axis: number, srcOff: number, dstOf
     return;
   }
   const cp = { n, inner: s.inner, len, srcRows: s.rows, srcOff, dstRows: d.rows, dstOff };
-  src.rt.dispatch(shapeKernel, 'copyBlock', { cp, x: src, y: dst }, grid1d(n, WG), { defines: { T: src.dtype }, cost: { bytes: 2 * n * bytesPerElement(src.dtype) } });
+  src.rt.dispatch(shapeKernel, 'copyBlock', { cp, x: src, y: dst }, grid1d(n, WG), { defines: { T: src.dtype }, cost: { bytes: 2 * n * bpe } });
 }
 
 function checkAxis(op: string, x: Tensor, axis: number): void {
