@@ -259,6 +259,7 @@ export class SpeechClassifier {
   }
 
   dispose(): void {
+    this.encoder.dispose();
     for (const t of this.params.values()) {
       t.grad?.dispose();
       t.grad = null;

@@ -62,6 +62,8 @@ export interface SpeechEncoder {
   /** reseed the generator of layerdrop / SpecAugment */
   seed(seed: number): void;
   forward(input: EncoderInput, opts?: EncoderForwardOptions): EncoderOutput;
+  /** Free what the encoder keeps between forwards (derived weights); the parameters belong to the classifier. */
+  dispose(): void;
 }
 
 /** The model input a batch of clips becomes (host side), and the preprocessor settings saved with a model. */

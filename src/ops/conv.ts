@@ -20,6 +20,7 @@ import { ceilDiv, grid1d } from './grid.js';
 import { hasSubgroupGemm, TILED_CANDIDATES } from './matmul.js';
 import { chooseConfig, bucket, type Candidate } from '../runtime/tune.js';
 import { keep } from '../autograd.js';
+import type { DerivedCache } from '../runtime/derived.js';
 
 const SUBGROUP_MARKER = '// ==== SUBGROUP KERNEL ====';
 const markerAt = source.indexOf(SUBGROUP_MARKER);
@@ -257,6 +258,11 @@ export interface Conv1dOptions {
   stride?: number;
   padding?: number;
   groups?: number;
+  /**
+   * Where the forward may keep w relaid for the implicit GEMM (taps padded to a multiple of 4) between calls, while
+   * w is unchanged: a model passes its own cache (no gradient through w needed, see DerivedCache.get).
+   */
+  derived?: DerivedCache;
 }
 
 export interface Geometry {
@@ -325,7 +331,7 @@ export function conv1d(x: Tensor, w: Tensor, bias: Tensor | null, opts: Conv1dOp
   const rt = x.rt;
 
   const y = Tensor.empty(rt, [g.batch, g.cout, g.tout], x.dtype, 'conv1d');
-  conv1dForwardWith(rt, g, convConfigFor(rt, 'forward', g, x.dtype), x, w, bias, y);
+  conv1dForwardWith(rt, g, convConfigFor(rt, 'forward', g, x.dtype), x, w, bias, y, opts.derived);
 
   const inputs = bias ? [x, w, bias] : [x, w];
   // keep only what the requested gradients need: x for grad w, w for grad x
@@ -337,11 +343,11 @@ export function conv1d(x: Tensor, w: Tensor, bias: Tensor | null, opts: Conv1dOp
   ]);
 }
 
-function conv1dForwardWith(rt: Runtime, g: Geometry, config: ConvConfig, x: Tensor, w: Tensor, bias: Tensor | null, y: Tensor): void {
+function conv1dForwardWith(rt: Runtime, g: Geometry, config: ConvConfig, x: Tensor, w: Tensor, bias: Tensor | null, y: Tensor, derived?: DerivedCache): void {
   const path = passPath('forward', g, config.strategy);
   if (path === 'subgroup') {
     if (!hasSubgroupGemm(rt)) throw new Error("conv1d: strategy 'subgroup' needs the 'subgroups' feature with 8-wide subgroups");
-    forwardSubgroup(rt, g, x, w, bias, y, config.rowBlocks);
+    forwardSubgroup(rt, g, x, w, bias, y, config.rowBlocks, derived);
   } else if (path === 'tiled') {
     const { batch, cout, groups, cinG, cin, tin, tout, ksize, stride, padding } = g;
     tiledGemm(rt, config.tiled, {
@@ -562,11 +568,12 @@ function paddedFits(rt: Runtime, rows: number, pitch: number, dtype: Tensor['dty
 }
 
 /** Forward on the subgroup kernel: x padded (x[t] = xp[t + P]); weights whose taps need padding to KP relaid. */
-function forwardSubgroup(rt: Runtime, g: Geometry, x: Tensor, w: Tensor, bias: Tensor | null, y: Tensor, rb: number): void {
+function forwardSubgroup(rt: Runtime, g: Geometry, x: Tensor, w: Tensor, bias: Tensor | null, y: Tensor, rb: number, derived?: DerivedCache): void {
   const { KP } = subgroupStep(g.ksize, g.stride, g.cinG);
   const pitch = gemmPitch(g.padding, g.tin, g.tout, g.stride, g.ksize, 0, g.cinG);
   if (!paddedFits(rt, g.batch * g.cin, pitch, x.dtype)) return forwardDirect(rt, g, x, w, bias, y);
-  const wp = KP === g.ksize ? w : relayoutWeights(rt, g, w, 'forward', KP);
+  const relaid = () => relayoutWeights(rt, g, w, 'forward', KP);
+  const wp = KP === g.ksize ? w : derived ? derived.get(`conv1d.forward-weights#${w.id}.kp${KP}`, [w], relaid) : relaid();
   const xp = padRows(rt, g, x, g.batch * g.cin, g.tin, g.padding, pitch, 'conv1d.x.padded');
   implicitGemm(rt, {
     xp, w: wp, bias, y, batch: g.batch, rows: g.cout, groups: g.groups, inG: g.cinG, inTotal: g.cin, pitch,

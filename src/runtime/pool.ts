@@ -7,6 +7,19 @@ export interface PooledBuffer {
   readonly size: number; // class size in bytes
   readonly label: string;
   released: boolean;
+  /**
+   * Changes whenever something may write the buffer (a dispatch binding it read_write, a copy into it, an upload):
+   * a value from one global counter, so two equal stamps on the same buffer object mean no write in between. What
+   * is derived from a buffer's contents may be kept while its stamp holds (src/runtime/derived.ts).
+   */
+  writeStamp: number;
+}
+
+let lastWriteStamp = 0;
+
+/** Record that `p` may have been written (the runtime calls this for every write it records). */
+export function markWritten(p: PooledBuffer): void {
+  p.writeStamp = ++lastWriteStamp;
 }
 
 const USAGE = 0x80 /* STORAGE */ | 0x04 /* COPY_SRC */ | 0x08; /* COPY_DST */
@@ -46,7 +59,7 @@ export class BufferPool {
     }
     this.inUseBytes += size;
     if (this.inUseBytes > this.peakBytes) this.peakBytes = this.inUseBytes;
-    return { buffer, size, label, released: false };
+    return { buffer, size, label, released: false, writeStamp: ++lastWriteStamp };
   }
 
   release(p: PooledBuffer): void {

@@ -3,7 +3,7 @@
 // the host waits as rarely as possible. Errors are made loud: bindings are checked against the reflected WGSL before
 // encoding, and GPU-side validation / out-of-memory errors and device loss are turned into JavaScript errors that name
 // the kernel or allocation at fault at the next sync point (read, sync).
-import { BufferPool, type PooledBuffer } from './pool.js';
+import { BufferPool, markWritten, type PooledBuffer } from './pool.js';
 import type { Defines, EntryInfo, KernelFamily, ScalarType } from './kernel.js';
 import { Profile, ProfileRecorder, type DispatchCost, type ProfileMethod } from './profile.js';
 import type { TuneCache } from './tune.js';
@@ -205,6 +205,7 @@ export class Runtime {
           throw new Error(`kernel ${label}: binding '${b.name}' is ${size} bytes, over the adapter's maxStorageBufferBindingSize (${this.limits.maxStorageBufferBindingSize})`);
         }
         entries.push({ binding: b.binding, resource: { buffer: v.gpu.buffer, offset: 0, size } });
+        if (b.kind === 'storage') markWritten(v.gpu);
       }
     }
     if (names.size) throw new Error(`kernel ${label}: unexpected binding(s) ${[...names].join(', ')}`);
@@ -353,6 +354,7 @@ export class Runtime {
       this.pass = null;
     }
     this.encoder.copyBufferToBuffer(src.gpu.buffer, srcOffset, dst.gpu.buffer, dstOffset, Math.ceil(bytes / 4) * 4);
+    markWritten(dst.gpu);
     this.batchKernels.push('copy');
   }
 
@@ -381,13 +383,17 @@ export class Runtime {
     const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
     const padded = bytes.byteLength % 4 === 0 ? bytes : padTo4(bytes);
     this.device.queue.writeBuffer(dst.gpu.buffer, dstOffset, padded);
+    markWritten(dst.gpu);
   }
 
   /** Read bytes back: submits pending work, waits for it, and reports any GPU error that happened meanwhile. */
   async readBytes(src: Bindable, bytes: number, srcOffset = 0): Promise<ArrayBuffer> {
     const size = Math.ceil(bytes / 4) * 4;
     const staging = this.device.createBuffer({ size: Math.max(size, 4), usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST, label: `read ${src.label ?? ''}` });
-    if (size > 0) this.copy(src, { gpu: { buffer: staging } as PooledBuffer, dtype: 'u32', byteLength: size }, size, srcOffset);
+    if (size > 0) {
+      const stagingBuffer: PooledBuffer = { buffer: staging, size, label: staging.label, released: false, writeStamp: 0 };
+      this.copy(src, { gpu: stagingBuffer, dtype: 'u32', byteLength: size }, size, srcOffset);
+    }
     this.flush();
     try {
       await staging.mapAsync(GPUMapMode.READ);

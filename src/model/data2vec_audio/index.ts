@@ -80,7 +80,7 @@ class Data2VecAudioEncoder extends Wav2Vec2Encoder {
       let y = transposeLast2(x);
       for (let j = 0; j < cfg.num_conv_pos_embeddings; j++) {
         const L = `encoder.pos_conv_embed.layers.${j}.conv`;
-        y = swap(y, conv1d(y, this.p(`${L}.weight`), this.p(`${L}.bias`), { padding: Math.floor(K / 2), groups: cfg.num_conv_pos_embedding_groups }));
+        y = swap(y, conv1d(y, this.p(`${L}.weight`), this.p(`${L}.bias`), { padding: Math.floor(K / 2), groups: cfg.num_conv_pos_embedding_groups, derived: this.derived }));
         if (y.shape[2] !== T) y = swap(y, sliceLast(y, 0, T));
         // LayerNorm over channels, no affine weights, eps 1e-5 (nn.LayerNorm default), then GELU
         y = swap(y, transposeLast2(y));

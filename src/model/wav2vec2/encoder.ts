@@ -28,6 +28,7 @@ import { checkpoint, noGrad, tidy } from '../../autograd.js';
 import { add } from '../../ops/elementwise.js';
 import { linear } from '../../ops/matmul.js';
 import { conv1d } from '../../ops/conv.js';
+import { DerivedCache } from '../../runtime/derived.js';
 import { layerNorm, residualLayerNorm, layerNormChannels, groupNormPerChannel, weightNorm } from '../../ops/norm.js';
 import { gelu, dropout } from '../../ops/activation.js';
 import { packedQkvAttention } from '../qkv.js';
@@ -209,6 +210,11 @@ export class Wav2Vec2Encoder implements SpeechEncoder {
    * computation with the whole one.
    */
   featureEncoderBudgetBytes: number | null = null;
+  /**
+   * Weights derived from parameters (the weight-normed positional conv weight, conv weights relaid for the implicit
+   * GEMM), reused by forwards that need no gradient through them while the parameters are unchanged.
+   */
+  readonly derived = new DerivedCache();
 
   constructor(rt: Runtime, config: Wav2Vec2Config, params: ReadonlyMap<string, Tensor>, prefix = 'wav2vec2.', opts: Wav2Vec2EncoderOptions = {}) {
     this.rt = rt;
@@ -220,6 +226,10 @@ export class Wav2Vec2Encoder implements SpeechEncoder {
 
   seed(seed: number): void {
     this.random = seededRandom(seed);
+  }
+
+  dispose(): void {
+    this.derived.dispose();
   }
 
   protected p(name: string): Tensor {
@@ -300,7 +310,7 @@ export class Wav2Vec2Encoder implements SpeechEncoder {
       const cfg = this.config;
       cfg.conv_dim.forEach((_, i) => {
         const L = `feature_extractor.conv_layers.${i}`;
-        let y = conv1d(x, this.p(`${L}.conv.weight`), this.optP(`${L}.conv.bias`), { stride: cfg.conv_stride[i] });
+        let y = conv1d(x, this.p(`${L}.conv.weight`), this.optP(`${L}.conv.bias`), { stride: cfg.conv_stride[i], derived: this.derived });
         x.dispose();
         // nn.LayerNorm / nn.GroupNorm defaults: eps 1e-5 (config.layer_norm_eps is not used here, as in HF)
         if (cfg.feat_extract_norm === 'layer') y = swap(y, layerNormChannels(y, this.p(`${L}.layer_norm.weight`), this.p(`${L}.layer_norm.bias`), 1e-5));
@@ -356,9 +366,11 @@ export class Wav2Vec2Encoder implements SpeechEncoder {
       const cfg = this.config;
       const K = cfg.num_conv_pos_embeddings;
       const T = x.shape[1];
-      const w = hook('pos_conv_weight', weightNorm(this.p('encoder.pos_conv_embed.conv.weight_g'), this.p('encoder.pos_conv_embed.conv.weight_v'), 2));
+      const g = this.p('encoder.pos_conv_embed.conv.weight_g');
+      const v = this.p('encoder.pos_conv_embed.conv.weight_v');
+      const w = hook('pos_conv_weight', this.derived.get('pos_conv_weight', [g, v], () => weightNorm(g, v, 2)));
       let y = transposeLast2(x);
-      y = swap(y, conv1d(y, w, this.p('encoder.pos_conv_embed.conv.bias'), { padding: Math.floor(K / 2), groups: cfg.num_conv_pos_embedding_groups }));
+      y = swap(y, conv1d(y, w, this.p('encoder.pos_conv_embed.conv.bias'), { padding: Math.floor(K / 2), groups: cfg.num_conv_pos_embedding_groups, derived: this.derived }));
       // an even kernel with padding K/2 yields T + 1 frames: Wav2Vec2SamePadLayer drops the last
       if (y.shape[2] !== T) y = swap(y, sliceLast(y, 0, T));
       y = swap(y, gelu(y));

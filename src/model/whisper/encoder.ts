@@ -20,6 +20,7 @@ import { checkpoint, noGrad, record, tidy } from '../../autograd.js';
 import { add, scale } from '../../ops/elementwise.js';
 import { linear, matmul } from '../../ops/matmul.js';
 import { conv1d } from '../../ops/conv.js';
+import { DerivedCache } from '../../runtime/derived.js';
 import { layerNorm, residualLayerNorm } from '../../ops/norm.js';
 import { gelu, dropout } from '../../ops/activation.js';
 import { packedQkvAttention } from '../qkv.js';
@@ -71,6 +72,8 @@ export class WhisperEncoder implements SpeechEncoder {
   /** conv1 and conv2 run under noGrad (the classifier clears their requiresGrad) */
   featureEncoderFrozen = true;
   private random: () => number = seededRandom(0);
+  /** conv weights relaid for the implicit GEMM, reused while unchanged (see Wav2Vec2Encoder.derived) */
+  readonly derived = new DerivedCache();
 
   constructor(rt: Runtime, config: WhisperConfig, params: ReadonlyMap<string, Tensor>) {
     this.rt = rt;
@@ -80,6 +83,10 @@ export class WhisperEncoder implements SpeechEncoder {
 
   seed(seed: number): void {
     this.random = seededRandom(seed);
+  }
+
+  dispose(): void {
+    this.derived.dispose();
   }
 
   private p(name: string): Tensor {
@@ -92,8 +99,8 @@ export class WhisperEncoder implements SpeechEncoder {
   convStem(inputFeatures: Tensor): Tensor {
     const run = () =>
       tidy(() => {
-        const a = gelu(conv1d(inputFeatures, this.p('conv1.weight'), this.p('conv1.bias'), { padding: 1 }));
-        const b = gelu(conv1d(a, this.p('conv2.weight'), this.p('conv2.bias'), { stride: 2, padding: 1 }));
+        const a = gelu(conv1d(inputFeatures, this.p('conv1.weight'), this.p('conv1.bias'), { padding: 1, derived: this.derived }));
+        const b = gelu(conv1d(a, this.p('conv2.weight'), this.p('conv2.bias'), { stride: 2, padding: 1, derived: this.derived }));
         return transposeLast2(b);
       });
     return this.featureEncoderFrozen ? noGrad(run) : run();
