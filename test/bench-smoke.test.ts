@@ -8,7 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { findTorchPython, runTorchBench } from '../bench/lib/peers-torch.js';
+import { findTorchPython, runTorchBench, TorchServer } from '../bench/lib/peers-torch.js';
 import type { Row } from '../bench/lib/harness.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -62,6 +62,24 @@ const torch = findTorchPython();
   assert.is(t.frames, 24);
   assert.ok(t.parameters > 1e7);
   for (const v of [t.forward.median, t.forward.seconds_per_audio_second, t.train_step?.median, t.train_step?.seconds_per_audio_second]) assert.ok(Number.isFinite(v) && (v as number) > 0, `non-finite timing ${v}`);
+});
+
+(torch.python ? test : test.skip)('tools/bench_torch.py --serve times one repetition per request and refuses unknown ones (skipped without PyTorch)', async () => {
+  const { server, meta } = await TorchServer.start(torch.python!, ['--seconds', '0.5', '--layers', '1', '--train-batch', '1'], 180000);
+  try {
+    assert.is(meta.frames, 24);
+    const f = await server.run('forward');
+    assert.ok(f.seconds > 0 && f.loss === null, `forward: ${JSON.stringify(f)}`);
+    const t = await server.run('train');
+    assert.ok(t.seconds > 0 && Number.isFinite(t.loss), `train: ${JSON.stringify(t)}`);
+    // a bad request is answered with an error and the server keeps serving
+    let refused = '';
+    await server.run('bogus').catch((e: Error) => (refused = e.message));
+    assert.match(refused, /unknown command 'bogus'/);
+    assert.ok((await server.run('forward')).seconds > 0);
+  } finally {
+    server.close();
+  }
 });
 
 test.run();

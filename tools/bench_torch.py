@@ -13,7 +13,9 @@ encoder frozen and run without autograd) -> cross entropy -> backward -> clip_gr
 zero_grad. Attention-probability dropout is left out, as in our model (the flash kernel never forms the probabilities).
 
   python3 tools/bench_torch.py [--device cpu|cuda] [--dtype fp32|fp16] [--threads 2] [--seconds 4] [--layers 24]
-                               [--forward-batch 1] [--train-batch 2] [--reps 3] [--no-train]
+                               [--forward-batch 1] [--train-batch 2] [--reps 3] [--no-train] [--serve]
+--serve: build the model, print one JSON line with 'ready', then time one repetition per stdin line ('forward',
+'train'; 'quit' ends), printing one JSON line each: the bench interleaves these with its own repetitions.
 CPU runs should be started with OMP_WAIT_POLICY=PASSIVE (idle OpenMP threads then sleep instead of spinning).
 fp16 on CUDA: forward in half precision weights; training with autocast(float16) + GradScaler (fp32 master weights).
 """
@@ -158,6 +160,7 @@ def main():
     ap.add_argument('--reps', type=int, default=3)
     ap.add_argument('--warmup', type=int, default=1)
     ap.add_argument('--no-train', action='store_true')
+    ap.add_argument('--serve', action='store_true', help='time one repetition per stdin command (forward, train, quit)')
     ap.add_argument('--seed', type=int, default=0)
     a = ap.parse_args()
 
@@ -197,27 +200,23 @@ def main():
         import copy
         fwd_model = copy.deepcopy(model).half()
         x = x.half()
-    fwd_model.eval()
 
     def forward():
+        fwd_model.eval()
         with torch.no_grad():
             fwd_model(x)
+        return None
 
-    t = timed(forward, device, a.reps, a.warmup)
-    out['forward'] = {**t, 'batch': a.forward_batch, 'seconds_per_audio_second': t['median'] / (a.forward_batch * a.seconds)}
-    if fwd_model is not model:
-        del fwd_model
-    del x
-
+    step = None
+    params = [p for p in model.parameters() if p.requires_grad]
     if not a.no_train:
-        model.train()
-        params = [p for p in model.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=1e-5, weight_decay=0.0)
         scaler = torch.cuda.amp.GradScaler() if a.dtype == 'fp16' else None
         xb = torch.randn(a.train_batch, samples, device=device)
         labels = torch.randint(0, 5, (a.train_batch,), device=device)
 
         def step():
+            model.train()
             if scaler is not None:
                 with torch.autocast('cuda', dtype=torch.float16):
                     loss = F.cross_entropy(model(xb).float(), labels)
@@ -236,11 +235,40 @@ def main():
             opt.zero_grad(set_to_none=True)
             if not math.isfinite(loss_value):
                 raise SystemExit(f'non-finite loss {loss_value}')
+            return loss_value
 
+    out['trainable_parameters'] = sum(p.numel() for p in params)
+    if a.serve:
+        serve(out, forward, step, device)
+        return
+
+    t = timed(forward, device, a.reps, a.warmup)
+    out['forward'] = {**t, 'batch': a.forward_batch, 'seconds_per_audio_second': t['median'] / (a.forward_batch * a.seconds)}
+    if step is not None:
         t = timed(step, device, a.reps, a.warmup)
-        out['train_step'] = {**t, 'batch': a.train_batch, 'seconds_per_audio_second': t['median'] / (a.train_batch * a.seconds), 'trainable_parameters': sum(p.numel() for p in params)}
+        out['train_step'] = {**t, 'batch': a.train_batch, 'seconds_per_audio_second': t['median'] / (a.train_batch * a.seconds), 'trainable_parameters': out['trainable_parameters']}
 
     print(json.dumps(out))
+
+
+def serve(meta, forward, step, device):
+    """Time one repetition per command read from stdin ('forward', 'train', 'quit'), one JSON line each, so that a
+    caller can interleave these repetitions with its own on a shared machine (both see the same slow and fast spells;
+    between commands this process sleeps, with OMP_WAIT_POLICY=PASSIVE its OpenMP threads too)."""
+    print(json.dumps({'ready': True, **meta}), flush=True)
+    for line in sys.stdin:
+        cmd = line.strip()
+        if cmd == 'quit':
+            return
+        fn = {'forward': forward, 'train': step}.get(cmd)
+        if fn is None:
+            print(json.dumps({'error': f'unknown command {cmd!r} (forward, train, quit)'}), flush=True)
+            continue
+        sync(device)
+        t0 = time.perf_counter()
+        value = fn()
+        sync(device)
+        print(json.dumps({'cmd': cmd, 'seconds': time.perf_counter() - t0, 'loss': value}), flush=True)
 
 
 if __name__ == '__main__':
