@@ -30,10 +30,11 @@ struct DropoutParams { n: u32, seed: u32, offset: u32, threshold: u32, scale: f3
 @group(0) @binding(5) var<storage, read_write> gx: array<V>;
 @group(0) @binding(6) var<storage, read> yIn: array<V>;
 
+fn flat(gid: vec3u, nwg: vec3u) -> u32 { return gid.x + gid.y * nwg.x * WG; }
+
+// ==== GELU math (src/ops/norm.ts appends this section to kernels/norm.wgsl with VF = f32, for its fused GELU) ====
 const FRAC_1_SQRT2: f32 = 0.70710678118654752;
 const FRAC_1_SQRT_2PI: f32 = 0.39894228040143268;
-
-fn flat(gid: vec3u, nwg: vec3u) -> u32 { return gid.x + gid.y * nwg.x * WG; }
 
 // erfc(z) for z >= 0, relative error < 1.2e-7 (Numerical Recipes erfcc)
 fn erfcNonNeg(z: VF) -> VF {
@@ -49,6 +50,11 @@ fn normalCdf(v: VF) -> VF {
   return select(1.0 - tail, tail, v < VF(0.0));
 }
 
+// GELU and its derivative: x Phi(x), Phi(x) + x phi(x)
+fn geluOf(v: VF) -> VF { return v * normalCdf(v); }
+fn geluGrad(v: VF) -> VF { return normalCdf(v) + v * FRAC_1_SQRT_2PI * exp(-0.5 * v * v); }
+// ==== end GELU math
+
 fn stableTanh(v: VF) -> VF {
   let a = abs(v);
   // Taylor series to x^9 below 0.25: next term < 1e-8 relative there, where (1 - e)/(1 + e) would cancel (both
@@ -63,17 +69,14 @@ fn stableTanh(v: VF) -> VF {
 fn geluForward(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
   let i = flat(gid, nwg);
   if (i >= sizes.n) { return; }
-  let v = VF(x[i]);
-  y[i] = V(v * normalCdf(v));
+  y[i] = V(geluOf(VF(x[i])));
 }
 
 @compute @workgroup_size(WG)
 fn geluBackward(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
   let i = flat(gid, nwg);
   if (i >= sizes.n) { return; }
-  let v = VF(x[i]);
-  let d = normalCdf(v) + v * FRAC_1_SQRT_2PI * exp(-0.5 * v * v);
-  gx[i] = V(VF(gy[i]) * d);
+  gx[i] = V(VF(gy[i]) * geluGrad(VF(x[i])));
 }
 
 @compute @workgroup_size(WG)

@@ -14,12 +14,17 @@
 //   (4x fewer memory operations, which lavapipe and GPUs both need to approach copy bandwidth).
 //   RESIDUAL (rowNormForward, rowNormForward4): the normalized row is s = x + res, and s is written to `sum` / `sum4`
 //   too (the residual stream's next value): y = LN(x + res) in one pass over x and res.
+//   ACT (channel layout only): 1 = the output is GELU(y) (the feature encoder's LayerNorm + GELU in one pass); the
+//   backward first turns dy into dy * GELU'(y) (channelNormActGrad, y recomputed from x and the saved statistics),
+//   then runs as above. geluOf / geluGrad are kernels/activation.wgsl's, appended by src/ops/norm.ts.
 // Row reductions go through rowSum: the portable module reduces with a workgroup tree; the subgroup module
 // (src/ops/norm.ts builds it from this file) replaces rowSum by subgroupAdd and runs with WG = the adapter's fixed
 // subgroup size, i.e. one subgroup per workgroup and per row: no workgroup barrier at all.
 alias T = f32;
 const WG: u32 = 128u;
 const RESIDUAL: bool = false;
+// 0: none, 1: GELU after the channel layout's affine (see above)
+const ACT: u32 = 0u;
 
 struct Norm {
   rows: u32, n: u32, channels: u32, inner: u32, eps: f32,
@@ -261,10 +266,28 @@ fn channelNormForward(@builtin(global_invocation_id) gid: vec3u, @builtin(num_wo
   let r = inverseSqrt(q * inv + p.eps);
   for (var c = 0u; c < C; c++) {
     let e = base + c * p.inner;
-    y[e] = T((f32(x[e]) - mu) * r * gamma(c) + beta(c));
+    var z = (f32(x[e]) - mu) * r * gamma(c) + beta(c);
+    if (ACT == 1u) { z = geluOf(z); }
+    y[e] = T(z);
   }
   mean[id] = mu;
   rstd[id] = r;
+}
+
+// ACT: dz = dy * GELU'(z), z = (x - mean) * rstd * weight + bias recomputed; written to dx, the input of the backward
+@compute @workgroup_size(WG)
+fn channelNormActGrad(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let id = gid.x + gid.y * nwg.x * WG;
+  if (id >= p.rows) { return; }
+  let C = p.channels;
+  let base = (id / p.inner) * C * p.inner + id % p.inner;
+  let mu = savedMean[id];
+  let r = savedRstd[id];
+  for (var c = 0u; c < C; c++) {
+    let e = base + c * p.inner;
+    let z = (f32(x[e]) - mu) * r * gamma(c) + beta(c);
+    dx[e] = T(f32(dy[e]) * geluGrad(z));
+  }
 }
 
 @compute @workgroup_size(WG)

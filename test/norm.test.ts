@@ -9,6 +9,7 @@ import '../src/ops/elementwise.js'; // registers the gradient helpers backward()
 import { backward, tidy, noGrad } from '../src/autograd.js';
 import type { Runtime } from '../src/runtime/runtime.js';
 import type { Tensor } from '../src/tensor.js';
+import { act64, actGrad64 } from './op-references.js';
 
 /**
  * f64 reference of a normalization: `groups` lists the element indices normalized together, `param(e)` the
@@ -64,6 +65,8 @@ interface NormCase {
   /** added to x: a large mean checks the variance does not cancel */
   offset?: number;
   fd?: boolean;
+  /** the op applies GELU after the affine (the reference too: y = gelu(z), dz = dy * gelu'(z)) */
+  gelu?: boolean;
 }
 
 function range(n: number): number[] {
@@ -89,7 +92,12 @@ async function checkNorm(rt: Runtime, c: NormCase, seed: number): Promise<void> 
   const b = c.affine === 'both' ? randn(c.params, seed + 2) : null;
   const gy = randn(n, seed + 3);
   const eps = 1e-5;
-  const ref = normReference(x, c.groups, c.param, w, b, eps, gy);
+  let ref = normReference(x, c.groups, c.param, w, b, eps, gy);
+  if (c.gelu) {
+    // the normalization's own output z is ref.y: GELU after it, and its gradients from dy * gelu'(z)
+    const z = ref.y;
+    ref = { ...normReference(x, c.groups, c.param, w, b, eps, gy.map((g, i) => g * actGrad64(z[i], 'gelu'))), y: z.map((v) => act64(v, 'gelu')) };
+  }
   const tx = upload(rt, x, c.shape, { requiresGrad: true, label: 'x' });
   const tw = w ? upload(rt, w, [c.params], { requiresGrad: true, label: 'weight' }) : null;
   const tb = b ? upload(rt, b, [c.params], { requiresGrad: true, label: 'bias' }) : null;
@@ -199,12 +207,18 @@ test('residualLayerNorm: y = LN(x + r) and the sum, forward and backward (scalar
   assert.throws(() => residualLayerNorm(a, upload(rt, randn(12, 2), [4, 3]), null, null, 1e-5), /residualLayerNorm: residual/);
 });
 
-test('layerNormChannels over C of [B, C, T]', async () => {
+const channelsGelu: NormOp = (x, w, b, eps) => layerNormChannels(x, w, b, eps, { activation: 'gelu' });
+
+test('layerNormChannels over C of [B, C, T], with and without the fused GELU', async () => {
   const rt = await getRuntime();
   const cases: NormCase[] = [
     { name: 'layerNormChannels [2,37,53]', op: layerNormChannels, shape: [2, 37, 53], params: 37, groups: channelGroups(2, 37, 53), param: (e) => Math.floor(e / 53) % 37, affine: 'both', fd: true },
     { name: 'layerNormChannels [3,24,301] no affine', op: layerNormChannels, shape: [3, 24, 301], params: 24, groups: channelGroups(3, 24, 301), param: (e) => Math.floor(e / 301) % 24, affine: 'none' },
     { name: 'layerNormChannels [1,515,7] offset 50', op: layerNormChannels, shape: [1, 515, 7], params: 515, groups: channelGroups(1, 515, 7), param: (e) => Math.floor(e / 7) % 515, affine: 'both', offset: 50 },
+    // with the fused GELU (the feature encoder's LayerNorm + GELU)
+    { name: 'layerNormChannels+gelu [2,37,53]', op: channelsGelu, shape: [2, 37, 53], params: 37, groups: channelGroups(2, 37, 53), param: (e) => Math.floor(e / 53) % 37, affine: 'both', fd: true, gelu: true },
+    { name: 'layerNormChannels+gelu [3,24,31] no affine', op: channelsGelu, shape: [3, 24, 31], params: 24, groups: channelGroups(3, 24, 31), param: (e) => Math.floor(e / 31) % 24, affine: 'none', fd: true, gelu: true },
+    { name: 'layerNormChannels+gelu [1,515,7] weight only, offset 50', op: channelsGelu, shape: [1, 515, 7], params: 515, groups: channelGroups(1, 515, 7), param: (e) => Math.floor(e / 7) % 515, affine: 'weight', offset: 50, gelu: true },
   ];
   let seed = 100;
   for (const c of cases) await checkNorm(rt, c, (seed += 10));

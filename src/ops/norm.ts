@@ -5,7 +5,8 @@
 //   weightNorm           w = g * v / ||v|| (PyTorch weight_norm(dim))
 // Forward saves mean and rstd (f32, one per normalized group); backward gives grad input, weight and bias. Per-channel
 // parameter gradients are partial sums per chunk plus a sumPartials pass (no float atomics).
-import normSource from '../../kernels/norm.wgsl';
+import normFileSource from '../../kernels/norm.wgsl';
+import activationSource from '../../kernels/activation.wgsl';
 import weightNormSource from '../../kernels/weightnorm.wgsl';
 import { defineKernel, type Defines, type KernelFamily } from '../runtime/kernel.js';
 import type { Bindings, Runtime } from '../runtime/runtime.js';
@@ -13,6 +14,12 @@ import { scale } from './elementwise.js';
 import { Tensor } from '../tensor.js';
 import { record } from '../autograd.js';
 import { bytesOf, ceilDiv, fixedSubgroupSize, grid1d } from './grid.js';
+
+// the fused GELU of the channel layout uses activation.wgsl's GELU math (one copy of the erfc fit), at f32
+const GELU_SECTION = /\/\/ ==== GELU math[\s\S]*?\/\/ ==== end GELU math\n/;
+const geluMath = activationSource.match(GELU_SECTION);
+if (!geluMath) throw new Error('kernels/activation.wgsl: the GELU math section is missing');
+const normSource = `${normFileSource}\nalias VF = f32;\n${geluMath[0]}`;
 
 export const normKernel = defineKernel('norm', normSource);
 export const weightNormKernel = defineKernel('weightnorm', weightNormSource);
@@ -244,8 +251,12 @@ export function residualLayerNorm(x: Tensor, residual: Tensor, weight: Tensor | 
   return { y, sum: sum! };
 }
 
-/** LayerNorm over the channels of x [B, C, T] for each (b, t): LayerNorm(x.transpose(1, 2)).transpose(1, 2). */
-export function layerNormChannels(x: Tensor, weight: Tensor | null, bias: Tensor | null, eps: number): Tensor {
+/**
+ * LayerNorm over the channels of x [B, C, T] for each (b, t): LayerNorm(x.transpose(1, 2)).transpose(1, 2); with
+ * activation 'gelu', GELU of that in the same pass (the feature encoder's conv -> LayerNorm -> GELU: one pass over
+ * the activations fewer, forward and backward).
+ */
+export function layerNormChannels(x: Tensor, weight: Tensor | null, bias: Tensor | null, eps: number, opts: { activation?: 'none' | 'gelu' } = {}): Tensor {
   const op = 'layerNormChannels';
   checkFloat(op, x);
   if (x.shape.length !== 3) throw new Error(`${op}: x must be [B, C, T], got [${x.shape}]`);
@@ -254,16 +265,26 @@ export function layerNormChannels(x: Tensor, weight: Tensor | null, bias: Tensor
   checkAffine(op, x, bias, C, 'bias');
   const rt = x.rt;
   const dt = x.dtype;
+  const gelu = opts.activation === 'gelu';
   const groups = batch * T;
-  const y = Tensor.empty(rt, x.shape, dt, op);
+  const y = Tensor.empty(rt, x.shape, dt, gelu ? `${op}.gelu` : op);
   const mean = Tensor.empty(rt, [groups], 'f32', `${op}.mean`);
   const rstd = Tensor.empty(rt, [groups], 'f32', `${op}.rstd`);
   const p = params({ rows: groups, n: C, channels: C, inner: T, eps, hasWeight: weight ? 1 : 0, hasBias: bias ? 1 : 0 });
-  rt.dispatch(normKernel, 'channelNormForward', { p, x, weight: weight ?? x, bias: bias ?? x, y, mean, rstd }, grid1d(groups, WG), { defines: { T: dt, WG }, cost: { bytes: bytesOf(x, y, weight, bias, mean, rstd) } });
+  const defines = { T: dt, WG, ACT: gelu ? '1u' : '0u' };
+  rt.dispatch(normKernel, 'channelNormForward', { p, x, weight: weight ?? x, bias: bias ?? x, y, mean, rstd }, grid1d(groups, WG), { defines, cost: { bytes: bytesOf(x, y, weight, bias, mean, rstd) } });
   const inputs = [x, ...(weight ? [weight] : []), ...(bias ? [bias] : [])];
-  const out = record(op, y, inputs, [x, mean, rstd, ...(weight ? [weight] : [])], (gy, needs) => {
+  // the GELU's backward recomputes the normalized value, which needs the bias too
+  const saved = [x, mean, rstd, ...(weight ? [weight] : []), ...(gelu && bias ? [bias] : [])];
+  const out = record(op, y, inputs, saved, (gyOut, needs) => {
     const needW = weight ? needs[1] : false;
     const needB = bias ? needs[weight ? 2 : 1] : false;
+    // through the GELU first: the rest is the plain LayerNorm backward of dz
+    let gy = gyOut;
+    if (gelu) {
+      gy = Tensor.empty(rt, x.shape, dt, `${op}.grad_gelu`);
+      rt.dispatch(normKernel, 'channelNormActGrad', { p, x, weight: weight ?? x, bias: bias ?? x, dy: gyOut, savedMean: mean, savedRstd: rstd, dx: gy }, grid1d(groups, WG), { defines, cost: { bytes: bytesOf(x, gyOut, gy, weight, bias, mean, rstd) } });
+    }
     let dx: Tensor | null = null;
     if (needs[0]) {
       dx = Tensor.empty(rt, x.shape, dt, `${op}.grad_x`);
@@ -283,6 +304,7 @@ export function layerNormChannels(x: Tensor, weight: Tensor | null, bias: Tensor
       pw.dispose();
       pb.dispose();
     }
+    if (gy !== gyOut) gy.dispose();
     const grads: (Tensor | null)[] = [dx];
     if (weight) grads.push(dw);
     if (bias) grads.push(db);

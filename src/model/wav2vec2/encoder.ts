@@ -313,8 +313,12 @@ export class Wav2Vec2Encoder implements SpeechEncoder {
         let y = conv1d(x, this.p(`${L}.conv.weight`), this.optP(`${L}.conv.bias`), { stride: cfg.conv_stride[i], derived: this.derived });
         x.dispose();
         // nn.LayerNorm / nn.GroupNorm defaults: eps 1e-5 (config.layer_norm_eps is not used here, as in HF)
-        if (cfg.feat_extract_norm === 'layer') y = swap(y, layerNormChannels(y, this.p(`${L}.layer_norm.weight`), this.p(`${L}.layer_norm.bias`), 1e-5));
-        else if (i === 0) y = swap(y, groupNormPerChannel(y, this.p(`${L}.layer_norm.weight`), this.p(`${L}.layer_norm.bias`), 1e-5));
+        if (cfg.feat_extract_norm === 'layer') {
+          // LayerNorm and GELU in one pass
+          x = swap(y, layerNormChannels(y, this.p(`${L}.layer_norm.weight`), this.p(`${L}.layer_norm.bias`), 1e-5, { activation: 'gelu' }));
+          return;
+        }
+        if (i === 0) y = swap(y, groupNormPerChannel(y, this.p(`${L}.layer_norm.weight`), this.p(`${L}.layer_norm.bias`), 1e-5));
         x = swap(y, gelu(y));
       });
       return swap(x, transposeLast2(x));
