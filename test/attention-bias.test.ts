@@ -5,7 +5,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import fs from 'node:fs';
-import { getRuntime, randn, upload, close, maxAbs, finiteDifference, probeIndices, packQkv, unpackQkv } from './helpers.js';
+import { getRuntime, randn, upload, close, maxAbs, finiteDifference, probeIndices, packQkv, unpackQkv, attentionTilePairs, withAttentionTiles } from './helpers.js';
 import { attention, attentionPacked, attentionUsesSubgroups, relativePositionBucket, relativePositionBuckets, relativePositionGate, setAttentionSubgroups } from '../src/ops/attention.js';
 import '../src/ops/elementwise.js'; // registers the gradient helpers backward() needs
 import { backward, tidy } from '../src/autograd.js';
@@ -296,6 +296,18 @@ for (const path of paths) {
       await check({ B: 2, T: 21, H: 3, D: 16, lengths: [21, 6], numBuckets: 16, maxDistance: 20 }, 420, path, { packed: true, grads: { q: false, k: false, v: false, E: true, gate: true } });
     });
   });
+
+  // every tile the autotuner may pick, with the bias: several row blocks (the partial diagonal sums), padding, the
+  // packed layout, finite differences
+  for (const pair of attentionTilePairs(path).slice(1)) {
+    test(`[${path}] bias with tiles ${pair.name}`, async () => {
+      await onPath(path, () =>
+        withAttentionTiles(pair, async () => {
+          await check({ B: 2, T: 150, H: 2, D: 16, lengths: [150, 71], numBuckets: 16, maxDistance: 20 }, 1200, path, { fdProbes: 2, packed: true });
+        }),
+      );
+    });
+  }
 
   test(`[${path}] bias with a zero gate is plain attention, bit for bit`, async () => {
     await onPath(path, async () => {

@@ -4,7 +4,7 @@
 // activation.wgsl, reimplemented here independently) and applies it to explicit probabilities.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { getRuntime, randn, upload, close, maxAbs, finiteDifference, probeIndices, packQkv, unpackQkv } from './helpers.js';
+import { getRuntime, randn, upload, close, maxAbs, finiteDifference, probeIndices, packQkv, unpackQkv, attentionTilePairs, withAttentionTiles } from './helpers.js';
 import { attention, attentionPacked, attentionUsesSubgroups, setAttentionSubgroups } from '../src/ops/attention.js';
 import '../src/ops/elementwise.js'; // registers the gradient helpers backward() needs
 import { backward, checkpoint, manualSeed, nextRandom, tidy } from '../src/autograd.js';
@@ -387,6 +387,22 @@ for (const path of paths) {
       for (const t of [q, k, v]) t.dispose();
     });
   });
+}
+
+// Every tile the autotuner may pick (the defaults run in every test above): several blocks with padding and dropout at
+// D=16, the packed layout at D=64, an all-padding element at D=5, per path.
+for (const path of paths) {
+  for (const pair of attentionTilePairs(path).slice(1)) {
+    test(`[${path}] tiles ${pair.name}: padding, dropout, packed, D=16, 64 and 5`, async () => {
+      await onPath(path, () =>
+        withAttentionTiles(pair, async () => {
+          await check({ B: 3, T: 150, H: 2, D: 16, lengths: [131, 150, 9], dropout: { p: 0.25, seed: 8, offset: 3 } }, 1100, path, { fdProbes: 2 });
+          await check({ B: 1, T: 70, H: 2, D: 64, lengths: null, scale: 0.2 }, 1110, path, { packed: true });
+          await check({ B: 2, T: 19, H: 2, D: 5, lengths: [0, 19] }, 1120, path);
+        }),
+      );
+    });
+  }
 }
 
 test('16 heads x 64 at T=1500 with padding, default path (two heads checked against f64)', async () => {

@@ -4,6 +4,7 @@ import * as assert from 'uvu/assert';
 import { createNodeRuntime } from '../src/node/dawn.js';
 import type { Runtime } from '../src/runtime/runtime.js';
 import { Tensor, type DType } from '../src/tensor.js';
+import { allAttentionTiles, attentionTiles, type AttentionTile } from '../src/ops/attention.js';
 
 let rtPromise: Promise<Runtime> | null = null;
 
@@ -134,4 +135,30 @@ export function probeIndices(n: number, count = 4, seed = 7): number[] {
   const out = new Set<number>();
   while (out.size < Math.min(count, n)) out.add(Math.floor(r() * n));
   return [...out];
+}
+
+/**
+ * Every attention tile of a kernel path, forward and backward paired up so that each candidate is forced once (the
+ * shorter list padded with its default); the first pair is the two defaults.
+ */
+export function attentionTilePairs(path: AttentionTile['path']): { forward: AttentionTile; backward: AttentionTile; name: string }[] {
+  const forward = allAttentionTiles('forward', path);
+  const backward = allAttentionTiles('backward', path);
+  return Array.from({ length: Math.max(forward.length, backward.length) }, (_, i) => {
+    const pair = { forward: forward[i] ?? forward[0], backward: backward[i] ?? backward[0] };
+    const id = (t: AttentionTile) => (t.path === 'subgroup' ? `${t.rowsPerLane} rows/lane, ${t.streamRows} streamed` : `${t.blockRows} rows x ${t.blockStream} streamed`);
+    return { ...pair, name: `forward ${id(pair.forward)}; backward ${id(pair.backward)}` };
+  });
+}
+
+/** Run fn with attention's tiles forced to a pair (restored after). */
+export async function withAttentionTiles(pair: { forward: AttentionTile; backward: AttentionTile }, fn: () => Promise<void>): Promise<void> {
+  attentionTiles.forward = pair.forward;
+  attentionTiles.backward = pair.backward;
+  try {
+    await fn();
+  } finally {
+    attentionTiles.forward = null;
+    attentionTiles.backward = null;
+  }
 }

@@ -9,7 +9,8 @@ import source from '../../kernels/attention.wgsl';
 import { defineKernel } from '../runtime/kernel.js';
 import { Tensor } from '../tensor.js';
 import type { Runtime } from '../runtime/runtime.js';
-import { record, nextRandom } from '../autograd.js';
+import { record, nextRandom, backward, keep, noGrad, withGrad } from '../autograd.js';
+import { chooseConfig, bucket, type Candidate } from '../runtime/tune.js';
 import { dropoutThreshold } from './activation.js';
 import { bytesOf, ceilDiv, grid1d } from './grid.js';
 
@@ -29,10 +30,130 @@ const BLOCK_STREAM = 32;
  */
 const SUBGROUP_FORWARD = { rowsPerLane: 4, streamRows: 4 };
 const SUBGROUP_BACKWARD = { rowsPerLane: 3, streamRows: 4 };
-/** Largest head dim: two [BLOCK_STREAM, D] f32 tiles must fit 32 KiB of workgroup memory. */
+/** Largest head dim: two [BLOCK_STREAM, D] f32 tiles of the default portable tile must fit 32 KiB of workgroup memory. */
 const MAX_HEAD_DIM = 8192 / BLOCK_STREAM / 2;
-/** With the relative bias the portable dq kernel also holds a [BLOCK_ROWS, BLOCK_STREAM] block of gate * dS. */
-const MAX_HEAD_DIM_REL_BIAS = Math.floor((8192 - BLOCK_ROWS * BLOCK_STREAM - 3 * BLOCK_STREAM) / BLOCK_STREAM / 2);
+
+/**
+ * One configuration of a pass's kernels (the forward kernel, or the dq and dk/dv kernels of the backward): on the
+ * subgroup path rows per lane and streamed rows per block, on the portable path rows per workgroup (= invocations) and
+ * streamed rows per workgroup-memory tile. What the autotuner chooses between, per pass and shape class.
+ */
+export interface AttentionTile {
+  path: 'subgroup' | 'portable';
+  rowsPerLane: number;
+  streamRows: number;
+  blockRows: number;
+  blockStream: number;
+}
+export type AttentionPass = 'forward' | 'backward';
+
+const tileId = (t: AttentionTile) => (t.path === 'subgroup' ? `sg-r${t.rowsPerLane}-s${t.streamRows}` : `wg-${t.blockRows}x${t.blockStream}`);
+const subgroupTile = (rowsPerLane: number, streamRows: number): AttentionTile => ({ path: 'subgroup', rowsPerLane, streamRows, blockRows: BLOCK_ROWS, blockStream: BLOCK_STREAM });
+const portableTile = (blockRows: number, blockStream: number): AttentionTile => ({ path: 'portable', ...SUBGROUP_FORWARD, blockRows, blockStream });
+
+/**
+ * Every configuration any adapter may get, default first (tests run each against the float64 reference). Subgroup:
+ * fewer rows per lane (less state, smaller shaders) and 8 streamed rows (fewer loop trips). Portable (GPUs): smaller
+ * and larger workgroups, shallower tiles; the streamed rows never exceed the workgroup's (each invocation loads one
+ * row's scalars).
+ */
+export function allAttentionTiles(pass: AttentionPass, path: AttentionTile['path']): AttentionTile[] {
+  if (path === 'subgroup') {
+    const d = pass === 'forward' ? SUBGROUP_FORWARD : SUBGROUP_BACKWARD;
+    return [subgroupTile(d.rowsPerLane, d.streamRows), subgroupTile(2, 4), subgroupTile(d.rowsPerLane, 8)];
+  }
+  return [portableTile(BLOCK_ROWS, BLOCK_STREAM), portableTile(32, 32), portableTile(128, 16), portableTile(64, 16)];
+}
+
+/** Workgroup floats of the portable kernels: two [stream, D] tiles, three per-row scalars, and the dq kernel's gate*dS block with the bias. */
+function portableWorkgroupBytes(t: AttentionTile, D: number, bias: boolean): number {
+  return 4 * (2 * t.blockStream * D + 3 * t.blockStream + (bias ? t.blockRows * t.blockStream : 1));
+}
+
+/** The candidates that fit this adapter's limits for head dim D (and the bias's workgroup block). */
+export function attentionCandidates(rt: Runtime, pass: AttentionPass, path: AttentionTile['path'], D: number, bias: boolean): Candidate<AttentionTile>[] {
+  const fits = (t: AttentionTile) =>
+    t.path === 'subgroup' ||
+    (t.blockRows <= rt.limits.maxComputeInvocationsPerWorkgroup && t.blockRows <= rt.limits.maxComputeWorkgroupSizeX &&
+      t.blockStream <= t.blockRows && portableWorkgroupBytes(t, D, bias) <= rt.limits.maxComputeWorkgroupStorageSize);
+  return allAttentionTiles(pass, path).filter(fits).map((config) => ({ id: tileId(config), config }));
+}
+
+/** Tests and the tuner: a tile forced for a pass (null: tuned / cached / default). */
+export const attentionTiles: { forward: AttentionTile | null; backward: AttentionTile | null } = { forward: null, backward: null };
+
+/**
+ * The tile a pass uses: forced, else the tuner's for the shape class (T, batch x heads bucketed; D, the bias exact:
+ * they change which tiles fit). Dropout, masks and the packed layout do not enter the class: the tuner times plain
+ * attention (drawing no random numbers), and its winner serves those variants too.
+ */
+function attentionTileFor(rt: Runtime, pass: AttentionPass, path: AttentionTile['path'], B: number, T: number, heads: number, D: number, bias: boolean): AttentionTile {
+  const forced = attentionTiles[pass];
+  if (forced) {
+    if (forced.path !== path) throw new Error(`attention: the forced ${pass} tile is for the ${forced.path} kernels, but the ${path} ones run here`);
+    return forced;
+  }
+  const candidates = attentionCandidates(rt, pass, path, D, bias);
+  if (!candidates.length) {
+    throw new Error(`attention: head dim ${D}${bias ? ' with a relative position bias' : ''} fits none of the ${path} kernels' tiles in this adapter's ${rt.limits.maxComputeWorkgroupStorageSize} bytes of workgroup memory`);
+  }
+  // the hand-picked tile, or the first that fits when it does not (large D with the bias)
+  const def = candidates.find((c) => c.id === tileId(allAttentionTiles(pass, path)[0])) ?? candidates[0];
+  if (candidates.length === 1) return def.config;
+  const shapeClass = `${pass} ${path} d${D} t${bucket(T)} bh${bucket(B * heads)}${bias ? ' bias' : ''}`;
+  return chooseConfig(rt, 'attention', shapeClass, candidates, def.id, () => ({
+    shape: `${pass} B=${B} T=${T} ${heads}x${D}${bias ? ' (tuned without the bias)' : ''}`,
+    // forward: QK^T and PV; backward (forward + backward timed): those plus the backward's five products
+    flops: (pass === 'forward' ? 4 : 14) * B * heads * T * T * D,
+    prepare: () => attentionTuneProblem(rt, pass, B, T, heads, D),
+  }));
+}
+
+/**
+ * Random q, k, v of the class's representative shape; run(tile) records plain attention with the tile forced for the
+ * pass (the backward class: forward with its own tuned tile, then backward with the candidate).
+ */
+function attentionTuneProblem(rt: Runtime, pass: AttentionPass, B: number, T: number, heads: number, D: number) {
+  const C = heads * D;
+  const values = (seed: number, n: number) => {
+    const d = new Float32Array(n);
+    let x = seed;
+    for (let i = 0; i < n; i++) {
+      x = (Math.imul(x, 1103515245) + 12345) >>> 0;
+      d[i] = (x >>> 8) / (1 << 24) - 0.5;
+    }
+    return d;
+  };
+  const [q, k, v, gy] = [1, 2, 3, 4].map((seed) => keep(Tensor.fromData(rt, values(seed, B * T * C), [B, T, C], 'f32', `tune.attention.${seed}`)));
+  return {
+    run: (tile: AttentionTile) => {
+      const before = attentionTiles[pass];
+      attentionTiles[pass] = tile;
+      try {
+        if (pass === 'forward') {
+          noGrad(() => attention(q, k, v, { heads })).dispose();
+          return;
+        }
+        withGrad(() => {
+          for (const t of [q, k, v]) t.requiresGrad = true;
+          const out = attention(q, k, v, { heads });
+          backward(out, gy);
+          out.dispose();
+          for (const t of [q, k, v]) {
+            t.grad?.dispose();
+            t.grad = null;
+            t.requiresGrad = false;
+          }
+        });
+      } finally {
+        attentionTiles[pass] = before;
+      }
+    },
+    dispose: () => {
+      for (const t of [q, k, v, gy]) t.dispose();
+    },
+  };
+}
 
 /**
  * WavLM's gated relative position bias: score[b, h, i, j] += gate[b, h, i] * embedding[bucket(j - i), h], bucket()
@@ -261,11 +382,11 @@ function flashAttention(input: QkvInputs, B: number, T: number, C: number, opts:
   if (B * T === 0) return out;
 
   const sg = subgroupKernelSize(rt);
-  if (bias && !sg && D > MAX_HEAD_DIM_REL_BIAS) {
-    throw new Error(`attention: head dim ${D} exceeds the ${MAX_HEAD_DIM_REL_BIAS} supported with a relative position bias`);
-  }
+  const path = sg ? 'subgroup' : 'portable';
+  const forwardTile = attentionTileFor(rt, 'forward', path, B, T, heads, D, !!bias);
+  const backwardTile = attentionTileFor(rt, 'backward', path, B, T, heads, D, !!bias);
   // rows of the dq kernel's blocks: the partial diagonal sums have one row per block
-  const dqBlockRows = sg ? sg * SUBGROUP_BACKWARD.rowsPerLane : BLOCK_ROWS;
+  const dqBlockRows = sg ? sg * backwardTile.rowsPerLane : backwardTile.blockRows;
   const relBlocks = ceilDiv(T, dqBlockRows);
   const span = 2 * T - 1;
   const params = {
@@ -291,22 +412,24 @@ function flashAttention(input: QkvInputs, B: number, T: number, C: number, opts:
     rt.copy(bias.gate, relBias, B * heads * T * 4, 0, heads * span * 4);
   } else relBias = unusedBuffer('f32', 'rel_bias');
   // DROPOUT and REL_BIAS are template flags: off, their code is not compiled at all
-  const portable = {
-    defines: {
-      HEAD_DIM: `${D}u`, BLOCK_ROWS: `${BLOCK_ROWS}u`, BLOCK_STREAM: `${BLOCK_STREAM}u`, DROPOUT: dropout > 0 ? 'true' : 'false',
-      REL_BIAS: bias ? 'true' : 'false', DIAG_SIZE: `${bias ? BLOCK_ROWS * BLOCK_STREAM : 1}u`, PACKED_GRAD_KV: packed ? 'true' : 'false',
+  const flags = { HEAD_DIM: `${D}u`, DROPOUT: dropout > 0 ? 'true' : 'false', REL_BIAS: bias ? 'true' : 'false', PACKED_GRAD_KV: packed ? 'true' : 'false' };
+  const portableShape = (tile: AttentionTile) => ({
+    options: {
+      defines: { ...flags, BLOCK_ROWS: `${tile.blockRows}u`, BLOCK_STREAM: `${tile.blockStream}u`, DIAG_SIZE: `${bias ? tile.blockRows * tile.blockStream : 1}u` },
     },
-  };
+    blocks: [ceilDiv(T, tile.blockRows), B * heads] as [number, number],
+  });
   // the row dot is the same with or without dropout and bias (out already has them): one pipeline for all
-  const rowDotOptions = { defines: { ...portable.defines, DROPOUT: 'false', REL_BIAS: 'false', DIAG_SIZE: '1u', PACKED_GRAD_KV: 'false' } };
-  const portableBlocks: [number, number] = [ceilDiv(T, BLOCK_ROWS), B * heads];
-  const subgroupShape = (shape: { rowsPerLane: number; streamRows: number }) => {
-    const streamRows = Math.min(shape.streamRows, sg ?? 4);
-    const rows = (sg ?? 1) * shape.rowsPerLane;
+  const rowDotOptions = { defines: { HEAD_DIM: `${D}u`, BLOCK_ROWS: `${BLOCK_ROWS}u`, BLOCK_STREAM: `${BLOCK_STREAM}u`, DROPOUT: 'false', REL_BIAS: 'false', DIAG_SIZE: '1u', PACKED_GRAD_KV: 'false' } };
+  const subgroupShape = (tile: AttentionTile) => {
+    const streamRows = Math.min(tile.streamRows, sg ?? 4);
+    const rows = (sg ?? 1) * tile.rowsPerLane;
     return {
       options: {
         defines: {
-          ...portable.defines, SG: `${sg}u`, ROWS_PER_LANE: `${shape.rowsPerLane}u`, STREAM_ROWS: `${streamRows}u`,
+          // (the portable tile constants are unused by the subgroup kernels: the defaults, one pipeline)
+          ...flags, BLOCK_ROWS: `${BLOCK_ROWS}u`, BLOCK_STREAM: `${BLOCK_STREAM}u`,
+          SG: `${sg}u`, ROWS_PER_LANE: `${tile.rowsPerLane}u`, STREAM_ROWS: `${streamRows}u`,
           // the subgroup dq kernel reduces its diagonals with shuffles: no workgroup block
           DIAG_SIZE: '1u',
         },
@@ -314,8 +437,10 @@ function flashAttention(input: QkvInputs, B: number, T: number, C: number, opts:
       blocks: [ceilDiv(T, rows), B * heads] as [number, number],
     };
   };
-  const subgroupForward = subgroupShape(SUBGROUP_FORWARD);
-  const subgroupBackward = subgroupShape(SUBGROUP_BACKWARD);
+  const subgroupForward = subgroupShape(forwardTile);
+  const subgroupBackward = subgroupShape(backwardTile);
+  const portableForward = portableShape(forwardTile);
+  const portableBackward = portableShape(backwardTile);
   // The subgroup kernels read q, k, v, grad_out through vec4 views when D % 4 == 0 (else through the scalar ones)...
   const unusedVec4 = sg && D % 4 !== 0 ? unusedBuffer('f32', 'vec4') : null;
   const vec4View = (x: Tensor): Tensor => unusedVec4 ?? x;
@@ -337,7 +462,7 @@ function flashAttention(input: QkvInputs, B: number, T: number, C: number, opts:
   if (sg) {
     const bindings = { ...inputs, ...inputViews, ...outputViews('out', out, forwardPlaceholders), lse };
     rt.dispatch(attentionSubgroupKernel, 'attention_forward_sg', bindings, subgroupForward.blocks, { ...subgroupForward.options, cost: { flops: 2 * attnUnit } });
-  } else rt.dispatch(attentionKernel, 'attention_forward', { ...inputs, out, lse }, portableBlocks, { ...portable, cost: { flops: 2 * attnUnit } });
+  } else rt.dispatch(attentionKernel, 'attention_forward', { ...inputs, out, lse }, portableForward.blocks, { ...portableForward.options, cost: { flops: 2 * attnUnit } });
   for (const t of forwardPlaceholders) t.dispose();
 
   const inputTensors = packed ? [q] : [q, k, v];
@@ -376,8 +501,8 @@ function flashAttention(input: QkvInputs, B: number, T: number, C: number, opts:
       }
       for (const t of placeholders) t.dispose();
     } else {
-      if (gk && gv) rt.dispatch(attentionKernel, 'attention_backward_kv', { ...common, grad_k: gk, grad_v: gv }, portableBlocks, { ...portable, cost: { flops: 4 * attnUnit } });
-      if (gq) rt.dispatch(attentionKernel, 'attention_backward_q', { ...common, grad_q: gq, rel_bias_grad: relBiasGrad }, portableBlocks, { ...portable, cost: { flops: attnUnit } });
+      if (gk && gv) rt.dispatch(attentionKernel, 'attention_backward_kv', { ...common, grad_k: gk, grad_v: gv }, portableBackward.blocks, { ...portableBackward.options, cost: { flops: 4 * attnUnit } });
+      if (gq) rt.dispatch(attentionKernel, 'attention_backward_q', { ...common, grad_q: gq, rel_bias_grad: relBiasGrad }, portableBackward.blocks, { ...portableBackward.options, cost: { flops: attnUnit } });
     }
     rowDot.dispose();
     let gEmbed: Tensor | null = null;
