@@ -6,6 +6,7 @@ import { Tensor } from '../tensor.js';
 import { backward, noGrad, tidy } from '../autograd.js';
 import { matmul } from '../ops/matmul.js';
 import { conv1d } from '../ops/conv.js';
+import { attention } from '../ops/attention.js';
 import { takeOutput } from '../model/classifier.js';
 import { mulberry32 } from '../data/random.js';
 import type { Runtime } from '../runtime/runtime.js';
@@ -17,7 +18,7 @@ import { parseCommand, positiveNumber, serCommand, valueOption } from './cli-opt
 
 export function tuneOptions(): Command {
   return serCommand('tune', 'time candidate kernel configurations (tile sizes, strategies) on this adapter and cache the fastest')
-    .option('--model <dir>', 'tune the shapes of one forward pass of this model (Hugging Face folder or Hub id; weights optional) on B clips of S seconds of synthetic audio; without it, the XLSR-large GEMM and convolution shapes of the kernel bench (4 s of audio)')
+    .option('--model <dir>', 'tune the shapes of one forward pass of this model (Hugging Face folder or Hub id; weights optional) on B clips of S seconds of synthetic audio; without it, the XLSR-large GEMM, convolution and attention shapes of the kernel bench (4 s of audio)')
     .option('--train', 'also tune the backward passes (forward + backward of a training step)')
     .option('--quick', '3 timed rounds per candidate instead of 7; without --model, fewer shapes')
     .addOption(valueOption('--rounds <n>', 'timed rounds per candidate (interleaved; the median is kept)', positiveNumber('--rounds', 50, true)))
@@ -25,7 +26,7 @@ export function tuneOptions(): Command {
     .addOption(valueOption('--batch-size <b>', 'clips per batch', positiveNumber('--batch-size', 256, true), 1))
     .option('--json', 'print the results as JSON')
     .addHelpText('after', `
-Times every candidate configuration (strategy, tile sizes) of the GEMM and conv1d kernels for each shape class a run
+Times every candidate configuration (strategy, tile sizes) of the GEMM, conv1d and attention kernels for each shape class a run
 uses, on this adapter, and keeps the fastest in the tune cache (${defaultTuneCachePath() ?? 'disabled by SER_TUNE_CACHE=off'};
 SER_TUNE_CACHE=<file> elsewhere). Later runs on the same adapter and driver use the winners; without a winner the
 hand-picked defaults run. Classes already in the cache are timed again.`);
@@ -94,7 +95,7 @@ export async function tuneCommand(argv: string[]): Promise<number> {
   return 0;
 }
 
-/** The GEMM and conv shapes of bench/lib/kernels.ts (XLSR-large, 4 s of audio, batch 4 x 200 frames for the GEMMs). */
+/** The GEMM and conv shapes of bench/lib/kernels.ts (XLSR-large, 4 s of audio, batch 4 x 200 frames for the GEMMs), and its attention. */
 async function benchShapes(rt: Runtime, quick: boolean, train: boolean): Promise<void> {
   const rand = (shape: number[], seed: number) => {
     const r = mulberry32(seed);
@@ -145,6 +146,20 @@ async function benchShapes(rt: Runtime, quick: boolean, train: boolean): Promise
     });
     await rt.sync();
     for (const t of [x, w]) {
+      t.grad?.dispose();
+      t.dispose();
+    }
+  }
+  // self-attention of XLSR-large's layers: 16 heads x 64, 199 frames (4 s), batch 1 and 4
+  for (const B of quick ? [1] : [1, 4]) {
+    const [q, k, v] = [7, 8, 9].map((seed) => rand([B, 199, 1024], seed));
+    for (const t of [q, k, v]) t.requiresGrad = train;
+    tidy(() => {
+      const y = attention(q, k, v, { heads: 16 });
+      if (train) backward(y, rand([B, 199, 1024], 10));
+    });
+    await rt.sync();
+    for (const t of [q, k, v]) {
       t.grad?.dispose();
       t.dispose();
     }
