@@ -251,12 +251,17 @@ fn rowAffineGrad(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgro
 }
 
 // channel layout: thread per (o, i), i fastest; element (o, c, i) at (o * C + c) * inner + i; group index o*inner + i
+// element of channel 0 of group id
+fn channelBase(id: u32) -> u32 { return (id / p.inner) * p.channels * p.inner + id % p.inner; }
+// the affine normalized value of element e (channel c) of a group with mean mu and rstd r
+fn channelAffine(e: u32, c: u32, mu: f32, r: f32) -> f32 { return (f32(x[e]) - mu) * r * gamma(c) + beta(c); }
+
 @compute @workgroup_size(WG)
 fn channelNormForward(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
   let id = gid.x + gid.y * nwg.x * WG;
   if (id >= p.rows) { return; }
   let C = p.channels;
-  let base = (id / p.inner) * C * p.inner + id % p.inner;
+  let base = channelBase(id);
   let inv = 1.0 / f32(C);
   var s = 0.0;
   for (var c = 0u; c < C; c++) { s += f32(x[base + c * p.inner]); }
@@ -266,7 +271,7 @@ fn channelNormForward(@builtin(global_invocation_id) gid: vec3u, @builtin(num_wo
   let r = inverseSqrt(q * inv + p.eps);
   for (var c = 0u; c < C; c++) {
     let e = base + c * p.inner;
-    var z = (f32(x[e]) - mu) * r * gamma(c) + beta(c);
+    var z = channelAffine(e, c, mu, r);
     if (ACT == 1u) { z = geluOf(z); }
     y[e] = T(z);
   }
@@ -280,13 +285,12 @@ fn channelNormActGrad(@builtin(global_invocation_id) gid: vec3u, @builtin(num_wo
   let id = gid.x + gid.y * nwg.x * WG;
   if (id >= p.rows) { return; }
   let C = p.channels;
-  let base = (id / p.inner) * C * p.inner + id % p.inner;
+  let base = channelBase(id);
   let mu = savedMean[id];
   let r = savedRstd[id];
   for (var c = 0u; c < C; c++) {
     let e = base + c * p.inner;
-    let z = (f32(x[e]) - mu) * r * gamma(c) + beta(c);
-    dx[e] = T(f32(dy[e]) * geluGrad(z));
+    dx[e] = T(f32(dy[e]) * geluGrad(channelAffine(e, c, mu, r)));
   }
 }
 
@@ -295,7 +299,7 @@ fn channelNormBackward(@builtin(global_invocation_id) gid: vec3u, @builtin(num_w
   let id = gid.x + gid.y * nwg.x * WG;
   if (id >= p.rows) { return; }
   let C = p.channels;
-  let base = (id / p.inner) * C * p.inner + id % p.inner;
+  let base = channelBase(id);
   let mu = savedMean[id];
   let r = savedRstd[id];
   var sg = 0.0;

@@ -9,7 +9,8 @@ import source from '../../kernels/attention.wgsl';
 import { defineKernel } from '../runtime/kernel.js';
 import { Tensor } from '../tensor.js';
 import type { Runtime } from '../runtime/runtime.js';
-import { record, nextRandom, backward, keep, noGrad, withGrad } from '../autograd.js';
+import { record, nextRandom, backward, noGrad, withGrad } from '../autograd.js';
+import { tuneInput } from './matmul.js';
 import { chooseConfig, bucket, type Candidate } from '../runtime/tune.js';
 import { dropoutThreshold } from './activation.js';
 import { bytesOf, ceilDiv, grid1d } from './grid.js';
@@ -115,16 +116,7 @@ function attentionTileFor(rt: Runtime, pass: AttentionPass, path: AttentionTile[
  */
 function attentionTuneProblem(rt: Runtime, pass: AttentionPass, B: number, T: number, heads: number, D: number) {
   const C = heads * D;
-  const values = (seed: number, n: number) => {
-    const d = new Float32Array(n);
-    let x = seed;
-    for (let i = 0; i < n; i++) {
-      x = (Math.imul(x, 1103515245) + 12345) >>> 0;
-      d[i] = (x >>> 8) / (1 << 24) - 0.5;
-    }
-    return d;
-  };
-  const [q, k, v, gy] = [1, 2, 3, 4].map((seed) => keep(Tensor.fromData(rt, values(seed, B * T * C), [B, T, C], 'f32', `tune.attention.${seed}`)));
+  const [q, k, v, gy] = [1, 2, 3, 4].map((seed) => tuneInput(rt, [B, T, C], 'f32', `tune.attention.${seed}`, seed));
   return {
     run: (tile: AttentionTile) => {
       const before = attentionTiles[pass];

@@ -17,9 +17,8 @@ import type { Runtime } from '../runtime/runtime.js';
 import { Tensor } from '../tensor.js';
 import { record } from '../autograd.js';
 import { ceilDiv, grid1d } from './grid.js';
-import { hasSubgroupGemm, TILED_CANDIDATES } from './matmul.js';
+import { hasSubgroupGemm, TILED_CANDIDATES, tuneInput } from './matmul.js';
 import { chooseConfig, bucket, type Candidate } from '../runtime/tune.js';
-import { keep } from '../autograd.js';
 import type { DerivedCache } from '../runtime/derived.js';
 
 const SUBGROUP_MARKER = '// ==== SUBGROUP KERNEL ====';
@@ -160,22 +159,12 @@ function convConfigFor(rt: Runtime, pass: ConvPass, g: Geometry, dtype: Tensor['
   }));
 }
 
-function randomTensor(rt: Runtime, shape: number[], dtype: Tensor['dtype'], label: string): Tensor {
-  const n = shape.reduce((a, b) => a * b, 1);
-  const d = new Float32Array(n);
-  let s = 12345;
-  for (let i = 0; i < n; i++) {
-    s = (s * 1103515245 + 12345) >>> 0;
-    d[i] = (s >>> 8) / (1 << 24) - 0.5;
-  }
-  return keep(Tensor.fromData(rt, d, shape, dtype, label));
-}
 
 /** Random inputs of the geometry; run(config) records one pass and frees its output. */
 function convTuneProblem(rt: Runtime, pass: ConvPass, g: Geometry, dtype: Tensor['dtype']) {
-  const x = randomTensor(rt, [g.batch, g.cin, g.tin], dtype, 'tune.x');
-  const w = randomTensor(rt, [g.cout, g.cinG, g.ksize], dtype, 'tune.w');
-  const gy = randomTensor(rt, [g.batch, g.cout, g.tout], dtype, 'tune.gy');
+  const x = tuneInput(rt, [g.batch, g.cin, g.tin], dtype, 'tune.x');
+  const w = tuneInput(rt, [g.cout, g.cinG, g.ksize], dtype, 'tune.w');
+  const gy = tuneInput(rt, [g.batch, g.cout, g.tout], dtype, 'tune.gy');
   return {
     run: (config: ConvConfig) => {
       const out = conv1dPass(rt, pass, g, config, x, w, gy);

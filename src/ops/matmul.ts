@@ -134,8 +134,8 @@ function gemmConfigFor(rt: Runtime, g: GemmArgs): GemmConfig {
     shape: `${batch > 1 ? `${batch}x ` : ''}${M}x${K}${transA ? '^T' : ''} . ${K}x${N}${transB ? '^T' : ''} ${dtype}`,
     flops: 2 * M * N * K * batch,
     prepare: () => {
-      const a = randomTensor(rt, batch * M * K, dtype, 'tune.a');
-      const b = randomTensor(rt, batch * K * N, dtype, 'tune.b');
+      const a = tuneInput(rt, [batch * M * K], dtype, 'tune.a');
+      const b = tuneInput(rt, [batch * K * N], dtype, 'tune.b');
       const y = keep(Tensor.empty(rt, [batch * M * N], dtype, 'tune.y'));
       return {
         run: (config: GemmConfig) => gemmWith({ a, b, y, M, N, K, batch, strideA: M * K, strideB: K * N, transA, transB }, config),
@@ -147,15 +147,16 @@ function gemmConfigFor(rt: Runtime, g: GemmArgs): GemmConfig {
   }));
 }
 
-/** Values in [-0.5, 0.5) (a cheap LCG): kernel speed does not depend on them. */
-function randomTensor(rt: Runtime, n: number, dtype: Tensor['dtype'], label: string): Tensor {
+/** Tuning inputs (GEMM, conv1d, attention): values in [-0.5, 0.5) from a cheap LCG, kept out of tidy scopes; kernel speed does not depend on them. */
+export function tuneInput(rt: Runtime, shape: readonly number[], dtype: Tensor['dtype'], label: string, seed = 12345): Tensor {
+  const n = numel(shape);
   const d = new Float32Array(n);
-  let s = 12345;
+  let s = seed;
   for (let i = 0; i < n; i++) {
     s = (s * 1103515245 + 12345) >>> 0;
     d[i] = (s >>> 8) / (1 << 24) - 0.5;
   }
-  return keep(Tensor.fromData(rt, d, [n], dtype, label));
+  return keep(Tensor.fromData(rt, d, shape, dtype, label));
 }
 
 export function gemmStrategy(rt: Runtime): GemmStrategy {
