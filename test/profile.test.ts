@@ -242,6 +242,13 @@ test('ser profile --train on the tiny XLSR fixture: JSON summary and a Chrome tr
     assert.is(text.status, 0, text.stderr.slice(-2000));
     assert.match(text.stdout, /roofline: GEMM 40\.0 GFLOP\/s \(given/);
     assert.match(text.stdout, /of GPU time in dispatches below 50% of their roofline/);
+    // a folder with only config.json profiles a randomly initialised model (predictions are never shown)
+    const configOnly = path.join(out, 'config-only');
+    fs.mkdirSync(configOnly);
+    fs.copyFileSync(path.join(model, 'config.json'), path.join(configOnly, 'config.json'));
+    const random = spawnSync(process.execPath, [path.join(root, 'build/cli.mjs'), 'profile', '--model', configOnly, '--seconds', '0.3', '--json'], { cwd: root, encoding: 'utf8', timeout: 300000 });
+    assert.is(random.status, 0, random.stderr.slice(-2000));
+    assert.ok(JSON.parse(random.stdout.trim().split('\n').pop()!).dispatches > 10);
   } finally {
     fs.rmSync(out, { recursive: true, force: true });
   }

@@ -16,6 +16,8 @@ import { matmul } from '../../src/ops/matmul.js';
 import { conv1d } from '../../src/ops/conv.js';
 import { layerNorm } from '../../src/ops/norm.js';
 import { softmax } from '../../src/ops/loss.js';
+import { gelu } from '../../src/ops/activation.js';
+import { add } from '../../src/ops/elementwise.js';
 import { timeAsync, type Row, type Timing } from './harness.js';
 import { randArray, agree, type Peaks } from './peers-common.js';
 
@@ -218,6 +220,29 @@ function cases(quick: boolean): Case[] {
       graph: { op: 'Softmax', inputs: [{ name: 'x', dims: [H * T, T] }], initializers: [], nodeInputs: ['x'], output: { name: 'y', dims: [H * T, T] }, attrs: [{ name: 'axis', i: -1 }], opset: 13 },
       input: randArray(H * T * T, 8, 8),
       ours: (x) => softmax(x),
+      chainable: true,
+    });
+  }
+  // the elementwise ops of a transformer layer on the bench's memory-bound size: GELU (ONNX opset 20's Gelu, exact erf
+  // form) and the residual add (the residual an initializer, as a resident tensor)
+  {
+    const R = quick ? 200 : 4000, C = 1024;
+    list.push({
+      name: `Gelu ${R}x${C}`,
+      unit: 'GB/s',
+      work: 2 * R * C * 4,
+      graph: { op: 'Gelu', inputs: [{ name: 'x', dims: [R, C] }], initializers: [], nodeInputs: ['x'], output: { name: 'y', dims: [R, C] }, opset: 20 },
+      input: randArray(R * C, 9),
+      ours: (x) => gelu(x),
+      chainable: true,
+    });
+    list.push({
+      name: `Add ${R}x${C}`,
+      unit: 'GB/s',
+      work: 3 * R * C * 4,
+      graph: { op: 'Add', inputs: [{ name: 'x', dims: [R, C] }], initializers: [{ name: 'r', dims: [R, C], data: randArray(R * C, 10) }], nodeInputs: ['x', 'r'], output: { name: 'y', dims: [R, C] } },
+      input: randArray(R * C, 11),
+      ours: (x, [r]) => add(x, r),
       chainable: true,
     });
   }

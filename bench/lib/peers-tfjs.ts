@@ -12,8 +12,11 @@ import { matmul } from '../../src/ops/matmul.js';
 import { conv1d } from '../../src/ops/conv.js';
 import { layerNorm } from '../../src/ops/norm.js';
 import { attention } from '../../src/ops/attention.js';
-import { sum } from '../../src/ops/reduce.js';
+import { sum, reduceToScalar } from '../../src/ops/reduce.js';
 import { softmax } from '../../src/ops/loss.js';
+import { gelu } from '../../src/ops/activation.js';
+import { add } from '../../src/ops/elementwise.js';
+import { AdamW } from '../../src/ops/optim.js';
 import { nodeGPU } from '../../src/node/dawn.js';
 import { timeGPU, timeAsync, type Row, type Timing } from './harness.js';
 import { randArray, agree, type Peaks } from './peers-common.js';
@@ -233,6 +236,136 @@ export async function benchTfjs(rt: Runtime, _peaks: Peaks, quick: boolean): Pro
       } finally {
         for (const t of [x, g, b]) t.dispose();
         tf.dispose([tx, tg, tb]);
+      }
+    });
+  }
+
+  // layer norm backward (dx, dweight, dbias) through tf.grads of the same moments-based layer norm; both sides time
+  // forward + backward with a given output gradient, and the row's time is that minus the forward's
+  {
+    const R = quick ? 200 : 800, C = 1024;
+    const name = `layer norm backward ${R}x${C} (dx, dweight, dbias)`;
+    await attempt(name, 'GB/s', async () => {
+      const [xd, gd, bd, dyd] = [41, 42, 43, 44].map((seed, i) => randArray(i === 1 || i === 2 ? C : R * C, seed));
+      const x = up(xd, [R, C], 'x');
+      const g = up(gd, [C], 'g');
+      const b = up(bd, [C], 'b');
+      const dy = up(dyd, [R, C], 'dy');
+      const [tx, tdy] = [xd, dyd].map((d) => tf.tensor2d(d, [R, C]));
+      const [tg, tb] = [gd, bd].map((d) => tf.tensor1d(d));
+      const tfLN = (xx: TFTensor, gg: TFTensor, bb: TFTensor) => {
+        const { mean, variance } = tf.moments(xx, -1, true);
+        return xx.sub(mean).mul(tf.rsqrt(variance.add(1e-5))).mul(gg).add(bb);
+      };
+      const tfGrads = tf.grads((xx: TFTensor, gg: TFTensor, bb: TFTensor) => tfLN(xx, gg, bb));
+      for (const t of [x, g, b]) t.requiresGrad = true;
+      const clear = () => {
+        for (const t of [x, g, b]) {
+          t.grad?.dispose();
+          t.grad = null;
+        }
+      };
+      const ourStep = () => tidy(() => backward(layerNorm(x, g, b, 1e-5), dy));
+      try {
+        const oursFwd = await ourTime(() => { layerNorm(x, g, b, 1e-5); });
+        const oursBoth = await timeOurs(rt, () => { ourStep(); clear(); }, reps);
+        const peerFwd = await timeTf(tf, () => { tfLN(tx, tg, tb); }, reps);
+        const peerBoth = await timeTf(tf, () => { tfGrads([tx, tg, tb], tdy); }, reps);
+        ourStep();
+        const og = [...(await x.grad!.readFloat()), ...(await g.grad!.readFloat()), ...(await b.grad!.readFloat())];
+        clear();
+        const pgT = tfGrads([tx, tg, tb], tdy);
+        const pg: number[] = [];
+        for (const t of pgT) for (const value of (await t.data()) as Float32Array) pg.push(value);
+        tf.dispose(pgT);
+        const minus = (both: Timing, fwd: Timing): Timing => ({ ...both, median: Math.max(both.median - fwd.median, 1e-9), min: Math.max(both.min - fwd.median, 1e-9), max: Math.max(both.max - fwd.median, 1e-9) });
+        return { name, unit: 'GB/s', work: 5 * R * C * 4, ours: minus(oursBoth, oursFwd), peer: minus(peerBoth, peerFwd), agreement: agree(og, pg), note: 'GB/s = (read x, dy twice + write dx) / time; time = forward+backward minus forward on each side; tfjs: tf.grads of the tf.moments-based layer norm' };
+      } finally {
+        clear();
+        for (const t of [x, g, b, dy]) t.dispose();
+        tf.dispose([tx, tdy, tg, tb]);
+      }
+    });
+  }
+
+  // the other memory-bound ops of a training step, on the bench's memory-bound size: GELU (exact erf form; tfjs has
+  // no GELU op, so x * 0.5 * (1 + erf(x / sqrt 2)) from its ops), residual add, the L2 norm of gradient clipping
+  {
+    const R = quick ? 200 : 4000, C = 1024, n = R * C;
+    const xd = randArray(n, 51);
+    const rd = randArray(n, 52);
+    const x = up(xd, [R, C], 'x');
+    const r = up(rd, [R, C], 'residual');
+    const tx = tf.tensor2d(xd, [R, C]);
+    const tr = tf.tensor2d(rd, [R, C]);
+    const tfGelu = () => tx.mul(0.5).mul(tf.erf(tx.mul(Math.SQRT1_2)).add(1));
+    const tfNorm = () => tf.sqrt(tf.sum(tf.square(tx)));
+    const cases: [string, number, string, () => Tensor, () => TFTensor][] = [
+      [`GELU ${R}x${C}`, 2 * n * 4, 'GB/s = (read x + write y) / time; tfjs: erf-based GELU from its ops', () => gelu(x), tfGelu],
+      [`add ${R}x${C}`, 3 * n * 4, 'GB/s = (read a, b + write y) / time', () => add(x, r), () => tf.add(tx, tr)],
+      [`L2 norm of ${n} values`, n * 4, 'GB/s = (read x) / time; every pass until one value; tfjs: sqrt(sum(square(x)))', () => reduceToScalar(x, { term: 'square', sqrt: true }), tfNorm],
+    ];
+    try {
+      for (const [name, bytes, note, oursOp, tfOp] of cases) {
+        await attempt(name, 'GB/s', async () => {
+          const ours = await ourTime(() => { oursOp(); });
+          const peer = await timeTf(tf, () => { tfOp(); }, reps);
+          const y = noGrad(() => oursOp());
+          const oy = await y.readFloat();
+          y.dispose();
+          const ty = tf.tidy(tfOp);
+          const py = (await ty.data()) as Float32Array;
+          ty.dispose();
+          return { name, unit: 'GB/s', work: bytes, ours, peer, agreement: agree(oy, py), note };
+        });
+      }
+    } finally {
+      x.dispose();
+      r.dispose();
+      tf.dispose([tx, tr]);
+    }
+  }
+
+  // AdamW step (decoupled weight decay, PyTorch's update) on one parameter tensor; tfjs has no AdamW optimizer, so its
+  // side is the same update written with its ops on variables (tf.train.adam lacks the decoupled decay)
+  {
+    const n = quick ? 1 << 18 : 1 << 22;
+    const name = `AdamW step ${n} params`;
+    await attempt(name, 'GB/s', async () => {
+      const lr = 1e-3, wd = 0.01, b1 = 0.9, b2 = 0.999, eps = 1e-8;
+      const pd = randArray(n, 61);
+      const gd = randArray(n, 62);
+      const p = up(pd, [n], 'param');
+      p.requiresGrad = true;
+      p.grad = up(gd, [n], 'grad');
+      const opt = new AdamW([p], { lr, weightDecay: wd, betas: [b1, b2], eps });
+      const tp = tf.variable(tf.tensor1d(pd));
+      const tm = tf.variable(tf.zeros([n]));
+      const tv = tf.variable(tf.zeros([n]));
+      const tgr = tf.tensor1d(gd);
+      let tfStep = 0;
+      const tfAdamW = () => {
+        tfStep++;
+        const m = tm.mul(b1).add(tgr.mul(1 - b1));
+        const v = tv.mul(b2).add(tgr.square().mul(1 - b2));
+        const update = m.div(1 - b1 ** tfStep).div(v.div(1 - b2 ** tfStep).sqrt().add(eps));
+        tp.assign(tp.mul(1 - lr * wd).sub(update.mul(lr)));
+        tm.assign(m);
+        tv.assign(v);
+      };
+      try {
+        // one step from the same start on both sides, compared; then both keep stepping for the timing
+        opt.step();
+        const op = await p.readFloat();
+        tf.tidy(tfAdamW);
+        const pp = (await tp.data()) as Float32Array;
+        const ours = await timeOurs(rt, () => opt.step(), reps);
+        const peer = await timeTf(tf, tfAdamW, reps);
+        return { name, unit: 'GB/s', work: 7 * 4 * n, ours, peer, agreement: agree(op, pp), note: 'GB/s = (read p, g, m, v + write p, m, v) / time; results compared after the first step; tfjs: the update from its ops on variables' };
+      } finally {
+        p.grad?.dispose();
+        p.dispose();
+        tf.dispose([tp, tm, tv, tgr]);
       }
     });
   }

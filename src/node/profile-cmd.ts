@@ -53,7 +53,7 @@ export async function profileCommand(argv: string[]): Promise<number> {
   const seconds = options.number('seconds')!;
   const batch = options.number('batchSize')!;
   const rt = await createNodeRuntime();
-  const loaded = await loadModel(rt, v.model);
+  const loaded = await loadModel(rt, v.model, { untrainedOk: true }); // timing only: random weights time the same
   const samples = Math.max(Math.round(seconds * loaded.preprocessor.samplingRate), loaded.preprocessor.minSamples);
   // the family's own input preparation (waveforms normalised and padded, or Whisper's log-mel)
   const clips = Array.from({ length: batch }, (_, b) => syntheticAudio(samples, 1 + b));

@@ -44,9 +44,10 @@ export interface LoadedModel {
  * (`forTraining`), a directory with only config.json means a randomly initialised model (Hugging Face's init), and
  * `labels` (when given) replace the config's label set; a checkpoint head of another size is then re-initialised, as
  * from_pretrained(..., num_labels=n, ignore_mismatched_sizes=True) does. Outside training a label set other than the
- * model's is refused: the head would not mean what the labels say.
+ * model's is refused: the head would not mean what the labels say. `untrainedOk` (profiling, tuning: commands that
+ * time the model and never report its predictions) accepts a config-only folder or a checkpoint without its head.
  */
-export async function loadModel(rt: Runtime, idOrDir: string, opts: { labels?: readonly string[]; seed?: number; forTraining?: boolean; regression?: boolean } = {}): Promise<LoadedModel> {
+export async function loadModel(rt: Runtime, idOrDir: string, opts: { labels?: readonly string[]; seed?: number; forTraining?: boolean; untrainedOk?: boolean; regression?: boolean } = {}): Promise<LoadedModel> {
   // a save killed between its two renames left the previous folder aside: put it back first (a run folder's model/ too)
   await recoverModelDir(idOrDir);
   // a Hub id (org/name[@rev]) becomes its snapshot folder in the Hub cache; a run folder its model/
@@ -57,7 +58,7 @@ export async function loadModel(rt: Runtime, idOrDir: string, opts: { labels?: r
   let config = parseModelConfig(await readTextFile(configPath), configPath);
   const family = familyOf(config);
   const hasWeights = fs.readdirSync(dir).some((f) => (WEIGHT_FILES as readonly string[]).includes(f));
-  if (!hasWeights && !opts.forTraining) {
+  if (!hasWeights && !opts.forTraining && !opts.untrainedOk) {
     throw new Error(`${dir}: no weights (looked for ${WEIGHT_FILES.join(', ')}). A folder with only config.json is an untrained model, so its predictions would be random; train it first (ser train --model ${idOrDir} ...)`);
   }
   // training a regression head (float targets) on a classification model, or the reverse, replaces the head
@@ -92,7 +93,7 @@ export async function loadModel(rt: Runtime, idOrDir: string, opts: { labels?: r
     });
     for (const n of report.notices) notes.push(n);
     const untrained = report.newlyInitialized.filter((n) => !n.endsWith('masked_spec_embed'));
-    if (untrained.length && !opts.forTraining) {
+    if (untrained.length && !opts.forTraining && !opts.untrainedOk) {
       model.dispose();
       throw new Error(`${md.weightsFile}: ${untrained.length} parameter(s) are not in the checkpoint (${untrained.slice(0, 4).join(', ')}${untrained.length > 4 ? ', ...' : ''}): an untrained head would score at random; fine-tune the model first (ser train)`);
     }
