@@ -27,7 +27,7 @@ const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
 export function torchPlan(quick: boolean): { seconds: number; forwardBatch: number; trainBatch: number; forwardReps: number; reps: number; layers: number } {
   return quick
     ? { seconds: 1, forwardBatch: 1, trainBatch: 1, forwardReps: 2, reps: 2, layers: 4 }
-    : { seconds: 4, forwardBatch: 1, trainBatch: 2, forwardReps: 5, reps: 3, layers: 24 };
+    : { seconds: 4, forwardBatch: 1, trainBatch: 2, forwardReps: 9, reps: 3, layers: 24 };
 }
 
 /** XLSR-53's config (tools/xlsr_large_keys.json), made deterministic for timing: no layerdrop, no SpecAugment. */
@@ -391,7 +391,7 @@ export async function benchTorch(rt: Runtime, _peaks: Peaks, quick: boolean): Pr
   // per-round ratios (PyTorch's time over ours in the same round): how much the host moved the comparison
   const howTimed = (ratios: number[] | undefined, rounds: number) =>
     ratios?.length
-      ? `; interleaved, PyTorch and ours alternating for ${rounds} rounds after a warm-up each: ours ${(1 / Math.max(...ratios)).toFixed(2)}-${(1 / Math.min(...ratios)).toFixed(2)}x PyTorch's time per round`
+      ? `; interleaved, PyTorch and ours alternating for ${rounds} rounds after a warm-up each: ours ${(1 / Math.max(...ratios)).toFixed(2)}-${(1 / Math.min(...ratios)).toFixed(2)}x PyTorch's time per round, median ${summarize(ratios.map((r) => 1 / r)).median.toFixed(2)}x`
       : '';
   for (const { label, result, ratios } of peers) {
     emit(fwdName, ours.forward, result.forward, plan.forwardBatch, label, `lower is better; ${result.frames} frames; our model init+upload ${ours.initSeconds.toFixed(1)} s${howTimed(ratios?.forward, plan.forwardReps)}`);
