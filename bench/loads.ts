@@ -4,12 +4,15 @@
 // or one address per workgroup, against fma_peak's 12 independent FMA chains.
 //   node build/bench/loads.mjs [--reps N]
 // Prints loads per ns (f32 components) and what one load costs in FMAs. On lavapipe a load is a gather done lane by
-// lane, so a vec4 load costs about 4 scalar ones and a lane-uniform address is no cheaper; the subgroup GEMM does
-// RB + c = 8 loads per 8 * RB * c = 128 FMAs per lane and step of k, which is what holds it near 60 GFLOP/s.
+// lane, so a vec4 load costs about 4 scalar ones and a lane-uniform address is no cheaper (Mesa's storage load takes
+// its one-load-and-broadcast path only for offsets it proves constant, nir_src_is_always_uniform); the subgroup GEMM
+// does RB + c = 8 loads per 8 * RB * c = 128 FMAs per lane and step of k, which is what holds it near 60 GFLOP/s.
+// The last row asks whether a texel fetch (textureLoad of rgba32float, a vec4 per lane) is a cheaper way in: the same
+// addresses as the vec4 row, from a texture holding the same data (raw WebGPU here: the runtime binds buffers only).
 import { createNodeRuntime } from '../src/node/dawn.js';
 import { Tensor } from '../src/tensor.js';
 import { peakKernel } from '../src/runtime/peaks.js';
-import { timeGPU } from './lib/harness.js';
+import { timeGPU, timeAsync } from './lib/harness.js';
 
 const args = process.argv.slice(2);
 const repsArg = args.indexOf('--reps');
@@ -37,5 +40,50 @@ for (const [name, entry, bindings, width] of rows) {
   const loads = 8 * iters * threads;
   const perNs = loads / t.median / 1e9;
   console.log(`${name.padEnd(36)} ${(perNs * width).toFixed(2)} f32 per ns, ${perNs.toFixed(2)} loads per ns: one load costs ${(fmaPerNs / perNs).toFixed(1)} FMAs`);
+}
+
+// texel fetch: load_lanes4's address pattern over a W x H rgba32float texture of the same n / 4 vec4s
+{
+  const device = rt.device;
+  const W = 1024, H = n / 4 / W;
+  const code = `
+struct Params { iters: u32 }
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read_write> sink: array<f32>;
+@group(0) @binding(2) var tex: texture_2d<f32>;
+fn at(e: u32) -> vec4f { let m = e & ${n / 4 - 1}u; return textureLoad(tex, vec2u(m % ${W}u, m / ${W}u), 0); }
+@compute @workgroup_size(256)
+fn load_texels(@builtin(global_invocation_id) gid: vec3u) {
+  var j = gid.x * 8u;
+  var acc = vec4f(0.0);
+  for (var i = 0u; i < p.iters; i++) {
+    acc += at(j) + at(j + 977u) + at(j + 1954u) + at(j + 2931u);
+    acc += at(j + 3908u) + at(j + 4885u) + at(j + 5862u) + at(j + 6839u);
+    j += 13u;
+  }
+  sink[gid.x] = acc.x + acc.y + acc.z + acc.w;
+}`;
+  const params = device.createBuffer({ size: 16, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
+  device.queue.writeBuffer(params, 0, new Uint32Array([iters, 0, 0, 0]));
+  const texSink = device.createBuffer({ size: threads * 4, usage: GPUBufferUsage.STORAGE });
+  const texture = device.createTexture({ size: [W, H], format: 'rgba32float', usage: GPUTextureUsage.TEXTURE_BINDING | GPUTextureUsage.COPY_DST });
+  device.queue.writeTexture({ texture }, await xs.readFloat(), { bytesPerRow: W * 16 }, [W, H]);
+  const pipeline = device.createComputePipeline({ layout: 'auto', compute: { module: device.createShaderModule({ code }), entryPoint: 'load_texels' } });
+  const bindGroup = device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries: [{ binding: 0, resource: { buffer: params } }, { binding: 1, resource: { buffer: texSink } }, { binding: 2, resource: texture.createView() }] });
+  const once = async () => {
+    const encoder = device.createCommandEncoder();
+    const pass = encoder.beginComputePass();
+    pass.setPipeline(pipeline);
+    pass.setBindGroup(0, bindGroup);
+    pass.dispatchWorkgroups(threads / 256);
+    pass.end();
+    device.queue.submit([encoder.finish()]);
+    await device.queue.onSubmittedWorkDone();
+  };
+  const t = await timeAsync(once, { reps });
+  const perNs = (8 * iters * threads) / t.median / 1e9;
+  console.log(`${'vec4 texel fetch (rgba32float)'.padEnd(36)} ${(perNs * 4).toFixed(2)} f32 per ns, ${perNs.toFixed(2)} loads per ns: one load costs ${(fmaPerNs / perNs).toFixed(1)} FMAs`);
+  for (const b of [params, texSink]) b.destroy();
+  texture.destroy();
 }
 process.exit(0);

@@ -16,6 +16,7 @@ import { benchModel, benchModelProfile } from './lib/model.js';
 import { benchFidelity } from './lib/fidelity.js';
 import { benchWhisper } from './lib/whisper.js';
 import { benchQkv } from './lib/qkv.js';
+import { withReadmeTable } from './lib/readme-table.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const args = process.argv.slice(2);
@@ -122,6 +123,12 @@ function write(rows: Row[], skipped: string[], markdown: string[], date: Date, r
   ];
   fs.writeFileSync(path.join(outDir, `RESULTS${suffix}.md`), lines.join('\n'));
   console.log(`wrote ${path.join(outDir, `RESULTS${suffix}.md`)} and results${suffix}.json`);
+  // a full run into bench/ also rewrites the README's table (test/readme-bench.test.ts keeps the two in step)
+  if (!quick && !only && path.resolve(outDir) === path.join(root, 'bench')) {
+    const readme = path.join(root, 'README.md');
+    fs.writeFileSync(readme, withReadmeTable(fs.readFileSync(readme, 'utf8'), json));
+    console.log(`updated the benchmark table in ${readme}`);
+  }
   const bad = rows.filter((r) => !Number.isFinite(r.ours));
   if (bad.length) {
     console.error(`non-finite figures: ${bad.map((r) => r.name).join(', ')}`);
