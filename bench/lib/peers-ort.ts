@@ -8,7 +8,8 @@
 // whose output has the input's shape run as a chain of 1 and of 1 + CHAIN copies of the node (each feeding the next),
 // and the op's time is (t[1 + CHAIN] - t[1]) / CHAIN: the upload and readback cancel. Our side runs the same chain
 // with the same upload and readback. Other ops (conv) keep upload + op + readback on both sides, said in the note.
-// The two results (chain of 1) are compared element-wise.
+// Repetitions alternate between the two sides (so both see the same spells of a shared host); the two results (chain
+// of 1) are compared element-wise.
 import type { Runtime } from '../../src/runtime/runtime.js';
 import { Tensor } from '../../src/tensor.js';
 import { tidy, noGrad } from '../../src/autograd.js';
@@ -18,7 +19,7 @@ import { layerNorm } from '../../src/ops/norm.js';
 import { softmax } from '../../src/ops/loss.js';
 import { gelu } from '../../src/ops/activation.js';
 import { add } from '../../src/ops/elementwise.js';
-import { timeAsync, type Row, type Timing } from './harness.js';
+import { timeAsync, summarize, type Row, type Timing } from './harness.js';
 import { randArray, agree, type Peaks } from './peers-common.js';
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -300,60 +301,74 @@ async function benchCase(ort: Ort, rt: Runtime, c: Case, hasWebGPU: boolean, rep
   // ours: weights resident, input uploaded, op chain, result read back
   const weights = c.graph.initializers.map((t) => Tensor.fromData(rt, t.data, t.dims, 'f32', t.name));
   let oursOut: Float32Array = new Float32Array(0);
-  const oursT: Timing[] = [];
-  for (const copies of lengths) {
-    oursT.push(await timeAsync(async () => {
-      const x = Tensor.fromData(rt, c.input, dims, 'f32', 'x');
-      const y = noGrad(() => tidy(() => {
-        let h = x;
-        for (let j = 0; j < copies; j++) h = c.ours(h, weights);
-        return h;
-      }));
-      const out = await y.readFloat();
-      if (copies === 1) oursOut = out;
-      y.dispose();
-      x.dispose();
-    }, { reps }));
-  }
-  for (const w of weights) w.dispose();
+  const oursRun = (copies: number) => async () => {
+    const x = Tensor.fromData(rt, c.input, dims, 'f32', 'x');
+    const y = noGrad(() => tidy(() => {
+      let h = x;
+      for (let j = 0; j < copies; j++) h = c.ours(h, weights);
+      return h;
+    }));
+    const out = await y.readFloat();
+    if (copies === 1) oursOut = out;
+    y.dispose();
+    x.dispose();
+  };
   const rate = (t: number) => c.work / t / 1e9;
-  for (const provider of hasWebGPU ? ['webgpu', 'cpu'] : ['cpu']) {
-    const peerName = provider === 'webgpu' ? 'ONNX Runtime WebGPU EP' : 'ONNX Runtime CPU EP';
-    const peerT: Timing[] = [];
-    let peerOut: Float32Array = new Float32Array(0);
-    let failed = '';
-    for (const copies of lengths) {
-      let session: any;
-      try {
-        session = await ort.InferenceSession.create(oneNodeModel(c.graph, copies), { executionProviders: [provider], graphOptimizationLevel: 'all', logSeverityLevel: 3 } as any);
-      } catch (e) {
-        failed = (e as Error).message.split('\n')[0];
-        break;
+  try {
+    for (const provider of hasWebGPU ? ['webgpu', 'cpu'] : ['cpu']) {
+      const peerName = provider === 'webgpu' ? 'ONNX Runtime WebGPU EP' : 'ONNX Runtime CPU EP';
+      let peerOut: Float32Array = new Float32Array(0);
+      const sessions: any[] = [];
+      let failed = '';
+      for (const copies of lengths) {
+        try {
+          sessions.push(await ort.InferenceSession.create(oneNodeModel(c.graph, copies), { executionProviders: [provider], graphOptimizationLevel: 'all', logSeverityLevel: 3 } as any));
+        } catch (e) {
+          failed = (e as Error).message.split('\n')[0];
+          break;
+        }
       }
       const feed = { [inName]: new ort.Tensor('float32', c.input, dims) };
-      peerT.push(await timeAsync(async () => {
-        const r = await session.run(feed);
-        if (copies === 1) peerOut = r[c.graph.output.name].data as Float32Array;
-      }, { reps }));
-      await session.release();
+      const peerRun = (k: number) => async () => {
+        const r = await sessions[k].run(feed);
+        if (lengths[k] === 1) peerOut = r[c.graph.output.name].data as Float32Array;
+      };
+      // repetitions alternate between the two sides (ours, ORT, ours, ...) for each chain length, after a warm-up each
+      const oursTimes: number[][] = lengths.map(() => []);
+      const peerTimes: number[][] = lengths.map(() => []);
+      for (let k = 0; k < lengths.length; k++) {
+        await oursRun(lengths[k])();
+        if (!failed) await peerRun(k)();
+      }
+      for (let r = 0; r < reps; r++) {
+        for (let k = 0; k < lengths.length; k++) {
+          oursTimes[k].push((await timeAsync(oursRun(lengths[k]), { reps: 1, warmup: 0 })).median);
+          if (!failed) peerTimes[k].push((await timeAsync(peerRun(k), { reps: 1, warmup: 0 })).median);
+        }
+      }
+      for (const session of sessions) await session.release();
+      const oursT = oursTimes.map(summarize);
+      if (failed) {
+        rows.push({ name: `${c.name} vs ${peerName}`, unit: c.unit, ours: rate(perOp(oursT, c.chainable && usable(oursT))), peer: peerName, note: `peer failed: ${failed}` });
+        continue;
+      }
+      const peerT = peerTimes.map(summarize);
+      const both = c.chainable && usable(oursT) && usable(peerT);
+      const ours = perOp(oursT, both);
+      const peer = perOp(peerT, both);
+      rows.push({
+        name: `${c.name} vs ${peerName}`,
+        unit: c.unit,
+        ours: rate(ours),
+        ...(c.chainable ? {} : { spread: [rate(oursT[0].max), rate(oursT[0].min)] as [number, number] }),
+        peer: peerName,
+        peer_value: rate(peer),
+        speedup: peer / ours,
+        note: `timed: ${how(both)}, repetitions alternating between the two sides; results agree to rel. L2 ${agree(oursOut, peerOut)}${c.note ? `; ${c.note}` : ''}${hasWebGPU ? '' : '; this onnxruntime-node build has no WebGPU EP'}`,
+      });
     }
-    if (failed) {
-      rows.push({ name: `${c.name} vs ${peerName}`, unit: c.unit, ours: rate(perOp(oursT, c.chainable && usable(oursT))), peer: peerName, note: `peer failed: ${failed}` });
-      continue;
-    }
-    const both = c.chainable && usable(oursT) && usable(peerT);
-    const ours = perOp(oursT, both);
-    const peer = perOp(peerT, both);
-    rows.push({
-      name: `${c.name} vs ${peerName}`,
-      unit: c.unit,
-      ours: rate(ours),
-      ...(c.chainable ? {} : { spread: [rate(oursT[0].max), rate(oursT[0].min)] as [number, number] }),
-      peer: peerName,
-      peer_value: rate(peer),
-      speedup: peer / ours,
-      note: `timed: ${how(both)}; results agree to rel. L2 ${agree(oursOut, peerOut)}${c.note ? `; ${c.note}` : ''}${hasWebGPU ? '' : '; this onnxruntime-node build has no WebGPU EP'}`,
-    });
+  } finally {
+    for (const w of weights) w.dispose();
   }
   return rows;
 }

@@ -3,7 +3,8 @@
 // open a device on the same Vulkan driver). Same ops, same shapes, same data; inputs resident on the GPU on both
 // sides (tfjs uploads a tensor at its first use: the warm-up runs do that); each repetition records several
 // iterations (innerFor), submits, and waits for the queue once (no readback), and reports the time per iteration, on
-// both sides alike.
+// both sides alike. The two sides' repetitions alternate (ours, tfjs, ours, ...), so both see the same spells of a
+// shared host.
 // Results are read once (t.data(); dataSync() does not work in Node) and compared with ours.
 import type { Runtime } from '../../src/runtime/runtime.js';
 import { Tensor } from '../../src/tensor.js';
@@ -18,7 +19,7 @@ import { gelu } from '../../src/ops/activation.js';
 import { add } from '../../src/ops/elementwise.js';
 import { AdamW } from '../../src/ops/optim.js';
 import { nodeGPU } from '../../src/node/dawn.js';
-import { timeGPU, timeAsync, type Row, type Timing } from './harness.js';
+import { timeGPU, summarize, type Row, type Timing } from './harness.js';
 import { randArray, agree, type Peaks } from './peers-common.js';
 
 type TF = typeof import('@tensorflow/tfjs');
@@ -63,30 +64,35 @@ async function tfSync(tf: TF): Promise<void> {
  */
 const MAX_INNER = 10;
 const TARGET_SECONDS = 0.05;
-const TIMED = `device-resident inputs, up to ${MAX_INNER} iterations per submit + wait (a repetition ~${TARGET_SECONDS * 1000} ms), no transfers on either side`;
+const TIMED = `device-resident inputs, up to ${MAX_INNER} iterations per submit + wait (a repetition ~${TARGET_SECONDS * 1000} ms), no transfers on either side, repetitions alternating between the two sides`;
 
 function innerFor(seconds: number): number {
   return Math.max(1, Math.min(MAX_INNER, Math.ceil(TARGET_SECONDS / Math.max(seconds, 1e-6))));
 }
 
-async function timeTf(tf: TF, fn: () => void, reps: number): Promise<Timing> {
-  const once = async () => {
-    tf.tidy(fn);
-    await tfSync(tf);
-  };
-  const single = await timeAsync(once, { reps: 1, warmup: 2 });
-  const inner = innerFor(single.median);
-  const t = await timeAsync(async () => {
-    for (let i = 0; i < inner; i++) tf.tidy(fn);
-    await tfSync(tf);
-  }, { reps, warmup: 0 });
-  return { ...t, median: t.median / inner, min: t.min / inner, max: t.max / inner };
+/** One tfjs repetition: `inner` iterations recorded, one submit + wait; seconds per iteration. */
+async function tfRep(tf: TF, fn: () => void, inner: number): Promise<number> {
+  const t0 = performance.now();
+  for (let i = 0; i < inner; i++) tf.tidy(fn);
+  await tfSync(tf);
+  return (performance.now() - t0) / 1000 / inner;
 }
 
-/** Ours, with the same iteration rule as timeTf. */
-async function timeOurs(rt: Runtime, fn: () => void, reps: number): Promise<Timing> {
-  const single = await timeGPU(rt, fn, { reps: 1, warmup: 2 });
-  return timeGPU(rt, fn, { reps, warmup: 0, inner: innerFor(single.median) });
+/**
+ * Ours and tfjs on the same work: each side warmed up (two runs) and timed once to pick its iterations per repetition
+ * (innerFor), then `reps` repetitions alternating ours, tfjs, ours, ...
+ */
+async function timeBoth(rt: Runtime, tf: TF, ours: () => void, theirs: () => void, reps: number): Promise<{ ours: Timing; peer: Timing }> {
+  const oursInner = innerFor((await timeGPU(rt, ours, { reps: 1, warmup: 2 })).median);
+  for (let i = 0; i < 2; i++) await tfRep(tf, theirs, 1);
+  const tfInner = innerFor(await tfRep(tf, theirs, 1));
+  const o: number[] = [];
+  const t: number[] = [];
+  for (let r = 0; r < reps; r++) {
+    o.push((await timeGPU(rt, ours, { reps: 1, warmup: 0, inner: oursInner })).median);
+    t.push(await tfRep(tf, theirs, tfInner));
+  }
+  return { ours: summarize(o), peer: summarize(t) };
 }
 
 /** [rows, cols] row-major -> [cols, rows] */
@@ -132,7 +138,8 @@ export async function benchTfjs(rt: Runtime, _peaks: Peaks, quick: boolean): Pro
   const reps = quick ? 3 : 5;
   const rows: Row[] = [];
   const up = (d: Float32Array, shape: number[], label: string) => Tensor.fromData(rt, d, shape, 'f32', label);
-  const ourTime = (fn: () => void) => timeOurs(rt, () => noGrad(() => tidy(fn)), reps);
+  // ours inside noGrad + tidy (nothing recorded for backward, every intermediate freed), against tfjs's fn
+  const both = (ours: () => void, theirs: () => void) => timeBoth(rt, tf, () => noGrad(() => tidy(ours)), theirs, reps);
   const attempt = async (name: string, unit: string, fn: () => Promise<Pair>) => {
     try {
       rows.push(row(await fn()));
@@ -155,8 +162,7 @@ export async function benchTfjs(rt: Runtime, _peaks: Peaks, quick: boolean): Pro
       const ta = tf.tensor2d(ad, [M, K]);
       const tb = tf.tensor2d(bd, bShape as [number, number]);
       try {
-        const ours = await ourTime(() => { matmul(a, b, { transB }); });
-        const peer = await timeTf(tf, () => { tf.matMul(ta, tb, false, transB); }, reps);
+        const { ours, peer } = await both(() => { matmul(a, b, { transB }); }, () => { tf.matMul(ta, tb, false, transB); });
         const y = noGrad(() => matmul(a, b, { transB }));
         const oy = await y.readFloat();
         y.dispose();
@@ -188,8 +194,7 @@ export async function benchTfjs(rt: Runtime, _peaks: Peaks, quick: boolean): Pro
       const tx = tf.tensor3d(transpose2(xd, cin, T), [1, T, cin]);
       const tw = tf.tensor3d(wNWC, [k, cin, cout]);
       try {
-        const ours = await ourTime(() => { conv1d(x, w, null, { stride }); });
-        const peer = await timeTf(tf, () => { tf.conv1d(tx, tw, stride, 'valid'); }, reps);
+        const { ours, peer } = await both(() => { conv1d(x, w, null, { stride }); }, () => { tf.conv1d(tx, tw, stride, 'valid'); });
         const y = noGrad(() => conv1d(x, w, null, { stride }));
         const oy = await y.readFloat();
         y.dispose();
@@ -224,8 +229,7 @@ export async function benchTfjs(rt: Runtime, _peaks: Peaks, quick: boolean): Pro
         return tx.sub(mean).mul(tf.rsqrt(variance.add(1e-5))).mul(tg).add(tb);
       };
       try {
-        const ours = await ourTime(() => { layerNorm(x, g, b, 1e-5); });
-        const peer = await timeTf(tf, () => { tfLN(); }, reps);
+        const { ours, peer } = await both(() => { layerNorm(x, g, b, 1e-5); }, () => { tfLN(); });
         const y = noGrad(() => layerNorm(x, g, b, 1e-5));
         const oy = await y.readFloat();
         y.dispose();
@@ -267,10 +271,8 @@ export async function benchTfjs(rt: Runtime, _peaks: Peaks, quick: boolean): Pro
       };
       const ourStep = () => tidy(() => backward(layerNorm(x, g, b, 1e-5), dy));
       try {
-        const oursFwd = await ourTime(() => { layerNorm(x, g, b, 1e-5); });
-        const oursBoth = await timeOurs(rt, () => { ourStep(); clear(); }, reps);
-        const peerFwd = await timeTf(tf, () => { tfLN(tx, tg, tb); }, reps);
-        const peerBoth = await timeTf(tf, () => { tfGrads([tx, tg, tb], tdy); }, reps);
+        const fwd = await both(() => { layerNorm(x, g, b, 1e-5); }, () => { tfLN(tx, tg, tb); });
+        const fwdBwd = await timeBoth(rt, tf, () => { ourStep(); clear(); }, () => { tfGrads([tx, tg, tb], tdy); }, reps);
         ourStep();
         const og = [...(await x.grad!.readFloat()), ...(await g.grad!.readFloat()), ...(await b.grad!.readFloat())];
         clear();
@@ -279,7 +281,7 @@ export async function benchTfjs(rt: Runtime, _peaks: Peaks, quick: boolean): Pro
         for (const t of pgT) for (const value of (await t.data()) as Float32Array) pg.push(value);
         tf.dispose(pgT);
         const minus = (both: Timing, fwd: Timing): Timing => ({ ...both, median: Math.max(both.median - fwd.median, 1e-9), min: Math.max(both.min - fwd.median, 1e-9), max: Math.max(both.max - fwd.median, 1e-9) });
-        return { name, unit: 'GB/s', work: 5 * R * C * 4, ours: minus(oursBoth, oursFwd), peer: minus(peerBoth, peerFwd), agreement: agree(og, pg), note: 'GB/s = (read x, dy twice + write dx) / time; time = forward+backward minus forward on each side; tfjs: tf.grads of the tf.moments-based layer norm' };
+        return { name, unit: 'GB/s', work: 5 * R * C * 4, ours: minus(fwdBwd.ours, fwd.ours), peer: minus(fwdBwd.peer, fwd.peer), agreement: agree(og, pg), note: 'GB/s = (read x, dy twice + write dx) / time; time = forward+backward minus forward on each side; tfjs: tf.grads of the tf.moments-based layer norm' };
       } finally {
         clear();
         for (const t of [x, g, b, dy]) t.dispose();
@@ -308,8 +310,7 @@ export async function benchTfjs(rt: Runtime, _peaks: Peaks, quick: boolean): Pro
     try {
       for (const [name, bytes, note, oursOp, tfOp] of cases) {
         await attempt(name, 'GB/s', async () => {
-          const ours = await ourTime(() => { oursOp(); });
-          const peer = await timeTf(tf, () => { tfOp(); }, reps);
+          const { ours, peer } = await both(() => { oursOp(); }, () => { tfOp(); });
           const y = noGrad(() => oursOp());
           const oy = await y.readFloat();
           y.dispose();
@@ -359,8 +360,7 @@ export async function benchTfjs(rt: Runtime, _peaks: Peaks, quick: boolean): Pro
         const op = await p.readFloat();
         tf.tidy(tfAdamW);
         const pp = (await tp.data()) as Float32Array;
-        const ours = await timeOurs(rt, () => opt.step(), reps);
-        const peer = await timeTf(tf, tfAdamW, reps);
+        const { ours, peer } = await timeBoth(rt, tf, () => opt.step(), tfAdamW, reps);
         return { name, unit: 'GB/s', work: 7 * 4 * n, ours, peer, agreement: agree(op, pp), note: 'GB/s = (read p, g, m, v + write p, m, v) / time; results compared after the first step; tfjs: the update from its ops on variables' };
       } finally {
         p.grad?.dispose();
@@ -379,8 +379,7 @@ export async function benchTfjs(rt: Runtime, _peaks: Peaks, quick: boolean): Pro
       const x = up(xd, [R, C], 'x');
       const tx = tf.tensor2d(xd, [R, C]);
       try {
-        const ours = await ourTime(() => { softmax(x); });
-        const peer = await timeTf(tf, () => { tf.softmax(tx); }, reps);
+        const { ours, peer } = await both(() => { softmax(x); }, () => { tf.softmax(tx); });
         const y = noGrad(() => softmax(x));
         const oy = await y.readFloat();
         y.dispose();
@@ -407,8 +406,7 @@ export async function benchTfjs(rt: Runtime, _peaks: Peaks, quick: boolean): Pro
       const scale = 1 / Math.sqrt(D);
       const tfAttn = () => tf.matMul(tf.softmax(tf.matMul(tq, tk, false, true).mul(scale)), tv);
       try {
-        const ours = await ourTime(() => { attention(q, k, v, { heads: H }); });
-        const peer = await timeTf(tf, () => { tfAttn(); }, reps);
+        const { ours, peer } = await both(() => { attention(q, k, v, { heads: H }); }, () => { tfAttn(); });
         const y = noGrad(() => attention(q, k, v, { heads: H }));
         const oy = await y.readFloat();
         y.dispose();
@@ -447,8 +445,7 @@ export async function benchTfjs(rt: Runtime, _peaks: Peaks, quick: boolean): Pro
         }
       };
       try {
-        const ours = await timeOurs(rt, () => { ourStep(); clear(); }, reps);
-        const peer = await timeTf(tf, () => { tfGrads([ta, tb]); }, reps);
+        const { ours, peer } = await timeBoth(rt, tf, () => { ourStep(); clear(); }, () => { tfGrads([ta, tb]); }, reps);
         ourStep();
         const og = [...(await a.grad!.readFloat()), ...(await b.grad!.readFloat())];
         clear();
