@@ -95,6 +95,12 @@ async function timeBoth(rt: Runtime, tf: TF, ours: () => void, theirs: () => voi
   return { ours: summarize(o), peer: summarize(t) };
 }
 
+/** Layer norm over the last axis (eps 1e-5) from tfjs ops: tf.moments + elementwise (tfjs has no layer norm op). */
+function tfLayerNorm(tf: TF, x: TFTensor, weight: TFTensor, bias: TFTensor): TFTensor {
+  const { mean, variance } = tf.moments(x, -1, true);
+  return x.sub(mean).mul(tf.rsqrt(variance.add(1e-5))).mul(weight).add(bias);
+}
+
 /** [rows, cols] row-major -> [cols, rows] */
 function transpose2(a: Float32Array, rows: number, cols: number): Float32Array {
   const out = new Float32Array(a.length);
@@ -224,10 +230,7 @@ export async function benchTfjs(rt: Runtime, _peaks: Peaks, quick: boolean): Pro
       const tx = tf.tensor2d(xd, [R, C]);
       const tg = tf.tensor1d(gd);
       const tb = tf.tensor1d(bd);
-      const tfLN = () => {
-        const { mean, variance } = tf.moments(tx, -1, true);
-        return tx.sub(mean).mul(tf.rsqrt(variance.add(1e-5))).mul(tg).add(tb);
-      };
+      const tfLN = () => tfLayerNorm(tf, tx, tg, tb);
       try {
         const { ours, peer } = await both(() => { layerNorm(x, g, b, 1e-5); }, () => { tfLN(); });
         const y = noGrad(() => layerNorm(x, g, b, 1e-5));
@@ -257,11 +260,7 @@ export async function benchTfjs(rt: Runtime, _peaks: Peaks, quick: boolean): Pro
       const dy = up(dyd, [R, C], 'dy');
       const [tx, tdy] = [xd, dyd].map((d) => tf.tensor2d(d, [R, C]));
       const [tg, tb] = [gd, bd].map((d) => tf.tensor1d(d));
-      const tfLN = (xx: TFTensor, gg: TFTensor, bb: TFTensor) => {
-        const { mean, variance } = tf.moments(xx, -1, true);
-        return xx.sub(mean).mul(tf.rsqrt(variance.add(1e-5))).mul(gg).add(bb);
-      };
-      const tfGrads = tf.grads((xx: TFTensor, gg: TFTensor, bb: TFTensor) => tfLN(xx, gg, bb));
+      const tfGrads = tf.grads((xx: TFTensor, gg: TFTensor, bb: TFTensor) => tfLayerNorm(tf, xx, gg, bb));
       for (const t of [x, g, b]) t.requiresGrad = true;
       const clear = () => {
         for (const t of [x, g, b]) {
@@ -271,7 +270,7 @@ export async function benchTfjs(rt: Runtime, _peaks: Peaks, quick: boolean): Pro
       };
       const ourStep = () => tidy(() => backward(layerNorm(x, g, b, 1e-5), dy));
       try {
-        const fwd = await both(() => { layerNorm(x, g, b, 1e-5); }, () => { tfLN(tx, tg, tb); });
+        const fwd = await both(() => { layerNorm(x, g, b, 1e-5); }, () => { tfLayerNorm(tf, tx, tg, tb); });
         const fwdBwd = await timeBoth(rt, tf, () => { ourStep(); clear(); }, () => { tfGrads([tx, tg, tb], tdy); }, reps);
         ourStep();
         const og = [...(await x.grad!.readFloat()), ...(await g.grad!.readFloat()), ...(await b.grad!.readFloat())];
