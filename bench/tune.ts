@@ -1,5 +1,5 @@
-// Autotuning bench: for the GEMM and conv1d shapes of bench/lib/kernels.ts (XLSR-large, 4 s of audio), tune each shape
-// class on this adapter (src/runtime/tune.ts, in-memory cache: the user's tune cache is neither read nor written),
+// Autotuning bench: for the GEMM and conv1d shapes of bench/lib/kernels.ts and XLSR-large's attention (4 s of audio, batch
+// 1 and 4), tune each shape class on this adapter (src/runtime/tune.ts, in-memory cache: the user's tune cache is neither read nor written),
 // then time the tuned winner against today's hand-picked default, interleaved (default, winner, default, ...) in one
 // process, wall clock around synchronised runs, and print GFLOP/s of each with the ratio.
 //   node build/bench/tune.mjs [--quick] [--rounds N] [--reps N] [--json out.json]
@@ -8,6 +8,7 @@ import { createNodeRuntime } from '../src/node/dawn.js';
 import { Tensor } from '../src/tensor.js';
 import { noGrad, tidy, backward } from '../src/autograd.js';
 import { matmul, gemmWith, gemmCandidates, defaultGemmConfig, gemmConfigId, type GemmConfig } from '../src/ops/matmul.js';
+import { attention, attentionCandidates, attentionTiles, attentionUsesSubgroups, type AttentionPass } from '../src/ops/attention.js';
 import { conv1d, conv1dPass, convCandidates, convGeometry, defaultConvConfig, effectiveId, type ConvConfig, type ConvPass } from '../src/ops/conv.js';
 import { MemoryTuneCache, setTuneOptions, tuneResults, tuneTable, type TuneResult } from '../src/runtime/tune.js';
 import type { Runtime } from '../src/runtime/runtime.js';
@@ -137,6 +138,48 @@ for (const [name, cin, cout, k, stride, tin, padding, groups] of quick ? [convs[
     lines.push({ name: `conv1d ${name} ${pass} (${cin}->${cout} k${k} s${stride}${groups > 1 ? ` g${groups}` : ''}, T=${tin})`, defaultId: res?.defaultId ?? defId, winner: res?.winner ?? `${defId} (one candidate)`, defaultGflops: flops / td / 1e9, winnerGflops: flops / tw / 1e9 });
   }
   for (const t of [x, w, gy]) t.dispose();
+}
+
+// attention of XLSR-large's layers (16 heads x 64, 199 frames), batch 1 (inference) and 4 (training); the backward class
+// times forward + backward with the candidate's dq and dk/dv kernels (the forward on its own tuned tile)
+const attentionShapes = quick ? [1] : [1, 4];
+for (const B of attentionShapes) {
+  const T = 199, H = 16, D = 64;
+  const [q, k, v, gy] = [6, 7, 8, 9].map((seed) => rand([B, T, H * D], seed));
+  const forward = () => noGrad(() => tidy(() => void attention(q, k, v, { heads: H })));
+  const forwardBackward = () => {
+    for (const t of [q, k, v]) t.requiresGrad = true;
+    tidy(() => backward(attention(q, k, v, { heads: H }), gy));
+    for (const t of [q, k, v]) {
+      t.grad?.dispose();
+      t.grad = null;
+      t.requiresGrad = false;
+    }
+  };
+  const before = tuneResults(rt).length;
+  forwardBackward();
+  await rt.sync(); // times the forward and backward classes
+  const fresh = tuneResults(rt).slice(before);
+  const path = attentionUsesSubgroups(rt) ? 'subgroup' : 'portable';
+  for (const pass of ['forward', 'backward'] as AttentionPass[]) {
+    const res = fresh.find((r) => r.family === 'attention' && r.shapeClass.startsWith(`${pass} `));
+    const cands = attentionCandidates(rt, pass, path, D, false);
+    const def = cands[0];
+    const win = res ? cands.find((c) => c.id === res.winner)! : def;
+    const run = (tile: typeof def.config) => () => {
+      attentionTiles[pass] = tile;
+      try {
+        if (pass === 'forward') forward();
+        else forwardBackward();
+      } finally {
+        attentionTiles[pass] = null;
+      }
+    };
+    const [td, tw] = await ab(rt, run(def.config), run(win.config), reps);
+    const flops = (pass === 'forward' ? 4 : 14) * B * H * T * T * D;
+    lines.push({ name: `attention ${pass === 'forward' ? 'forward' : 'forward+backward'} B=${B} T=${T} ${H}x${D}`, defaultId: res?.defaultId ?? def.id, winner: res?.winner ?? `${def.id} (one candidate)`, defaultGflops: flops / td / 1e9, winnerGflops: flops / tw / 1e9 });
+  }
+  for (const t of [q, k, v, gy]) t.dispose();
 }
 
 console.log('\n' + tuneTable(tuneResults(rt)));
